@@ -1,0 +1,111 @@
+import { parseArgs } from "node:util";
+import { isKvError } from "../src/errors.js";
+import { KvClient } from "./kv-client.js";
+import { formatResults, verify } from "./verify.js";
+
+const USAGE = `Usage: bun run client <command> [--host ADDR] [--port N]
+
+Commands:
+  set KEY VALUE        store VALUE under KEY
+  set KEY --file PATH  store the bytes of PATH (- reads stdin)
+  get KEY              print the value to stdout; exit 1 if not found
+  verify               run the end-to-end checks against a running server
+
+Flags:
+  --host ADDR   server address (default 127.0.0.1, env KV_HOST)
+  --port N      server port (default 7070, env KV_PORT)`;
+
+async function readInput(path: string): Promise<Uint8Array> {
+  if (path === "-") return new Uint8Array(await Bun.stdin.arrayBuffer());
+  return new Uint8Array(await Bun.file(path).arrayBuffer());
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<
+    typeof parseArgs<{
+      options: {
+        host: { type: "string" };
+        port: { type: "string" };
+        file: { type: "string" };
+        help: { type: "boolean"; short: "h" };
+      };
+      allowPositionals: true;
+    }>
+  >;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        host: { type: "string" },
+        port: { type: "string" },
+        file: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : err}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help || positionals.length === 0) {
+    console.log(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const host = values.host ?? process.env.KV_HOST ?? "127.0.0.1";
+  const portText = values.port ?? process.env.KV_PORT ?? "7070";
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
+    console.error(`--port must be 1-65535, got ${JSON.stringify(portText)}`);
+    return 2;
+  }
+  const [command, ...args] = positionals;
+
+  const usageError = (msg: string) => {
+    console.error(`${msg}\n\n${USAGE}`);
+    return 2;
+  };
+
+  switch (command) {
+    case "set": {
+      const [key, value] = args;
+      if (key === undefined) return usageError("set needs KEY");
+      if ((value === undefined) === (values.file === undefined) || args.length > 2) {
+        return usageError("set needs exactly one of VALUE or --file PATH");
+      }
+      const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
+      await using client = await KvClient.connect({ host, port });
+      await client.set(key, bytes);
+      console.error("ok");
+      return 0;
+    }
+    case "get": {
+      const [key] = args;
+      if (key === undefined || args.length > 1) return usageError("get needs exactly one KEY");
+      await using client = await KvClient.connect({ host, port });
+      const value = await client.get(key);
+      if (value === undefined) {
+        console.error("not found");
+        return 1;
+      }
+      await Bun.write(Bun.stdout, value);
+      return 0;
+    }
+    case "verify": {
+      if (args.length > 0) return usageError("verify takes no arguments");
+      const results = await verify(host, port);
+      console.log(formatResults(results));
+      return results.every((r) => r.ok) ? 0 : 1;
+    }
+    default:
+      return usageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+try {
+  process.exitCode = await main(Bun.argv.slice(2));
+} catch (err) {
+  console.error(`error: ${isKvError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : err}`);
+  process.exitCode = 1;
+}

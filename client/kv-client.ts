@@ -1,0 +1,199 @@
+import type { Socket } from "bun";
+import { ErrorCode, KvError } from "../src/errors.js";
+import { FrameDecoder } from "../src/net/frame-decoder.js";
+import { SocketWriter } from "../src/net/socket-writer.js";
+import {
+  decodeResponse,
+  encodeGetRequest,
+  encodeSetRequest,
+  GetError,
+  type Response,
+  SetError,
+} from "../src/protocol/codec.js";
+
+/** Keys and values: bytes, or strings sent as UTF-8. */
+export type Bytes = Uint8Array | string;
+
+/** Connection settings. */
+export interface KvClientOptions {
+  host?: string;
+  port: number;
+  /** Largest response frame accepted (default 80 MiB: a 64 MiB value plus framing). */
+  maxFrameBytes?: number;
+}
+
+interface Waiter {
+  readonly kind: "set" | "get";
+  resolve(response: Response): void;
+  reject(err: KvError): void;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function toBytes(b: Bytes): Uint8Array {
+  return typeof b === "string" ? encoder.encode(b) : b;
+}
+
+/**
+ * A client for the service. Calls may be issued without awaiting earlier ones:
+ * they are pipelined on one connection and settle in request order.
+ *
+ * `set` resolves when the server acknowledged a durable write and rejects with
+ * `KV_ERR_SERVER_INTERNAL` when it answered `internal`. `get` resolves the
+ * value, or `undefined` for not_found.
+ */
+export class KvClient implements AsyncDisposable {
+  readonly #socket: Socket<undefined>;
+  readonly #writer: SocketWriter;
+  readonly #decoder: FrameDecoder;
+  #waiters: Waiter[] = [];
+  #head = 0;
+  #error: KvError | null = null;
+  /** Called once nothing is outstanding. */
+  #idle: (() => void)[] = [];
+  readonly #closed = Promise.withResolvers<void>();
+
+  private constructor(socket: Socket<undefined>, maxFrameBytes: number) {
+    this.#socket = socket;
+    this.#writer = new SocketWriter(socket);
+    this.#decoder = new FrameDecoder(maxFrameBytes);
+  }
+
+  /** Opens a connection. */
+  static async connect(options: KvClientOptions): Promise<KvClient> {
+    let client: KvClient | undefined;
+    const maxFrameBytes = options.maxFrameBytes ?? 80 * 1024 * 1024;
+    const socket = await Bun.connect<undefined>({
+      hostname: options.host ?? "127.0.0.1",
+      port: options.port,
+      socket: {
+        data(_s, chunk) {
+          client?.onData(chunk);
+        },
+        drain() {
+          client?.onDrain();
+        },
+        close() {
+          client?.onClose();
+        },
+        error(_s, err) {
+          client?.fail(new KvError(ErrorCode.ConnectionClosed, `socket error: ${err.message}`, { cause: err }));
+        },
+      },
+    });
+    socket.setNoDelay(true);
+    client = new KvClient(socket, maxFrameBytes);
+    return client;
+  }
+
+  /** Requests sent and not yet answered. */
+  get pending(): number {
+    return this.#waiters.length - this.#head;
+  }
+
+  /** Stores `value` under `key`. */
+  async set(key: Bytes, value: Bytes): Promise<void> {
+    const res = await this.#send("set", encodeSetRequest(toBytes(key), toBytes(value)));
+    if (res.kind === "set" && res.error === SetError.Ok) return;
+    throw new KvError(ErrorCode.ServerInternal, "server answered set with internal");
+  }
+
+  /** The value of `key`, or undefined if it has none. */
+  async get(key: Bytes): Promise<Uint8Array | undefined> {
+    const res = await this.#send("get", [encodeGetRequest(toBytes(key))]);
+    if (res.kind !== "get") throw new KvError(ErrorCode.Protocol, "unreachable: response kind checked on receipt");
+    if (res.error === GetError.Ok) return res.value;
+    if (res.error === GetError.NotFound) return undefined;
+    throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
+  }
+
+  /** The value of `key` decoded as UTF-8, or undefined. */
+  async getString(key: Bytes): Promise<string | undefined> {
+    const v = await this.get(key);
+    return v === undefined ? undefined : decoder.decode(v);
+  }
+
+  /** Closes the connection after the server answered everything sent; settles once closed. */
+  async close(): Promise<void> {
+    if (this.#error === null && this.pending > 0) {
+      await new Promise<void>((resolve) => this.#idle.push(resolve));
+    }
+    this.#socket.end();
+    await this.#closed.promise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #send(kind: "set" | "get", parts: Uint8Array[]): Promise<Response> {
+    if (this.#error !== null) return Promise.reject(this.#error);
+    const { promise, resolve, reject } = Promise.withResolvers<Response>();
+    this.#waiters.push({ kind, resolve, reject });
+    for (const part of parts) this.#writer.write(part);
+    return promise;
+  }
+
+  private onData(chunk: Uint8Array): void {
+    try {
+      this.#decoder.push(chunk, this.#onFrame);
+    } catch (err) {
+      this.fail(
+        err instanceof KvError && err.code === ErrorCode.Protocol
+          ? err
+          : new KvError(ErrorCode.Protocol, `bad response stream: ${err instanceof Error ? err.message : err}`, {
+              cause: err,
+            }),
+      );
+      this.#socket.end();
+    }
+  }
+
+  readonly #onFrame = (frame: Uint8Array): void => {
+    const response = decodeResponse(frame);
+    const waiter = this.#waiters[this.#head];
+    if (waiter === undefined) throw new KvError(ErrorCode.Protocol, "response with no request outstanding");
+    if (waiter.kind !== response.kind) {
+      throw new KvError(ErrorCode.Protocol, `expected a ${waiter.kind} response, got ${response.kind}`);
+    }
+    this.#waiters[this.#head] = undefined as unknown as Waiter;
+    this.#head++;
+    if (this.#head === this.#waiters.length) {
+      this.#waiters = [];
+      this.#head = 0;
+      this.#notifyIdle();
+    } else if (this.#head > 4096) {
+      this.#waiters = this.#waiters.slice(this.#head);
+      this.#head = 0;
+    }
+    waiter.resolve(response);
+  };
+
+  private onDrain(): void {
+    this.#writer.drain();
+  }
+
+  private onClose(): void {
+    this.fail(new KvError(ErrorCode.ConnectionClosed, "connection closed"));
+    this.#writer.close();
+    this.#closed.resolve();
+  }
+
+  /** Rejects every outstanding and future call with `err`. */
+  private fail(err: KvError): void {
+    this.#error ??= err;
+    const waiters = this.#waiters;
+    const head = this.#head;
+    this.#waiters = [];
+    this.#head = 0;
+    for (let i = head; i < waiters.length; i++) waiters[i]?.reject(err);
+    this.#notifyIdle();
+  }
+
+  #notifyIdle(): void {
+    const idle = this.#idle;
+    this.#idle = [];
+    for (const fn of idle) fn();
+  }
+}

@@ -1,0 +1,117 @@
+import { randomBytes } from "node:crypto";
+import { KvClient } from "./kv-client.js";
+
+/** One verification step's outcome. */
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  detail: string;
+  ms: number;
+}
+
+type Check = [name: string, run: (c: KvClient, prefix: string) => Promise<string>];
+
+function expectEqual(actual: Uint8Array | undefined, expected: Uint8Array, what: string): void {
+  if (actual === undefined) throw new Error(`${what}: not_found`);
+  if (!Buffer.from(actual).equals(Buffer.from(expected))) {
+    throw new Error(`${what}: ${actual.length} bytes differ from the ${expected.length} sent`);
+  }
+}
+
+const CHECKS: Check[] = [
+  [
+    "set then get",
+    async (c, p) => {
+      await c.set(`${p}:hello`, "world");
+      expectEqual(await c.get(`${p}:hello`), Buffer.from("world"), "get");
+      return "round trip of a short string";
+    },
+  ],
+  [
+    "overwrite",
+    async (c, p) => {
+      await c.set(`${p}:ow`, "first");
+      await c.set(`${p}:ow`, "second");
+      expectEqual(await c.get(`${p}:ow`), Buffer.from("second"), "get after overwrite");
+      return "the second set wins";
+    },
+  ],
+  [
+    "not_found",
+    async (c, p) => {
+      const v = await c.get(`${p}:missing`);
+      if (v !== undefined) throw new Error(`expected not_found, got ${v.length} bytes`);
+      return "a missing key answers not_found";
+    },
+  ],
+  [
+    "value over 4 KB",
+    async (c, p) => {
+      const big = randomBytes(100 * 1024);
+      await c.set(`${p}:big`, big);
+      expectEqual(await c.get(`${p}:big`), big, "get");
+      return `${big.length} random bytes byte-exact`;
+    },
+  ],
+  [
+    "non-UTF-8 bytes",
+    async (c, p) => {
+      const key = Buffer.concat([Buffer.from(`${p}:`), Buffer.from([0xff, 0xfe, 0x00, 0xc3])]);
+      const value = Buffer.from([0x80, 0x81, 0xff, 0x00, 0xed, 0xa0, 0x80]);
+      await c.set(key, value);
+      expectEqual(await c.get(key), value, "get");
+      return "invalid UTF-8 in key and value round-trips";
+    },
+  ],
+  [
+    "pipelined burst",
+    async (c, p) => {
+      const n = 1000;
+      const sets: Promise<void>[] = [];
+      const gets: Promise<Uint8Array | undefined>[] = [];
+      for (let i = 0; i < n; i++) {
+        sets.push(c.set(`${p}:burst:${i}`, `value-${i}`));
+        gets.push(c.get(`${p}:burst:${i}`));
+      }
+      await Promise.all(sets);
+      const values = await Promise.all(gets);
+      values.forEach((v, i) => {
+        expectEqual(v, Buffer.from(`value-${i}`), `get ${i}`);
+      });
+      return `${n} sets and ${n} gets in flight at once, each get saw its set`;
+    },
+  ],
+];
+
+/** Runs every check against a server; each uses keys under a fresh random prefix. */
+export async function verify(host: string, port: number): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+  const prefix = `verify:${randomBytes(6).toString("hex")}`;
+  await using client = await KvClient.connect({ host, port });
+  for (const [name, run] of CHECKS) {
+    const start = performance.now();
+    try {
+      const detail = await run(client, prefix);
+      results.push({ name, ok: true, detail, ms: performance.now() - start });
+    } catch (err) {
+      results.push({
+        name,
+        ok: false,
+        detail: err instanceof Error ? err.message : String(err),
+        ms: performance.now() - start,
+      });
+    }
+  }
+  return results;
+}
+
+/** Renders results as a fixed-width table. */
+export function formatResults(results: CheckResult[]): string {
+  const width = Math.max(...results.map((r) => r.name.length));
+  const lines = results.map(
+    (r) => `${r.ok ? "PASS" : "FAIL"}  ${r.name.padEnd(width)}  ${r.ms.toFixed(1).padStart(8)} ms  ${r.detail}`,
+  );
+  const failed = results.filter((r) => !r.ok).length;
+  lines.push("", `${results.length - failed} passed, ${failed} failed`);
+  return lines.join("\n");
+}

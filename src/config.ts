@@ -1,0 +1,210 @@
+import { parseArgs } from "node:util";
+import { ErrorCode, KvError } from "./errors.js";
+import type { LogLevel } from "./log.js";
+
+/** Storage backends. */
+export const StoreKind = { dynamodb: "dynamodb", memory: "memory" } as const;
+export type StoreKind = (typeof StoreKind)[keyof typeof StoreKind];
+
+/** Server configuration, after flags and environment are merged. */
+export interface Config {
+  host: string;
+  port: number;
+  store: StoreKind;
+  /** DynamoDB table; with `kmsKeyId` set and no endpoints, selects AWS mode. */
+  table: string | undefined;
+  kmsKeyId: string | undefined;
+  region: string | undefined;
+  dynamodbEndpoint: string | undefined;
+  kmsEndpoint: string | undefined;
+  dataDir: string;
+  maxFrameBytes: number;
+  maxConnections: number;
+  idleTimeoutSeconds: number;
+  logLevel: LogLevel;
+}
+
+/** Table and key names used in local mode when none are given. */
+export const LOCAL_DEFAULTS = { table: "kvs", kmsKeyId: "alias/kvs", region: "us-east-1" } as const;
+
+interface FlagSpec {
+  env: string;
+  type: "string" | "boolean";
+  help: string;
+  default?: string;
+  placeholder?: string;
+}
+
+/** Every flag, its env twin, and its help line. Order is the `--help` order. */
+const FLAGS = {
+  host: { env: "KV_HOST", type: "string", default: "127.0.0.1", placeholder: "ADDR", help: "address to listen on" },
+  port: { env: "KV_PORT", type: "string", default: "7070", placeholder: "N", help: "TCP port; 0 picks a free one" },
+  store: {
+    env: "KV_STORE",
+    type: "string",
+    default: "dynamodb",
+    placeholder: "dynamodb|memory",
+    help: "backend; memory is not durable (tests, benchmarks)",
+  },
+  table: { env: "KV_TABLE", type: "string", placeholder: "NAME", help: "DynamoDB table (local default: kvs)" },
+  "kms-key-id": {
+    env: "KV_KMS_KEY_ID",
+    type: "string",
+    placeholder: "ID",
+    help: "KMS key id, ARN or alias (local default: alias/kvs)",
+  },
+  region: { env: "AWS_REGION", type: "string", placeholder: "REGION", help: "AWS region (local default: us-east-1)" },
+  "dynamodb-endpoint": {
+    env: "KV_DYNAMODB_ENDPOINT",
+    type: "string",
+    placeholder: "URL",
+    help: "DynamoDB endpoint; skips the embedded DynamoDB Local",
+  },
+  "kms-endpoint": {
+    env: "KV_KMS_ENDPOINT",
+    type: "string",
+    placeholder: "URL",
+    help: "KMS endpoint; skips the embedded local KMS",
+  },
+  "data-dir": {
+    env: "KV_DATA_DIR",
+    type: "string",
+    default: "./data",
+    placeholder: "DIR",
+    help: "local mode: DynamoDB Local database and local KMS keys",
+  },
+  "max-frame-bytes": {
+    env: "KV_MAX_FRAME_BYTES",
+    type: "string",
+    default: String(64 * 1024 * 1024),
+    placeholder: "N",
+    help: "largest accepted frame; larger closes the connection",
+  },
+  "max-connections": {
+    env: "KV_MAX_CONNECTIONS",
+    type: "string",
+    default: "100000",
+    placeholder: "N",
+    help: "connections beyond this are closed on accept",
+  },
+  "idle-timeout": {
+    env: "KV_IDLE_TIMEOUT",
+    type: "string",
+    default: "0",
+    placeholder: "SECONDS",
+    help: "close connections silent this long; 0 never",
+  },
+  "log-level": {
+    env: "KV_LOG_LEVEL",
+    type: "string",
+    default: "info",
+    placeholder: "error|warn|info|debug",
+    help: "log verbosity (logs never contain values)",
+  },
+  help: { env: "", type: "boolean", help: "print this help and exit" },
+} as const satisfies Record<string, FlagSpec>;
+
+/** The `--help` text. */
+export function helpText(): string {
+  const lines = [
+    "Usage: bun run server [flags]",
+    "",
+    "Every flag can also be set by the environment variable shown.",
+    "",
+  ];
+  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+    const flag = `--${name}${spec.placeholder ? ` ${spec.placeholder}` : ""}`;
+    const env = spec.env ? ` [${spec.env}]` : "";
+    const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
+    lines.push(`  ${flag.padEnd(38)} ${spec.help}${def}${env}`);
+  }
+  lines.push(
+    "",
+    "Local mode (the default unless both --table and --kms-key-id are set): starts DynamoDB Local",
+    "(Java 17+) and a loopback KMS endpoint, persisting under --data-dir. AWS mode uses the default",
+    "credential chain.",
+  );
+  return lines.join("\n");
+}
+
+function int(name: string, raw: string, min: number, max: number): number {
+  if (!/^\d+$/.test(raw))
+    throw new KvError(ErrorCode.Config, `--${name} must be a whole number, got ${JSON.stringify(raw)}`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new KvError(ErrorCode.Config, `--${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function url(name: string, raw: string | undefined): string | undefined {
+  if (raw === undefined || raw === "") return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new KvError(ErrorCode.Config, `--${name} must be a URL, got ${JSON.stringify(raw)}`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new KvError(ErrorCode.Config, `--${name} must be an http(s) URL, got ${JSON.stringify(raw)}`);
+  }
+  return raw;
+}
+
+/**
+ * Parses flags, falling back to their env twins, then to defaults.
+ * Returns `"help"` for `--help`. Throws `KV_ERR_CONFIG` with a message fit
+ * for the terminal on an unknown flag or a bad value.
+ */
+export function parseConfig(argv: string[], env: Record<string, string | undefined>): Config | "help" {
+  const options: Record<string, { type: "string" | "boolean" }> = {};
+  for (const [name, spec] of Object.entries(FLAGS)) options[name] = { type: spec.type };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new KvError(ErrorCode.Config, `${err instanceof Error ? err.message : err} (see --help)`);
+  }
+  if (values.help === true) return "help";
+  const get = (name: keyof typeof FLAGS): string | undefined => {
+    const spec: FlagSpec = FLAGS[name];
+    const v = values[name];
+    if (typeof v === "string") return v;
+    const fromEnv = spec.env ? env[spec.env] : undefined;
+    if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+    return spec.default;
+  };
+
+  const store = get("store");
+  if (store !== StoreKind.dynamodb && store !== StoreKind.memory) {
+    throw new KvError(ErrorCode.Config, `--store must be dynamodb or memory, got ${JSON.stringify(store)}`);
+  }
+  const logLevel = get("log-level");
+  if (logLevel !== "error" && logLevel !== "warn" && logLevel !== "info" && logLevel !== "debug") {
+    throw new KvError(
+      ErrorCode.Config,
+      `--log-level must be error, warn, info or debug, got ${JSON.stringify(logLevel)}`,
+    );
+  }
+  const host = get("host") as string;
+  if (host === "") throw new KvError(ErrorCode.Config, "--host must not be empty");
+
+  return {
+    host,
+    port: int("port", get("port") as string, 0, 65535),
+    store,
+    table: get("table") || undefined,
+    kmsKeyId: get("kms-key-id") || undefined,
+    region: get("region") || undefined,
+    dynamodbEndpoint: url("dynamodb-endpoint", get("dynamodb-endpoint")),
+    kmsEndpoint: url("kms-endpoint", get("kms-endpoint")),
+    dataDir: get("data-dir") as string,
+    maxFrameBytes: int("max-frame-bytes", get("max-frame-bytes") as string, 16, 0xffff_ffff),
+    maxConnections: int("max-connections", get("max-connections") as string, 1, 10_000_000),
+    idleTimeoutSeconds: int("idle-timeout", get("idle-timeout") as string, 0, 86_400),
+    logLevel,
+  };
+}
+
+/** Whether the config names AWS resources and no local stand-ins: the server then starts nothing locally. */
+export function isAwsMode(config: Config): boolean {
+  return config.table !== undefined && config.kmsKeyId !== undefined;
+}

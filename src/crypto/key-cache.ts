@@ -1,0 +1,137 @@
+import { LRUCache } from "lru-cache";
+
+/** A data key: the plaintext for AES, and the KMS-wrapped form stored beside the data. */
+export interface DataKey {
+  readonly plaintext: Uint8Array;
+  readonly wrapped: Uint8Array;
+}
+
+/** Where data keys come from: KMS in production. */
+export interface DataKeyProvider {
+  /** A fresh data key (KMS GenerateDataKey). */
+  generate(): Promise<DataKey>;
+  /** The plaintext of a wrapped data key (KMS Decrypt). */
+  unwrap(wrapped: Uint8Array): Promise<Uint8Array>;
+}
+
+/** Limits on how long and how much one data key encrypts, and how many unwrapped keys stay cached. */
+export interface KeyCacheLimits {
+  /** Age after which a data key no longer encrypts. */
+  maxAgeMs: number;
+  /** Messages (values or chunks) one data key may encrypt. */
+  maxMessages: number;
+  /** Plaintext bytes one data key may encrypt. */
+  maxBytes: number;
+  /** Unwrapped keys kept for reads. */
+  maxDecryptKeys: number;
+  /** How long an unwrapped key stays cached for reads. */
+  decryptTtlMs: number;
+}
+
+/**
+ * Defaults: a key encrypts for 5 minutes, 2^24 messages or 64 GiB, whichever
+ * comes first. 2^24 random 96-bit IVs keep the GCM collision probability
+ * below 2^-48; steady traffic costs one GenerateDataKey per 5 minutes per process.
+ */
+export const DEFAULT_KEY_CACHE_LIMITS: KeyCacheLimits = {
+  maxAgeMs: 5 * 60_000,
+  maxMessages: 2 ** 24,
+  maxBytes: 64 * 2 ** 30,
+  maxDecryptKeys: 10_000,
+  decryptTtlMs: 15 * 60_000,
+};
+
+interface ActiveKey {
+  readonly key: DataKey;
+  readonly createdAt: number;
+  messages: number;
+  bytes: number;
+}
+
+/**
+ * Caches data keys so steady traffic makes no KMS call per request.
+ *
+ * Invariants:
+ * - One data key encrypts until its age, message or byte limit is reached;
+ *   the next encryption then generates a new one.
+ * - Concurrent requests that find no usable key share one GenerateDataKey;
+ *   concurrent reads of the same wrapped key share one Decrypt.
+ * - A generated key is also cached for reads, so reading back what this
+ *   process wrote costs no Decrypt.
+ * - A failed KMS call is not cached: the next request tries again.
+ */
+export class DataKeyCache {
+  readonly #provider: DataKeyProvider;
+  readonly #limits: KeyCacheLimits;
+  readonly #now: () => number;
+  #active: ActiveKey | null = null;
+  #generating: Promise<ActiveKey> | null = null;
+  readonly #decrypt: LRUCache<string, Uint8Array, Uint8Array>;
+
+  constructor(provider: DataKeyProvider, limits: Partial<KeyCacheLimits> = {}, now: () => number = Date.now) {
+    this.#provider = provider;
+    this.#limits = { ...DEFAULT_KEY_CACHE_LIMITS, ...limits };
+    this.#now = now;
+    this.#decrypt = new LRUCache<string, Uint8Array, Uint8Array>({
+      max: this.#limits.maxDecryptKeys,
+      ttl: this.#limits.decryptTtlMs,
+      // perf.now-based TTL checks are skipped when an injected clock is used in tests.
+      ttlAutopurge: false,
+      fetchMethod: (_id, _stale, { context }) => this.#provider.unwrap(context),
+    });
+  }
+
+  /**
+   * A key to encrypt `messages` messages totalling `bytes` plaintext bytes.
+   * The usage is charged to the key before it is returned.
+   */
+  async encryptionKey(messages = 1, bytes = 0): Promise<DataKey> {
+    for (;;) {
+      const active = this.#active;
+      if (active !== null && this.#usable(active, messages, bytes)) {
+        active.messages += messages;
+        active.bytes += bytes;
+        return active.key;
+      }
+      this.#generating ??= this.#generate();
+      await this.#generating;
+    }
+  }
+
+  /** The plaintext of `wrapped`, from cache or one shared KMS call. */
+  async decryptionKey(wrapped: Uint8Array): Promise<Uint8Array> {
+    const plaintext = await this.#decrypt.fetch(idOf(wrapped), { context: wrapped });
+    if (plaintext === undefined) throw new Error("unreachable: fetchMethod never resolves undefined");
+    return plaintext;
+  }
+
+  /** Forgets every key. */
+  clear(): void {
+    this.#active = null;
+    this.#decrypt.clear();
+  }
+
+  #usable(active: ActiveKey, messages: number, bytes: number): boolean {
+    const limits = this.#limits;
+    if (this.#now() - active.createdAt >= limits.maxAgeMs) return false;
+    // A fresh key takes any one request, however large, so a request above the limits cannot loop.
+    if (active.messages === 0) return true;
+    return active.messages + messages <= limits.maxMessages && active.bytes + bytes <= limits.maxBytes;
+  }
+
+  async #generate(): Promise<ActiveKey> {
+    try {
+      const key = await this.#provider.generate();
+      const active: ActiveKey = { key, createdAt: this.#now(), messages: 0, bytes: 0 };
+      this.#decrypt.set(idOf(key.wrapped), key.plaintext);
+      this.#active = active;
+      return active;
+    } finally {
+      this.#generating = null;
+    }
+  }
+}
+
+function idOf(wrapped: Uint8Array): string {
+  return Buffer.from(wrapped.buffer, wrapped.byteOffset, wrapped.byteLength).toString("base64");
+}

@@ -1,0 +1,61 @@
+import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from "@aws-sdk/client-kms";
+import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { Counter, type Counters } from "../metrics.js";
+import type { DataKey, DataKeyProvider } from "./key-cache.js";
+
+/**
+ * The KMS encryption context for a table. It is constant per table, so cached
+ * data keys serve every item; per-item binding is done by the AES-GCM AAD.
+ * The IAM policy in template.yaml conditions kms:GenerateDataKey and
+ * kms:Decrypt on exactly this context.
+ */
+export function encryptionContext(table: string): Record<string, string> {
+  return { service: "kvs", table };
+}
+
+/** Data keys from AWS KMS (or the local endpoint, through the same SDK). */
+export class KmsKeyring implements DataKeyProvider {
+  readonly #kms: KMSClient;
+  readonly #keyId: string;
+  readonly #context: Record<string, string>;
+  readonly #counters: Counters;
+
+  constructor(kms: KMSClient, keyId: string, table: string, counters: Counters) {
+    this.#kms = kms;
+    this.#keyId = keyId;
+    this.#context = encryptionContext(table);
+    this.#counters = counters;
+  }
+
+  async generate(): Promise<DataKey> {
+    this.#counters.add(Counter.kmsGenerateDataKey);
+    try {
+      const out = await this.#kms.send(
+        new GenerateDataKeyCommand({ KeyId: this.#keyId, KeySpec: "AES_256", EncryptionContext: this.#context }),
+      );
+      if (out.Plaintext?.length !== 32 || !out.CiphertextBlob?.length) {
+        throw new KvError(ErrorCode.Kms, "GenerateDataKey returned no usable key");
+      }
+      return { plaintext: out.Plaintext, wrapped: out.CiphertextBlob };
+    } catch (err) {
+      throw asKvError(err, ErrorCode.Kms, "KMS GenerateDataKey failed");
+    }
+  }
+
+  async unwrap(wrapped: Uint8Array): Promise<Uint8Array> {
+    this.#counters.add(Counter.kmsDecrypt);
+    try {
+      const out = await this.#kms.send(
+        new DecryptCommand({ CiphertextBlob: wrapped, KeyId: this.#keyId, EncryptionContext: this.#context }),
+      );
+      if (out.Plaintext?.length !== 32) throw new KvError(ErrorCode.Kms, "Decrypt returned no usable key");
+      return out.Plaintext;
+    } catch (err) {
+      // A blob KMS refuses as invalid means the stored data key was altered.
+      if (err instanceof Error && (err.name === "InvalidCiphertextException" || err.name === "IncorrectKeyException")) {
+        throw new KvError(ErrorCode.Integrity, `KMS refused the stored data key: ${err.name}`, { cause: err });
+      }
+      throw asKvError(err, ErrorCode.Kms, "KMS Decrypt failed");
+    }
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Stable error codes. Logs, tests and the wire mapping key on these strings,
+ * never on messages, so a code is never renamed once shipped.
+ */
+export const ErrorCode = {
+  /** A frame's declared length exceeds `--max-frame-bytes`. Closes the connection. */
+  FrameTooLarge: "KV_ERR_FRAME_TOO_LARGE",
+  /** A frame's length prefix is not a valid varint. Closes the connection. */
+  BadFrame: "KV_ERR_BAD_FRAME",
+  /** A frame's bytes do not decode as a `req_envelope`. Closes the connection. */
+  BadEnvelope: "KV_ERR_BAD_ENVELOPE",
+  /** A decodable envelope lacks what its type needs, or has a type that is not a request. */
+  BadRequest: "KV_ERR_BAD_REQUEST",
+  /** A key is longer than the store allows. */
+  KeyTooLarge: "KV_ERR_KEY_TOO_LARGE",
+  /** A value is larger than the store allows. */
+  ValueTooLarge: "KV_ERR_VALUE_TOO_LARGE",
+  /** DynamoDB failed or refused a call. */
+  Storage: "KV_ERR_STORAGE",
+  /** KMS failed or refused a call. */
+  Kms: "KV_ERR_KMS",
+  /** Stored bytes failed authentication or do not parse: tampering or corruption. */
+  Integrity: "KV_ERR_INTEGRITY",
+  /** The server is shutting down or overloaded and did not run the request. */
+  Unavailable: "KV_ERR_UNAVAILABLE",
+  /** The server answered `internal` (client side). */
+  ServerInternal: "KV_ERR_SERVER_INTERNAL",
+  /** The connection closed before a response arrived (client side). */
+  ConnectionClosed: "KV_ERR_CONNECTION_CLOSED",
+  /** The peer sent bytes that break the protocol (client side). */
+  Protocol: "KV_ERR_PROTOCOL",
+  /** Bad flags or environment. */
+  Config: "KV_ERR_CONFIG",
+} as const;
+
+/** One of the {@link ErrorCode} strings. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/**
+ * Base class of every error this project raises on purpose. `code` is stable;
+ * `message` is for humans and never contains a value's bytes.
+ */
+export class KvError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "KvError";
+    this.code = code;
+  }
+}
+
+/** Whether `err` is a {@link KvError}, optionally with the given code. */
+export function isKvError(err: unknown, code?: ErrorCode): err is KvError {
+  return err instanceof KvError && (code === undefined || err.code === code);
+}
+
+/** Wraps anything thrown by a backend into a {@link KvError} with `code`, keeping it as `cause`. */
+export function asKvError(err: unknown, code: ErrorCode, what: string): KvError {
+  if (err instanceof KvError) return err;
+  const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return new KvError(code, `${what}: ${detail}`, { cause: err });
+}

@@ -1,0 +1,160 @@
+import { ErrorCode, KvError } from "../errors.js";
+
+/** Longest varint accepted as a length prefix: a uint32, as in protobuf's size-delimited format. */
+const MAX_VARINT_BYTES = 5;
+
+/** First allocation for a frame that spans chunks; grows geometrically up to the frame's length. */
+const INITIAL_ASSEMBLY_BYTES = 64 * 1024;
+
+/**
+ * Splits a byte stream into size-delimited frames: each frame is a base-128
+ * varint length followed by that many bytes (protobuf's `writeDelimitedTo`).
+ *
+ * Pure and synchronous: it does no I/O and keeps no reference to a chunk after
+ * `push` returns, except through the frames it hands out.
+ *
+ * Invariants:
+ * - A frame that lies whole inside one chunk is handed out as a `subarray`
+ *   view of that chunk; nothing is copied.
+ * - Only the bytes of a frame split across chunks are copied, into a buffer
+ *   that doubles up to the declared length, so a frame of S bytes arriving in
+ *   many chunks costs O(S) copying and never more than about 1.5·S memory,
+ *   however small the chunks; a peer that declares a large frame and sends
+ *   little makes the server hold only about twice what it sent.
+ * - The declared length is checked against `maxFrameBytes` while the varint is
+ *   still being read, before any body byte is buffered.
+ * - After `push` throws, the stream is unrecoverable and the decoder must be
+ *   discarded (the connection closed).
+ */
+export class FrameDecoder {
+  /** Largest accepted frame body, in bytes. */
+  readonly maxFrameBytes: number;
+
+  /** Body length of the frame being read, or -1 while reading a length prefix. */
+  #length = -1;
+  /** Partial length prefix carried across chunks. */
+  #prefixValue = 0;
+  #prefixBytes = 0;
+  /** Assembly buffer of a frame split across chunks, or null. */
+  #body: Uint8Array | null = null;
+  #filled = 0;
+
+  constructor(maxFrameBytes: number) {
+    if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0 || maxFrameBytes > 0xffff_ffff) {
+      throw new RangeError(`maxFrameBytes must be an integer in [0, 2^32-1], got ${maxFrameBytes}`);
+    }
+    this.maxFrameBytes = maxFrameBytes;
+  }
+
+  /** Bytes held for a frame that has not completed yet. */
+  get bufferedBytes(): number {
+    return this.#filled + this.#prefixBytes;
+  }
+
+  /** Whether the decoder is between frames: no partial prefix or body is held. */
+  get idle(): boolean {
+    return this.#length < 0 && this.#prefixBytes === 0;
+  }
+
+  /**
+   * Feeds one chunk and calls `onFrame` with each frame body completed by it,
+   * in stream order. Throws a {@link KvError} with code `KV_ERR_FRAME_TOO_LARGE`
+   * or `KV_ERR_BAD_FRAME` on a bad length prefix.
+   */
+  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
+    const end = chunk.length;
+    let pos = 0;
+    for (;;) {
+      if (this.#length < 0) {
+        // Read (or continue) a length prefix.
+        if (pos === end) return;
+        let value = this.#prefixValue;
+        let count = this.#prefixBytes;
+        let done = false;
+        while (pos < end) {
+          const byte = chunk[pos++] as number;
+          // Multiplication, not shifts: the fifth byte would overflow int32.
+          value += (byte & 0x7f) * 2 ** (7 * count);
+          count++;
+          if (value > this.maxFrameBytes) {
+            throw new KvError(
+              ErrorCode.FrameTooLarge,
+              `frame length ${count < MAX_VARINT_BYTES && byte >= 0x80 ? "at least " : ""}${value} exceeds the maximum of ${this.maxFrameBytes} bytes`,
+            );
+          }
+          if (byte < 0x80) {
+            done = true;
+            break;
+          }
+          if (count === MAX_VARINT_BYTES) {
+            throw new KvError(ErrorCode.BadFrame, `frame length prefix is longer than ${MAX_VARINT_BYTES} bytes`);
+          }
+        }
+        if (!done) {
+          this.#prefixValue = value;
+          this.#prefixBytes = count;
+          return;
+        }
+        this.#prefixValue = 0;
+        this.#prefixBytes = 0;
+        this.#length = value;
+      }
+
+      const length = this.#length;
+      const body = this.#body;
+      if (body === null) {
+        const available = end - pos;
+        if (available >= length) {
+          this.#length = -1;
+          const start = pos;
+          pos += length;
+          onFrame(chunk.subarray(start, pos));
+          continue;
+        }
+        // The frame is split: copy its head out of this chunk so the chunk is not pinned.
+        const assembly = new Uint8Array(Math.min(length, Math.max(available, INITIAL_ASSEMBLY_BYTES)));
+        assembly.set(chunk.subarray(pos));
+        this.#body = assembly;
+        this.#filled = available;
+        return;
+      }
+
+      const take = Math.min(length - this.#filled, end - pos);
+      const needed = this.#filled + take;
+      let target = body;
+      if (needed > body.length) {
+        target = new Uint8Array(Math.min(length, Math.max(needed, body.length * 2)));
+        target.set(body.subarray(0, this.#filled));
+        this.#body = target;
+      }
+      target.set(chunk.subarray(pos, pos + take), this.#filled);
+      this.#filled = needed;
+      pos += take;
+      if (needed < length) return;
+      this.#body = null;
+      this.#filled = 0;
+      this.#length = -1;
+      onFrame(target);
+    }
+  }
+}
+
+/** Number of bytes of the varint encoding of `value` (a uint32). */
+export function varintSize(value: number): number {
+  if (value < 0x80) return 1;
+  if (value < 0x4000) return 2;
+  if (value < 0x20_0000) return 3;
+  if (value < 0x1000_0000) return 4;
+  return 5;
+}
+
+/** Writes `value` (a uint32) as a varint into `out` at `pos`; returns the position after it. */
+export function writeVarint(out: Uint8Array, pos: number, value: number): number {
+  let v = value;
+  while (v >= 0x80) {
+    out[pos++] = (v & 0x7f) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  out[pos++] = v;
+  return pos;
+}

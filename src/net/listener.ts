@@ -1,0 +1,126 @@
+import type { Socket, TCPSocketListener } from "bun";
+import type { Logger } from "../log.js";
+import { Counter, type Counters } from "../metrics.js";
+import type { Dispatcher } from "../protocol/dispatch.js";
+import { Connection, type ConnectionOptions } from "./connection.js";
+
+/** Listener settings. */
+export interface ListenerOptions extends ConnectionOptions {
+  host: string;
+  port: number;
+  /** Connections beyond this are closed on accept. */
+  maxConnections: number;
+  /** Seconds a connection may stay silent before it is closed; 0 disables. */
+  idleTimeoutSeconds: number;
+  /** Share the port with other processes (SO_REUSEPORT), for `--workers`. */
+  reusePort: boolean;
+}
+
+/** A TCP listener serving the protocol. */
+export class Listener {
+  readonly #server: TCPSocketListener<Connection | undefined>;
+  readonly #connections = new Set<Connection>();
+  readonly #log: Logger;
+  #stopping: Promise<void> | null = null;
+
+  private constructor(server: TCPSocketListener<Connection | undefined>, connections: Set<Connection>, log: Logger) {
+    this.#server = server;
+    this.#connections = connections;
+    this.#log = log;
+  }
+
+  /** Starts listening. */
+  static start(dispatcher: Dispatcher, log: Logger, counters: Counters, options: ListenerOptions): Listener {
+    const connections = new Set<Connection>();
+    const server = Bun.listen<Connection | undefined>({
+      hostname: options.host,
+      port: options.port,
+      // Bun shares ports unless exclusive; a second server on a taken port must fail, not split traffic.
+      exclusive: !options.reusePort,
+      // A client may send its requests and then shut down its write side; it still gets every answer.
+      allowHalfOpen: true,
+      socket: {
+        open(socket: Socket<Connection | undefined>) {
+          if (connections.size >= options.maxConnections) {
+            log.warn("refusing connection: at --max-connections", { limit: options.maxConnections });
+            socket.end();
+            return;
+          }
+          socket.setNoDelay(true);
+          if (options.idleTimeoutSeconds > 0) socket.timeout(options.idleTimeoutSeconds);
+          const conn = new Connection(socket, dispatcher, log, counters, options);
+          socket.data = conn;
+          connections.add(conn);
+          counters.add(Counter.connectionsOpened);
+        },
+        data(socket, chunk) {
+          if (options.idleTimeoutSeconds > 0) socket.timeout(options.idleTimeoutSeconds);
+          socket.data?.onData(chunk);
+        },
+        drain(socket) {
+          socket.data?.onDrain();
+        },
+        end(socket) {
+          void socket.data?.shutdown();
+        },
+        timeout(socket) {
+          log.debug("closing idle connection", { remote: socket.remoteAddress });
+          socket.data?.destroy();
+        },
+        error(socket, error) {
+          log.warn("socket error", { remote: socket.remoteAddress, reason: error.message });
+        },
+        close(socket) {
+          const conn = socket.data;
+          if (conn === undefined) return;
+          socket.data = undefined;
+          connections.delete(conn);
+          counters.add(Counter.connectionsClosed);
+          conn.onClose();
+        },
+      },
+    });
+    return new Listener(server, connections, log);
+  }
+
+  /** The bound port (useful with port 0). */
+  get port(): number {
+    return this.#server.port;
+  }
+
+  /** The bound host. */
+  get host(): string {
+    return this.#server.hostname;
+  }
+
+  /** Open connections. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /**
+   * Graceful stop: stop accepting, let every connection answer what it has
+   * accepted, then close them. Connections still open after `graceMs` are
+   * cut off. Idempotent.
+   */
+  stop(graceMs = 10_000): Promise<void> {
+    this.#stopping ??= this.#stop(graceMs);
+    return this.#stopping;
+  }
+
+  async #stop(graceMs: number): Promise<void> {
+    this.#server.stop(false);
+    const all = [...this.#connections].map((c) => c.shutdown());
+    let timer: Timer | undefined;
+    const deadline = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), graceMs);
+    });
+    const outcome = await Promise.race([Promise.all(all), deadline]);
+    clearTimeout(timer);
+    if (outcome === "timeout") {
+      this.#log.warn("grace period over; cutting off connections", { open: this.#connections.size });
+      for (const c of this.#connections) c.destroy();
+    }
+    this.#server.stop(true);
+  }
+}

@@ -1,0 +1,175 @@
+import { resolve } from "node:path";
+import { dynamoClient, isAwsEndpoint, kmsClient, maxSocketsFor } from "./aws-clients.js";
+import { type Config, isAwsMode, LOCAL_DEFAULTS, StoreKind } from "./config.js";
+import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
+import { ensureKey } from "./crypto/kms-key.js";
+import { KmsKeyring } from "./crypto/kms-keyring.js";
+import { type DynamoDbLocal, startDynamoDbLocal } from "./local/dynamodb-local.js";
+import { LocalKms } from "./local/kms-endpoint.js";
+import type { Logger } from "./log.js";
+import { Counters } from "./metrics.js";
+import { Listener } from "./net/listener.js";
+import { Dispatcher } from "./protocol/dispatch.js";
+import { DynamoStore } from "./store/dynamo-store.js";
+import { ensureTable } from "./store/dynamo-table.js";
+import type { KvStore } from "./store/kv-store.js";
+import { MemoryStore } from "./store/memory-store.js";
+import { OrderedStore } from "./store/ordered-store.js";
+
+/** Requests read but unanswered per connection before reading pauses. */
+const MAX_IN_FLIGHT = 1024;
+/** Unsent response bytes per connection before reading pauses. */
+const HIGH_WATER_BYTES = 1024 * 1024;
+
+/** A running server. */
+export interface KvServer extends AsyncDisposable {
+  readonly host: string;
+  readonly port: number;
+  /** Backend call and connection counters. */
+  readonly counters: Counters;
+  /** Human-readable description of where data goes, for the startup line. */
+  readonly description: string;
+  /** The DynamoDB endpoint in use, or undefined for AWS or the memory store. */
+  readonly dynamodbEndpoint: string | undefined;
+  /** The KMS endpoint in use, or undefined for AWS or the memory store. */
+  readonly kmsEndpoint: string | undefined;
+  readonly table: string | undefined;
+  /** Open client connections. */
+  readonly connectionCount: number;
+  /** Graceful stop: stop accepting, answer in-flight requests, close, stop local services. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Extra wiring for tests and benchmarks. */
+export interface ServerOverrides {
+  /** Key cache limits (tests shorten them). */
+  keyCache?: Partial<KeyCacheLimits>;
+  /** Wraps the backend store, e.g. to inject faults. */
+  wrapStore?: (store: KvStore) => KvStore;
+}
+
+/** Starts a server for `config`: local services first if needed, then the listener. */
+export async function startServer(config: Config, log: Logger, overrides: ServerOverrides = {}): Promise<KvServer> {
+  const counters = new Counters();
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async () => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn("cleanup failed", { reason: err instanceof Error ? err.message : String(err) });
+      }
+    }
+    cleanups.length = 0;
+  };
+
+  try {
+    let store: KvStore;
+    let description: string;
+    let dynamodbEndpoint: string | undefined;
+    let kmsEndpoint: string | undefined;
+    let table: string | undefined;
+
+    if (config.store === StoreKind.memory) {
+      store = new MemoryStore();
+      description = "store=memory (not durable)";
+    } else {
+      const aws = isAwsMode(config);
+      table = config.table ?? LOCAL_DEFAULTS.table;
+      const keyId = config.kmsKeyId ?? LOCAL_DEFAULTS.kmsKeyId;
+      const region = config.region ?? (aws ? undefined : LOCAL_DEFAULTS.region);
+      const dataDir = resolve(config.dataDir);
+
+      dynamodbEndpoint = config.dynamodbEndpoint;
+      let dynamoNote = "";
+      if (dynamodbEndpoint === undefined && !aws) {
+        const ddb: DynamoDbLocal = await startDynamoDbLocal({ dataDir });
+        cleanups.push(() => ddb.stop());
+        dynamodbEndpoint = ddb.endpoint;
+        dynamoNote = " (embedded DynamoDB Local)";
+      }
+      kmsEndpoint = config.kmsEndpoint;
+      let kmsNote = "";
+      if (kmsEndpoint === undefined && !aws) {
+        const kms = LocalKms.start({ dataDir: resolve(dataDir, "kms"), region });
+        cleanups.push(() => kms.stop());
+        kmsEndpoint = kms.endpoint;
+        kmsNote = " (embedded local KMS)";
+      }
+
+      const localDynamo = !isAwsEndpoint(dynamodbEndpoint);
+      const localKms = !isAwsEndpoint(kmsEndpoint);
+      const ddbOptions = { region, endpoint: dynamodbEndpoint, localCredentials: localDynamo };
+      const ddbClient = dynamoClient(ddbOptions);
+      const kms = kmsClient({ region, endpoint: kmsEndpoint, localCredentials: localKms });
+      cleanups.push(async () => {
+        ddbClient.destroy();
+        kms.destroy();
+      });
+
+      // On AWS the table and key come from template.yaml, and the task role may not describe them.
+      if (localDynamo) {
+        const outcome = await ensureTable(ddbClient, table);
+        if (outcome === "created") log.info("created table", { table });
+      }
+      const keyRef = localKms ? await ensureKey(kms, keyId, true) : keyId;
+
+      const keys = new DataKeyCache(new KmsKeyring(kms, keyRef, table, counters), overrides.keyCache);
+      // Fails fast on a wrong key or missing permission, and warms the cache.
+      await keys.encryptionKey(0, 0);
+      store = new DynamoStore({
+        client: ddbClient,
+        table,
+        keys,
+        counters,
+        maxConcurrency: maxSocketsFor(ddbOptions),
+      });
+      description =
+        `store=dynamodb table=${table} dynamodb=${dynamodbEndpoint ?? `aws:${region ?? "default region"}`}${dynamoNote} ` +
+        `kms=${kmsEndpoint ?? "aws"}${kmsNote} key=${keyId}`;
+    }
+
+    if (overrides.wrapStore) store = overrides.wrapStore(store);
+    const ordered = new OrderedStore(store);
+    cleanups.push(() => ordered.close());
+
+    const dispatcher = new Dispatcher(ordered, log);
+    const listener = Listener.start(dispatcher, log, counters, {
+      host: config.host,
+      port: config.port,
+      maxFrameBytes: config.maxFrameBytes,
+      maxInFlight: MAX_IN_FLIGHT,
+      highWaterBytes: HIGH_WATER_BYTES,
+      maxConnections: config.maxConnections,
+      idleTimeoutSeconds: config.idleTimeoutSeconds,
+      reusePort: false,
+    });
+
+    let stopping: Promise<void> | undefined;
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        await listener.stop();
+        await cleanup();
+      })();
+      return stopping;
+    };
+
+    return {
+      host: listener.host,
+      port: listener.port,
+      counters,
+      description,
+      dynamodbEndpoint,
+      kmsEndpoint,
+      table,
+      get connectionCount() {
+        return listener.connectionCount;
+      },
+      stop,
+      [Symbol.asyncDispose]: stop,
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}

@@ -1,0 +1,22 @@
+/**
+ * The storage seam. Keys and values are bytes; a store never decodes them.
+ *
+ * Contract: `set` resolves only once the value is durable in the store's
+ * backend, and rejects (with a KvError) otherwise; `get` resolves `undefined`
+ * only when the key is absent. Neither may resolve with wrong bytes: a value
+ * that fails authentication rejects with `KV_ERR_INTEGRITY`.
+ */
+export interface KvStore {
+  get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  set(key: Uint8Array, value: Uint8Array): Promise<void>;
+  /** Waits for in-flight work, then releases resources. */
+  close(): Promise<void>;
+}
+
+/** Hard limit on key length: DynamoDB allows 2,048 bytes of partition key, and items need room for a prefix. */
+export const MAX_KEY_BYTES = 1024;
+
+/** A string usable as a Map key for `bytes`, one char per byte. */
+export function keyString(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+}

@@ -1,0 +1,59 @@
+/**
+ * Bounds concurrent backend calls. Waiters queue here, in FIFO order, rather
+ * than inside the HTTP agent, where the SDK's connection timeout would already
+ * be running while they wait for a socket.
+ */
+export class Semaphore {
+  readonly #limit: number;
+  #active = 0;
+  #waiters: (() => void)[] = [];
+  #head = 0;
+
+  constructor(limit: number) {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`semaphore limit must be >= 1, got ${limit}`);
+    this.#limit = limit;
+  }
+
+  /** Calls in progress. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /** Calls waiting for a slot. */
+  get waiting(): number {
+    return this.#waiters.length - this.#head;
+  }
+
+  /** Runs `fn` once a slot is free, and frees the slot when it settles. */
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#active >= this.#limit) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    } else {
+      this.#active++;
+    }
+    try {
+      return await fn();
+    } finally {
+      this.#release();
+    }
+  }
+
+  #release(): void {
+    const next = this.#waiters[this.#head];
+    if (next === undefined) {
+      this.#active--;
+      return;
+    }
+    // The slot passes straight to the next waiter; #active is unchanged.
+    this.#waiters[this.#head] = undefined as unknown as () => void;
+    this.#head++;
+    if (this.#head === this.#waiters.length) {
+      this.#waiters = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#waiters.length) {
+      this.#waiters = this.#waiters.slice(this.#head);
+      this.#head = 0;
+    }
+    next();
+  }
+}

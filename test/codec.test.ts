@@ -1,0 +1,203 @@
+import { describe, expect, test } from "bun:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import fc from "fast-check";
+import { ErrorCode, KvError } from "../src/errors.js";
+import * as seed from "../src/gen/kv_pb.js";
+import * as wire from "../src/gen/wire/kv_bytes_pb.js";
+import {
+  decodeRequest,
+  decodeResponse,
+  encodeGetOk,
+  encodeGetRequest,
+  encodeSetRequest,
+  Frames,
+  GetError,
+  SetError,
+} from "../src/protocol/codec.js";
+
+/** Strips the varint length prefix of a complete frame. */
+function body(frame: Uint8Array): Uint8Array {
+  let p = 0;
+  while ((frame[p] as number) & 0x80) p++;
+  return frame.subarray(p + 1);
+}
+
+function joined(parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+const bytesArb = fc.uint8Array({ maxLength: 20_000 });
+
+type Field = [field: number, value: number | Uint8Array];
+
+/** Encodes a message field by field, ignoring `required`, which generated code enforces on encode. */
+function msg(...fields: Field[]): Uint8Array {
+  const w = new BinaryWriter();
+  for (const [no, v] of fields) {
+    if (typeof v === "number") w.tag(no, WireType.Varint).int32(v);
+    else w.tag(no, WireType.LengthDelimited).bytes(v);
+  }
+  return w.finish();
+}
+
+describe("decodeRequest", () => {
+  test("reads a set request encoded by the generated seed-schema code", () => {
+    const msg = create(seed.req_envelopeSchema, {
+      type: seed.req_envelope_msg_type.set_request_t,
+      setReq: { req: { key: "k", value: "v".repeat(5000) } },
+    });
+    const req = decodeRequest(toBinary(seed.req_envelopeSchema, msg));
+    expect(req.kind).toBe("set");
+    if (req.kind !== "set") return;
+    expect(Buffer.from(req.key).toString()).toBe("k");
+    expect(Buffer.from(req.value).toString()).toBe("v".repeat(5000));
+  });
+
+  test("returns keys and values as views of the frame, never copies", () => {
+    const frame = toBinary(
+      wire.req_envelopeSchema,
+      create(wire.req_envelopeSchema, { type: 1, setReq: { req: { key: Uint8Array.of(1), value: Uint8Array.of(2) } } }),
+    );
+    const req = decodeRequest(frame);
+    if (req.kind !== "set") throw new Error("expected set");
+    expect(req.value.buffer).toBe(frame.buffer);
+  });
+
+  test("round-trips arbitrary bytes, including invalid UTF-8, from the bytes twin", () => {
+    fc.assert(
+      fc.property(bytesArb, bytesArb, (key, value) => {
+        const frame = toBinary(
+          wire.req_envelopeSchema,
+          create(wire.req_envelopeSchema, {
+            type: wire.req_envelope_msg_type.set_request_t,
+            setReq: { req: { key, value } },
+          }),
+        );
+        const req = decodeRequest(frame);
+        expect(req).toEqual({ kind: "set", key, value });
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  test("reads a get request, skipping unknown fields", () => {
+    const base = toBinary(
+      wire.req_envelopeSchema,
+      create(wire.req_envelopeSchema, { type: 3, getReq: { key: Uint8Array.of(0xff, 0) } }),
+    );
+    // Field 15, varint 1, appended: unknown fields must be skipped.
+    const withUnknown = joined([base, Uint8Array.of(0x78, 0x01)]);
+    expect(decodeRequest(withUnknown)).toEqual({ kind: "get", key: Uint8Array.of(0xff, 0) });
+  });
+
+  test("merges a repeated embedded message as protobuf does: the last key wins", () => {
+    const a = msg([4, msg([1, Uint8Array.of(1)])]);
+    const b = toBinary(
+      wire.req_envelopeSchema,
+      create(wire.req_envelopeSchema, { type: 3, getReq: { key: Uint8Array.of(2) } }),
+    );
+    expect(decodeRequest(joined([a, b]))).toEqual({ kind: "get", key: Uint8Array.of(2) });
+  });
+
+  const k = Uint8Array.of(1);
+  const invalidCases: [string, Uint8Array, "set" | "get"][] = [
+    ["a set request without set_req", msg([1, 1]), "set"],
+    ["a set request whose set_req lacks req", msg([1, 1], [2, msg()]), "set"],
+    ["a set request whose data lacks key", msg([1, 1], [2, msg([1, msg([2, k])])]), "set"],
+    ["a set request whose data lacks value", msg([1, 1], [2, msg([1, msg([1, k])])]), "set"],
+    ["a get request without get_req", msg([1, 3]), "get"],
+    ["a get request whose get_req lacks key", msg([1, 3], [4, msg()]), "get"],
+    ["a set response sent as a request", msg([1, 2], [3, msg([1, 1])]), "set"],
+    ["a get response sent as a request", msg([1, 4], [5, msg([1, 1])]), "get"],
+    ["an envelope without type but with set_req", msg([2, msg([1, msg([1, k], [2, k])])]), "set"],
+    ["an empty envelope", msg(), "get"],
+    ["a key sent with the wrong wire type", msg([1, 3], [4, msg([1, 7])]), "get"],
+  ];
+  for (const [name, frame, reply] of invalidCases) {
+    test(`answers ${name} as invalid with a ${reply} response`, () => {
+      const req = decodeRequest(frame);
+      expect(req.kind).toBe("invalid");
+      if (req.kind === "invalid") expect(req.reply).toBe(reply);
+    });
+  }
+
+  test("reports an unknown message type instead of defaulting it", () => {
+    // type = 9 (not in the closed enum) then set_req.
+    const req = decodeRequest(Uint8Array.of(0x08, 0x09, 0x12, 0x00));
+    expect(req).toMatchObject({ kind: "invalid", reply: "set", reason: "unknown msg_type 9" });
+  });
+
+  test("throws KV_ERR_BAD_ENVELOPE for bytes that are not a protobuf message", () => {
+    for (const bad of [
+      Uint8Array.of(0xff, 0xff),
+      Uint8Array.of(0x12, 0x05, 0x01),
+      Uint8Array.of(0x0c),
+      Uint8Array.of(0x00),
+    ]) {
+      let caught: unknown;
+      try {
+        decodeRequest(bad);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(KvError);
+      expect((caught as KvError).code).toBe(ErrorCode.BadEnvelope);
+    }
+  });
+});
+
+describe("response encoding", () => {
+  test("status frames decode with the generated seed-schema code", () => {
+    const decode = (f: Uint8Array) => fromBinary(seed.req_envelopeSchema, body(f));
+    expect(decode(Frames.setOk).setResp?.error).toBe(seed.set_response_error_t.ok);
+    expect(decode(Frames.setInternal).setResp?.error).toBe(seed.set_response_error_t.internal);
+    expect(decode(Frames.getNotFound).getResp?.error).toBe(seed.get_response_error_t.not_found);
+    expect(decode(Frames.getInternal).getResp?.error).toBe(seed.get_response_error_t.internal);
+    expect(decode(Frames.getInternal).type).toBe(seed.req_envelope_msg_type.get_response_t);
+  });
+
+  test("get responses of any size decode with the generated code byte for byte", () => {
+    fc.assert(
+      fc.property(bytesArb, bytesArb, (key, value) => {
+        const frame = joined(encodeGetOk(key, value));
+        const msg = fromBinary(wire.req_envelopeSchema, body(frame));
+        expect(msg.type).toBe(wire.req_envelope_msg_type.get_response_t);
+        expect(msg.getResp?.error).toBe(wire.get_response_error_t.ok);
+        expect(msg.getResp?.req?.key).toEqual(key);
+        expect(msg.getResp?.req?.value).toEqual(value);
+        expect(decodeResponse(body(frame))).toEqual({ kind: "get", error: GetError.Ok, key, value });
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  test("a large value is returned as its own part rather than copied", () => {
+    const value = new Uint8Array(1 << 20);
+    const parts = encodeGetOk(Uint8Array.of(1), value);
+    expect(parts.length).toBe(2);
+    expect(parts[1]).toBe(value);
+  });
+
+  test("client requests decode with the generated code", () => {
+    fc.assert(
+      fc.property(bytesArb, bytesArb, (key, value) => {
+        const set = fromBinary(wire.req_envelopeSchema, body(joined(encodeSetRequest(key, value))));
+        expect(set.setReq?.req?.key).toEqual(key);
+        expect(set.setReq?.req?.value).toEqual(value);
+        const get = fromBinary(wire.req_envelopeSchema, body(encodeGetRequest(key)));
+        expect(get.type).toBe(wire.req_envelope_msg_type.get_request_t);
+        expect(get.getReq?.key).toEqual(key);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  test("decodeResponse reads set responses and refuses unknown or incomplete ones", () => {
+    expect(decodeResponse(body(Frames.setOk))).toEqual({ kind: "set", error: SetError.Ok });
+    expect(decodeResponse(body(Frames.getNotFound))).toEqual({ kind: "get", error: GetError.NotFound });
+    const okWithoutData = msg([1, 4], [5, msg([1, 1])]);
+    expect(() => decodeResponse(okWithoutData)).toThrow(KvError);
+    expect(() => decodeResponse(Uint8Array.of(0x08, 0x01))).toThrow(KvError);
+  });
+});

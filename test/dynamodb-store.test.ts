@@ -1,0 +1,223 @@
+import { describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { DeleteTableCommand, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
+import { KvClient } from "../client/kv-client.js";
+import { ErrorCode, KvError } from "../src/errors.js";
+import { Counter } from "../src/metrics.js";
+import { headPk } from "../src/store/item-format.js";
+import type { KvStore } from "../src/store/kv-store.js";
+import { useBackends } from "./support/backends.js";
+import { startTestServer } from "./support/harness.js";
+
+const backends = useBackends();
+const enc = new TextEncoder();
+
+function dynamoConfig(table?: string) {
+  return {
+    store: "dynamodb" as const,
+    dynamodbEndpoint: backends.ddb.endpoint,
+    kmsEndpoint: backends.kms.endpoint,
+    ...(table ? { table } : {}),
+  };
+}
+
+async function expectInternal(p: Promise<unknown>): Promise<void> {
+  let caught: unknown;
+  try {
+    await p;
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(KvError);
+  expect((caught as KvError).code).toBe(ErrorCode.ServerInternal);
+}
+
+describe("the server on DynamoDB Local and the local KMS endpoint", () => {
+  test("sets, gets, overwrites and reports missing keys", async () => {
+    await using server = await startTestServer(dynamoConfig());
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("a", "1");
+    expect(await c.getString("a")).toBe("1");
+    await c.set("a", "2");
+    expect(await c.getString("a")).toBe("2");
+    expect(await c.get("missing")).toBeUndefined();
+    await c.set("", "empty key is a key");
+    expect(await c.getString("")).toBe("empty key is a key");
+    await c.set("empty value", "");
+    expect(await c.get("empty value")).toEqual(new Uint8Array(0));
+  });
+
+  test("values over 4 KB and bytes that are not UTF-8 round-trip exactly", async () => {
+    await using server = await startTestServer(dynamoConfig());
+    await using c = await KvClient.connect({ port: server.port });
+    const big = new Uint8Array(randomBytes(300 * 1024));
+    await c.set("big", big);
+    expect(await c.get("big")).toEqual(big);
+    const key = Uint8Array.of(0xff, 0x00, 0xc3, 0x28);
+    const value = Uint8Array.of(0xed, 0xa0, 0x80, 0xf8);
+    await c.set(key, value);
+    expect(await c.get(key)).toEqual(value);
+  });
+
+  test("pipelined gets see the set just before them on the same connection", async () => {
+    await using server = await startTestServer(dynamoConfig());
+    await using c = await KvClient.connect({ port: server.port });
+    const ops: Promise<unknown>[] = [];
+    const gets: Promise<string | undefined>[] = [];
+    for (let i = 0; i < 200; i++) {
+      ops.push(c.set(`k${i % 5}`, `v${i}`));
+      gets.push(c.getString(`k${i % 5}`));
+    }
+    await Promise.all(ops);
+    const values = await Promise.all(gets);
+    values.forEach((v, i) => {
+      expect(v).toBe(`v${i}`);
+    });
+    for (let j = 0; j < 5; j++) expect(await c.getString(`k${j}`)).toBe(`v${195 + j}`);
+  });
+
+  test("a scan of the table shows only ciphertext, never a plaintext value", async () => {
+    const table = `scan-${randomBytes(4).toString("hex")}`;
+    await using server = await startTestServer(dynamoConfig(table));
+    await using c = await KvClient.connect({ port: server.port });
+    const marker = "PLAINTEXT-MARKER-";
+    for (let i = 0; i < 20; i++) await c.set(`key-${i}`, `${marker}${i}`.repeat(1 + i * 50));
+    const scan = await backends.client.send(new ScanCommand({ TableName: table }));
+    expect(scan.Items?.length).toBe(20);
+    const needle = Buffer.from(marker);
+    for (const item of scan.Items ?? []) {
+      expect(Object.keys(item).sort()).toEqual(["ct", "dk", "fmt", "iv", "pk"]);
+      for (const attr of Object.values(item)) {
+        const raw = attr.B ? Buffer.from(attr.B) : Buffer.from(attr.S ?? attr.N ?? "");
+        expect(raw.includes(needle)).toBe(false);
+      }
+    }
+  });
+
+  test("steady traffic makes no KMS call per request", async () => {
+    const table = `kms-${randomBytes(4).toString("hex")}`;
+    {
+      await using server = await startTestServer(dynamoConfig(table));
+      await using c = await KvClient.connect({ port: server.port });
+      await Promise.all(Array.from({ length: 300 }, (_, i) => c.set(`k${i}`, `v${i}`)));
+      await Promise.all(Array.from({ length: 300 }, (_, i) => c.getString(`k${i}`)));
+      // One GenerateDataKey at startup serves every set; its own key decrypts every get.
+      expect(server.counters.get(Counter.kmsGenerateDataKey)).toBe(1);
+      expect(server.counters.get(Counter.kmsDecrypt)).toBe(0);
+      expect(server.counters.get(Counter.dynamoPutItem)).toBe(300);
+    }
+    // A new process has an empty cache: concurrent reads share one Decrypt.
+    await using second = await startTestServer(dynamoConfig(table));
+    await using c2 = await KvClient.connect({ port: second.port });
+    const values = await Promise.all(Array.from({ length: 300 }, (_, i) => c2.getString(`k${i}`)));
+    expect(values).toEqual(Array.from({ length: 300 }, (_, i) => `v${i}`));
+    expect(second.counters.get(Counter.kmsDecrypt)).toBe(1);
+  });
+
+  test("a graceful stop answers sets in flight, and another server on the table reads them", async () => {
+    const table = `durable-${randomBytes(4).toString("hex")}`;
+    const n = 100;
+    const arrived = Promise.withResolvers<void>();
+    const gate = Promise.withResolvers<void>();
+    let seen = 0;
+    // Holds every write at the store until the stop has begun, so all n are in flight during it.
+    const hold = (inner: KvStore): KvStore => ({
+      get: (k) => inner.get(k),
+      set: async (k, v) => {
+        if (++seen === n) arrived.resolve();
+        await gate.promise;
+        return inner.set(k, v);
+      },
+      close: () => inner.close(),
+    });
+    const server = await startTestServer(dynamoConfig(table), { wrapStore: hold });
+    const c = await KvClient.connect({ port: server.port });
+    const pending = Array.from({ length: n }, (_, i) => c.set(`d${i}`, `value ${i}`));
+    await arrived.promise;
+    const stopped = server.stop();
+    gate.resolve();
+    await Promise.all(pending);
+    await stopped;
+    await c.close();
+    await using again = await startTestServer(dynamoConfig(table));
+    await using c2 = await KvClient.connect({ port: again.port });
+    for (let i = 0; i < n; i++) expect(await c2.getString(`d${i}`)).toBe(`value ${i}`);
+  });
+
+  test("a tampered ciphertext answers internal, never wrong bytes", async () => {
+    const table = `tamper-${randomBytes(4).toString("hex")}`;
+    await using server = await startTestServer(dynamoConfig(table));
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("victim", "original value");
+    const key = { pk: { B: headPk(enc.encode("victim")) } };
+    const item = (await backends.client.send(new GetItemCommand({ TableName: table, Key: key }))).Item;
+    const ct = Uint8Array.from(item?.ct?.B ?? []);
+    ct[0] = (ct[0] as number) ^ 0x01;
+    await backends.client.send(new PutItemCommand({ TableName: table, Item: { ...item, ct: { B: ct } } }));
+    await expectInternal(c.get("victim"));
+    // The connection stays usable.
+    await c.set("other", "fine");
+    expect(await c.getString("other")).toBe("fine");
+  });
+
+  test("an item copied to another key answers internal, so ciphertext cannot be moved", async () => {
+    const table = `move-${randomBytes(4).toString("hex")}`;
+    await using server = await startTestServer(dynamoConfig(table));
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("alice", "alice's secret");
+    await c.set("bob", "bob's value");
+    const alice = (
+      await backends.client.send(
+        new GetItemCommand({ TableName: table, Key: { pk: { B: headPk(enc.encode("alice")) } } }),
+      )
+    ).Item;
+    await backends.client.send(
+      new PutItemCommand({ TableName: table, Item: { ...alice, pk: { B: headPk(enc.encode("bob")) } } }),
+    );
+    await expectInternal(c.get("bob"));
+  });
+
+  test("an item of an unknown format or with a corrupted data key answers internal", async () => {
+    const table = `fmt-${randomBytes(4).toString("hex")}`;
+    await using server = await startTestServer(dynamoConfig(table));
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("x", "y");
+    const key = { pk: { B: headPk(enc.encode("x")) } };
+    const item = (await backends.client.send(new GetItemCommand({ TableName: table, Key: key }))).Item;
+    await backends.client.send(new PutItemCommand({ TableName: table, Item: { ...item, fmt: { N: "99" } } }));
+    await expectInternal(c.get("x"));
+    const dk = Uint8Array.from(item?.dk?.B ?? []);
+    dk[dk.length - 1] = (dk[dk.length - 1] as number) ^ 0x01;
+    await backends.client.send(new PutItemCommand({ TableName: table, Item: { ...item, dk: { B: dk } } }));
+    await expectInternal(c.get("x"));
+  });
+
+  test("when DynamoDB fails, sets and gets answer internal, never a false ok", async () => {
+    const table = `gone-${randomBytes(4).toString("hex")}`;
+    await using server = await startTestServer(dynamoConfig(table));
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("k", "v");
+    await backends.client.send(new DeleteTableCommand({ TableName: table }));
+    await expectInternal(c.set("k", "v2"));
+    await expectInternal(c.get("k"));
+  });
+
+  test("a value too large for one DynamoDB item is refused with internal and nothing is written", async () => {
+    const table = `large-${randomBytes(4).toString("hex")}`;
+    await using server = await startTestServer(dynamoConfig(table));
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("k", "small");
+    await expectInternal(c.set("k", new Uint8Array(401 * 1024)));
+    expect(await c.getString("k")).toBe("small");
+  });
+
+  test("a server whose KMS key does not exist fails to start with a clear reason", async () => {
+    let caught: unknown;
+    try {
+      await startTestServer({ ...dynamoConfig(), kmsKeyId: "0b1c2d3e-0000-0000-0000-000000000000" });
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as Error).name).toBe("NotFoundException");
+  });
+});

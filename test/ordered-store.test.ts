@@ -1,0 +1,131 @@
+import { describe, expect, test } from "bun:test";
+import type { KvStore } from "../src/store/kv-store.js";
+import { OrderedStore } from "../src/store/ordered-store.js";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A store whose writes complete only when the test says so; pure logic, no I/O. */
+class GatedStore implements KvStore {
+  readonly data = new Map<string, string>();
+  readonly writes: { key: string; value: string; finish: (ok: boolean) => void }[] = [];
+  reads = 0;
+
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    this.reads++;
+    const v = this.data.get(dec.decode(key));
+    return Promise.resolve(v === undefined ? undefined : enc.encode(v));
+  }
+
+  set(key: Uint8Array, value: Uint8Array): Promise<void> {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    const entry = {
+      key: dec.decode(key),
+      value: dec.decode(value),
+      finish: (ok: boolean) => {
+        if (ok) {
+          this.data.set(entry.key, entry.value);
+          resolve();
+        } else reject(new Error("write failed"));
+      },
+    };
+    this.writes.push(entry);
+    return promise;
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+}
+
+describe("OrderedStore", () => {
+  test("writes of one key reach the store one at a time, and queued sets collapse to the newest", async () => {
+    const inner = new GatedStore();
+    const store = new OrderedStore(inner);
+    const acks: string[] = [];
+    const s1 = store.set(enc.encode("k"), enc.encode("1")).then(() => acks.push("1"));
+    const s2 = store.set(enc.encode("k"), enc.encode("2")).then(() => acks.push("2"));
+    const s3 = store.set(enc.encode("k"), enc.encode("3")).then(() => acks.push("3"));
+    expect(inner.writes.map((w) => w.value)).toEqual(["1"]);
+    inner.writes[0]?.finish(true);
+    await settle();
+    expect(acks).toEqual(["1"]);
+    expect(inner.writes.map((w) => w.value)).toEqual(["1", "3"]);
+    inner.writes[1]?.finish(true);
+    await Promise.all([s1, s2, s3]);
+    expect(acks).toEqual(["1", "2", "3"]);
+    expect(inner.data.get("k")).toBe("3");
+    expect(store.keysInFlight).toBe(0);
+  });
+
+  test("a get issued between sets answers the set just before it, not a later one", async () => {
+    const inner = new GatedStore();
+    const store = new OrderedStore(inner);
+    void store.set(enc.encode("k"), enc.encode("a"));
+    const g1 = store.get(enc.encode("k"));
+    void store.set(enc.encode("k"), enc.encode("b"));
+    const g2 = store.get(enc.encode("k"));
+    void store.set(enc.encode("k"), enc.encode("c"));
+    inner.writes[0]?.finish(true);
+    await settle();
+    inner.writes[1]?.finish(true);
+    expect(dec.decode(await g1)).toBe("a");
+    expect(dec.decode(await g2)).toBe("b");
+    expect(inner.reads).toBe(0);
+  });
+
+  test("a get does not answer before the write it depends on is durable", async () => {
+    const inner = new GatedStore();
+    const store = new OrderedStore(inner);
+    void store.set(enc.encode("k"), enc.encode("a"));
+    let answered = false;
+    const g = store.get(enc.encode("k")).then((v) => {
+      answered = true;
+      return v;
+    });
+    await settle();
+    expect(answered).toBe(false);
+    inner.writes[0]?.finish(true);
+    expect(dec.decode(await g)).toBe("a");
+  });
+
+  test("when the write a get depends on fails, the get reads the store", async () => {
+    const inner = new GatedStore();
+    inner.data.set("k", "old");
+    const store = new OrderedStore(inner);
+    const s = store.set(enc.encode("k"), enc.encode("new"));
+    const g = store.get(enc.encode("k"));
+    inner.writes[0]?.finish(false);
+    await expect(s).rejects.toThrow("write failed");
+    expect(dec.decode(await g)).toBe("old");
+  });
+
+  test("a failed write fails every set collapsed into it, and later sets still run", async () => {
+    const inner = new GatedStore();
+    const store = new OrderedStore(inner);
+    const s1 = store.set(enc.encode("k"), enc.encode("1"));
+    const s2 = store.set(enc.encode("k"), enc.encode("2"));
+    const s3 = store.set(enc.encode("k"), enc.encode("3"));
+    inner.writes[0]?.finish(true);
+    await s1;
+    inner.writes[1]?.finish(false);
+    await expect(s2).rejects.toThrow();
+    await expect(s3).rejects.toThrow();
+    const s4 = store.set(enc.encode("k"), enc.encode("4"));
+    inner.writes[2]?.finish(true);
+    await s4;
+    expect(inner.data.get("k")).toBe("4");
+  });
+
+  test("different keys do not wait for each other", () => {
+    const inner = new GatedStore();
+    const store = new OrderedStore(inner);
+    void store.set(enc.encode("a"), enc.encode("1"));
+    void store.set(enc.encode("b"), enc.encode("2"));
+    expect(inner.writes.map((w) => w.key)).toEqual(["a", "b"]);
+  });
+});

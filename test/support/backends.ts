@@ -1,0 +1,33 @@
+import { afterAll, beforeAll } from "bun:test";
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { dynamoClient } from "../../src/aws-clients.js";
+import { type DynamoDbLocal, startDynamoDbLocal } from "../../src/local/dynamodb-local.js";
+import { LocalKms } from "../../src/local/kms-endpoint.js";
+
+/** DynamoDB Local and the local KMS endpoint, shared by one test file. */
+export interface Backends {
+  ddb: DynamoDbLocal;
+  kms: LocalKms;
+  /** An SDK client on the shared DynamoDB Local, for looking at what the server stored. */
+  client: DynamoDBClient;
+}
+
+/**
+ * Starts one in-memory DynamoDB Local and one local KMS for the calling test
+ * file (DynamoDB Local takes seconds to start) and stops them after it.
+ * Tests isolate themselves with a fresh table each.
+ */
+export function useBackends(): Backends {
+  const backends = {} as Backends;
+  beforeAll(async () => {
+    backends.ddb = await startDynamoDbLocal();
+    backends.kms = LocalKms.start();
+    backends.client = dynamoClient({ region: "us-east-1", endpoint: backends.ddb.endpoint, localCredentials: true });
+  });
+  afterAll(async () => {
+    backends.client?.destroy();
+    await backends.kms?.stop();
+    await backends.ddb?.stop();
+  });
+  return backends;
+}
