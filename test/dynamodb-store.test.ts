@@ -1,4 +1,4 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { DeleteTableCommand, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { KvClient } from "../client/kv-client.js";
@@ -8,6 +8,9 @@ import { headPk } from "../src/store/item-format.js";
 import type { KvStore } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
+
+// Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
+setDefaultTimeout(60_000);
 
 const backends = useBackends();
 const enc = new TextEncoder();

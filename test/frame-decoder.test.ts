@@ -25,7 +25,7 @@ function split(bytes: Uint8Array, size: number): Uint8Array[] {
   return chunks;
 }
 
-function expectKvError(fn: () => void, code: string): void {
+function expectKvError(fn: () => void, code: ErrorCode): void {
   let caught: unknown;
   try {
     fn();

@@ -1,0 +1,54 @@
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { KvClient } from "../client/kv-client.js";
+import { startTestServer } from "./support/harness.js";
+import { runCli } from "./support/process.js";
+
+// Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
+setDefaultTimeout(60_000);
+
+describe("bun run client", () => {
+  test("set and get round-trip a value, and get of a missing key exits 1", async () => {
+    await using server = await startTestServer();
+    const port = String(server.port);
+    expect((await runCli(["set", "k", "v v", "--port", port])).code).toBe(0);
+    const got = await runCli(["get", "k", "--port", port]);
+    expect(got.code).toBe(0);
+    expect(new TextDecoder().decode(got.stdout)).toBe("v v");
+    const missing = await runCli(["get", "nope", "--port", port]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("not found");
+  });
+
+  test("set --file - stores stdin byte for byte", async () => {
+    await using server = await startTestServer();
+    const bytes = new Uint8Array(randomBytes(50_000));
+    expect((await runCli(["set", "blob", "--file", "-", "--port", String(server.port)], bytes)).code).toBe(0);
+    await using c = await KvClient.connect({ port: server.port });
+    expect(await c.get("blob")).toEqual(bytes);
+    const out = await runCli(["get", "blob", "--port", String(server.port)]);
+    expect(out.stdout).toEqual(bytes);
+  });
+
+  test("verify passes against a working server and prints its table", async () => {
+    await using server = await startTestServer();
+    const out = await runCli(["verify", "--port", String(server.port)]);
+    const text = new TextDecoder().decode(out.stdout);
+    expect(text).toContain("PASS  pipelined burst");
+    expect(text).toContain("6 passed, 0 failed");
+    expect(out.code).toBe(0);
+  });
+
+  test("usage errors exit 2 and a refused connection exits 1", async () => {
+    expect((await runCli([])).code).toBe(2);
+    expect((await runCli(["frobnicate"])).code).toBe(2);
+    expect((await runCli(["set", "only-key"])).code).toBe(2);
+    expect((await runCli(["get", "k", "--port", "x"])).code).toBe(2);
+    await using server = await startTestServer();
+    const port = server.port;
+    await server.stop();
+    const refused = await runCli(["get", "k", "--port", String(port)]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("error");
+  });
+});

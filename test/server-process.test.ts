@@ -1,0 +1,111 @@
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { accepts, root, runCli, spawnServer } from "./support/process.js";
+
+// Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
+setDefaultTimeout(60_000);
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), "kvs-proc-"));
+  dirs.push(d);
+  return d;
+}
+
+function runServer(args: string[], env: Record<string, string> = {}) {
+  const out = Bun.spawnSync(["bun", "src/main.ts", ...args], { cwd: root, env: { ...process.env, ...env } });
+  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
+}
+
+/** Waits, within a bound, until nothing listens at `endpoint` (a child's exit has no event we can observe). */
+async function closedWithin(endpoint: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!(await accepts(endpoint))) return true;
+    await Bun.sleep(50);
+  }
+  return false;
+}
+
+describe("bun run server flags", () => {
+  test("--help lists every flag with its environment twin and exits 0", () => {
+    const { code, stdout } = runServer(["--help"]);
+    expect(code).toBe(0);
+    for (const flag of ["--host", "--port", "--store", "--table", "--kms-key-id", "--region", "--dynamodb-endpoint"]) {
+      expect(stdout).toContain(flag);
+    }
+    for (const env of ["KV_HOST", "KV_PORT", "KV_STORE", "KV_TABLE", "KV_KMS_KEY_ID", "AWS_REGION", "KV_DATA_DIR"]) {
+      expect(stdout).toContain(env);
+    }
+    expect(stdout).toContain("--max-frame-bytes");
+    expect(stdout).toContain("KV_KMS_ENDPOINT");
+  });
+
+  const bad: [string, string[], Record<string, string>, string][] = [
+    ["an unknown flag", ["--nope"], {}, "Unknown option '--nope'"],
+    ["a port that is not a number", ["--port", "abc"], {}, "--port must be a whole number"],
+    ["a port out of range", ["--port", "70000"], {}, "--port must be between 0 and 65535"],
+    ["an unknown store", ["--store", "redis"], {}, "--store must be dynamodb or memory"],
+    ["a bad value from the environment", [], { KV_MAX_FRAME_BYTES: "-5" }, "--max-frame-bytes must be a whole number"],
+    ["an endpoint that is not a URL", ["--kms-endpoint", "localhost"], {}, "--kms-endpoint must be a URL"],
+  ];
+  for (const [name, args, env, message] of bad) {
+    test(`${name} exits 2 with a clear message`, () => {
+      const { code, stderr } = runServer(args, env);
+      expect(code).toBe(2);
+      expect(stderr).toContain(message);
+    });
+  }
+
+  test("a port already in use makes startup fail rather than share it", async () => {
+    await using first = await spawnServer(["--store", "memory", "--port", "0"]);
+    const { code, stderr } = runServer(["--store", "memory", "--port", String(first.port)]);
+    expect(code).toBe(1);
+    expect(stderr).toContain("startup failed");
+  });
+});
+
+describe("local mode", () => {
+  test("starts DynamoDB Local and the KMS endpoint, serves the CLI, keeps data across restarts, and stops its children on SIGTERM", async () => {
+    const dataDir = tempDir();
+    let dynamodb: string;
+    {
+      await using server = await spawnServer(["--port", "0", "--data-dir", dataDir]);
+      expect(server.line).toContain("(embedded DynamoDB Local)");
+      expect(server.line).toContain("(embedded local KMS)");
+      dynamodb = server.dynamodbEndpoint as string;
+      const port = String(server.port);
+      expect((await runCli(["set", "greeting", "hello", "--port", port])).code).toBe(0);
+      const got = await runCli(["get", "greeting", "--port", port]);
+      expect(got.code).toBe(0);
+      expect(new TextDecoder().decode(got.stdout)).toBe("hello");
+      const verify = await runCli(["verify", "--port", port]);
+      expect(new TextDecoder().decode(verify.stdout)).toContain("6 passed, 0 failed");
+      expect(verify.code).toBe(0);
+
+      server.proc.kill("SIGTERM");
+      expect(await server.proc.exited).toBe(0);
+      expect(await accepts(dynamodb)).toBe(false);
+    }
+    {
+      await using again = await spawnServer(["--port", "0", "--data-dir", dataDir]);
+      const got = await runCli(["get", "greeting", "--port", String(again.port)]);
+      expect(new TextDecoder().decode(got.stdout)).toBe("hello");
+    }
+  });
+
+  test("DynamoDB Local does not outlive a server killed with SIGKILL", async () => {
+    const server = await spawnServer(["--port", "0", "--data-dir", tempDir()]);
+    const endpoint = server.dynamodbEndpoint as string;
+    expect(await accepts(endpoint)).toBe(true);
+    server.proc.kill("SIGKILL");
+    await server.proc.exited;
+    expect(await closedWithin(endpoint, 15_000)).toBe(true);
+  });
+});

@@ -1,0 +1,91 @@
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+
+export const root = join(import.meta.dir, "../..");
+
+/** A `bun run server` child process; disposing it kills it and waits for the exit. */
+export interface ServerProcess extends AsyncDisposable {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  /** The startup line. */
+  line: string;
+  port: number;
+  /** The DynamoDB endpoint named in the startup line, if any. */
+  dynamodbEndpoint: string | undefined;
+  stderr(): Promise<string>;
+}
+
+/** Starts `src/main.ts` with `args` and resolves once it printed its startup line. */
+export async function spawnServer(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
+  const proc = Bun.spawn(["bun", "src/main.ts", ...args], {
+    cwd: root,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, ...env },
+  });
+  const reader = proc.stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      throw new Error(`server exited before listening: ${await new Response(proc.stderr).text()}`);
+    }
+    text += decoder.decode(value, { stream: true });
+  }
+  reader.releaseLock();
+  const line = text.split("\n")[0] as string;
+  const port = Number(/listening on [^ ]+:(\d+)/.exec(line)?.[1]);
+  const dynamodbEndpoint = /dynamodb=(http:\/\/[^ ]+)/.exec(line)?.[1];
+  return {
+    proc,
+    line,
+    port,
+    dynamodbEndpoint,
+    stderr: () => new Response(proc.stderr).text(),
+    async [Symbol.asyncDispose]() {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}
+
+/** Runs the client CLI; resolves its exit code and output. */
+export async function runCli(
+  args: string[],
+  stdin?: Uint8Array,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const proc = Bun.spawn(["bun", "client/cli.ts", ...args], {
+    cwd: root,
+    stdin: stdin ? new Blob([stdin]) : "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).arrayBuffer(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, stdout: new Uint8Array(stdout), stderr };
+}
+
+/** Whether something accepts TCP connections at `endpoint`'s port now. */
+export async function accepts(endpoint: string): Promise<boolean> {
+  const url = new URL(endpoint);
+  return new Promise((resolve) => {
+    Bun.connect({
+      hostname: url.hostname,
+      port: Number(url.port),
+      socket: {
+        open(s) {
+          s.end();
+          resolve(true);
+        },
+        connectError() {
+          resolve(false);
+        },
+        data() {},
+      },
+    }).catch(() => resolve(false));
+  });
+}
