@@ -1,20 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { KvClient } from "../client/kv-client.js";
 import { writeVarint } from "../src/net/frame-decoder.js";
 import { decodeResponse, encodeGetRequest, encodeSetRequest, GetError, SetError } from "../src/protocol/codec.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
-
-type Field = [field: number, value: number | Uint8Array];
-
-function msg(...fields: Field[]): Uint8Array {
-  const w = new BinaryWriter();
-  for (const [no, v] of fields) {
-    if (typeof v === "number") w.tag(no, WireType.Varint).int32(v);
-    else w.tag(no, WireType.LengthDelimited).bytes(v);
-  }
-  return w.finish();
-}
+import { msg } from "./support/wire.js";
 
 function frame(body: Uint8Array): Uint8Array {
   const out = new Uint8Array(5 + body.length);

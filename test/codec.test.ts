@@ -1,6 +1,5 @@
 import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import fc from "fast-check";
 import { ErrorCode, KvError } from "../src/errors.js";
 import * as seed from "../src/gen/kv_pb.js";
@@ -15,31 +14,13 @@ import {
   GetError,
   SetError,
 } from "../src/protocol/codec.js";
-
-/** Strips the varint length prefix of a complete frame. */
-function body(frame: Uint8Array): Uint8Array {
-  let p = 0;
-  while ((frame[p] as number) & 0x80) p++;
-  return frame.subarray(p + 1);
-}
+import { body, expectKvError, msg } from "./support/wire.js";
 
 function joined(parts: Uint8Array[]): Uint8Array {
   return new Uint8Array(Buffer.concat(parts));
 }
 
 const bytesArb = fc.uint8Array({ maxLength: 20_000 });
-
-type Field = [field: number, value: number | Uint8Array];
-
-/** Encodes a message field by field, ignoring `required`, which generated code enforces on encode. */
-function msg(...fields: Field[]): Uint8Array {
-  const w = new BinaryWriter();
-  for (const [no, v] of fields) {
-    if (typeof v === "number") w.tag(no, WireType.Varint).int32(v);
-    else w.tag(no, WireType.LengthDelimited).bytes(v);
-  }
-  return w.finish();
-}
 
 describe("decodeRequest", () => {
   test("reads a set request encoded by the generated seed-schema code", () => {
@@ -135,14 +116,7 @@ describe("decodeRequest", () => {
       Uint8Array.of(0x0c),
       Uint8Array.of(0x00),
     ]) {
-      let caught: unknown;
-      try {
-        decodeRequest(bad);
-      } catch (err) {
-        caught = err;
-      }
-      expect(caught).toBeInstanceOf(KvError);
-      expect((caught as KvError).code).toBe(ErrorCode.BadEnvelope);
+      expectKvError(() => decodeRequest(bad), ErrorCode.BadEnvelope);
     }
   });
 });

@@ -2,20 +2,14 @@ import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { open, seal } from "../src/crypto/envelope.js";
 import { type DataKey, DataKeyCache, type DataKeyProvider } from "../src/crypto/key-cache.js";
-import { ErrorCode, KvError } from "../src/errors.js";
+import { ErrorCode } from "../src/errors.js";
 import { valueAad } from "../src/store/item-format.js";
+import { expectKvError } from "./support/wire.js";
 
 const enc = new TextEncoder();
 
 function integrityError(fn: () => unknown): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(KvError);
-  expect((caught as KvError).code).toBe(ErrorCode.Integrity);
+  expectKvError(fn, ErrorCode.Integrity);
 }
 
 describe("envelope", () => {

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ErrorCode, KvError } from "../src/errors.js";
+import { ErrorCode } from "../src/errors.js";
 import { FrameDecoder, varintSize, writeVarint } from "../src/net/frame-decoder.js";
+import { expectKvError } from "./support/wire.js";
 
 function frame(body: Uint8Array): Uint8Array {
   const out = new Uint8Array(varintSize(body.length) + body.length);
@@ -23,17 +24,6 @@ function split(bytes: Uint8Array, size: number): Uint8Array[] {
   const chunks: Uint8Array[] = [];
   for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.slice(i, i + size));
   return chunks;
-}
-
-function expectKvError(fn: () => void, code: ErrorCode): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(KvError);
-  expect((caught as KvError).code).toBe(code);
 }
 
 const bodies = [

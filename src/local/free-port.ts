@@ -17,28 +17,32 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether something accepts TCP connections on `host:port` now. */
+export function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    Bun.connect({
+      hostname: host,
+      port,
+      socket: {
+        open(s) {
+          s.end();
+          resolve(true);
+        },
+        connectError() {
+          resolve(false);
+        },
+        data() {},
+      },
+    }).catch(() => resolve(false));
+  });
+}
+
 /** Resolves once something accepts TCP connections on `host:port`, or rejects after `timeoutMs`. */
 export async function waitForPort(host: string, port: number, timeoutMs: number, alive: () => boolean): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let delay = 20;
   for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      Bun.connect({
-        hostname: host,
-        port,
-        socket: {
-          open(s) {
-            s.end();
-            resolve(true);
-          },
-          connectError() {
-            resolve(false);
-          },
-          data() {},
-        },
-      }).catch(() => resolve(false));
-    });
-    if (ok) return;
+    if (await canConnect(host, port)) return;
     if (!alive()) throw new Error("process exited before it accepted connections");
     if (Date.now() > deadline)
       throw new Error(`nothing accepted connections on ${host}:${port} within ${timeoutMs} ms`);

@@ -193,24 +193,31 @@ export function internalFrame(reply: ReplyKind): Uint8Array {
 const INLINE_VALUE_BYTES = 16 * 1024;
 
 /**
- * Encodes a framed `get_response{ok, req{key, value}}`. Returns one buffer,
- * or, for a large value, a header and the value itself so it is not copied.
+ * Encodes a framed `req_envelope{type, <outerTag>: {...innerPrefix, <dataTag>: data{key, value}}}`.
+ * Returns one buffer, or, for a large value, a header and the value itself so
+ * the value is never copied.
  */
-export function encodeGetOk(key: Uint8Array, value: Uint8Array): Uint8Array[] {
+function encodeWithData(
+  type: MsgType,
+  outerTag: number,
+  innerPrefix: readonly number[],
+  dataTag: number,
+  key: Uint8Array,
+  value: Uint8Array,
+): Uint8Array[] {
   const dataLen = 1 + varintSize(key.length) + key.length + 1 + varintSize(value.length) + value.length;
-  const respLen = 2 + 1 + varintSize(dataLen) + dataLen;
-  const envLen = 2 + 1 + varintSize(respLen) + respLen;
+  const innerLen = innerPrefix.length + 1 + varintSize(dataLen) + dataLen;
+  const envLen = 2 + 1 + varintSize(innerLen) + innerLen;
   const inline = value.length <= INLINE_VALUE_BYTES;
   const total = varintSize(envLen) + envLen;
   const head = new Uint8Array(inline ? total : total - value.length);
   let p = writeVarint(head, 0, envLen);
   head[p++] = TAG_TYPE;
-  head[p++] = MsgType.GetResponse;
-  head[p++] = TAG_GET_RESP;
-  p = writeVarint(head, p, respLen);
-  head[p++] = TAG_ERROR;
-  head[p++] = GetError.Ok;
-  head[p++] = TAG_RESP_DATA;
+  head[p++] = type;
+  head[p++] = outerTag;
+  p = writeVarint(head, p, innerLen);
+  for (const b of innerPrefix) head[p++] = b;
+  head[p++] = dataTag;
   p = writeVarint(head, p, dataLen);
   head[p++] = TAG_KEY;
   p = writeVarint(head, p, key.length);
@@ -223,30 +230,16 @@ export function encodeGetOk(key: Uint8Array, value: Uint8Array): Uint8Array[] {
   return [head];
 }
 
-/** Encodes a framed `set_request`. Large values are returned as their own part, uncopied. */
+const GET_OK_PREFIX = [TAG_ERROR, GetError.Ok] as const;
+
+/** Encodes a framed `get_response{ok, req{key, value}}`; a large value is its own part, uncopied. */
+export function encodeGetOk(key: Uint8Array, value: Uint8Array): Uint8Array[] {
+  return encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value);
+}
+
+/** Encodes a framed `set_request`; a large value is its own part, uncopied. */
 export function encodeSetRequest(key: Uint8Array, value: Uint8Array): Uint8Array[] {
-  const dataLen = 1 + varintSize(key.length) + key.length + 1 + varintSize(value.length) + value.length;
-  const setLen = 1 + varintSize(dataLen) + dataLen;
-  const envLen = 2 + 1 + varintSize(setLen) + setLen;
-  const inline = value.length <= INLINE_VALUE_BYTES;
-  const total = varintSize(envLen) + envLen;
-  const head = new Uint8Array(inline ? total : total - value.length);
-  let p = writeVarint(head, 0, envLen);
-  head[p++] = TAG_TYPE;
-  head[p++] = MsgType.SetRequest;
-  head[p++] = TAG_SET_REQ;
-  p = writeVarint(head, p, setLen);
-  head[p++] = TAG_REQ_DATA;
-  p = writeVarint(head, p, dataLen);
-  head[p++] = TAG_KEY;
-  p = writeVarint(head, p, key.length);
-  head.set(key, p);
-  p += key.length;
-  head[p++] = TAG_VALUE;
-  p = writeVarint(head, p, value.length);
-  if (!inline) return [head, value];
-  head.set(value, p);
-  return [head];
+  return encodeWithData(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, value);
 }
 
 /** Encodes a framed `get_request`. */

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { canConnect } from "../../src/local/free-port.js";
 
 export const root = join(import.meta.dir, "../..");
 
@@ -70,22 +71,7 @@ export async function runCli(
 }
 
 /** Whether something accepts TCP connections at `endpoint`'s port now. */
-export async function accepts(endpoint: string): Promise<boolean> {
+export function accepts(endpoint: string): Promise<boolean> {
   const url = new URL(endpoint);
-  return new Promise((resolve) => {
-    Bun.connect({
-      hostname: url.hostname,
-      port: Number(url.port),
-      socket: {
-        open(s) {
-          s.end();
-          resolve(true);
-        },
-        connectError() {
-          resolve(false);
-        },
-        data() {},
-      },
-    }).catch(() => resolve(false));
-  });
+  return canConnect(url.hostname, Number(url.port));
 }

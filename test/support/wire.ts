@@ -1,0 +1,38 @@
+import { expect } from "bun:test";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { type ErrorCode, KvError } from "../../src/errors.js";
+
+/** A field of a hand-built message: varint for numbers, length-delimited for bytes. */
+export type Field = [field: number, value: number | Uint8Array];
+
+/**
+ * Encodes a message field by field. Unlike generated code it ignores proto2
+ * `required`, so tests can build the incomplete messages a peer might send.
+ */
+export function msg(...fields: Field[]): Uint8Array {
+  const w = new BinaryWriter();
+  for (const [no, v] of fields) {
+    if (typeof v === "number") w.tag(no, WireType.Varint).int32(v);
+    else w.tag(no, WireType.LengthDelimited).bytes(v);
+  }
+  return w.finish();
+}
+
+/** A frame body without its varint length prefix. */
+export function body(frame: Uint8Array): Uint8Array {
+  let p = 0;
+  while ((frame[p] as number) & 0x80) p++;
+  return frame.subarray(p + 1);
+}
+
+/** Asserts that `fn` throws a KvError with `code`. */
+export function expectKvError(fn: () => unknown, code: ErrorCode): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(KvError);
+  expect((caught as KvError).code).toBe(code);
+}
