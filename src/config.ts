@@ -21,6 +21,20 @@ export interface Config {
   maxFrameBytes: number;
   maxConnections: number;
   idleTimeoutSeconds: number;
+  /** Items per BatchWriteItem; 1 writes each value alone with PutItem. */
+  writeBatch: number;
+  /** Keys per BatchGetItem; 1 reads each key alone with GetItem. */
+  readBatch: number;
+  /** How long a partial batch waits while other batches are in flight; 0 sends at once. */
+  batchWindowMs: number;
+  /** Store operations accepted and unfinished before new ones wait. */
+  maxPending: number;
+  /** Data-key lifetime for encryption; 0 disables the key cache (one KMS call per request). */
+  dataKeyMaxAgeMs: number;
+  /** Server processes sharing the port. */
+  workers: number;
+  /** Bind with SO_REUSEPORT (set by --workers for its children). */
+  reusePort: boolean;
   logLevel: LogLevel;
 }
 
@@ -94,6 +108,49 @@ const FLAGS = {
     placeholder: "SECONDS",
     help: "close connections silent this long; 0 never",
   },
+  "write-batch": {
+    env: "KV_WRITE_BATCH",
+    type: "string",
+    default: "25",
+    placeholder: "1-25",
+    help: "items per BatchWriteItem; 1 = one PutItem per set",
+  },
+  "read-batch": {
+    env: "KV_READ_BATCH",
+    type: "string",
+    default: "100",
+    placeholder: "1-100",
+    help: "keys per BatchGetItem; 1 = one GetItem per get",
+  },
+  "batch-window-ms": {
+    env: "KV_BATCH_WINDOW_MS",
+    type: "string",
+    default: "2",
+    placeholder: "MS",
+    help: "how long a partial batch waits while others are in flight (idle: none)",
+  },
+  "max-pending": {
+    env: "KV_MAX_PENDING",
+    type: "string",
+    default: "10000",
+    placeholder: "N",
+    help: "store operations in progress before new ones wait",
+  },
+  "data-key-max-age-ms": {
+    env: "KV_DATA_KEY_MAX_AGE_MS",
+    type: "string",
+    default: "300000",
+    placeholder: "MS",
+    help: "data-key lifetime; 0 = no key cache (a KMS call per request)",
+  },
+  workers: {
+    env: "KV_WORKERS",
+    type: "string",
+    default: "1",
+    placeholder: "N",
+    help: "server processes sharing the port (SO_REUSEPORT)",
+  },
+  "reuse-port": { env: "", type: "boolean", help: "bind with SO_REUSEPORT (set by --workers for its children)" },
   "log-level": {
     env: "KV_LOG_LEVEL",
     type: "string",
@@ -200,6 +257,13 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     maxFrameBytes: int("max-frame-bytes", get("max-frame-bytes") as string, 16, 0xffff_ffff),
     maxConnections: int("max-connections", get("max-connections") as string, 1, 10_000_000),
     idleTimeoutSeconds: int("idle-timeout", get("idle-timeout") as string, 0, 86_400),
+    writeBatch: int("write-batch", get("write-batch") as string, 1, 25),
+    readBatch: int("read-batch", get("read-batch") as string, 1, 100),
+    batchWindowMs: int("batch-window-ms", get("batch-window-ms") as string, 0, 1000),
+    maxPending: int("max-pending", get("max-pending") as string, 1, 10_000_000),
+    dataKeyMaxAgeMs: int("data-key-max-age-ms", get("data-key-max-age-ms") as string, 0, 86_400_000),
+    workers: int("workers", get("workers") as string, 1, 256),
+    reusePort: values["reuse-port"] === true,
     logLevel,
   };
 }

@@ -48,6 +48,49 @@ export interface ServerOverrides {
   wrapStore?: (store: KvStore) => KvStore;
 }
 
+/** Local stand-ins started for a config, and the endpoints to use. */
+export interface LocalServices {
+  dynamodbEndpoint: string | undefined;
+  kmsEndpoint: string | undefined;
+  startedDynamo: boolean;
+  startedKms: boolean;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts DynamoDB Local and the local KMS endpoint where local mode needs
+ * them: not in AWS mode, and not where an endpoint was given.
+ */
+export async function startLocalServices(config: Config): Promise<LocalServices> {
+  const aws = isAwsMode(config);
+  const dataDir = resolve(config.dataDir);
+  const stops: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const fn of stops.reverse()) await fn();
+    stops.length = 0;
+  };
+  try {
+    let dynamodbEndpoint = config.dynamodbEndpoint;
+    let kmsEndpoint = config.kmsEndpoint;
+    const startDynamo = config.store === StoreKind.dynamodb && dynamodbEndpoint === undefined && !aws;
+    const startKms = config.store === StoreKind.dynamodb && kmsEndpoint === undefined && !aws;
+    if (startDynamo) {
+      const ddb: DynamoDbLocal = await startDynamoDbLocal({ dataDir });
+      stops.push(() => ddb.stop());
+      dynamodbEndpoint = ddb.endpoint;
+    }
+    if (startKms) {
+      const kms = LocalKms.start({ dataDir: resolve(dataDir, "kms"), region: config.region ?? LOCAL_DEFAULTS.region });
+      stops.push(() => kms.stop());
+      kmsEndpoint = kms.endpoint;
+    }
+    return { dynamodbEndpoint, kmsEndpoint, startedDynamo: startDynamo, startedKms: startKms, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
 /** Starts a server for `config`: local services first if needed, then the listener. */
 export async function startServer(config: Config, log: Logger, overrides: ServerOverrides = {}): Promise<KvServer> {
   const counters = new Counters();
@@ -78,24 +121,13 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       table = config.table ?? LOCAL_DEFAULTS.table;
       const keyId = config.kmsKeyId ?? LOCAL_DEFAULTS.kmsKeyId;
       const region = config.region ?? (aws ? undefined : LOCAL_DEFAULTS.region);
-      const dataDir = resolve(config.dataDir);
 
-      dynamodbEndpoint = config.dynamodbEndpoint;
-      let dynamoNote = "";
-      if (dynamodbEndpoint === undefined && !aws) {
-        const ddb: DynamoDbLocal = await startDynamoDbLocal({ dataDir });
-        cleanups.push(() => ddb.stop());
-        dynamodbEndpoint = ddb.endpoint;
-        dynamoNote = " (embedded DynamoDB Local)";
-      }
-      kmsEndpoint = config.kmsEndpoint;
-      let kmsNote = "";
-      if (kmsEndpoint === undefined && !aws) {
-        const kms = LocalKms.start({ dataDir: resolve(dataDir, "kms"), region });
-        cleanups.push(() => kms.stop());
-        kmsEndpoint = kms.endpoint;
-        kmsNote = " (embedded local KMS)";
-      }
+      const local = await startLocalServices(config);
+      cleanups.push(() => local.stop());
+      dynamodbEndpoint = local.dynamodbEndpoint;
+      kmsEndpoint = local.kmsEndpoint;
+      const dynamoNote = local.startedDynamo ? " (embedded DynamoDB Local)" : "";
+      const kmsNote = local.startedKms ? " (embedded local KMS)" : "";
 
       const localDynamo = !isAwsEndpoint(dynamodbEndpoint);
       const localKms = !isAwsEndpoint(kmsEndpoint);
@@ -114,7 +146,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       }
       const keyRef = localKms ? await ensureKey(kms, keyId, true) : keyId;
 
-      const keys = new DataKeyCache(new KmsKeyring(kms, keyRef, table, counters), overrides.keyCache);
+      const keys = new DataKeyCache(new KmsKeyring(kms, keyRef, table, counters), {
+        maxAgeMs: config.dataKeyMaxAgeMs,
+        ...overrides.keyCache,
+      });
       // Fails fast on a wrong key or missing permission, and warms the cache.
       await keys.encryptionKey(0, 0);
       store = new DynamoStore({
@@ -123,6 +158,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         keys,
         counters,
         maxConcurrency: maxSocketsFor(ddbOptions),
+        maxPending: config.maxPending,
+        writeBatchItems: config.writeBatch,
+        readBatchKeys: config.readBatch,
+        windowMs: config.batchWindowMs,
       });
       description =
         `store=dynamodb table=${table} dynamodb=${dynamodbEndpoint ?? `aws:${region ?? "default region"}`}${dynamoNote} ` +
@@ -142,7 +181,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       highWaterBytes: HIGH_WATER_BYTES,
       maxConnections: config.maxConnections,
       idleTimeoutSeconds: config.idleTimeoutSeconds,
-      reusePort: false,
+      reusePort: config.reusePort,
     });
 
     let stopping: Promise<void> | undefined;

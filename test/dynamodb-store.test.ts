@@ -107,7 +107,10 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
       // One GenerateDataKey at startup serves every set; its own key decrypts every get.
       expect(server.counters.get(Counter.kmsGenerateDataKey)).toBe(1);
       expect(server.counters.get(Counter.kmsDecrypt)).toBe(0);
-      expect(server.counters.get(Counter.dynamoPutItem)).toBe(300);
+      // Pipelined sets are coalesced into BatchWriteItem calls of up to 25.
+      expect(server.counters.get(Counter.dynamoPutItem)).toBe(0);
+      expect(server.counters.get(Counter.dynamoBatchWriteItem)).toBeGreaterThanOrEqual(12);
+      expect(server.counters.get(Counter.dynamoBatchWriteItem)).toBeLessThan(150);
     }
     // A new process has an empty cache: concurrent reads share one Decrypt.
     await using second = await startTestServer(dynamoConfig(table));
@@ -115,6 +118,37 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     const values = await Promise.all(Array.from({ length: 300 }, (_, i) => c2.getString(`k${i}`)));
     expect(values).toEqual(Array.from({ length: 300 }, (_, i) => `v${i}`));
     expect(second.counters.get(Counter.kmsDecrypt)).toBe(1);
+  });
+
+  test("the unbatched, uncached configuration makes one DynamoDB call and one KMS call per request", async () => {
+    await using server = await startTestServer({
+      ...dynamoConfig(),
+      writeBatch: 1,
+      readBatch: 1,
+      dataKeyMaxAgeMs: 0,
+    });
+    await using c = await KvClient.connect({ port: server.port });
+    await Promise.all(Array.from({ length: 50 }, (_, i) => c.set(`n${i}`, `v${i}`)));
+    const values = await Promise.all(Array.from({ length: 50 }, (_, i) => c.getString(`n${i}`)));
+    expect(values).toEqual(Array.from({ length: 50 }, (_, i) => `v${i}`));
+    expect(server.counters.get(Counter.dynamoPutItem)).toBe(50);
+    expect(server.counters.get(Counter.dynamoGetItem)).toBe(50);
+    expect(server.counters.get(Counter.dynamoBatchWriteItem)).toBe(0);
+    // One key for the startup check, then one per set.
+    expect(server.counters.get(Counter.kmsGenerateDataKey)).toBe(51);
+    expect(server.counters.get(Counter.kmsDecrypt)).toBe(50);
+  });
+
+  test("gets from many connections are coalesced into BatchGetItem calls", async () => {
+    await using server = await startTestServer(dynamoConfig());
+    const clients = await Promise.all(Array.from({ length: 20 }, () => KvClient.connect({ port: server.port })));
+    await Promise.all(clients.map((c, i) => c.set(`m${i}`, `v${i}`)));
+    const before = server.counters.get(Counter.dynamoBatchGetItem);
+    const got = await Promise.all(clients.flatMap((c) => Array.from({ length: 20 }, (_, i) => c.getString(`m${i}`))));
+    expect(got).toEqual(Array.from({ length: 20 }).flatMap(() => Array.from({ length: 20 }, (_, i) => `v${i}`)));
+    expect(server.counters.get(Counter.dynamoGetItem)).toBe(0);
+    expect(server.counters.get(Counter.dynamoBatchGetItem) - before).toBeLessThan(400);
+    await Promise.all(clients.map((c) => c.close()));
   });
 
   test("a graceful stop answers sets in flight, and another server on the table reads them", async () => {

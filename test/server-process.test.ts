@@ -109,3 +109,23 @@ describe("local mode", () => {
     expect(await closedWithin(endpoint, 15_000)).toBe(true);
   });
 });
+
+describe("--workers", () => {
+  test("runs several processes on one port that share the local services, and stops them all on SIGTERM", async () => {
+    await using group = await spawnServer(["--port", "0", "--workers", "2", "--data-dir", tempDir()]);
+    expect(group.line).toContain("workers=2");
+    expect(group.line).toContain("embedded DynamoDB Local");
+    const port = String(group.port);
+    expect((await runCli(["set", "shared", "by workers", "--port", port])).code).toBe(0);
+    // Whichever worker each connection lands on, they share one table.
+    for (let i = 0; i < 6; i++) {
+      const got = await runCli(["get", "shared", "--port", port]);
+      expect(new TextDecoder().decode(got.stdout)).toBe("by workers");
+    }
+    const dynamodb = /dynamodb=(http:\/\/[^ ]+)/.exec(group.line)?.[1] as string;
+    group.proc.kill("SIGTERM");
+    expect(await group.proc.exited).toBe(0);
+    expect(await accepts(dynamodb)).toBe(false);
+    expect(await accepts(`http://127.0.0.1:${port}`)).toBe(false);
+  });
+});

@@ -1,4 +1,4 @@
-import type { Socket, TCPSocketListener } from "bun";
+import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import type { Dispatcher } from "../protocol/dispatch.js";
@@ -32,11 +32,13 @@ export class Listener {
   /** Starts listening. */
   static start(dispatcher: Dispatcher, log: Logger, counters: Counters, options: ListenerOptions): Listener {
     const connections = new Set<Connection>();
-    const server = Bun.listen<Connection | undefined>({
+    const listenOptions = {
       hostname: options.host,
       port: options.port,
-      // Bun shares ports unless exclusive; a second server on a taken port must fail, not split traffic.
+      // A second server on a taken port must fail, not split traffic, unless --workers asked for SO_REUSEPORT.
       exclusive: !options.reusePort,
+      // Bun honours reusePort on listeners, but its TCPSocketListenOptions type omits it.
+      reusePort: options.reusePort,
       // A client may send its requests and then shut down its write side; it still gets every answer.
       allowHalfOpen: true,
       socket: {
@@ -78,8 +80,9 @@ export class Listener {
           counters.add(Counter.connectionsClosed);
           conn.onClose();
         },
-      },
-    });
+      } satisfies SocketHandler<Connection | undefined>,
+    };
+    const server = Bun.listen<Connection | undefined>(listenOptions as TCPSocketListenOptions<Connection | undefined>);
     return new Listener(server, connections, log);
   }
 

@@ -20,6 +20,13 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     maxFrameBytes: 64 * 1024 * 1024,
     maxConnections: 100_000,
     idleTimeoutSeconds: 0,
+    writeBatch: 25,
+    readBatch: 100,
+    batchWindowMs: 2,
+    maxPending: 10_000,
+    dataKeyMaxAgeMs: 300_000,
+    workers: 1,
+    reusePort: false,
     logLevel: "error",
     ...overrides,
   };

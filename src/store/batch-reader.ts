@@ -1,0 +1,174 @@
+import {
+  type AttributeValue,
+  BatchGetItemCommand,
+  type DynamoDBClient,
+  GetItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { Counter, type Counters } from "../metrics.js";
+import { Attr } from "./item-format.js";
+import { backoffDelay, DEFAULT_RETRY, isRetryable, type RetryPolicy } from "./retry.js";
+import type { Semaphore } from "./semaphore.js";
+
+/** DynamoDB's BatchGetItem key limit. */
+export const MAX_BATCH_GET_KEYS = 100;
+
+/** A stored item, or undefined when the key has none. */
+export type Item = Record<string, AttributeValue> | undefined;
+
+/** Batched reader settings. */
+export interface BatchReaderOptions {
+  client: DynamoDBClient;
+  table: string;
+  counters: Counters;
+  calls: Semaphore;
+  /** Keys per BatchGetItem, 1..100. 1 reads each key alone with GetItem. */
+  maxKeys: number;
+  /** How long a partial batch waits for company while other batches are in flight, in ms. */
+  windowMs: number;
+  /** Strongly consistent reads (default true). */
+  consistentRead?: boolean;
+  retry?: RetryPolicy;
+}
+
+interface Entry {
+  id: string;
+  pk: Uint8Array;
+  waiters: { resolve: (item: Item) => void; reject: (err: unknown) => void }[];
+}
+
+function idOf(pk: Uint8Array): string {
+  return Buffer.from(pk.buffer, pk.byteOffset, pk.byteLength).toString("latin1");
+}
+
+/**
+ * Coalesces concurrent reads into consistent BatchGetItem calls.
+ *
+ * Invariants: concurrent reads of one item share a call (BatchGetItem refuses
+ * duplicate keys); a batch goes out when full, at the end of the microtask
+ * when idle, or after `windowMs` while others are in flight; UnprocessedKeys
+ * and throttling are retried with full-jitter backoff, and a read that cannot
+ * complete within `retry.maxElapsedMs` rejects rather than reporting not found.
+ */
+export class BatchReader {
+  readonly #o: Required<BatchReaderOptions>;
+  readonly #pending = new Map<string, Entry>();
+  #inFlight = 0;
+  #scheduled = false;
+  #timer: Timer | undefined;
+
+  constructor(options: BatchReaderOptions) {
+    if (!Number.isInteger(options.maxKeys) || options.maxKeys < 1 || options.maxKeys > MAX_BATCH_GET_KEYS) {
+      throw new RangeError(`maxKeys must be 1..${MAX_BATCH_GET_KEYS}, got ${options.maxKeys}`);
+    }
+    this.#o = { consistentRead: true, retry: DEFAULT_RETRY, ...options };
+  }
+
+  /** The item whose partition key is `pk`. */
+  get(pk: Uint8Array): Promise<Item> {
+    const id = idOf(pk);
+    const { promise, resolve, reject } = Promise.withResolvers<Item>();
+    const existing = this.#pending.get(id);
+    if (existing) existing.waiters.push({ resolve, reject });
+    else this.#pending.set(id, { id, pk, waiters: [{ resolve, reject }] });
+    this.#schedule();
+    return promise;
+  }
+
+  #schedule(): void {
+    if (this.#pending.size >= this.#o.maxKeys) {
+      this.#flush(false);
+    } else if (this.#inFlight === 0 || this.#o.windowMs === 0) {
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        queueMicrotask(() => {
+          this.#scheduled = false;
+          this.#flush(true);
+        });
+      }
+    } else {
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.#flush(true);
+      }, this.#o.windowMs);
+    }
+  }
+
+  #flush(partial: boolean): void {
+    while (this.#pending.size >= (partial ? 1 : this.#o.maxKeys)) {
+      const batch: Entry[] = [];
+      for (const entry of this.#pending.values()) {
+        batch.push(entry);
+        if (batch.length === this.#o.maxKeys) break;
+      }
+      for (const e of batch) this.#pending.delete(e.id);
+      this.#inFlight++;
+      void this.#read(batch).finally(() => {
+        this.#inFlight--;
+        if (this.#pending.size > 0) this.#schedule();
+      });
+    }
+  }
+
+  async #read(batch: Entry[]): Promise<void> {
+    const started = Date.now();
+    let remaining = batch;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        remaining = await this.#attempt(remaining);
+      } catch (err) {
+        if (!isRetryable(err) || Date.now() - started > this.#o.retry.maxElapsedMs) {
+          const failure = asKvError(err, ErrorCode.Storage, "DynamoDB read failed");
+          for (const e of remaining) for (const w of e.waiters) w.reject(failure);
+          return;
+        }
+      }
+      if (remaining.length === 0) return;
+      if (Date.now() - started > this.#o.retry.maxElapsedMs) {
+        const failure = new KvError(ErrorCode.Storage, `DynamoDB left ${remaining.length} reads unprocessed`);
+        for (const e of remaining) for (const w of e.waiters) w.reject(failure);
+        return;
+      }
+      await Bun.sleep(backoffDelay(this.#o.retry, attempt));
+    }
+  }
+
+  async #attempt(batch: Entry[]): Promise<Entry[]> {
+    const { client, table, counters, calls, consistentRead } = this.#o;
+    if (batch.length === 1 && this.#o.maxKeys === 1) {
+      const entry = batch[0] as Entry;
+      counters.add(Counter.dynamoGetItem);
+      const out = await calls.run(() =>
+        client.send(
+          new GetItemCommand({ TableName: table, Key: { [Attr.pk]: { B: entry.pk } }, ConsistentRead: consistentRead }),
+        ),
+      );
+      for (const w of entry.waiters) w.resolve(out.Item);
+      return [];
+    }
+    counters.add(Counter.dynamoBatchGetItem);
+    const out = await calls.run(() =>
+      client.send(
+        new BatchGetItemCommand({
+          RequestItems: {
+            [table]: { Keys: batch.map((e) => ({ [Attr.pk]: { B: e.pk } })), ConsistentRead: consistentRead },
+          },
+        }),
+      ),
+    );
+    const found = new Map<string, Record<string, AttributeValue>>();
+    for (const item of out.Responses?.[table] ?? []) {
+      const pk = item[Attr.pk]?.B;
+      if (pk) found.set(idOf(pk), item);
+    }
+    const unprocessed = new Set(
+      (out.UnprocessedKeys?.[table]?.Keys ?? []).map((k) => idOf(k[Attr.pk]?.B ?? new Uint8Array())),
+    );
+    const left: Entry[] = [];
+    for (const e of batch) {
+      if (unprocessed.has(e.id)) left.push(e);
+      else for (const w of e.waiters) w.resolve(found.get(e.id));
+    }
+    return left;
+  }
+}

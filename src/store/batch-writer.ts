@@ -1,0 +1,223 @@
+import {
+  BatchWriteItemCommand,
+  DeleteItemCommand,
+  type DynamoDBClient,
+  PutItemCommand,
+  type WriteRequest,
+} from "@aws-sdk/client-dynamodb";
+import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { Counter, type Counters } from "../metrics.js";
+import { Attr, itemSize } from "./item-format.js";
+import { backoffDelay, DEFAULT_RETRY, isRetryable, type RetryPolicy } from "./retry.js";
+import type { Semaphore } from "./semaphore.js";
+
+/** DynamoDB's BatchWriteItem limits. */
+export const MAX_BATCH_WRITE_ITEMS = 25;
+const MAX_BATCH_WRITE_BYTES = 16 * 1024 * 1024;
+
+/** Batched writer settings. */
+export interface BatchWriterOptions {
+  client: DynamoDBClient;
+  table: string;
+  counters: Counters;
+  /** Shared bound on concurrent DynamoDB calls. */
+  calls: Semaphore;
+  /** Items per BatchWriteItem, 1..25. 1 sends each write alone with PutItem/DeleteItem. */
+  maxItems: number;
+  /** How long a partial batch waits for company while other batches are in flight, in ms. */
+  windowMs: number;
+  retry?: RetryPolicy;
+}
+
+interface Entry {
+  id: string;
+  request: WriteRequest;
+  bytes: number;
+  waiters: { resolve: () => void; reject: (err: unknown) => void }[];
+}
+
+function pkId(request: WriteRequest): string {
+  const pk = request.PutRequest?.Item?.[Attr.pk]?.B ?? request.DeleteRequest?.Key?.[Attr.pk]?.B;
+  if (pk === undefined) throw new Error("write request without a binary pk");
+  return Buffer.from(pk.buffer, pk.byteOffset, pk.byteLength).toString("latin1");
+}
+
+/**
+ * Coalesces concurrent writes, from any connection, into BatchWriteItem calls.
+ *
+ * Invariants:
+ * - A write resolves only after DynamoDB accepted it (it was not among the
+ *   UnprocessedItems of any attempt); it rejects once retrying has used up
+ *   `retry.maxElapsedMs`. Nothing is acknowledged early or dropped.
+ * - A batch goes out when it is full; otherwise at the end of the current
+ *   microtask when no batch is in flight (an idle writer adds no latency),
+ *   or after `windowMs` while others are in flight, so load fills batches.
+ * - Two writes of one item never travel in the same or in concurrent batches:
+ *   a write of an item already pending replaces it (its waiters are answered
+ *   with the write that lands), and a write of an item in flight waits for
+ *   that flight to end.
+ * - UnprocessedItems and throttling are retried with full-jitter exponential backoff.
+ */
+export class BatchWriter {
+  readonly #o: Required<BatchWriterOptions>;
+  readonly #pending = new Map<string, Entry>();
+  readonly #inFlightIds = new Set<string>();
+  /** Pending entries whose item is in flight, so cannot be sent yet. */
+  #blocked = 0;
+  #inFlight = 0;
+  #scheduled = false;
+  #timer: Timer | undefined;
+  readonly #idle: (() => void)[] = [];
+
+  constructor(options: BatchWriterOptions) {
+    if (!Number.isInteger(options.maxItems) || options.maxItems < 1 || options.maxItems > MAX_BATCH_WRITE_ITEMS) {
+      throw new RangeError(`maxItems must be 1..${MAX_BATCH_WRITE_ITEMS}, got ${options.maxItems}`);
+    }
+    this.#o = { retry: DEFAULT_RETRY, ...options };
+  }
+
+  /** Writes waiting to be sent. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  /** Puts `item` (a full item with its pk). */
+  put(item: NonNullable<WriteRequest["PutRequest"]>["Item"]): Promise<void> {
+    return this.#enqueue({ PutRequest: { Item: item } }, item ? itemSize(item) : 0);
+  }
+
+  /** Deletes the item whose key is `key`. */
+  delete(key: NonNullable<WriteRequest["DeleteRequest"]>["Key"]): Promise<void> {
+    return this.#enqueue({ DeleteRequest: { Key: key } }, 64);
+  }
+
+  /** Resolves once nothing is pending or in flight. */
+  drained(): Promise<void> {
+    if (this.#pending.size === 0 && this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  #enqueue(request: WriteRequest, bytes: number): Promise<void> {
+    const id = pkId(request);
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    const existing = this.#pending.get(id);
+    if (existing) {
+      existing.request = request;
+      existing.bytes = bytes;
+      existing.waiters.push({ resolve, reject });
+    } else {
+      this.#pending.set(id, { id, request, bytes, waiters: [{ resolve, reject }] });
+      if (this.#inFlightIds.has(id)) this.#blocked++;
+    }
+    this.#schedule();
+    return promise;
+  }
+
+  #schedule(): void {
+    if (this.#readyCount() >= this.#o.maxItems) {
+      this.#flush(false);
+    } else if (this.#inFlight === 0 || this.#o.windowMs === 0) {
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        queueMicrotask(() => {
+          this.#scheduled = false;
+          this.#flush(true);
+        });
+      }
+    } else {
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.#flush(true);
+      }, this.#o.windowMs);
+    }
+  }
+
+  #readyCount(): number {
+    return this.#pending.size - this.#blocked;
+  }
+
+  /** Sends full batches, and with `partial` the remainder too. */
+  #flush(partial: boolean): void {
+    for (;;) {
+      const batch: Entry[] = [];
+      let bytes = 0;
+      for (const entry of this.#pending.values()) {
+        if (this.#inFlightIds.has(entry.id)) continue;
+        if (batch.length > 0 && bytes + entry.bytes > MAX_BATCH_WRITE_BYTES) break;
+        batch.push(entry);
+        bytes += entry.bytes;
+        if (batch.length === this.#o.maxItems) break;
+      }
+      if (batch.length === 0 || (!partial && batch.length < this.#o.maxItems)) return;
+      for (const e of batch) {
+        this.#pending.delete(e.id);
+        this.#inFlightIds.add(e.id);
+      }
+      this.#inFlight++;
+      void this.#send(batch).finally(() => {
+        this.#inFlight--;
+        for (const e of batch) {
+          this.#inFlightIds.delete(e.id);
+          if (this.#pending.has(e.id)) this.#blocked--;
+        }
+        if (this.#pending.size > 0) this.#schedule();
+        else if (this.#inFlight === 0) for (const fn of this.#idle.splice(0)) fn();
+      });
+    }
+  }
+
+  async #send(batch: Entry[]): Promise<void> {
+    const started = Date.now();
+    let remaining = batch;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        remaining = await this.#attempt(remaining);
+      } catch (err) {
+        if (!isRetryable(err) || Date.now() - started > this.#o.retry.maxElapsedMs) {
+          const failure = asKvError(err, ErrorCode.Storage, "DynamoDB write failed");
+          for (const e of remaining) for (const w of e.waiters) w.reject(failure);
+          return;
+        }
+      }
+      if (remaining.length === 0) return;
+      if (Date.now() - started > this.#o.retry.maxElapsedMs) {
+        const failure = new KvError(
+          ErrorCode.Storage,
+          `DynamoDB left ${remaining.length} writes unprocessed for ${this.#o.retry.maxElapsedMs} ms`,
+        );
+        for (const e of remaining) for (const w of e.waiters) w.reject(failure);
+        return;
+      }
+      await Bun.sleep(backoffDelay(this.#o.retry, attempt));
+    }
+  }
+
+  /** One call; resolves the entries it wrote and returns those left unprocessed. */
+  async #attempt(batch: Entry[]): Promise<Entry[]> {
+    const { client, table, counters, calls } = this.#o;
+    if (batch.length === 1 && this.#o.maxItems === 1) {
+      const entry = batch[0] as Entry;
+      const { PutRequest: put, DeleteRequest: del } = entry.request;
+      if (put) {
+        counters.add(Counter.dynamoPutItem);
+        await calls.run(() => client.send(new PutItemCommand({ TableName: table, Item: put.Item })));
+      } else if (del) {
+        counters.add(Counter.dynamoDeleteItem);
+        await calls.run(() => client.send(new DeleteItemCommand({ TableName: table, Key: del.Key })));
+      }
+      for (const w of entry.waiters) w.resolve();
+      return [];
+    }
+    counters.add(Counter.dynamoBatchWriteItem);
+    const out = await calls.run(() =>
+      client.send(new BatchWriteItemCommand({ RequestItems: { [table]: batch.map((e) => e.request) } })),
+    );
+    const unprocessed = new Set((out.UnprocessedItems?.[table] ?? []).map(pkId));
+    const left: Entry[] = [];
+    for (const e of batch) {
+      if (unprocessed.has(e.id)) left.push(e);
+      else for (const w of e.waiters) w.resolve();
+    }
+    return left;
+  }
+}

@@ -1,0 +1,134 @@
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import type { Config } from "./config.js";
+import { freePort } from "./local/free-port.js";
+import type { Logger } from "./log.js";
+import { startLocalServices } from "./server.js";
+
+/** Env var set on worker processes: they stop when the supervisor's pipe closes. */
+export const SUPERVISED_ENV = "KV_SUPERVISED";
+
+/** The environment that reproduces `config` in a child, flags having been resolved already. */
+export function configEnv(config: Config): Record<string, string> {
+  const env: Record<string, string> = {
+    KV_HOST: config.host,
+    KV_PORT: String(config.port),
+    KV_STORE: config.store,
+    KV_DATA_DIR: config.dataDir,
+    KV_MAX_FRAME_BYTES: String(config.maxFrameBytes),
+    KV_MAX_CONNECTIONS: String(config.maxConnections),
+    KV_IDLE_TIMEOUT: String(config.idleTimeoutSeconds),
+    KV_WRITE_BATCH: String(config.writeBatch),
+    KV_READ_BATCH: String(config.readBatch),
+    KV_BATCH_WINDOW_MS: String(config.batchWindowMs),
+    KV_MAX_PENDING: String(config.maxPending),
+    KV_DATA_KEY_MAX_AGE_MS: String(config.dataKeyMaxAgeMs),
+    KV_WORKERS: "1",
+    KV_LOG_LEVEL: config.logLevel,
+  };
+  const optional: [string, string | undefined][] = [
+    ["KV_TABLE", config.table],
+    ["KV_KMS_KEY_ID", config.kmsKeyId],
+    ["AWS_REGION", config.region],
+    ["KV_DYNAMODB_ENDPOINT", config.dynamodbEndpoint],
+    ["KV_KMS_ENDPOINT", config.kmsEndpoint],
+  ];
+  for (const [name, value] of optional) env[name] = value ?? "";
+  return env;
+}
+
+/** A running group of worker processes. */
+export interface WorkerGroup {
+  readonly port: number;
+  /** The first worker's startup description. */
+  readonly description: string;
+  /** Settles with an exit code when every worker has exited. */
+  readonly exited: Promise<number>;
+  /** Asks every worker to stop gracefully. */
+  stop(): void;
+}
+
+/**
+ * Runs `config.workers` server processes on one port with SO_REUSEPORT, so
+ * the kernel spreads connections over them, one event loop per core. Local
+ * services (DynamoDB Local, the KMS endpoint) run once, here, and the workers
+ * share them. Workers stop when this process closes their stdin, which also
+ * happens if it dies. If one worker exits on its own the group stops: a
+ * supervisor above (ECS, systemd) restarts the whole task.
+ */
+export async function startWorkers(config: Config, log: Logger): Promise<WorkerGroup> {
+  const local = await startLocalServices(config);
+  const port = config.port === 0 ? await freePort() : config.port;
+  const childConfig: Config = {
+    ...config,
+    port,
+    dynamodbEndpoint: local.dynamodbEndpoint,
+    kmsEndpoint: local.kmsEndpoint,
+  };
+  const env = { ...process.env, ...configEnv(childConfig), [SUPERVISED_ENV]: "1" };
+  const main = join(import.meta.dir, "main.ts");
+  const workers: Subprocess<"pipe", "pipe", "inherit">[] = [];
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const w of workers) {
+      try {
+        w.stdin.end();
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+
+  const lines: Promise<string>[] = [];
+  for (let i = 0; i < config.workers; i++) {
+    const w = Bun.spawn(["bun", main, "--reuse-port"], { env, stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+    workers.push(w);
+    lines.push(firstLine(w.stdout));
+    void w.exited.then((code) => {
+      if (!stopping) {
+        log.error("worker exited; stopping the group", { pid: w.pid, code });
+        stop();
+      }
+    });
+  }
+  const exited = Promise.all(workers.map((w) => w.exited)).then(async (codes) => {
+    await local.stop();
+    return codes.every((c) => c === 0) ? 0 : 1;
+  });
+
+  let description: string;
+  try {
+    const started = await Promise.all(lines);
+    description = (started[0] ?? "").replace(/^kvs listening on \S+ /, "");
+    if (local.startedDynamo) {
+      description = description.replace(/(dynamodb=\S+)/, "$1 (embedded DynamoDB Local, shared)");
+    }
+    if (local.startedKms) description = description.replace(/(kms=\S+)/, "$1 (embedded local KMS, shared)");
+  } catch (err) {
+    stop();
+    await exited;
+    throw err;
+  }
+  return { port, description, exited, stop };
+}
+
+async function firstLine(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const decoder = new TextDecoder();
+  let text = "";
+  const reader = stream.getReader();
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("a worker exited before it was listening");
+    text += decoder.decode(value, { stream: true });
+  }
+  // Keep draining so a chatty worker never blocks on a full pipe.
+  void (async () => {
+    for (;;) {
+      const { done } = await reader.read();
+      if (done) return;
+    }
+  })();
+  return text.slice(0, text.indexOf("\n"));
+}

@@ -1,0 +1,166 @@
+import { describe, expect, test } from "bun:test";
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { Counter, Counters } from "../src/metrics.js";
+import { BatchReader } from "../src/store/batch-reader.js";
+import { BatchWriter } from "../src/store/batch-writer.js";
+import { Semaphore } from "../src/store/semaphore.js";
+
+/**
+ * A scripted stand-in for the DynamoDB client, for the batching logic only
+ * (integration tests cover the real service). Each call's input is recorded;
+ * `reply` decides the answer.
+ */
+class ScriptedClient {
+  readonly calls: { name: string; input: Record<string, unknown> }[] = [];
+  constructor(readonly reply: (name: string, input: Record<string, unknown>, n: number) => unknown) {}
+  async send(command: { constructor: { name: string }; input: Record<string, unknown> }): Promise<unknown> {
+    const name = command.constructor.name.replace(/Command$/, "");
+    this.calls.push({ name, input: command.input });
+    return this.reply(name, command.input, this.calls.length);
+  }
+}
+
+const enc = new TextEncoder();
+const pk = (s: string) => ({ pk: { B: enc.encode(s) } });
+const fastRetry = { baseDelayMs: 1, maxDelayMs: 2, maxElapsedMs: 200 };
+
+function writer(client: ScriptedClient, counters = new Counters(), maxItems = 25) {
+  return new BatchWriter({
+    client: client as unknown as DynamoDBClient,
+    table: "t",
+    counters,
+    calls: new Semaphore(4),
+    maxItems,
+    windowMs: 1,
+    retry: fastRetry,
+  });
+}
+
+function requests(input: Record<string, unknown>): { PutRequest?: { Item: Record<string, { B: Uint8Array }> } }[] {
+  return (input.RequestItems as Record<string, never[]>).t ?? [];
+}
+
+describe("BatchWriter", () => {
+  test("writes issued in one tick go out as batches of at most 25", async () => {
+    const client = new ScriptedClient(() => ({}));
+    const w = writer(client);
+    await Promise.all(Array.from({ length: 60 }, (_, i) => w.put(pk(`k${i}`))));
+    expect(client.calls.map((c) => requests(c.input).length)).toEqual([25, 25, 10]);
+  });
+
+  test("unprocessed items are retried until written, and only then acknowledged", async () => {
+    const client = new ScriptedClient((_name, input, n) => {
+      const reqs = requests(input);
+      // The first two calls leave their last item unprocessed.
+      return n <= 2 ? { UnprocessedItems: { t: reqs.slice(-1) } } : {};
+    });
+    const w = writer(client);
+    const acked: number[] = [];
+    await Promise.all(Array.from({ length: 3 }, (_, i) => w.put(pk(`k${i}`)).then(() => acked.push(i))));
+    expect(client.calls.map((c) => requests(c.input).length)).toEqual([3, 1, 1]);
+    expect(acked.sort()).toEqual([0, 1, 2]);
+  });
+
+  test("items still unprocessed when the retry time is up are failed, not acknowledged", async () => {
+    const client = new ScriptedClient((_n, input) => ({ UnprocessedItems: { t: requests(input) } }));
+    const w = writer(client);
+    await expect(w.put(pk("stuck"))).rejects.toMatchObject({ code: "KV_ERR_STORAGE" });
+  });
+
+  test("throttling errors are retried; other errors fail the batch at once", async () => {
+    let calls = 0;
+    const throttled = new ScriptedClient(() => {
+      if (++calls < 3) throw Object.assign(new Error("slow down"), { name: "ProvisionedThroughputExceededException" });
+      return {};
+    });
+    await writer(throttled).put(pk("a"));
+    expect(throttled.calls.length).toBe(3);
+
+    const broken = new ScriptedClient(() => {
+      throw Object.assign(new Error("bad"), { name: "ValidationException" });
+    });
+    await expect(writer(broken).put(pk("a"))).rejects.toMatchObject({ code: "KV_ERR_STORAGE" });
+    expect(broken.calls.length).toBe(1);
+  });
+
+  test("two writes of one item in one batch collapse to the last, and both are acknowledged with it", async () => {
+    const client = new ScriptedClient(() => ({}));
+    const w = writer(client);
+    const first = w.put({ ...pk("dup"), v: { B: enc.encode("1") } });
+    const second = w.put({ ...pk("dup"), v: { B: enc.encode("2") } });
+    await Promise.all([first, second]);
+    expect(client.calls.length).toBe(1);
+    const sent = requests(client.calls[0]?.input ?? {});
+    expect(sent.length).toBe(1);
+    expect(new TextDecoder().decode(sent[0]?.PutRequest?.Item.v?.B)).toBe("2");
+  });
+
+  test("a write of an item already in flight waits for that flight instead of racing it", async () => {
+    const gates: (() => void)[] = [];
+    const client = new ScriptedClient(() => new Promise((resolve) => gates.push(() => resolve({}))));
+    const w = writer(client);
+    const first = w.put({ ...pk("k"), v: { B: enc.encode("1") } });
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(client.calls.length).toBe(1);
+    const second = w.put({ ...pk("k"), v: { B: enc.encode("2") } });
+    await Bun.sleep(0);
+    expect(client.calls.length).toBe(1);
+    gates[0]?.();
+    await first;
+    while (client.calls.length < 2) await Bun.sleep(0);
+    gates[1]?.();
+    await second;
+  });
+
+  test("one-item batches use PutItem and DeleteItem", async () => {
+    const client = new ScriptedClient(() => ({}));
+    const counters = new Counters();
+    const w = writer(client, counters, 1);
+    await Promise.all([w.put(pk("a")), w.delete(pk("b"))]);
+    expect(client.calls.map((c) => c.name).sort()).toEqual(["DeleteItem", "PutItem"]);
+    expect(counters.get(Counter.dynamoPutItem)).toBe(1);
+  });
+});
+
+describe("BatchReader", () => {
+  function reader(client: ScriptedClient, maxKeys = 100) {
+    return new BatchReader({
+      client: client as unknown as DynamoDBClient,
+      table: "t",
+      counters: new Counters(),
+      calls: new Semaphore(4),
+      maxKeys,
+      windowMs: 1,
+      retry: fastRetry,
+    });
+  }
+  const keysOf = (input: Record<string, unknown>) =>
+    (input.RequestItems as { t: { Keys: { pk: { B: Uint8Array } }[] } }).t.Keys.map((k) =>
+      new TextDecoder().decode(k.pk.B),
+    );
+
+  test("reads are coalesced, consistent, deduplicated, and unprocessed keys are retried", async () => {
+    const client = new ScriptedClient((_n, input, n) => {
+      const keys = keysOf(input);
+      const found = keys.filter((k) => k !== "missing").map((k) => ({ pk: { B: enc.encode(k) } }));
+      if (n === 1)
+        return { Responses: { t: found.slice(1) }, UnprocessedKeys: { t: { Keys: [pk(keys[0] as string)] } } };
+      return { Responses: { t: found } };
+    });
+    const r = reader(client);
+    const results = await Promise.all(["a", "b", "a", "missing"].map((k) => r.get(enc.encode(k))));
+    expect(results.map((x) => (x ? new TextDecoder().decode(x.pk?.B) : undefined))).toEqual(["a", "b", "a", undefined]);
+    expect(keysOf(client.calls[0]?.input ?? {})).toEqual(["a", "b", "missing"]);
+    const first = client.calls[0]?.input.RequestItems as { t: { ConsistentRead: boolean } } | undefined;
+    expect(first?.t.ConsistentRead).toBe(true);
+    expect(keysOf(client.calls[1]?.input ?? {})).toEqual(["a"]);
+  });
+
+  test("more than 100 concurrent reads split into several calls", async () => {
+    const client = new ScriptedClient(() => ({ Responses: { t: [] } }));
+    const r = reader(client);
+    await Promise.all(Array.from({ length: 250 }, (_, i) => r.get(enc.encode(`k${i}`))));
+    expect(client.calls.map((c) => keysOf(c.input).length)).toEqual([100, 100, 50]);
+  });
+});
