@@ -1,18 +1,35 @@
+import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { runMicro } from "./micro.js";
+import { htmlReport } from "./report.js";
+import { type BenchSettings, concurrency, endToEnd, frontEnd, type Row } from "./scenarios.js";
 
-const USAGE = `Usage: bun run bench [--filter REGEX] [--time MS] [--json FILE]
+const USAGE = `Usage: bun run bench [flags]
 
-  --filter REGEX  run only cases whose name matches (env KV_BENCH_FILTER; default all)
-  --time MS       measuring time per case (env KV_BENCH_TIME_MS; default 1000)
-  --json FILE     also write the results as JSON`;
+Scenarios (select with --filter): front-end, concurrency, end-to-end, micro.
+
+  --quick              every scenario briefly (under 60 s on 2 cores)
+  --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
+  --duration MS        measuring time per load step (default 2000; quick 400)  [KV_BENCH_DURATION_MS]
+  --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000)  [KV_BENCH_CONNECTIONS]
+  --depths LIST        front-end pipeline depths (default 1,16)  [KV_BENCH_DEPTHS]
+  --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
+  --clients N          concurrent clients in the end-to-end scenario (default 100)  [KV_BENCH_CLIENTS]
+  --json FILE          write every result as JSON
+  --report FILE        write an HTML report with SVG charts`;
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
   options: {
+    quick: { type: "boolean" },
     filter: { type: "string" },
-    time: { type: "string" },
+    duration: { type: "string" },
+    connections: { type: "string" },
+    depths: { type: "string" },
+    held: { type: "string" },
+    clients: { type: "string" },
     json: { type: "string" },
+    report: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
   strict: true,
@@ -21,18 +38,57 @@ if (values.help) {
   console.log(USAGE);
   process.exit(0);
 }
-const filter = new RegExp(values.filter ?? process.env.KV_BENCH_FILTER ?? ".", "i");
-const timeMs = Number(values.time ?? process.env.KV_BENCH_TIME_MS ?? 1000);
-if (!Number.isFinite(timeMs) || timeMs <= 0) {
-  console.error(`--time must be a positive number of milliseconds\n\n${USAGE}`);
-  process.exit(2);
+
+function list(flag: string | undefined, env: string, fallback: number[]): number[] {
+  const raw = flag ?? process.env[env];
+  if (raw === undefined) return fallback;
+  const nums = raw.split(",").map((x) => Number(x.trim()));
+  if (nums.some((n) => !Number.isInteger(n) || n < 1)) {
+    console.error(`bad list ${JSON.stringify(raw)}: positive integers separated by commas\n\n${USAGE}`);
+    process.exit(2);
+  }
+  return nums;
 }
 
-console.log(`bun ${Bun.version} on ${process.platform}/${process.arch}, ${navigator.hardwareConcurrency} cores`);
-const results = await runMicro(filter, timeMs);
-if (results.length === 0) {
-  console.error(`no case matches ${filter}`);
+const quick = values.quick === true;
+const durationMs = Number(values.duration ?? process.env.KV_BENCH_DURATION_MS ?? (quick ? 400 : 2000));
+if (!Number.isFinite(durationMs) || durationMs <= 0) {
+  console.error(`--duration must be a positive number of milliseconds\n\n${USAGE}`);
   process.exit(2);
 }
-console.table(results);
-if (values.json) await Bun.write(values.json, `${JSON.stringify({ micro: results }, null, 2)}\n`);
+const settings: BenchSettings = {
+  quick,
+  durationMs,
+  connections: list(values.connections, "KV_BENCH_CONNECTIONS", quick ? [1, 50, 1000] : [1, 10, 50, 100, 1000, 10000]),
+  depths: list(values.depths, "KV_BENCH_DEPTHS", [1, 16]),
+  heldConnections: list(values.held, "KV_BENCH_HELD", quick ? [2000] : [10000]),
+  e2eClients: list(values.clients, "KV_BENCH_CLIENTS", [100])[0] as number,
+  log: (line) => console.error(`[${((performance.now() - start) / 1000).toFixed(1)}s] ${line}`),
+};
+const filter = new RegExp(values.filter ?? process.env.KV_BENCH_FILTER ?? ".", "i");
+const start = performance.now();
+
+const header = `bun ${Bun.version}, ${process.platform}/${process.arch}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB; ${quick ? "quick" : "full"} run, ${durationMs} ms per step`;
+console.log(header);
+
+const results: Record<string, Row[]> = {};
+const scenarios: [string, () => Promise<Row[]>][] = [
+  ["micro", async () => (await runMicro(/./, quick ? 100 : 1000)) as Row[]],
+  ["front-end", () => frontEnd(settings)],
+  ["concurrency", () => concurrency(settings)],
+  ["end-to-end", () => endToEnd(settings)],
+];
+for (const [name, run] of scenarios) {
+  if (!filter.test(name)) continue;
+  settings.log(`${name}: running`);
+  results[name] = await run();
+  console.log(`\n${name}`);
+  console.table(results[name]);
+}
+if (Object.keys(results).length === 0) {
+  console.error(`no scenario matches ${filter}`);
+  process.exit(2);
+}
+console.log(`\ndone in ${((performance.now() - start) / 1000).toFixed(1)} s`);
+if (values.json) await Bun.write(values.json, `${JSON.stringify({ header, settings, results }, null, 2)}\n`);
+if (values.report) await Bun.write(values.report, htmlReport(results, header));

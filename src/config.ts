@@ -125,7 +125,7 @@ const FLAGS = {
   "batch-window-ms": {
     env: "KV_BATCH_WINDOW_MS",
     type: "string",
-    default: "2",
+    default: "5",
     placeholder: "MS",
     help: "how long a partial batch waits while others are in flight (idle: none)",
   },

@@ -117,10 +117,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       store = new MemoryStore();
       description = "store=memory (not durable)";
     } else {
-      const aws = isAwsMode(config);
       table = config.table ?? LOCAL_DEFAULTS.table;
       const keyId = config.kmsKeyId ?? LOCAL_DEFAULTS.kmsKeyId;
-      const region = config.region ?? (aws ? undefined : LOCAL_DEFAULTS.region);
 
       const local = await startLocalServices(config);
       cleanups.push(() => local.stop());
@@ -131,6 +129,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
 
       const localDynamo = !isAwsEndpoint(dynamodbEndpoint);
       const localKms = !isAwsEndpoint(kmsEndpoint);
+      // Local endpoints ignore the region but the SDK insists on one; on AWS the SDK's own chain finds it.
+      const region = config.region ?? (localDynamo && localKms ? LOCAL_DEFAULTS.region : undefined);
       const ddbOptions = { region, endpoint: dynamodbEndpoint, localCredentials: localDynamo };
       const ddbClient = dynamoClient(ddbOptions);
       const kms = kmsClient({ region, endpoint: kmsEndpoint, localCredentials: localKms });

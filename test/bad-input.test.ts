@@ -130,3 +130,24 @@ describe("peers that stop halfway", () => {
     expect(await other.getString("x")).toBe("y");
   });
 });
+
+describe("connection limits", () => {
+  test("a connection beyond --max-connections is closed on accept, and the others keep working", async () => {
+    await using server = await startTestServer({ maxConnections: 2 });
+    await using a = await RawConnection.open(server.port);
+    await using b = await RawConnection.open(server.port);
+    await expectUsable(a);
+    await expectUsable(b);
+    await using c = await RawConnection.open(server.port);
+    expect(await c.next()).toBeNull();
+    await expectUsable(a);
+  });
+
+  test("a connection silent for --idle-timeout seconds is closed", async () => {
+    await using server = await startTestServer({ idleTimeoutSeconds: 1 });
+    await using conn = await RawConnection.open(server.port);
+    await expectUsable(conn);
+    await conn.closed;
+    expect(conn.isClosed).toBe(true);
+  });
+});

@@ -22,7 +22,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     idleTimeoutSeconds: 0,
     writeBatch: 25,
     readBatch: 100,
-    batchWindowMs: 2,
+    batchWindowMs: 5,
     maxPending: 10_000,
     dataKeyMaxAgeMs: 300_000,
     workers: 1,

@@ -1,0 +1,187 @@
+import { randomBytes } from "node:crypto";
+import { startDynamoDbLocal } from "../src/local/dynamodb-local.js";
+import { LocalKms } from "../src/local/kms-endpoint.js";
+import { CountingProxy } from "./counting-proxy.js";
+import { type Driver, echoDriver, kvsDriver, redisDriver } from "./drivers.js";
+import { connectMany, type LoadResult, runLoad } from "./load.js";
+import { startEcho, startKvs, startRedis, type Target } from "./targets.js";
+
+/** Bench settings from flags or env. */
+export interface BenchSettings {
+  quick: boolean;
+  durationMs: number;
+  connections: number[];
+  depths: number[];
+  heldConnections: number[];
+  e2eClients: number;
+  log: (line: string) => void;
+}
+
+/** One row of a result table. */
+export type Row = Record<string, string | number>;
+
+const round = (n: number, d = 0) => Number(n.toFixed(d));
+
+function loadRow(target: string, op: string, conns: number, depth: number, r: LoadResult): Row {
+  return {
+    target,
+    op,
+    conns,
+    depth,
+    "ops/s": round(r.opsPerSec),
+    "p50 ms": round(r.p50Ms, 3),
+    "p99 ms": round(r.p99Ms, 3),
+    "p999 ms": round(r.p999Ms, 3),
+    errors: r.errors,
+  };
+}
+
+/** Scenario 1: the front end on the memory store, against the echo ceiling and redis-server. */
+export async function frontEnd(s: BenchSettings): Promise<Row[]> {
+  const rows: Row[] = [];
+  const targets: [Driver, () => Promise<Target | undefined>][] = [
+    [kvsDriver, () => startKvs("kvs", ["--store", "memory", "--log-level", "error"])],
+    [echoDriver, startEcho],
+    [redisDriver, startRedis],
+  ];
+  for (const [driver, start] of targets) {
+    const target = await start();
+    if (target === undefined) {
+      s.log(`front end: ${driver.name} not installed; skipped`);
+      continue;
+    }
+    try {
+      for (const conns of s.connections) {
+        for (const depth of s.depths) {
+          const pool = await connectMany(driver, target.port, conns);
+          for (const op of ["set", "get"] as const) {
+            const spec = { driver, port: target.port, connections: conns, depth, op, durationMs: s.durationMs };
+            const r = await runLoad({ ...spec, keyspace: 10_000, valueBytes: 100 }, pool);
+            rows.push(loadRow(driver.name, op, conns, depth, r));
+            s.log(`front end: ${driver.name} ${op} ${conns}×${depth}: ${round(r.opsPerSec)} ops/s`);
+          }
+          await Promise.all(pool.map((c) => c.close().catch(() => {})));
+        }
+      }
+    } finally {
+      await target.stop();
+    }
+  }
+  return rows;
+}
+
+/** Scenario 2: how many connections the server holds and serves, and its memory per connection. */
+export async function concurrency(s: BenchSettings): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const n of s.heldConnections) {
+    await using target = await startKvs("kvs", ["--store", "memory", "--log-level", "error"]);
+    // Warm up the allocator and JIT so the baseline is not the cold process.
+    const warm = await connectMany(kvsDriver, target.port, 50);
+    await Promise.all(warm.map((c) => c.get(new TextEncoder().encode("warm"))));
+    await Promise.all(warm.map((c) => c.close()));
+    Bun.gc(true);
+    const before = target.rss();
+    const t0 = performance.now();
+    let conns: Awaited<ReturnType<typeof connectMany>> = [];
+    let served = 0;
+    let error = "";
+    try {
+      conns = await connectMany(kvsDriver, target.port, n);
+      const key = new TextEncoder().encode("k");
+      const res = await Promise.allSettled(conns.map((c) => c.get(key)));
+      served = res.filter((r) => r.status === "fulfilled").length;
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+    }
+    const after = target.rss();
+    rows.push({
+      connections: n,
+      held: conns.length,
+      served,
+      "connect+serve s": round((performance.now() - t0) / 1000, 2),
+      "RSS before MiB": round(before / 2 ** 20, 1),
+      "RSS after MiB": round(after / 2 ** 20, 1),
+      "KiB per conn": conns.length ? round((after - before) / conns.length / 1024, 2) : 0,
+      error,
+    });
+    s.log(
+      `concurrency: ${conns.length}/${n} held, ${served} served, ${round((after - before) / Math.max(1, conns.length) / 1024, 2)} KiB/conn`,
+    );
+    await Promise.all(conns.map((c) => c.close().catch(() => {})));
+  }
+  return rows;
+}
+
+/** Scenario 3: end to end on DynamoDB Local and the local KMS, batched and cached against the naive configuration. */
+export async function endToEnd(s: BenchSettings): Promise<Row[]> {
+  const rows: Row[] = [];
+  await using ddb = await startDynamoDbLocal();
+  await using kms = LocalKms.start();
+  const proxy = new CountingProxy(ddb.endpoint);
+  const configs: [string, string[]][] = [
+    ["batched+cached", []],
+    ["naive (seed 002)", ["--write-batch", "1", "--read-batch", "1", "--data-key-max-age-ms", "0"]],
+  ];
+  try {
+    for (const [name, extra] of configs) {
+      const table = `bench-${randomBytes(4).toString("hex")}`;
+      await using target = await startKvs(name, [
+        "--store",
+        "dynamodb",
+        "--table",
+        table,
+        "--kms-key-id",
+        "alias/bench",
+        "--dynamodb-endpoint",
+        proxy.endpoint,
+        "--kms-endpoint",
+        kms.endpoint,
+        "--log-level",
+        "error",
+        ...extra,
+      ]);
+      const pool = await connectMany(kvsDriver, target.port, s.e2eClients);
+      // Gets read only keys the set phase wrote, so every get finds a value and decrypts it.
+      let written = 2_000;
+      for (const op of ["set", "get"] as const) {
+        proxy.reset();
+        const kmsBefore = kms.calls("GenerateDataKey") + kms.calls("Decrypt");
+        const r = await runLoad(
+          {
+            driver: kvsDriver,
+            port: target.port,
+            connections: s.e2eClients,
+            depth: 1,
+            op,
+            durationMs: s.durationMs * 2,
+            keyspace: op === "set" ? 2_000 : Math.max(1, written),
+            valueBytes: 1024,
+          },
+          pool,
+        );
+        if (op === "set") written = Math.min(2_000, r.ops);
+        const ddbCalls = proxy.snapshot().total;
+        const kmsCalls = kms.calls("GenerateDataKey") + kms.calls("Decrypt") - kmsBefore;
+        rows.push({
+          config: name,
+          op,
+          clients: s.e2eClients,
+          "ops/s": round(r.opsPerSec),
+          "p50 ms": round(r.p50Ms, 2),
+          "p99 ms": round(r.p99Ms, 2),
+          "DynamoDB req / 1k ops": r.ops ? round((ddbCalls / r.ops) * 1000, 1) : 0,
+          "KMS calls / 1M ops": r.ops ? round((kmsCalls / r.ops) * 1e6, 0) : 0,
+          ops: r.ops,
+          errors: r.errors,
+        });
+        s.log(
+          `end to end: ${name} ${op}: ${round(r.opsPerSec)} ops/s, ${ddbCalls} DynamoDB requests, ${kmsCalls} KMS calls`,
+        );
+      }
+      await Promise.all(pool.map((c) => c.close().catch(() => {})));
+    }
+  } finally {
+    await proxy.stop();
+  }
+  return rows;
+}

@@ -1,0 +1,94 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { freePort, waitForPort } from "../src/local/free-port.js";
+
+const root = join(import.meta.dir, "..");
+
+/** A server under test, in its own process so its CPU and memory are its own. */
+export interface Target extends AsyncDisposable {
+  name: string;
+  port: number;
+  pid: number;
+  /** Resident set size of the server process, in bytes. */
+  rss(): number;
+  stop(): Promise<void>;
+}
+
+function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kb * 1024;
+}
+
+async function waitForLine(proc: Subprocess<"ignore", "pipe", "pipe">, pattern: RegExp): Promise<RegExpExecArray> {
+  const reader = proc.stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  for (;;) {
+    const match = pattern.exec(text);
+    if (match) {
+      void (async () => {
+        for (;;) if ((await reader.read()).done) return;
+      })();
+      return match;
+    }
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`target exited before it was ready: ${await new Response(proc.stderr).text()}`);
+    text += decoder.decode(value, { stream: true });
+  }
+}
+
+function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: number): Target {
+  void (async () => {
+    // Drain stderr so a chatty target never blocks on a full pipe.
+    for await (const _ of proc.stderr) {
+    }
+  })();
+  const stop = async () => {
+    proc.kill("SIGTERM");
+    await proc.exited;
+  };
+  return { name, port, pid: proc.pid, rss: () => rssOf(proc.pid), stop, [Symbol.asyncDispose]: stop };
+}
+
+/** Starts `bun src/main.ts` with `args` (a free port is added). */
+export async function startKvs(name: string, args: string[]): Promise<Target> {
+  const proc = Bun.spawn(["bun", "src/main.ts", "--port", "0", "--max-connections", "1000000", ...args], {
+    cwd: root,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const m = await waitForLine(proc, /listening on [^ ]+:(\d+)/);
+  return wrap(name, proc, Number(m[1]));
+}
+
+/** Starts the echo reference server. */
+export async function startEcho(): Promise<Target> {
+  const proc = Bun.spawn(["bun", "bench/echo-server.ts"], {
+    cwd: root,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const m = await waitForLine(proc, /echo listening on (\d+)/);
+  return wrap("echo", proc, Number(m[1]));
+}
+
+/** Starts redis-server with persistence off, or returns undefined when it is not installed. */
+export async function startRedis(): Promise<Target | undefined> {
+  const bin = Bun.which("redis-server");
+  if (bin === null) return undefined;
+  const port = await freePort();
+  const proc = Bun.spawn(
+    [bin, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "30000"],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+  );
+  let exited = false;
+  void proc.exited.then(() => {
+    exited = true;
+  });
+  await waitForPort("127.0.0.1", port, 10_000, () => !exited);
+  return wrap("redis", proc, port);
+}
