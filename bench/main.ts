@@ -2,11 +2,11 @@ import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { runMicro } from "./micro.js";
 import { htmlReport } from "./report.js";
-import { type BenchSettings, concurrency, endToEnd, frontEnd, type Row } from "./scenarios.js";
+import { type BenchSettings, concurrency, endToEnd, frontEnd, largeValues, type Row } from "./scenarios.js";
 
 const USAGE = `Usage: bun run bench [flags]
 
-Scenarios (select with --filter): front-end, concurrency, end-to-end, micro.
+Scenarios (select with --filter): micro, front-end, concurrency, end-to-end, large-values.
 
   --quick              every scenario briefly (under 60 s on 2 cores)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
@@ -15,6 +15,7 @@ Scenarios (select with --filter): front-end, concurrency, end-to-end, micro.
   --depths LIST        front-end pipeline depths (default 1,16)  [KV_BENCH_DEPTHS]
   --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
   --clients N          concurrent clients in the end-to-end scenario (default 100)  [KV_BENCH_CLIENTS]
+  --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
   --json FILE          write every result as JSON
   --report FILE        write an HTML report with SVG charts`;
 
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     depths: { type: "string" },
     held: { type: "string" },
     clients: { type: "string" },
+    large: { type: "string" },
     json: { type: "string" },
     report: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -63,6 +65,7 @@ const settings: BenchSettings = {
   depths: list(values.depths, "KV_BENCH_DEPTHS", [1, 16]),
   heldConnections: list(values.held, "KV_BENCH_HELD", quick ? [2000] : [10000]),
   e2eClients: list(values.clients, "KV_BENCH_CLIENTS", [100])[0] as number,
+  largeValueMiB: list(values.large, "KV_BENCH_LARGE_MIB", [1, 8, 32]),
   log: (line) => console.error(`[${((performance.now() - start) / 1000).toFixed(1)}s] ${line}`),
 };
 const filter = new RegExp(values.filter ?? process.env.KV_BENCH_FILTER ?? ".", "i");
@@ -77,6 +80,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["front-end", () => frontEnd(settings)],
   ["concurrency", () => concurrency(settings)],
   ["end-to-end", () => endToEnd(settings)],
+  ["large-values", () => largeValues(settings)],
 ];
 for (const [name, run] of scenarios) {
   if (!filter.test(name)) continue;

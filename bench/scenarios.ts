@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { KvClient } from "../client/kv-client.js";
 import { startDynamoDbLocal } from "../src/local/dynamodb-local.js";
 import { LocalKms } from "../src/local/kms-endpoint.js";
 import { CountingProxy } from "./counting-proxy.js";
@@ -14,6 +15,8 @@ export interface BenchSettings {
   depths: number[];
   heldConnections: number[];
   e2eClients: number;
+  /** Value sizes, in MiB, for the large-value scenario. */
+  largeValueMiB: number[];
   log: (line: string) => void;
 }
 
@@ -182,6 +185,64 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
     }
   } finally {
     await proxy.stop();
+  }
+  return rows;
+}
+
+/** Scenario 4: large values on DynamoDB Local: MB/s for set then get, and the server's peak memory. */
+export async function largeValues(s: BenchSettings): Promise<Row[]> {
+  const rows: Row[] = [];
+  await using ddb = await startDynamoDbLocal();
+  await using kms = LocalKms.start();
+  const rounds = s.quick ? 1 : 3;
+  for (const mib of s.largeValueMiB) {
+    // A fresh server per size, so its peak memory is this size's alone.
+    await using target = await startKvs("kvs", [
+      "--store",
+      "dynamodb",
+      "--table",
+      `bench-large-${randomBytes(4).toString("hex")}`,
+      "--kms-key-id",
+      "alias/bench",
+      "--dynamodb-endpoint",
+      ddb.endpoint,
+      "--kms-endpoint",
+      kms.endpoint,
+      "--log-level",
+      "error",
+    ]);
+    const client = await KvClient.connect({ port: target.port });
+    // Warm the SDK and JIT so the baseline is a running server, not a cold one.
+    await client.set("warm-up", new Uint8Array(2 ** 20));
+    await client.get("warm-up");
+    const size = mib * 2 ** 20;
+    const value = new Uint8Array(size);
+    for (let i = 0; i < size; i += 4096) value[i] = i & 0xff;
+    const baseline = target.peakRss();
+    const setStart = performance.now();
+    for (let r = 0; r < rounds; r++) await client.set(`large-${mib}-${r}`, value);
+    const setSec = (performance.now() - setStart) / 1000;
+    const getStart = performance.now();
+    for (let r = 0; r < rounds; r++) {
+      const got = await client.get(`large-${mib}-${r}`);
+      if (got?.length !== size) throw new Error(`large value of ${mib} MiB came back wrong`);
+    }
+    const getSec = (performance.now() - getStart) / 1000;
+    const peak = target.peakRss();
+    const mb = (size * rounds) / 1e6;
+    rows.push({
+      "value MiB": mib,
+      rounds,
+      "set MB/s": round(mb / setSec, 1),
+      "get MB/s": round(mb / getSec, 1),
+      "set ms": round((setSec * 1000) / rounds),
+      "get ms": round((getSec * 1000) / rounds),
+      "server peak RSS before MiB": round(baseline / 2 ** 20),
+      "server peak RSS MiB": round(peak / 2 ** 20),
+      "(peak - before) / value": round((peak - baseline) / size, 2),
+    });
+    s.log(`large values: ${mib} MiB: set ${round(mb / setSec, 1)} MB/s, get ${round(mb / getSec, 1)} MB/s`);
+    await client.close();
   }
   return rows;
 }

@@ -12,12 +12,14 @@ export interface Target extends AsyncDisposable {
   pid: number;
   /** Resident set size of the server process, in bytes. */
   rss(): number;
+  /** Peak resident set size of the server process so far, in bytes. */
+  peakRss(): number;
   stop(): Promise<void>;
 }
 
-function rssOf(pid: number): number {
+function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
   return kb * 1024;
 }
 
@@ -49,7 +51,15 @@ function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: nu
     proc.kill("SIGTERM");
     await proc.exited;
   };
-  return { name, port, pid: proc.pid, rss: () => rssOf(proc.pid), stop, [Symbol.asyncDispose]: stop };
+  return {
+    name,
+    port,
+    pid: proc.pid,
+    rss: () => statusBytes(proc.pid, "VmRSS"),
+    peakRss: () => statusBytes(proc.pid, "VmHWM"),
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
 }
 
 /** Starts `bun src/main.ts` with `args` (a free port is added). */

@@ -18,6 +18,8 @@ export interface Config {
   dynamodbEndpoint: string | undefined;
   kmsEndpoint: string | undefined;
   dataDir: string;
+  /** Largest value a set may store. */
+  maxValueBytes: number;
   maxFrameBytes: number;
   maxConnections: number;
   idleTimeoutSeconds: number;
@@ -29,6 +31,8 @@ export interface Config {
   batchWindowMs: number;
   /** Store operations accepted and unfinished before new ones wait. */
   maxPending: number;
+  /** Seconds between orphan-chunk sweeps; 0 disables them. */
+  sweepIntervalSeconds: number;
   /** Data-key lifetime for encryption; 0 disables the key cache (one KMS call per request). */
   dataKeyMaxAgeMs: number;
   /** Server processes sharing the port. */
@@ -37,6 +41,9 @@ export interface Config {
   reusePort: boolean;
   logLevel: LogLevel;
 }
+
+/** Frame bytes allowed beyond --max-value-bytes: room for a 1 KiB key and the envelope. */
+export const FRAME_HEADROOM = 64 * 1024;
 
 /** Table and key names used in local mode when none are given. */
 export const LOCAL_DEFAULTS = { table: "kvs", kmsKeyId: "alias/kvs", region: "us-east-1" } as const;
@@ -87,12 +94,18 @@ const FLAGS = {
     placeholder: "DIR",
     help: "local mode: DynamoDB Local database and local KMS keys",
   },
-  "max-frame-bytes": {
-    env: "KV_MAX_FRAME_BYTES",
+  "max-value-bytes": {
+    env: "KV_MAX_VALUE_BYTES",
     type: "string",
     default: String(64 * 1024 * 1024),
     placeholder: "N",
-    help: "largest accepted frame; larger closes the connection",
+    help: "largest value a set may store; larger is answered internal",
+  },
+  "max-frame-bytes": {
+    env: "KV_MAX_FRAME_BYTES",
+    type: "string",
+    placeholder: "N",
+    help: "largest accepted frame; larger closes the connection (default max-value-bytes + 64 KiB)",
   },
   "max-connections": {
     env: "KV_MAX_CONNECTIONS",
@@ -135,6 +148,13 @@ const FLAGS = {
     default: "10000",
     placeholder: "N",
     help: "store operations in progress before new ones wait",
+  },
+  "sweep-interval-s": {
+    env: "KV_SWEEP_INTERVAL_S",
+    type: "string",
+    default: "3600",
+    placeholder: "SECONDS",
+    help: "how often to delete orphaned chunks of large values; 0 never",
   },
   "data-key-max-age-ms": {
     env: "KV_DATA_KEY_MAX_AGE_MS",
@@ -243,6 +263,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   }
   const host = get("host") as string;
   if (host === "") throw new KvError(ErrorCode.Config, "--host must not be empty");
+  // A value at the limit, with its key and framing, must fit in a frame.
+  const maxValueBytes = int("max-value-bytes", get("max-value-bytes") as string, 0, 0xffff_ffff - FRAME_HEADROOM);
+  const frameRaw = get("max-frame-bytes");
+  const maxFrameBytes =
+    frameRaw === undefined ? maxValueBytes + FRAME_HEADROOM : int("max-frame-bytes", frameRaw, 16, 0xffff_ffff);
 
   return {
     host,
@@ -254,13 +279,15 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     dynamodbEndpoint: url("dynamodb-endpoint", get("dynamodb-endpoint")),
     kmsEndpoint: url("kms-endpoint", get("kms-endpoint")),
     dataDir: get("data-dir") as string,
-    maxFrameBytes: int("max-frame-bytes", get("max-frame-bytes") as string, 16, 0xffff_ffff),
+    maxValueBytes,
+    maxFrameBytes,
     maxConnections: int("max-connections", get("max-connections") as string, 1, 10_000_000),
     idleTimeoutSeconds: int("idle-timeout", get("idle-timeout") as string, 0, 86_400),
     writeBatch: int("write-batch", get("write-batch") as string, 1, 25),
     readBatch: int("read-batch", get("read-batch") as string, 1, 100),
     batchWindowMs: int("batch-window-ms", get("batch-window-ms") as string, 0, 1000),
     maxPending: int("max-pending", get("max-pending") as string, 1, 10_000_000),
+    sweepIntervalSeconds: int("sweep-interval-s", get("sweep-interval-s") as string, 0, 30 * 86_400),
     dataKeyMaxAgeMs: int("data-key-max-age-ms", get("data-key-max-age-ms") as string, 0, 86_400_000),
     workers: int("workers", get("workers") as string, 1, 256),
     reusePort: values["reuse-port"] === true,

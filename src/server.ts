@@ -10,11 +10,12 @@ import type { Logger } from "./log.js";
 import { Counters } from "./metrics.js";
 import { Listener } from "./net/listener.js";
 import { Dispatcher } from "./protocol/dispatch.js";
-import { DynamoStore } from "./store/dynamo-store.js";
+import { DynamoStore, type StoreFaults } from "./store/dynamo-store.js";
 import { ensureTable } from "./store/dynamo-table.js";
 import type { KvStore } from "./store/kv-store.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { OrderedStore } from "./store/ordered-store.js";
+import type { SweepResult } from "./store/orphan-sweeper.js";
 
 /** Requests read but unanswered per connection before reading pauses. */
 const MAX_IN_FLIGHT = 1024;
@@ -36,6 +37,8 @@ export interface KvServer extends AsyncDisposable {
   readonly table: string | undefined;
   /** Open client connections. */
   readonly connectionCount: number;
+  /** Runs one orphan-chunk sweep now (DynamoDB store only). */
+  sweepOrphans(olderThanMs?: number): Promise<SweepResult>;
   /** Graceful stop: stop accepting, answer in-flight requests, close, stop local services. Idempotent. */
   stop(): Promise<void>;
 }
@@ -46,6 +49,8 @@ export interface ServerOverrides {
   keyCache?: Partial<KeyCacheLimits>;
   /** Wraps the backend store, e.g. to inject faults. */
   wrapStore?: (store: KvStore) => KvStore;
+  /** Failure injection inside the DynamoDB store. */
+  faults?: StoreFaults;
 }
 
 /** Local stand-ins started for a config, and the endpoints to use. */
@@ -112,6 +117,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     let dynamodbEndpoint: string | undefined;
     let kmsEndpoint: string | undefined;
     let table: string | undefined;
+    let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
 
     if (config.store === StoreKind.memory) {
       store = new MemoryStore();
@@ -152,17 +158,36 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       });
       // Fails fast on a wrong key or missing permission, and warms the cache.
       await keys.encryptionKey(0, 0);
-      store = new DynamoStore({
+      const dynamo = new DynamoStore({
         client: ddbClient,
         table,
         keys,
         counters,
+        log,
+        faults: overrides.faults,
         maxConcurrency: maxSocketsFor(ddbOptions),
         maxPending: config.maxPending,
         writeBatchItems: config.writeBatch,
         readBatchKeys: config.readBatch,
         windowMs: config.batchWindowMs,
       });
+      store = dynamo;
+      sweep = (olderThanMs) => dynamo.sweepOrphans(olderThanMs);
+      if (config.sweepIntervalSeconds > 0) {
+        const every = config.sweepIntervalSeconds * 1000;
+        // Jitter spreads the sweeps of many servers over the interval.
+        const timer = setInterval(
+          () => {
+            dynamo.sweepOrphans().then(
+              (r) => log.info("orphan sweep", { scanned: r.scanned, deleted: r.deleted }),
+              (err) => log.warn("orphan sweep failed", { reason: err instanceof Error ? err.message : String(err) }),
+            );
+          },
+          every + Math.floor(Math.random() * every * 0.2),
+        );
+        timer.unref();
+        cleanups.push(async () => clearInterval(timer));
+      }
       description =
         `store=dynamodb table=${table} dynamodb=${dynamodbEndpoint ?? `aws:${region ?? "default region"}`}${dynamoNote} ` +
         `kms=${kmsEndpoint ?? "aws"}${kmsNote} key=${keyId}`;
@@ -172,7 +197,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     const ordered = new OrderedStore(store);
     cleanups.push(() => ordered.close());
 
-    const dispatcher = new Dispatcher(ordered, log);
+    const dispatcher = new Dispatcher(ordered, log, { maxValueBytes: config.maxValueBytes });
     const listener = Listener.start(dispatcher, log, counters, {
       host: config.host,
       port: config.port,
@@ -204,6 +229,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       get connectionCount() {
         return listener.connectionCount;
       },
+      sweepOrphans: (olderThanMs) => sweep(olderThanMs),
       stop,
       [Symbol.asyncDispose]: stop,
     };

@@ -239,15 +239,6 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     await expectInternal(c.get("k"));
   });
 
-  test("a value too large for one DynamoDB item is refused with internal and nothing is written", async () => {
-    const table = `large-${randomBytes(4).toString("hex")}`;
-    await using server = await startTestServer(dynamoConfig(table));
-    await using c = await KvClient.connect({ port: server.port });
-    await c.set("k", "small");
-    await expectInternal(c.set("k", new Uint8Array(401 * 1024)));
-    expect(await c.getString("k")).toBe("small");
-  });
-
   test("a server whose KMS key does not exist fails to start with a clear reason", async () => {
     let caught: unknown;
     try {

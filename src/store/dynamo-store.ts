@@ -1,12 +1,31 @@
-import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { randomBytes } from "node:crypto";
+import { type AttributeValue, type DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { open, seal } from "../crypto/envelope.js";
 import type { DataKeyCache } from "../crypto/key-cache.js";
-import { ErrorCode, KvError } from "../errors.js";
-import type { Counters } from "../metrics.js";
+import { asKvError, ErrorCode, KvError } from "../errors.js";
+import type { Logger } from "../log.js";
+import { Counter, type Counters } from "../metrics.js";
 import { BatchReader } from "./batch-reader.js";
 import { BatchWriter } from "./batch-writer.js";
-import { fromItem, headPk, itemSize, MAX_ITEM_BYTES, toItem, valueAad } from "./item-format.js";
+import {
+  Attr,
+  CHUNK_BYTES,
+  chunkAad,
+  chunkedHeadItem,
+  chunkItem,
+  chunkPk,
+  type Head,
+  headPk,
+  ItemFormat,
+  itemSize,
+  MAX_ITEM_BYTES,
+  parseHead,
+  singleItem,
+  VERSION_BYTES,
+  valueAad,
+} from "./item-format.js";
 import type { KvStore } from "./kv-store.js";
+import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { Semaphore } from "./semaphore.js";
 
 /** Batching settings; 1-item batches give the unbatched PutItem/GetItem path. */
@@ -19,38 +38,82 @@ export interface BatchSettings {
   windowMs: number;
 }
 
+/** Test hooks for injecting failures at the points that matter for atomicity. */
+export interface StoreFaults {
+  /** Runs after a chunked value's chunks are written and before its head is switched. */
+  beforeCommit?(key: Uint8Array): void | Promise<void>;
+}
+
 /** DynamoDB store settings. */
 export interface DynamoStoreOptions extends BatchSettings {
   client: DynamoDBClient;
   table: string;
   keys: DataKeyCache;
   counters: Counters;
+  log: Logger;
   /** Strongly consistent reads (default true): an acked set is visible to every later get. */
   consistentRead?: boolean;
   /** Concurrent DynamoDB calls; more wait in FIFO order. Match the client's maxSockets. */
   maxConcurrency: number;
   /** Operations accepted and not finished; more wait, so memory stays bounded when DynamoDB is slow. */
   maxPending: number;
+  faults?: StoreFaults;
 }
 
 /**
- * Values in DynamoDB under envelope encryption: each value is sealed with
- * AES-256-GCM under a cached KMS data key, and only ciphertext, IV and the
- * wrapped data key are written (see item-format.ts). Concurrent operations
- * are coalesced into BatchWriteItem and BatchGetItem calls.
+ * Chunks encrypted and in flight at once per value (3 MiB of plaintext). The
+ * SDK turns each window into JSON with base64 blobs, several times its size
+ * in transient strings, so the window, not the value, sets that overhead.
+ */
+const CHUNK_WINDOW = 8;
+
+/**
+ * Values at least this large run a full garbage collection after each
+ * window. JSC collects lazily, and without this a 32 MiB get peaked at about
+ * 5× its size in RSS, mostly dead SDK strings; with it, under 2×. The cost is
+ * a pause of a few milliseconds per 3 MiB window, on large-value traffic only.
+ */
+const COLLECT_FROM_BYTES = 8 * 1024 * 1024;
+
+/**
+ * A chunked set that has not committed this long after its first chunk gives
+ * up rather than commit: the orphan sweep may delete chunks older than
+ * {@link ORPHAN_GRACE_MS}, and a head must never point at swept chunks.
+ */
+const COMMIT_DEADLINE_MS = 5 * 60_000;
+
+/** Chunks younger than this are never swept: they may belong to a set still in progress. */
+export const ORPHAN_GRACE_MS = 15 * 60_000;
+
+/** Times a get re-reads the head after finding the version it was reading replaced. */
+const MAX_VERSION_RETRIES = 5;
+
+const MISSING = Symbol("missing chunk");
+
+/**
+ * Values in DynamoDB under envelope encryption (see item-format.ts).
+ *
+ * A value that fits in one item is one item, written through the batched
+ * writer. A larger value is split into chunk items under a fresh version id
+ * and committed by switching its head item to that version with one
+ * conditional PutItem; the previous version's chunks are deleted after. So:
+ * - a get sees the old value or the new one in full: a reader whose version
+ *   is replaced mid-read finds chunks missing, re-reads the head and starts
+ *   over, and every chunk's AAD names its version, index and count;
+ * - a set that fails before the switch leaves the old value readable; its
+ *   chunks are orphans that {@link sweepOrphans} removes later.
  */
 export class DynamoStore implements KvStore {
-  readonly #table: string;
-  readonly #keys: DataKeyCache;
+  readonly #o: DynamoStoreOptions;
   readonly #writer: BatchWriter;
   readonly #reader: BatchReader;
+  readonly #calls: Semaphore;
   readonly #admission: Semaphore;
 
   constructor(options: DynamoStoreOptions) {
-    this.#table = options.table;
-    this.#keys = options.keys;
-    const calls = new Semaphore(options.maxConcurrency);
-    const common = { client: options.client, table: options.table, counters: options.counters, calls };
+    this.#o = options;
+    this.#calls = new Semaphore(options.maxConcurrency);
+    const common = { client: options.client, table: options.table, counters: options.counters, calls: this.#calls };
     this.#writer = new BatchWriter({ ...common, maxItems: options.writeBatchItems, windowMs: options.windowMs });
     this.#reader = new BatchReader({
       ...common,
@@ -63,27 +126,53 @@ export class DynamoStore implements KvStore {
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.#admission.run(async () => {
-      const item = await this.#reader.get(headPk(key));
-      if (item === undefined) return undefined;
-      const stored = fromItem(item);
-      const dataKey = await this.#keys.decryptionKey(stored.wrappedKey);
-      return open(dataKey, { iv: stored.iv, ciphertext: stored.ciphertext }, valueAad(this.#table, key));
+      for (let attempt = 0; ; attempt++) {
+        const item = await this.#reader.get(headPk(key));
+        if (item === undefined) return undefined;
+        const head = parseHead(item);
+        const dataKey = await this.#o.keys.decryptionKey(head.wrappedKey);
+        if (head.format === ItemFormat.single) {
+          return open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, valueAad(this.#o.table, key));
+        }
+        const value = await this.#readChunks(key, head, dataKey);
+        if (value !== MISSING) return value;
+        // A chunk is gone: either the version was replaced (retry) or the data is damaged.
+        const again = await this.#reader.get(headPk(key));
+        const now = again === undefined ? undefined : parseHead(again);
+        const replaced = now === undefined || now.format !== ItemFormat.chunked || !sameBytes(now.ver, head.ver);
+        if (!replaced) throw new KvError(ErrorCode.Integrity, "a chunk of the current version is missing");
+        if (attempt >= MAX_VERSION_RETRIES) {
+          throw new KvError(ErrorCode.Storage, "the value changed under every read attempt");
+        }
+      }
     });
   }
 
   set(key: Uint8Array, value: Uint8Array): Promise<void> {
     return this.#admission.run(async () => {
-      const dataKey = await this.#keys.encryptionKey(1, value.length);
-      const sealed = seal(dataKey.plaintext, value, valueAad(this.#table, key));
-      const item = toItem(key, { wrappedKey: dataKey.wrapped, iv: sealed.iv, ciphertext: sealed.ciphertext });
-      const size = itemSize(item);
-      if (size > MAX_ITEM_BYTES) {
-        throw new KvError(
-          ErrorCode.ValueTooLarge,
-          `value of ${value.length} bytes makes a ${size}-byte item, over DynamoDB's ${MAX_ITEM_BYTES}`,
-        );
+      if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
+        const dataKey = await this.#o.keys.encryptionKey(1, value.length);
+        const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.table, key));
+        const item = singleItem(key, { wrappedKey: dataKey.wrapped, iv: sealed.iv, ciphertext: sealed.ciphertext });
+        if (itemSize(item) <= MAX_ITEM_BYTES) {
+          await this.#writer.put(item);
+          return;
+        }
       }
-      await this.#writer.put(item);
+      await this.#setChunked(key, value);
+    });
+  }
+
+  /** Deletes chunk items no head points to, older than `olderThanMs`. */
+  sweepOrphans(olderThanMs = ORPHAN_GRACE_MS): Promise<SweepResult> {
+    return sweepOrphans({
+      client: this.#o.client,
+      table: this.#o.table,
+      counters: this.#o.counters,
+      calls: this.#calls,
+      reader: this.#reader,
+      writer: this.#writer,
+      olderThanMs,
     });
   }
 
@@ -91,4 +180,108 @@ export class DynamoStore implements KvStore {
   async close(): Promise<void> {
     await this.#writer.drained();
   }
+
+  async #setChunked(key: Uint8Array, value: Uint8Array): Promise<void> {
+    const { table, keys, counters, client, log } = this.#o;
+    const size = value.length;
+    const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
+    const ver = new Uint8Array(randomBytes(VERSION_BYTES));
+    const started = Date.now();
+    const dataKey = await keys.encryptionKey(count, size);
+
+    for (let first = 0; first < count; first += CHUNK_WINDOW) {
+      const puts: Promise<void>[] = [];
+      for (let i = first; i < Math.min(count, first + CHUNK_WINDOW); i++) {
+        const plain = value.subarray(i * CHUNK_BYTES, Math.min(size, (i + 1) * CHUNK_BYTES));
+        const sealed = seal(dataKey.plaintext, plain, chunkAad(table, key, ver, i, count, size));
+        puts.push(this.#writer.put(chunkItem(key, ver, i, { ...sealed, ts: started })));
+      }
+      await Promise.all(puts);
+      if (size >= COLLECT_FROM_BYTES) Bun.gc(true);
+    }
+
+    if (Date.now() - started > COMMIT_DEADLINE_MS) {
+      throw new KvError(ErrorCode.Storage, "chunks took too long to write; the set was not committed");
+    }
+    await this.#o.faults?.beforeCommit?.(key);
+
+    // The commit point. The condition makes an SDK retry of a commit that already
+    // landed fail instead of returning our own head as the "old" one.
+    const head = chunkedHeadItem(key, { wrappedKey: dataKey.wrapped, ver, count, size, ts: Date.now() });
+    let old: Record<string, AttributeValue> | undefined;
+    counters.add(Counter.dynamoPutItem);
+    try {
+      const out = await this.#calls.run(() =>
+        client.send(
+          new PutItemCommand({
+            TableName: table,
+            Item: head,
+            ConditionExpression: "attribute_not_exists(#ver) OR #ver <> :ver",
+            ExpressionAttributeNames: { "#ver": Attr.ver },
+            ExpressionAttributeValues: { ":ver": { B: ver } },
+            ReturnValues: "ALL_OLD",
+          }),
+        ),
+      );
+      old = out.Attributes;
+    } catch (err) {
+      if (!(err instanceof Error && err.name === "ConditionalCheckFailedException")) {
+        throw asKvError(err, ErrorCode.Storage, "DynamoDB commit of a chunked value failed");
+      }
+      // Our own earlier attempt committed; the version it replaced is unknown and the sweep will find its chunks.
+    }
+
+    const previous = old === undefined ? undefined : safeHead(old);
+    if (previous?.format === ItemFormat.chunked && !sameBytes(previous.ver, ver)) {
+      const deletes: Promise<void>[] = [];
+      for (let i = 0; i < previous.count; i++)
+        deletes.push(this.#writer.delete({ [Attr.pk]: { B: chunkPk(previous.ver, i) } }));
+      void Promise.all(deletes).catch((err: unknown) => {
+        log.warn("could not delete a replaced value's chunks; the orphan sweep will", {
+          reason: err instanceof Error ? err.message : String(err),
+        });
+      });
+    }
+  }
+
+  /** Reads and decrypts every chunk of `head`, or returns MISSING if one is gone. */
+  async #readChunks(
+    key: Uint8Array,
+    head: Extract<Head, { format: 2 }>,
+    dataKey: Uint8Array,
+  ): Promise<Uint8Array | typeof MISSING> {
+    const { table } = this.#o;
+    const out = new Uint8Array(head.size);
+    for (let first = 0; first < head.count; first += CHUNK_WINDOW) {
+      const last = Math.min(head.count, first + CHUNK_WINDOW);
+      const reads: Promise<Record<string, AttributeValue> | undefined>[] = [];
+      for (let i = first; i < last; i++) reads.push(this.#reader.get(chunkPk(head.ver, i)));
+      const items = await Promise.all(reads);
+      for (let i = first; i < last; i++) {
+        const item = items[i - first];
+        if (item === undefined) return MISSING;
+        const iv = item[Attr.iv]?.B;
+        const ciphertext = item[Attr.ct]?.B;
+        if (!iv || !ciphertext) throw new KvError(ErrorCode.Integrity, `chunk ${i} lacks iv or ct`);
+        const plain = open(dataKey, { iv, ciphertext }, chunkAad(table, key, head.ver, i, head.count, head.size));
+        const expected = Math.min(CHUNK_BYTES, head.size - i * CHUNK_BYTES);
+        if (plain.length !== expected) throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
+        out.set(plain, i * CHUNK_BYTES);
+      }
+      if (head.size >= COLLECT_FROM_BYTES) Bun.gc(true);
+    }
+    return out;
+  }
+}
+
+function safeHead(item: Record<string, AttributeValue>): Head | undefined {
+  try {
+    return parseHead(item);
+  } catch {
+    return undefined;
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }

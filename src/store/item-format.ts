@@ -2,27 +2,73 @@ import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { ErrorCode, KvError } from "../errors.js";
 
 /**
- * The DynamoDB item layout, version 1.
+ * The DynamoDB item layout. Every item's partition key starts with a kind byte.
+ *
+ * Head items, `pk = 0x00 ‖ key`, one per key. Format 1 holds the value itself:
  *
  * | attribute | type | meaning |
  * |---|---|---|
- * | `pk` | B | `0x00` ‖ key: head items. The prefix keeps an empty key legal and leaves room for other item kinds. |
- * | `fmt` | N | item format version, `1` |
+ * | `fmt` | N | `1` |
  * | `dk` | B | the data key, wrapped by KMS under the table's encryption context |
  * | `iv` | B | AES-GCM IV, 12 bytes |
  * | `ct` | B | AES-256-GCM ciphertext ‖ 16-byte tag |
  *
- * The plaintext value is never stored. The AAD (see {@link valueAad}) binds
- * the ciphertext to its table, key and format, so an item copied to another
- * key or table fails authentication.
+ * Format 2 points at a chunked value, for values too large for one item:
+ *
+ * | attribute | type | meaning |
+ * |---|---|---|
+ * | `fmt` | N | `2` |
+ * | `dk` | B | the data key shared by every chunk |
+ * | `ver` | B | 16 random bytes naming this version of the value |
+ * | `n` | N | chunk count |
+ * | `sz` | N | plaintext size in bytes |
+ * | `ts` | N | commit time, ms since the epoch |
+ *
+ * Chunk items, `pk = 0x01 ‖ ver ‖ u32 index`, so the chunks of one value land
+ * on distinct partitions:
+ *
+ * | attribute | type | meaning |
+ * |---|---|---|
+ * | `k` | B | the key, so the orphan sweep can find the head |
+ * | `ts` | N | write time, ms since the epoch |
+ * | `iv`, `ct` | B | that chunk's IV and ciphertext ‖ tag |
+ *
+ * The plaintext is never stored. AADs bind ciphertext to table, key and
+ * format, and for chunks also to version, index, count and total size, so a
+ * moved, swapped, reordered or truncated item fails authentication.
  */
-export const ITEM_FORMAT_VERSION = 1;
+export const ItemFormat = { single: 1, chunked: 2 } as const;
+export type ItemFormat = (typeof ItemFormat)[keyof typeof ItemFormat];
 
 /** Attribute names. */
-export const Attr = { pk: "pk", fmt: "fmt", dk: "dk", iv: "iv", ct: "ct" } as const;
+export const Attr = {
+  pk: "pk",
+  fmt: "fmt",
+  dk: "dk",
+  iv: "iv",
+  ct: "ct",
+  ver: "ver",
+  n: "n",
+  sz: "sz",
+  ts: "ts",
+  k: "k",
+} as const;
 
 /** Partition key prefixes by item kind. */
-export const ItemKind = { head: 0x00 } as const;
+export const ItemKind = { head: 0x00, chunk: 0x01 } as const;
+
+/** Bytes in a version id. */
+export const VERSION_BYTES = 16;
+
+/**
+ * Plaintext bytes per chunk: 380 KiB leaves room under DynamoDB's 400 KB item
+ * limit for the key (up to 1 KiB), IV, tag and attribute names, and 25 chunks
+ * stay under BatchWriteItem's 16 MB.
+ */
+export const CHUNK_BYTES = 380 * 1024;
+
+/** DynamoDB's item size limit. */
+export const MAX_ITEM_BYTES = 400 * 1024;
 
 /** The partition key bytes of the head item of `key`. */
 export function headPk(key: Uint8Array): Uint8Array {
@@ -32,21 +78,33 @@ export function headPk(key: Uint8Array): Uint8Array {
   return pk;
 }
 
-const encoder = new TextEncoder();
-const AAD_LABEL = encoder.encode("kvs/value");
+/** The partition key bytes of chunk `index` of version `ver`. */
+export function chunkPk(ver: Uint8Array, index: number): Uint8Array {
+  const pk = new Uint8Array(1 + VERSION_BYTES + 4);
+  pk[0] = ItemKind.chunk;
+  pk.set(ver, 1);
+  new DataView(pk.buffer).setUint32(1 + VERSION_BYTES, index);
+  return pk;
+}
 
-/**
- * AAD of a single-item value: label ‖ u8 format ‖ u16 len(table) ‖ table ‖ u32 len(key) ‖ key.
- * Length prefixes make the encoding injective, so no two (table, key) pairs share an AAD.
- */
-export function valueAad(table: string, key: Uint8Array): Uint8Array {
+/** The version id inside a chunk's partition key. */
+export function versionOfChunkPk(pk: Uint8Array): Uint8Array {
+  return pk.subarray(1, 1 + VERSION_BYTES);
+}
+
+const encoder = new TextEncoder();
+const VALUE_LABEL = encoder.encode("kvs/value");
+const CHUNK_LABEL = encoder.encode("kvs/chunk");
+
+/** Builds label ‖ u8 format ‖ u16 len(table) ‖ table ‖ u32 len(key) ‖ key ‖ extra. */
+function aad(label: Uint8Array, format: ItemFormat, table: string, key: Uint8Array, extra: number): Uint8Array {
   const t = encoder.encode(table);
-  const out = new Uint8Array(AAD_LABEL.length + 1 + 2 + t.length + 4 + key.length);
+  const out = new Uint8Array(label.length + 1 + 2 + t.length + 4 + key.length + extra);
   const view = new DataView(out.buffer);
   let p = 0;
-  out.set(AAD_LABEL, p);
-  p += AAD_LABEL.length;
-  out[p++] = ITEM_FORMAT_VERSION;
+  out.set(label, p);
+  p += label.length;
+  out[p++] = format;
   view.setUint16(p, t.length);
   p += 2;
   out.set(t, p);
@@ -57,37 +115,117 @@ export function valueAad(table: string, key: Uint8Array): Uint8Array {
   return out;
 }
 
-/** The stored fields of a single-item value. */
-export interface ValueItem {
-  wrappedKey: Uint8Array;
-  iv: Uint8Array;
-  ciphertext: Uint8Array;
+/**
+ * AAD of a single-item value. Length prefixes make the encoding injective, so
+ * no two (table, key) pairs share an AAD.
+ */
+export function valueAad(table: string, key: Uint8Array): Uint8Array {
+  return aad(VALUE_LABEL, ItemFormat.single, table, key, 0);
 }
 
-/** Builds the DynamoDB item of `key`. */
-export function toItem(key: Uint8Array, item: ValueItem): Record<string, AttributeValue> {
+/** AAD of one chunk: the value AAD fields ‖ ver ‖ u32 index ‖ u32 count ‖ u64 size. */
+export function chunkAad(
+  table: string,
+  key: Uint8Array,
+  ver: Uint8Array,
+  index: number,
+  count: number,
+  size: number,
+): Uint8Array {
+  const out = aad(CHUNK_LABEL, ItemFormat.chunked, table, key, VERSION_BYTES + 4 + 4 + 8);
+  const view = new DataView(out.buffer);
+  let p = out.length - (VERSION_BYTES + 16);
+  out.set(ver, p);
+  p += VERSION_BYTES;
+  view.setUint32(p, index);
+  view.setUint32(p + 4, count);
+  view.setBigUint64(p + 8, BigInt(size));
+  return out;
+}
+
+/** A head item, parsed. */
+export type Head =
+  | { format: 1; wrappedKey: Uint8Array; iv: Uint8Array; ciphertext: Uint8Array }
+  | { format: 2; wrappedKey: Uint8Array; ver: Uint8Array; count: number; size: number };
+
+/** Builds the format-1 head item of `key`. */
+export function singleItem(
+  key: Uint8Array,
+  v: { wrappedKey: Uint8Array; iv: Uint8Array; ciphertext: Uint8Array },
+): Record<string, AttributeValue> {
   return {
     [Attr.pk]: { B: headPk(key) },
-    [Attr.fmt]: { N: String(ITEM_FORMAT_VERSION) },
-    [Attr.dk]: { B: item.wrappedKey },
-    [Attr.iv]: { B: item.iv },
-    [Attr.ct]: { B: item.ciphertext },
+    [Attr.fmt]: { N: String(ItemFormat.single) },
+    [Attr.dk]: { B: v.wrappedKey },
+    [Attr.iv]: { B: v.iv },
+    [Attr.ct]: { B: v.ciphertext },
   };
 }
 
-/** Parses a stored item; throws `KV_ERR_INTEGRITY` for any item this version did not write. */
-export function fromItem(item: Record<string, AttributeValue>): ValueItem {
+/** Builds the format-2 head item of `key`. */
+export function chunkedHeadItem(
+  key: Uint8Array,
+  v: { wrappedKey: Uint8Array; ver: Uint8Array; count: number; size: number; ts: number },
+): Record<string, AttributeValue> {
+  return {
+    [Attr.pk]: { B: headPk(key) },
+    [Attr.fmt]: { N: String(ItemFormat.chunked) },
+    [Attr.dk]: { B: v.wrappedKey },
+    [Attr.ver]: { B: v.ver },
+    [Attr.n]: { N: String(v.count) },
+    [Attr.sz]: { N: String(v.size) },
+    [Attr.ts]: { N: String(v.ts) },
+  };
+}
+
+/** Builds chunk item `index` of version `ver` of `key`. */
+export function chunkItem(
+  key: Uint8Array,
+  ver: Uint8Array,
+  index: number,
+  v: { iv: Uint8Array; ciphertext: Uint8Array; ts: number },
+): Record<string, AttributeValue> {
+  return {
+    [Attr.pk]: { B: chunkPk(ver, index) },
+    [Attr.k]: { B: key },
+    [Attr.ts]: { N: String(v.ts) },
+    [Attr.iv]: { B: v.iv },
+    [Attr.ct]: { B: v.ciphertext },
+  };
+}
+
+function integrity(message: string): KvError {
+  return new KvError(ErrorCode.Integrity, message);
+}
+
+function count(item: Record<string, AttributeValue>, name: string, max: number): number {
+  const raw = item[name]?.N;
+  const n = raw === undefined ? Number.NaN : Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0 || n > max) throw integrity(`stored item has a bad ${name}`);
+  return n;
+}
+
+/** Parses a head item; throws `KV_ERR_INTEGRITY` for anything this version did not write. */
+export function parseHead(item: Record<string, AttributeValue>): Head {
   const fmt = item[Attr.fmt]?.N;
-  if (fmt !== String(ITEM_FORMAT_VERSION)) {
-    throw new KvError(ErrorCode.Integrity, `stored item has unknown format ${JSON.stringify(fmt)}`);
-  }
   const wrappedKey = item[Attr.dk]?.B;
-  const iv = item[Attr.iv]?.B;
-  const ciphertext = item[Attr.ct]?.B;
-  if (!wrappedKey || !iv || !ciphertext) {
-    throw new KvError(ErrorCode.Integrity, "stored item lacks dk, iv or ct");
+  if (!wrappedKey) throw integrity("stored item lacks dk");
+  if (fmt === String(ItemFormat.single)) {
+    const iv = item[Attr.iv]?.B;
+    const ciphertext = item[Attr.ct]?.B;
+    if (!iv || !ciphertext) throw integrity("stored item lacks iv or ct");
+    return { format: 1, wrappedKey, iv, ciphertext };
   }
-  return { wrappedKey, iv, ciphertext };
+  if (fmt === String(ItemFormat.chunked)) {
+    const ver = item[Attr.ver]?.B;
+    if (ver?.length !== VERSION_BYTES) throw integrity("stored head has a bad ver");
+    const size = count(item, Attr.sz, Number.MAX_SAFE_INTEGER);
+    const n = count(item, Attr.n, 1 << 20);
+    if (n !== Math.max(1, Math.ceil(size / CHUNK_BYTES)))
+      throw integrity("stored head's chunk count does not match its size");
+    return { format: 2, wrappedKey, ver, count: n, size };
+  }
+  throw integrity(`stored item has unknown format ${JSON.stringify(fmt)}`);
 }
 
 /** Bytes DynamoDB counts for an item: attribute names plus values. */
@@ -101,6 +239,3 @@ export function itemSize(item: Record<string, AttributeValue>): number {
   }
   return size;
 }
-
-/** DynamoDB's item size limit. */
-export const MAX_ITEM_BYTES = 400 * 1024;
