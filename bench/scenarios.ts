@@ -148,6 +148,7 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
       let written = 2_000;
       for (const op of ["set", "get"] as const) {
         proxy.reset();
+        const cpuBefore = target.cpuMs();
         const kmsBefore = kms.calls("GenerateDataKey") + kms.calls("Decrypt");
         const r = await runLoad(
           {
@@ -164,6 +165,7 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
         );
         if (op === "set") written = Math.min(2_000, r.ops);
         const ddbCalls = proxy.snapshot().total;
+        const cpuMs = target.cpuMs() - cpuBefore;
         const kmsCalls = kms.calls("GenerateDataKey") + kms.calls("Decrypt") - kmsBefore;
         rows.push({
           config: name,
@@ -174,6 +176,7 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
           "p99 ms": round(r.p99Ms, 2),
           "DynamoDB req / 1k ops": r.ops ? round((ddbCalls / r.ops) * 1000, 1) : 0,
           "KMS calls / 1M ops": r.ops ? round((kmsCalls / r.ops) * 1e6, 0) : 0,
+          "server CPU µs / op": r.ops ? round((cpuMs * 1000) / r.ops) : 0,
           ops: r.ops,
           errors: r.errors,
         });

@@ -14,6 +14,8 @@ export interface Target extends AsyncDisposable {
   rss(): number;
   /** Peak resident set size of the server process so far, in bytes. */
   peakRss(): number;
+  /** CPU time (user + system) the server process has used, in ms. */
+  cpuMs(): number;
   stop(): Promise<void>;
 }
 
@@ -21,6 +23,13 @@ function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
   return kb * 1024;
+}
+
+/** utime + stime from /proc/PID/stat, in ms (clock ticks are 100 Hz on Linux). */
+function cpuMsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 async function waitForLine(proc: Subprocess<"ignore", "pipe", "pipe">, pattern: RegExp): Promise<RegExpExecArray> {
@@ -57,6 +66,7 @@ function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: nu
     pid: proc.pid,
     rss: () => statusBytes(proc.pid, "VmRSS"),
     peakRss: () => statusBytes(proc.pid, "VmHWM"),
+    cpuMs: () => cpuMsOf(proc.pid),
     stop,
     [Symbol.asyncDispose]: stop,
   };

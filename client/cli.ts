@@ -10,10 +10,14 @@ Commands:
   set KEY --file PATH  store the bytes of PATH (- reads stdin)
   get KEY              print the value to stdout; exit 1 if not found
   verify               run the end-to-end checks against a running server
+  ping                 health check: one get; exit 0 if the server answers it (ok or not found)
 
 Flags:
   --host ADDR   server address (default 127.0.0.1, env KV_HOST)
   --port N      server port (default 7070, env KV_PORT)`;
+
+/** The key `ping` reads; nothing needs to store it. */
+const PING_KEY = "__kvs_health__";
 
 async function readInput(path: string): Promise<Uint8Array> {
   if (path === "-") return new Uint8Array(await Bun.stdin.arrayBuffer());
@@ -97,6 +101,14 @@ async function main(argv: string[]): Promise<number> {
       const results = await verify(host, port);
       console.log(formatResults(results));
       return results.every((r) => r.ok) ? 0 : 1;
+    }
+    case "ping": {
+      if (args.length > 0) return usageError("ping takes no arguments");
+      await using client = await KvClient.connect({ host, port });
+      // A get exercises the whole path: socket, DynamoDB and, if the key exists, KMS.
+      await client.get(PING_KEY);
+      console.error("ok");
+      return 0;
     }
     default:
       return usageError(`unknown command ${JSON.stringify(command)}`);

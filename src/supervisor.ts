@@ -68,7 +68,9 @@ export async function startWorkers(config: Config, log: Logger): Promise<WorkerG
     kmsEndpoint: local.kmsEndpoint,
   };
   const env = { ...process.env, ...configEnv(childConfig), [SUPERVISED_ENV]: "1" };
-  const main = join(import.meta.dir, "main.ts");
+  // A `bun build --compile` binary runs itself; from source, bun runs main.ts.
+  const compiled = import.meta.path.startsWith("/$bunfs/");
+  const command = compiled ? [process.execPath] : [process.execPath, join(import.meta.dir, "main.ts")];
   const workers: Subprocess<"pipe", "pipe", "inherit">[] = [];
   let stopping = false;
   const stop = () => {
@@ -85,7 +87,7 @@ export async function startWorkers(config: Config, log: Logger): Promise<WorkerG
 
   const lines: Promise<string>[] = [];
   for (let i = 0; i < config.workers; i++) {
-    const w = Bun.spawn(["bun", main, "--reuse-port"], { env, stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+    const w = Bun.spawn([...command, "--reuse-port"], { env, stdin: "pipe", stdout: "pipe", stderr: "inherit" });
     workers.push(w);
     lines.push(firstLine(w.stdout));
     void w.exited.then((code) => {

@@ -1,0 +1,244 @@
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { RegoEngine, TemplateFile } from "@aws/cloudformation-validate";
+import { parse, type Tags } from "yaml";
+import { root } from "./support/process.js";
+
+// Runs the WASM validator and compiles binaries; this bound only turns a hang into a failure.
+setDefaultTimeout(60_000);
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+type Obj = { [k: string]: Json };
+
+/** CloudFormation's short-form tags, parsed into their long forms ({ Ref }, { "Fn::X" }). */
+const INTRINSICS = [
+  "Base64",
+  "Cidr",
+  "FindInMap",
+  "GetAZs",
+  "ImportValue",
+  "Join",
+  "Select",
+  "Split",
+  "Sub",
+  "Transform",
+];
+const LOGICAL = ["And", "Equals", "If", "Not", "Or"];
+const cfnTags: Tags = [
+  ...["scalar", "seq", "map"].flatMap((kind) => [
+    { tag: "!Ref", collection: kind === "scalar" ? undefined : kind, resolve: (v: unknown) => ({ Ref: toJs(v) }) },
+    {
+      tag: "!Condition",
+      collection: kind === "scalar" ? undefined : kind,
+      resolve: (v: unknown) => ({ Condition: toJs(v) }),
+    },
+    {
+      tag: "!GetAtt",
+      collection: kind === "scalar" ? undefined : kind,
+      resolve: (v: unknown) => {
+        const js = toJs(v);
+        return { "Fn::GetAtt": typeof js === "string" ? js.split(/\.(.*)/s).slice(0, 2) : js };
+      },
+    },
+    ...[...INTRINSICS, ...LOGICAL].map((name) => ({
+      tag: `!${name}`,
+      collection: kind === "scalar" ? undefined : kind,
+      resolve: (v: unknown) => ({ [`Fn::${name}`]: toJs(v) }),
+    })),
+  ]),
+] as Tags;
+
+function toJs(v: unknown): Json {
+  const node = v as { toJSON?: () => Json };
+  return typeof node?.toJSON === "function" ? node.toJSON() : (v as Json);
+}
+
+const templateText = readFileSync(join(root, "template.yaml"), "utf8");
+const template = parse(templateText, { customTags: cfnTags }) as Obj;
+const resources = template.Resources as { [id: string]: Obj };
+const parameters = template.Parameters as Obj;
+const conditions = template.Conditions as Obj;
+const PSEUDO = new Set([
+  "AWS::AccountId",
+  "AWS::NotificationARNs",
+  "AWS::NoValue",
+  "AWS::Partition",
+  "AWS::Region",
+  "AWS::StackId",
+  "AWS::StackName",
+  "AWS::URLSuffix",
+]);
+
+/** Every node of the tree, with its path. */
+function* walk(node: Json, path: string[] = []): Generator<[Json, string[]]> {
+  yield [node, path];
+  if (Array.isArray(node)) for (const [i, v] of node.entries()) yield* walk(v, [...path, String(i)]);
+  else if (node && typeof node === "object") for (const [k, v] of Object.entries(node)) yield* walk(v, [...path, k]);
+}
+
+function props(id: string): Obj {
+  return (resources[id]?.Properties ?? {}) as Obj;
+}
+
+describe("template.yaml", () => {
+  test("parses with CloudFormation's short-form tags", () => {
+    expect(template.AWSTemplateFormatVersion).toBe("2010-09-09");
+    expect(Object.keys(resources).length).toBeGreaterThan(20);
+    expect(props("Table").SSESpecification).toEqual({
+      SSEEnabled: true,
+      SSEType: "KMS",
+      KMSMasterKeyId: { "Fn::GetAtt": ["DataKey", "Arn"] },
+    });
+  });
+
+  test("passes AWS's offline validator against the current resource schemas with no error or warning", () => {
+    const engine = new RegoEngine();
+    try {
+      const report = engine.validateStandard(new TemplateFile(join(root, "template.yaml")));
+      const problems = report.diagnostics
+        .filter((d) => d.severity !== "INFO")
+        .map((d) => `${d.severity} ${d.ruleId} ${d.entity?.logicalId ?? ""} ${d.propertyPath ?? ""}: ${d.message}`);
+      expect(problems).toEqual([]);
+    } finally {
+      engine.free();
+    }
+  });
+
+  test("every Ref, GetAtt, Sub and Condition names something the template defines", () => {
+    const missing: string[] = [];
+    const known = (name: string) => name in parameters || name in resources || PSEUDO.has(name);
+    for (const [node, path] of walk(template)) {
+      if (!node || typeof node !== "object" || Array.isArray(node)) continue;
+      const where = path.join(".");
+      if (typeof node.Ref === "string" && !known(node.Ref)) missing.push(`${where}: Ref ${node.Ref}`);
+      const getAtt = node["Fn::GetAtt"];
+      if (Array.isArray(getAtt) && !(String(getAtt[0]) in resources)) missing.push(`${where}: GetAtt ${getAtt[0]}`);
+      const sub = node["Fn::Sub"];
+      const subText = typeof sub === "string" ? sub : Array.isArray(sub) ? String(sub[0]) : undefined;
+      for (const m of subText?.matchAll(/\$\{([^}!]+)\}/g) ?? []) {
+        const name = (m[1] as string).split(".")[0] as string;
+        if (!known(name)) missing.push(`${where}: Sub \${${m[1]}}`);
+      }
+      const ifCond = node["Fn::If"];
+      if (Array.isArray(ifCond) && !(String(ifCond[0]) in conditions)) missing.push(`${where}: If ${ifCond[0]}`);
+    }
+    for (const [id, res] of Object.entries(resources)) {
+      if (typeof res.Condition === "string" && !(res.Condition in conditions))
+        missing.push(`${id}: Condition ${res.Condition}`);
+      for (const dep of [res.DependsOn ?? []].flat())
+        if (!(String(dep) in resources)) missing.push(`${id}: DependsOn ${dep}`);
+    }
+    expect(missing).toEqual([]);
+  });
+
+  test("the table is encrypted with the template's own key, has point-in-time recovery, and matches the service's key schema", () => {
+    const table = props("Table");
+    expect(table.BillingMode).toBe("PAY_PER_REQUEST");
+    expect(table.KeySchema).toEqual([{ AttributeName: "pk", KeyType: "HASH" }]);
+    expect(table.AttributeDefinitions).toEqual([{ AttributeName: "pk", AttributeType: "B" }]);
+    expect(table.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
+    expect(table.DeletionProtectionEnabled).toEqual({ Ref: "DeletionProtection" });
+    expect(props("DataKey").EnableKeyRotation).toBe(true);
+  });
+
+  test("no IAM statement about DynamoDB or KMS has a wildcard action or resource", () => {
+    const offending: string[] = [];
+    for (const [id, res] of Object.entries(resources)) {
+      if (!String(res.Type).startsWith("AWS::IAM::")) continue;
+      for (const [node, path] of walk(res)) {
+        if (!node || typeof node !== "object" || Array.isArray(node) || !("Effect" in node)) continue;
+        const actions = [node.Action ?? []].flat().map(String);
+        if (!actions.some((a) => /^(dynamodb|kms):/.test(a) || a === "*")) continue;
+        if (actions.some((a) => a.includes("*"))) offending.push(`${id}.${path.join(".")}: action ${actions}`);
+        for (const r of [node.Resource ?? []].flat()) {
+          if (typeof r === "string" && r.includes("*")) offending.push(`${id}.${path.join(".")}: resource ${r}`);
+        }
+      }
+    }
+    expect(offending).toEqual([]);
+  });
+
+  test("the task role may make exactly the DynamoDB and KMS calls the server makes on AWS", () => {
+    // Table and key bootstrap (CreateTable, DescribeTable, CreateKey, ...) runs only against local endpoints.
+    const localOnly = new Set(["src/store/dynamo-table.ts", "src/crypto/kms-key.ts"]);
+    const used = new Set<string>();
+    const files = readdirSync(join(root, "src"), { recursive: true }) as string[];
+    for (const f of files) {
+      const rel = `src/${f}`;
+      if (!rel.endsWith(".ts") || rel.startsWith("src/local/") || rel.startsWith("src/gen/") || localOnly.has(rel))
+        continue;
+      const text = readFileSync(join(root, rel), "utf8");
+      for (const m of text.matchAll(/new (\w+)Command\(/g)) {
+        const service =
+          /@aws-sdk\/client-kms/.test(text) && !/@aws-sdk\/client-dynamodb/.test(text) ? "kms" : "dynamodb";
+        used.add(`${service}:${m[1]}`);
+      }
+    }
+    const granted = new Set<string>();
+    const policy = props("TaskPolicy").PolicyDocument as Obj;
+    for (const st of policy.Statement as Obj[]) for (const a of [st.Action ?? []].flat()) granted.add(String(a));
+    expect([...granted].sort()).toEqual([...used].sort());
+    expect(used.size).toBe(8);
+    // Every KMS grant is bound to the service's encryption context.
+    for (const st of policy.Statement as Obj[]) {
+      if ([st.Action].flat().some((a) => String(a).startsWith("kms:"))) {
+        const cond = (st.Condition as Obj).StringEquals as Obj;
+        expect(Object.keys(cond).sort()).toEqual(["kms:EncryptionContext:service", "kms:EncryptionContext:table"]);
+      }
+    }
+  });
+
+  test("the load balancer admits only the listener ports, and the tasks only the service port from it", () => {
+    const lbIngress = props("LoadBalancerSecurityGroup").SecurityGroupIngress as Json[];
+    const plain = lbIngress[0] as Obj;
+    expect(plain.FromPort).toEqual({ Ref: "ServicePort" });
+    expect(plain.ToPort).toEqual({ Ref: "ServicePort" });
+    const svcIngress = props("ServiceSecurityGroup").SecurityGroupIngress as Obj[];
+    expect(svcIngress).toHaveLength(1);
+    expect(svcIngress[0]?.SourceSecurityGroupId).toEqual({ Ref: "LoadBalancerSecurityGroup" });
+    expect(props("LoadBalancer").Type).toBe("network");
+  });
+});
+
+describe("image and binary", () => {
+  const dist = join(root, "dist");
+  afterAll(() => {});
+
+  test("bun run build produces executables that serve, answer a health check and stop on SIGTERM", async () => {
+    const build = Bun.spawnSync(["bun", "run", "build"], { cwd: root, stdout: "pipe", stderr: "pipe" });
+    expect(build.exitCode).toBe(0);
+    const server = Bun.spawn([join(dist, "kvs"), "--store", "memory", "--port", "0"], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    try {
+      const reader = server.stdout.getReader();
+      let line = "";
+      while (!line.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        line += new TextDecoder().decode(value);
+      }
+      const port = /:(\d+) /.exec(line)?.[1] as string;
+      const ping = Bun.spawnSync([join(dist, "kvs-client"), "ping", "--port", port]);
+      expect(ping.exitCode).toBe(0);
+      server.kill("SIGTERM");
+      expect(await server.exited).toBe(0);
+    } finally {
+      server.kill("SIGKILL");
+    }
+  });
+
+  test("the Dockerfile builds on the official Bun image and runs the binary unprivileged, health-checked, as PID 1", () => {
+    const dockerfile = readFileSync(join(root, "Dockerfile"), "utf8");
+    const from = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]);
+    expect(from.every((image) => image?.startsWith("oven/bun:"))).toBe(true);
+    expect(dockerfile).toMatch(/^RUN bun run build$/m);
+    expect(dockerfile).toMatch(/^USER bun$/m);
+    expect(dockerfile).toMatch(/^HEALTHCHECK .*\n?.*kvs-client", "ping"/m);
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["\/app\/kvs"\]$/m);
+    // The template's container health check uses the same command.
+    expect(templateText).toContain('Command: ["CMD", "/app/kvs-client", "ping"');
+  });
+});
