@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RegoEngine, TemplateFile } from "@aws/cloudformation-validate";
@@ -203,7 +203,6 @@ describe("template.yaml", () => {
 
 describe("image and binary", () => {
   const dist = join(root, "dist");
-  afterAll(() => {});
 
   test("bun run build produces executables that serve, answer a health check and stop on SIGTERM", async () => {
     const build = Bun.spawnSync(["bun", "run", "build"], { cwd: root, stdout: "pipe", stderr: "pipe" });

@@ -2,12 +2,12 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { DeleteTableCommand, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { KvClient } from "../client/kv-client.js";
-import { ErrorCode, KvError } from "../src/errors.js";
 import { Counter } from "../src/metrics.js";
 import { headPk } from "../src/store/item-format.js";
 import type { KvStore } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
+import { expectInternal } from "./support/wire.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
@@ -22,17 +22,6 @@ function dynamoConfig(table?: string) {
     kmsEndpoint: backends.kms.endpoint,
     ...(table ? { table } : {}),
   };
-}
-
-async function expectInternal(p: Promise<unknown>): Promise<void> {
-  let caught: unknown;
-  try {
-    await p;
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(KvError);
-  expect((caught as KvError).code).toBe(ErrorCode.ServerInternal);
 }
 
 describe("the server on DynamoDB Local and the local KMS endpoint", () => {

@@ -2,10 +2,10 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { type AttributeValue, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { KvClient } from "../client/kv-client.js";
-import { ErrorCode, KvError } from "../src/errors.js";
 import { Attr, CHUNK_BYTES, chunkPk, headPk, ItemKind } from "../src/store/item-format.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
+import { expectInternal } from "./support/wire.js";
 
 // Starts DynamoDB Local and moves tens of MiB through it; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(120_000);
@@ -54,17 +54,6 @@ async function head(table: string, key: string): Promise<Record<string, Attribut
   return (
     await backends.client.send(new GetItemCommand({ TableName: table, Key: { pk: { B: headPk(enc.encode(key)) } } }))
   ).Item;
-}
-
-async function expectInternal(p: Promise<unknown>): Promise<void> {
-  let caught: unknown;
-  try {
-    await p;
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(KvError);
-  expect((caught as KvError).code).toBe(ErrorCode.ServerInternal);
 }
 
 describe("values of any size up to the maximum", () => {

@@ -4,10 +4,10 @@ import {
   type DynamoDBClient,
   GetItemCommand,
 } from "@aws-sdk/client-dynamodb";
-import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { asKvError, ErrorCode } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
 import { Attr } from "./item-format.js";
-import { backoffDelay, DEFAULT_RETRY, isRetryable, type RetryPolicy } from "./retry.js";
+import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
 
 /** DynamoDB's BatchGetItem key limit. */
@@ -54,14 +54,14 @@ export class BatchReader {
   readonly #o: Required<BatchReaderOptions>;
   readonly #pending = new Map<string, Entry>();
   #inFlight = 0;
-  #scheduled = false;
-  #timer: Timer | undefined;
+  readonly #scheduler: FlushScheduler;
 
   constructor(options: BatchReaderOptions) {
     if (!Number.isInteger(options.maxKeys) || options.maxKeys < 1 || options.maxKeys > MAX_BATCH_GET_KEYS) {
       throw new RangeError(`maxKeys must be 1..${MAX_BATCH_GET_KEYS}, got ${options.maxKeys}`);
     }
     this.#o = { consistentRead: true, retry: DEFAULT_RETRY, ...options };
+    this.#scheduler = new FlushScheduler(options.windowMs, (partial) => this.#flush(partial));
   }
 
   /** The item whose partition key is `pk`. */
@@ -71,27 +71,8 @@ export class BatchReader {
     const existing = this.#pending.get(id);
     if (existing) existing.waiters.push({ resolve, reject });
     else this.#pending.set(id, { id, pk, waiters: [{ resolve, reject }] });
-    this.#schedule();
+    this.#scheduler.schedule(this.#pending.size, this.#o.maxKeys, this.#inFlight);
     return promise;
-  }
-
-  #schedule(): void {
-    if (this.#pending.size >= this.#o.maxKeys) {
-      this.#flush(false);
-    } else if (this.#inFlight === 0 || this.#o.windowMs === 0) {
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        queueMicrotask(() => {
-          this.#scheduled = false;
-          this.#flush(true);
-        });
-      }
-    } else {
-      this.#timer ??= setTimeout(() => {
-        this.#timer = undefined;
-        this.#flush(true);
-      }, this.#o.windowMs);
-    }
   }
 
   #flush(partial: boolean): void {
@@ -105,32 +86,22 @@ export class BatchReader {
       this.#inFlight++;
       void this.#read(batch).finally(() => {
         this.#inFlight--;
-        if (this.#pending.size > 0) this.#schedule();
+        if (this.#pending.size > 0) this.#scheduler.schedule(this.#pending.size, this.#o.maxKeys, this.#inFlight);
       });
     }
   }
 
-  async #read(batch: Entry[]): Promise<void> {
-    const started = Date.now();
-    let remaining = batch;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        remaining = await this.#attempt(remaining);
-      } catch (err) {
-        if (!isRetryable(err) || Date.now() - started > this.#o.retry.maxElapsedMs) {
-          const failure = asKvError(err, ErrorCode.Storage, "DynamoDB read failed");
-          for (const e of remaining) for (const w of e.waiters) w.reject(failure);
-          return;
-        }
-      }
-      if (remaining.length === 0) return;
-      if (Date.now() - started > this.#o.retry.maxElapsedMs) {
-        const failure = new KvError(ErrorCode.Storage, `DynamoDB left ${remaining.length} reads unprocessed`);
-        for (const e of remaining) for (const w of e.waiters) w.reject(failure);
-        return;
-      }
-      await Bun.sleep(backoffDelay(this.#o.retry, attempt));
-    }
+  #read(batch: Entry[]): Promise<void> {
+    return untilProcessed(
+      batch,
+      this.#o.retry,
+      (entries) => this.#attempt(entries),
+      (entries, err) => {
+        const failure = asKvError(err, ErrorCode.Storage, "DynamoDB read failed");
+        for (const e of entries) for (const w of e.waiters) w.reject(failure);
+      },
+      "reads",
+    );
   }
 
   async #attempt(batch: Entry[]): Promise<Entry[]> {

@@ -5,10 +5,10 @@ import {
   PutItemCommand,
   type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
-import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { asKvError, ErrorCode } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
 import { Attr, itemSize } from "./item-format.js";
-import { backoffDelay, DEFAULT_RETRY, isRetryable, type RetryPolicy } from "./retry.js";
+import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
 
 /** DynamoDB's BatchWriteItem limits. */
@@ -65,8 +65,7 @@ export class BatchWriter {
   /** Pending entries whose item is in flight, so cannot be sent yet. */
   #blocked = 0;
   #inFlight = 0;
-  #scheduled = false;
-  #timer: Timer | undefined;
+  readonly #scheduler: FlushScheduler;
   readonly #idle: (() => void)[] = [];
 
   constructor(options: BatchWriterOptions) {
@@ -74,6 +73,7 @@ export class BatchWriter {
       throw new RangeError(`maxItems must be 1..${MAX_BATCH_WRITE_ITEMS}, got ${options.maxItems}`);
     }
     this.#o = { retry: DEFAULT_RETRY, ...options };
+    this.#scheduler = new FlushScheduler(options.windowMs, (partial) => this.#flush(partial));
   }
 
   /** Writes waiting to be sent. */
@@ -109,27 +109,8 @@ export class BatchWriter {
       this.#pending.set(id, { id, request, bytes, waiters: [{ resolve, reject }] });
       if (this.#inFlightIds.has(id)) this.#blocked++;
     }
-    this.#schedule();
+    this.#scheduler.schedule(this.#readyCount(), this.#o.maxItems, this.#inFlight);
     return promise;
-  }
-
-  #schedule(): void {
-    if (this.#readyCount() >= this.#o.maxItems) {
-      this.#flush(false);
-    } else if (this.#inFlight === 0 || this.#o.windowMs === 0) {
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        queueMicrotask(() => {
-          this.#scheduled = false;
-          this.#flush(true);
-        });
-      }
-    } else {
-      this.#timer ??= setTimeout(() => {
-        this.#timer = undefined;
-        this.#flush(true);
-      }, this.#o.windowMs);
-    }
   }
 
   #readyCount(): number {
@@ -160,36 +141,23 @@ export class BatchWriter {
           this.#inFlightIds.delete(e.id);
           if (this.#pending.has(e.id)) this.#blocked--;
         }
-        if (this.#pending.size > 0) this.#schedule();
+        if (this.#pending.size > 0) this.#scheduler.schedule(this.#readyCount(), this.#o.maxItems, this.#inFlight);
         else if (this.#inFlight === 0) for (const fn of this.#idle.splice(0)) fn();
       });
     }
   }
 
-  async #send(batch: Entry[]): Promise<void> {
-    const started = Date.now();
-    let remaining = batch;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        remaining = await this.#attempt(remaining);
-      } catch (err) {
-        if (!isRetryable(err) || Date.now() - started > this.#o.retry.maxElapsedMs) {
-          const failure = asKvError(err, ErrorCode.Storage, "DynamoDB write failed");
-          for (const e of remaining) for (const w of e.waiters) w.reject(failure);
-          return;
-        }
-      }
-      if (remaining.length === 0) return;
-      if (Date.now() - started > this.#o.retry.maxElapsedMs) {
-        const failure = new KvError(
-          ErrorCode.Storage,
-          `DynamoDB left ${remaining.length} writes unprocessed for ${this.#o.retry.maxElapsedMs} ms`,
-        );
-        for (const e of remaining) for (const w of e.waiters) w.reject(failure);
-        return;
-      }
-      await Bun.sleep(backoffDelay(this.#o.retry, attempt));
-    }
+  #send(batch: Entry[]): Promise<void> {
+    return untilProcessed(
+      batch,
+      this.#o.retry,
+      (entries) => this.#attempt(entries),
+      (entries, err) => {
+        const failure = asKvError(err, ErrorCode.Storage, "DynamoDB write failed");
+        for (const e of entries) for (const w of e.waiters) w.reject(failure);
+      },
+      "writes",
+    );
   }
 
   /** One call; resolves the entries it wrote and returns those left unprocessed. */

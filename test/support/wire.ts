@@ -1,6 +1,6 @@
 import { expect } from "bun:test";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { type ErrorCode, KvError } from "../../src/errors.js";
+import { ErrorCode, KvError } from "../../src/errors.js";
 
 /** A field of a hand-built message: varint for numbers, length-delimited for bytes. */
 export type Field = [field: number, value: number | Uint8Array];
@@ -35,4 +35,16 @@ export function expectKvError(fn: () => unknown, code: ErrorCode): void {
   }
   expect(caught).toBeInstanceOf(KvError);
   expect((caught as KvError).code).toBe(code);
+}
+
+/** Asserts that `p` rejects because the server answered `internal`. */
+export async function expectInternal(p: Promise<unknown>): Promise<void> {
+  let caught: unknown;
+  try {
+    await p;
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(KvError);
+  expect((caught as KvError).code).toBe(ErrorCode.ServerInternal);
 }
