@@ -25,7 +25,7 @@ export type Row = Record<string, string | number>;
 
 const round = (n: number, d = 0) => Number(n.toFixed(d));
 
-function loadRow(target: string, op: string, conns: number, depth: number, r: LoadResult): Row {
+function loadRow(target: string, op: string, conns: number, depth: number, r: LoadResult, cpu: number): Row {
   return {
     target,
     op,
@@ -35,6 +35,7 @@ function loadRow(target: string, op: string, conns: number, depth: number, r: Lo
     "p50 ms": round(r.p50Ms, 3),
     "p99 ms": round(r.p99Ms, 3),
     "p999 ms": round(r.p999Ms, 3),
+    "server CPU %": round(cpu),
     errors: r.errors,
   };
 }
@@ -59,9 +60,14 @@ export async function frontEnd(s: BenchSettings): Promise<Row[]> {
           const pool = await connectMany(driver, target.port, conns);
           for (const op of ["set", "get"] as const) {
             const spec = { driver, port: target.port, connections: conns, depth, op, durationMs: s.durationMs };
+            const cpuBefore = target.cpuMs();
+            const started = performance.now();
             const r = await runLoad({ ...spec, keyspace: 10_000, valueBytes: 100 }, pool);
-            rows.push(loadRow(driver.name, op, conns, depth, r));
-            s.log(`front end: ${driver.name} ${op} ${conns}×${depth}: ${round(r.opsPerSec)} ops/s`);
+            const cpu = ((target.cpuMs() - cpuBefore) / (performance.now() - started)) * 100;
+            rows.push(loadRow(driver.name, op, conns, depth, r, cpu));
+            s.log(
+              `front end: ${driver.name} ${op} ${conns}×${depth}: ${round(r.opsPerSec)} ops/s, server CPU ${round(cpu)}%`,
+            );
           }
           await Promise.all(pool.map((c) => c.close().catch(() => {})));
         }

@@ -19,16 +19,20 @@ export type Counter = (typeof Counter)[keyof typeof Counter];
 
 /** Monotonic counters of backend calls and connection events. */
 export class Counters {
-  readonly #values = new Map<Counter, number>();
+  // A plain object with every counter present: increments on the hot path are property writes.
+  readonly #values: Record<Counter, number> = Object.fromEntries(Object.values(Counter).map((c) => [c, 0])) as Record<
+    Counter,
+    number
+  >;
 
   /** Adds `n` to `name`. */
   add(name: Counter, n = 1): void {
-    this.#values.set(name, (this.#values.get(name) ?? 0) + n);
+    this.#values[name] += n;
   }
 
   /** Current value of `name`. */
   get(name: Counter): number {
-    return this.#values.get(name) ?? 0;
+    return this.#values[name];
   }
 
   /** Sum of the KMS call counters. */
@@ -39,12 +43,12 @@ export class Counters {
   /** Sum of the DynamoDB request counters. */
   get dynamoCalls(): number {
     let total = 0;
-    for (const [name, n] of this.#values) if (name.startsWith("dynamodb.")) total += n;
+    for (const [name, n] of Object.entries(this.#values)) if (name.startsWith("dynamodb.")) total += n;
     return total;
   }
 
-  /** A plain copy of every counter. */
+  /** A copy of every counter that is not zero. */
   snapshot(): Record<string, number> {
-    return Object.fromEntries(this.#values);
+    return Object.fromEntries(Object.entries(this.#values).filter(([, n]) => n !== 0));
   }
 }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import fc from "fast-check";
 import { ErrorCode, KvError } from "../src/errors.js";
 import * as seed from "../src/gen/kv_pb.js";
@@ -14,6 +15,7 @@ import {
   GetError,
   SetError,
 } from "../src/protocol/codec.js";
+import { WireReader } from "../src/protocol/wire-reader.js";
 import { body, expectKvError, msg } from "./support/wire.js";
 
 function joined(parts: Uint8Array[]): Uint8Array {
@@ -173,5 +175,41 @@ describe("response encoding", () => {
     const okWithoutData = msg([1, 4], [5, msg([1, 1])]);
     expect(() => decodeResponse(okWithoutData)).toThrow(KvError);
     expect(() => decodeResponse(Uint8Array.of(0x08, 0x01))).toThrow(KvError);
+  });
+});
+
+describe("WireReader", () => {
+  test("reads int32 as protobuf does, including negative values sent as 10-byte varints", () => {
+    for (const v of [0, 1, 127, 128, 2 ** 31 - 1, -1, -(2 ** 31), -12345]) {
+      const bytes = new BinaryWriter().int32(v).finish();
+      expect(new WireReader(bytes).int32()).toBe(v);
+    }
+  });
+
+  test("skips unknown fields of every wire type, nested groups included", () => {
+    const w = new BinaryWriter();
+    w.tag(20, WireType.Varint).uint64(2n ** 63n);
+    w.tag(21, WireType.Bit64).fixed64(7n);
+    w.tag(22, WireType.Bit32).fixed32(7);
+    w.tag(23, WireType.StartGroup).tag(1, WireType.Varint).int32(5);
+    w.tag(24, WireType.StartGroup).tag(2, WireType.LengthDelimited).bytes(Uint8Array.of(1));
+    w.tag(24, WireType.EndGroup).tag(23, WireType.EndGroup);
+    w.tag(1, WireType.Varint)
+      .int32(3)
+      .tag(4, WireType.LengthDelimited)
+      .bytes(msg([1, Uint8Array.of(9)]));
+    expect(decodeRequest(w.finish())).toEqual({ kind: "get", key: Uint8Array.of(9) });
+  });
+
+  test("refuses truncated fields, mismatched or unterminated groups, and overlong varints", () => {
+    const bad = [
+      Uint8Array.of(0x08, 0x80),
+      Uint8Array.of(0x22, 0x05, 0x0a),
+      Uint8Array.of(0x09, 1, 2, 3),
+      Uint8Array.of(0x1b, 0x08, 0x01),
+      Uint8Array.of(0x1b, 0x24),
+      Uint8Array.of(0x08, ...new Array(10).fill(0xff), 0x01),
+    ];
+    for (const bytes of bad) expectKvError(() => decodeRequest(bytes), ErrorCode.BadEnvelope);
   });
 });

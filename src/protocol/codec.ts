@@ -1,6 +1,6 @@
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { ErrorCode, KvError } from "../errors.js";
 import { varintSize, writeVarint } from "../net/frame-decoder.js";
+import { Wire, WireReader } from "./wire-reader.js";
 
 /**
  * Hand-written codec for the hot path of proto/kv.proto. It reads and writes
@@ -70,36 +70,33 @@ function wireError(err: unknown): KvError {
  * Reads a `data` message. Repeated occurrences of a field keep the last one,
  * and repeated occurrences of an embedded message merge, as protobuf requires.
  */
-function readData(bytes: Uint8Array, into: DataFields): void {
-  const r = new BinaryReader(bytes);
-  while (r.pos < r.len) {
-    const [field, wire] = r.tag();
-    if (field === 1 && wire === WireType.LengthDelimited) into.key = r.bytes();
-    else if (field === 2 && wire === WireType.LengthDelimited) into.value = r.bytes();
-    else r.skip(wire, field);
+function readData(r: WireReader, into: DataFields): void {
+  while (r.more()) {
+    r.tag();
+    if (r.field === 1 && r.wire === Wire.bytes) into.key = r.bytes();
+    else if (r.field === 2 && r.wire === Wire.bytes) into.value = r.bytes();
+    else r.skip();
   }
 }
 
 /** Reads a message whose only known field is `1: bytes key` (get_request). */
-function readKeyOnly(bytes: Uint8Array, into: DataFields): void {
-  const r = new BinaryReader(bytes);
-  while (r.pos < r.len) {
-    const [field, wire] = r.tag();
-    if (field === 1 && wire === WireType.LengthDelimited) into.key = r.bytes();
-    else r.skip(wire, field);
+function readKeyOnly(r: WireReader, into: DataFields): void {
+  while (r.more()) {
+    r.tag();
+    if (r.field === 1 && r.wire === Wire.bytes) into.key = r.bytes();
+    else r.skip();
   }
 }
 
 /** Reads a set_request: `1: data req`. Returns whether `req` was present. */
-function readSetRequest(bytes: Uint8Array, into: DataFields): boolean {
-  const r = new BinaryReader(bytes);
+function readSetRequest(r: WireReader, into: DataFields): boolean {
   let present = false;
-  while (r.pos < r.len) {
-    const [field, wire] = r.tag();
-    if (field === 1 && wire === WireType.LengthDelimited) {
-      readData(r.bytes(), into);
+  while (r.more()) {
+    r.tag();
+    if (r.field === 1 && r.wire === Wire.bytes) {
+      readData(r.message(), into);
       present = true;
-    } else r.skip(wire, field);
+    } else r.skip();
   }
   return present;
 }
@@ -120,19 +117,19 @@ export function decodeRequest(frame: Uint8Array): Request {
   const data: DataFields = {};
   const getKey: DataFields = {};
   try {
-    const r = new BinaryReader(frame);
-    while (r.pos < r.len) {
-      const [field, wire] = r.tag();
-      if (field === 1 && wire === WireType.Varint) {
+    const r = new WireReader(frame);
+    while (r.more()) {
+      r.tag();
+      if (r.field === 1 && r.wire === Wire.varint) {
         type = r.int32();
-      } else if (field === 2 && wire === WireType.LengthDelimited) {
+      } else if (r.field === 2 && r.wire === Wire.bytes) {
         setReqSeen = true;
-        if (readSetRequest(r.bytes(), data)) setReqHasData = true;
-      } else if (field === 4 && wire === WireType.LengthDelimited) {
+        if (readSetRequest(r.message(), data)) setReqHasData = true;
+      } else if (r.field === 4 && r.wire === Wire.bytes) {
         getReqSeen = true;
-        readKeyOnly(r.bytes(), getKey);
+        readKeyOnly(r.message(), getKey);
       } else {
-        r.skip(wire, field);
+        r.skip();
       }
     }
   } catch (err) {
@@ -262,14 +259,13 @@ function protocolError(reason: string, cause?: unknown): KvError {
   return new KvError(ErrorCode.Protocol, `bad response: ${reason}`, { cause });
 }
 
-function readStatus(bytes: Uint8Array, data: DataFields | null): number | undefined {
-  const r = new BinaryReader(bytes);
+function readStatus(r: WireReader, data: DataFields | null): number | undefined {
   let error: number | undefined;
-  while (r.pos < r.len) {
-    const [field, wire] = r.tag();
-    if (field === 1 && wire === WireType.Varint) error = r.int32();
-    else if (data !== null && field === 2 && wire === WireType.LengthDelimited) readData(r.bytes(), data);
-    else r.skip(wire, field);
+  while (r.more()) {
+    r.tag();
+    if (r.field === 1 && r.wire === Wire.varint) error = r.int32();
+    else if (data !== null && r.field === 2 && r.wire === Wire.bytes) readData(r.message(), data);
+    else r.skip();
   }
   return error;
 }
@@ -285,16 +281,16 @@ export function decodeResponse(frame: Uint8Array): Response {
   const data: DataFields = {};
   let dataSeen = false;
   try {
-    const r = new BinaryReader(frame);
-    while (r.pos < r.len) {
-      const [field, wire] = r.tag();
-      if (field === 1 && wire === WireType.Varint) type = r.int32();
-      else if (field === 3 && wire === WireType.LengthDelimited) setError = readStatus(r.bytes(), null);
-      else if (field === 5 && wire === WireType.LengthDelimited) {
+    const r = new WireReader(frame);
+    while (r.more()) {
+      r.tag();
+      if (r.field === 1 && r.wire === Wire.varint) type = r.int32();
+      else if (r.field === 3 && r.wire === Wire.bytes) setError = readStatus(r.message(), null);
+      else if (r.field === 5 && r.wire === Wire.bytes) {
         const before = data.key !== undefined || data.value !== undefined;
-        getError = readStatus(r.bytes(), data) ?? getError;
+        getError = readStatus(r.message(), data) ?? getError;
         dataSeen = before || data.key !== undefined || data.value !== undefined;
-      } else r.skip(wire, field);
+      } else r.skip();
     }
   } catch (err) {
     throw protocolError("malformed envelope", err);
