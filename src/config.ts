@@ -13,6 +13,8 @@ export interface Config {
   store: StoreKind;
   /** DynamoDB table; with `kmsKeyId` set and no endpoints, selects AWS mode. */
   table: string | undefined;
+  /** Table name bound into AADs and the KMS encryption context; defaults to `table`. */
+  encryptionTable: string | undefined;
   kmsKeyId: string | undefined;
   region: string | undefined;
   dynamodbEndpoint: string | undefined;
@@ -68,6 +70,12 @@ const FLAGS = {
     help: "backend; memory is not durable (tests, benchmarks)",
   },
   table: { env: "KV_TABLE", type: "string", placeholder: "NAME", help: "DynamoDB table (local default: kvs)" },
+  "encryption-table": {
+    env: "KV_ENCRYPTION_TABLE",
+    type: "string",
+    placeholder: "NAME",
+    help: "table name the encryption is bound to (default: --table); the original name when serving a restored table",
+  },
   "kms-key-id": {
     env: "KV_KMS_KEY_ID",
     type: "string",
@@ -274,6 +282,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     port: int("port", get("port") as string, 0, 65535),
     store,
     table: get("table") || undefined,
+    encryptionTable: get("encryption-table") || undefined,
     kmsKeyId: get("kms-key-id") || undefined,
     region: get("region") || undefined,
     dynamodbEndpoint: url("dynamodb-endpoint", get("dynamodb-endpoint")),

@@ -152,7 +152,9 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       }
       const keyRef = localKms ? await ensureKey(kms, keyId, true) : keyId;
 
-      const keys = new DataKeyCache(new KmsKeyring(kms, keyRef, table, counters), {
+      // Restored tables keep serving data encrypted under their original name.
+      const encryptionScope = config.encryptionTable ?? table;
+      const keys = new DataKeyCache(new KmsKeyring(kms, keyRef, encryptionScope, counters), {
         maxAgeMs: config.dataKeyMaxAgeMs,
         ...overrides.keyCache,
       });
@@ -161,6 +163,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       const dynamo = new DynamoStore({
         client: ddbClient,
         table,
+        encryptionScope,
         keys,
         counters,
         log,

@@ -30,6 +30,7 @@ export function configEnv(config: Config): Record<string, string> {
   };
   const optional: [string, string | undefined][] = [
     ["KV_TABLE", config.table],
+    ["KV_ENCRYPTION_TABLE", config.encryptionTable],
     ["KV_KMS_KEY_ID", config.kmsKeyId],
     ["AWS_REGION", config.region],
     ["KV_DYNAMODB_ENDPOINT", config.dynamodbEndpoint],

@@ -228,6 +228,32 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     await expectInternal(c.get("k"));
   });
 
+  test("a restored copy of a table is readable with --encryption-table naming the original, and only then", async () => {
+    const original = `orig-${randomBytes(4).toString("hex")}`;
+    const restored = `restored-${randomBytes(4).toString("hex")}`;
+    const big = new Uint8Array(randomBytes(900 * 1024));
+    {
+      await using server = await startTestServer(dynamoConfig(original));
+      await using c = await KvClient.connect({ port: server.port });
+      await c.set("small", "kept across the restore");
+      await c.set("big", big);
+    }
+    // A point-in-time restore creates a new table with the same items; copy them to simulate one.
+    await using copy = await startTestServer(dynamoConfig(restored));
+    const items = (await backends.client.send(new ScanCommand({ TableName: original }))).Items ?? [];
+    for (const item of items) await backends.client.send(new PutItemCommand({ TableName: restored, Item: item }));
+
+    await using c1 = await KvClient.connect({ port: copy.port });
+    await expectInternal(c1.get("small"));
+
+    await using served = await startTestServer({ ...dynamoConfig(restored), encryptionTable: original });
+    await using c2 = await KvClient.connect({ port: served.port });
+    expect(await c2.getString("small")).toBe("kept across the restore");
+    expect(await c2.get("big")).toEqual(big);
+    await c2.set("after", "written to the restored table");
+    expect(await c2.getString("after")).toBe("written to the restored table");
+  });
+
   test("a server whose KMS key does not exist fails to start with a clear reason", async () => {
     let caught: unknown;
     try {

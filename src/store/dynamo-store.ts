@@ -48,6 +48,11 @@ export interface StoreFaults {
 export interface DynamoStoreOptions extends BatchSettings {
   client: DynamoDBClient;
   table: string;
+  /**
+   * The table name bound into every AAD: the table's own name, except when
+   * serving a restored copy of a table, whose items name the original.
+   */
+  encryptionScope: string;
   keys: DataKeyCache;
   counters: Counters;
   log: Logger;
@@ -132,7 +137,7 @@ export class DynamoStore implements KvStore {
         const head = parseHead(item);
         const dataKey = await this.#o.keys.decryptionKey(head.wrappedKey);
         if (head.format === ItemFormat.single) {
-          return open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, valueAad(this.#o.table, key));
+          return open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, valueAad(this.#o.encryptionScope, key));
         }
         const value = await this.#readChunks(key, head, dataKey);
         if (value !== MISSING) return value;
@@ -152,7 +157,7 @@ export class DynamoStore implements KvStore {
     return this.#admission.run(async () => {
       if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
         const dataKey = await this.#o.keys.encryptionKey(1, value.length);
-        const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.table, key));
+        const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key));
         const item = singleItem(key, { wrappedKey: dataKey.wrapped, iv: sealed.iv, ciphertext: sealed.ciphertext });
         if (itemSize(item) <= MAX_ITEM_BYTES) {
           await this.#writer.put(item);
@@ -182,7 +187,7 @@ export class DynamoStore implements KvStore {
   }
 
   async #setChunked(key: Uint8Array, value: Uint8Array): Promise<void> {
-    const { table, keys, counters, client, log } = this.#o;
+    const { table, encryptionScope, keys, counters, client, log } = this.#o;
     const size = value.length;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
     const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -193,7 +198,7 @@ export class DynamoStore implements KvStore {
       const puts: Promise<void>[] = [];
       for (let i = first; i < Math.min(count, first + CHUNK_WINDOW); i++) {
         const plain = value.subarray(i * CHUNK_BYTES, Math.min(size, (i + 1) * CHUNK_BYTES));
-        const sealed = seal(dataKey.plaintext, plain, chunkAad(table, key, ver, i, count, size));
+        const sealed = seal(dataKey.plaintext, plain, chunkAad(encryptionScope, key, ver, i, count, size));
         puts.push(this.#writer.put(chunkItem(key, ver, i, { ...sealed, ts: started })));
       }
       await Promise.all(puts);
@@ -250,7 +255,7 @@ export class DynamoStore implements KvStore {
     head: Extract<Head, { format: 2 }>,
     dataKey: Uint8Array,
   ): Promise<Uint8Array | typeof MISSING> {
-    const { table } = this.#o;
+    const { encryptionScope } = this.#o;
     const out = new Uint8Array(head.size);
     for (let first = 0; first < head.count; first += CHUNK_WINDOW) {
       const last = Math.min(head.count, first + CHUNK_WINDOW);
@@ -263,7 +268,11 @@ export class DynamoStore implements KvStore {
         const iv = item[Attr.iv]?.B;
         const ciphertext = item[Attr.ct]?.B;
         if (!iv || !ciphertext) throw new KvError(ErrorCode.Integrity, `chunk ${i} lacks iv or ct`);
-        const plain = open(dataKey, { iv, ciphertext }, chunkAad(table, key, head.ver, i, head.count, head.size));
+        const plain = open(
+          dataKey,
+          { iv, ciphertext },
+          chunkAad(encryptionScope, key, head.ver, i, head.count, head.size),
+        );
         const expected = Math.min(CHUNK_BYTES, head.size - i * CHUNK_BYTES);
         if (plain.length !== expected) throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
         out.set(plain, i * CHUNK_BYTES);

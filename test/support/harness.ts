@@ -12,6 +12,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     port: 0,
     store: "memory",
     table: `test-${randomBytes(6).toString("hex")}`,
+    encryptionTable: undefined,
     kmsKeyId: "alias/kvs-test",
     region: "us-east-1",
     dynamodbEndpoint: undefined,
