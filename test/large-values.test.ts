@@ -5,6 +5,7 @@ import { KvClient } from "../client/kv-client.js";
 import { Attr, CHUNK_BYTES, chunkPk, headPk, ItemKind } from "../src/store/item-format.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
+import { spawnServer } from "./support/process.js";
 import { expectInternal } from "./support/wire.js";
 
 // Starts DynamoDB Local and moves tens of MiB through it; tests wait on events, and this bound only turns a hang into a failure.
@@ -22,6 +23,24 @@ function config(table: string, extra: Record<string, unknown> = {}) {
     table,
     ...extra,
   };
+}
+
+/** Flags for a `bun run server` child on the shared backends. */
+function childArgs(table: string): string[] {
+  return [
+    "--port",
+    "0",
+    "--table",
+    table,
+    "--kms-key-id",
+    "alias/kvs-test",
+    "--dynamodb-endpoint",
+    backends.ddb.endpoint,
+    "--kms-endpoint",
+    backends.kms.endpoint,
+    "--log-level",
+    "error",
+  ];
 }
 
 function freshTable(): string {
@@ -131,9 +150,11 @@ describe("values of any size up to the maximum", () => {
 });
 
 describe("atomic replace", () => {
-  test("concurrent overwrites and reads of one large key, through two servers, never see a torn value", async () => {
+  test("concurrent overwrites and reads of one large key, through two server processes, never see a torn value", async () => {
     const table = freshTable();
-    await using writerServer = await startTestServer(config(table));
+    // Writers go through a separate OS process, readers through this one: reads cannot be served from
+    // the writing process's pending writes, so every read goes to DynamoDB.
+    await using writerServer = await spawnServer(childArgs(table));
     await using readerServer = await startTestServer(config(table));
     const values = [patterned(1 * MiB + 5, 1), patterned(1 * MiB + 5, 2), patterned(1 * MiB + 5, 3)];
     await using setup = await KvClient.connect({ port: writerServer.port });
@@ -163,7 +184,8 @@ describe("atomic replace", () => {
   test("two server processes writing the same large key leave exactly one whole value and no stray chunks", async () => {
     const table = freshTable();
     await using a = await startTestServer(config(table));
-    await using b = await startTestServer(config(table));
+    // The second server is a separate OS process on the same table, key and endpoints.
+    await using b = await spawnServer(childArgs(table));
     await using ca = await KvClient.connect({ port: a.port });
     await using cb = await KvClient.connect({ port: b.port });
     const va = patterned(900 * 1024, 7);
