@@ -12,11 +12,18 @@ import { Semaphore } from "../src/store/semaphore.js";
  */
 class ScriptedClient {
   readonly calls: { name: string; input: Record<string, unknown> }[] = [];
+  readonly #waiting: { n: number; resolve: () => void }[] = [];
   constructor(readonly reply: (name: string, input: Record<string, unknown>, n: number) => unknown) {}
   async send(command: { constructor: { name: string }; input: Record<string, unknown> }): Promise<unknown> {
     const name = command.constructor.name.replace(/Command$/, "");
     this.calls.push({ name, input: command.input });
+    for (const w of this.#waiting.filter((w) => w.n <= this.calls.length)) w.resolve();
     return this.reply(name, command.input, this.calls.length);
+  }
+  /** Resolves once `n` calls have been made. */
+  called(n: number): Promise<void> {
+    if (this.calls.length >= n) return Promise.resolve();
+    return new Promise((resolve) => this.#waiting.push({ n, resolve }));
   }
 }
 
@@ -100,15 +107,15 @@ describe("BatchWriter", () => {
     const client = new ScriptedClient(() => new Promise((resolve) => gates.push(() => resolve({}))));
     const w = writer(client);
     const first = w.put({ ...pk("k"), v: { B: enc.encode("1") } });
-    await Promise.resolve();
-    await Promise.resolve();
-    expect(client.calls.length).toBe(1);
+    await client.called(1);
     const second = w.put({ ...pk("k"), v: { B: enc.encode("2") } });
-    await Bun.sleep(0);
+    // Let the writer's window (1 ms) pass: the second write must still not be sent while the first flies.
+    await new Promise<void>((resolve) => setTimeout(resolve, 5));
     expect(client.calls.length).toBe(1);
     gates[0]?.();
     await first;
-    while (client.calls.length < 2) await Bun.sleep(0);
+    await client.called(2);
+    expect(new TextDecoder().decode(requests(client.calls[1]?.input ?? {})[0]?.PutRequest?.Item.v?.B)).toBe("2");
     gates[1]?.();
     await second;
   });
