@@ -1,4 +1,5 @@
 import { LRUCache } from "lru-cache";
+import { byteString } from "../bytes.js";
 
 /** A data key: the plaintext for AES, and the KMS-wrapped form stored beside the data. */
 export interface DataKey {
@@ -109,7 +110,7 @@ export class DataKeyCache {
   /** The plaintext of `wrapped`, from cache or one shared KMS call. */
   async decryptionKey(wrapped: Uint8Array): Promise<Uint8Array> {
     if (this.#limits.maxAgeMs === 0) return this.#provider.unwrap(wrapped);
-    const plaintext = await this.#decrypt.fetch(idOf(wrapped), { context: wrapped });
+    const plaintext = await this.#decrypt.fetch(byteString(wrapped), { context: wrapped });
     if (plaintext === undefined) throw new Error("unreachable: fetchMethod never resolves undefined");
     return plaintext;
   }
@@ -130,15 +131,11 @@ export class DataKeyCache {
     try {
       const key = await this.#provider.generate();
       const active: ActiveKey = { key, createdAt: this.#now(), messages: 0, bytes: 0 };
-      if (this.#limits.maxAgeMs > 0) this.#decrypt.set(idOf(key.wrapped), key.plaintext);
+      if (this.#limits.maxAgeMs > 0) this.#decrypt.set(byteString(key.wrapped), key.plaintext);
       this.#active = active;
       return active;
     } finally {
       this.#generating = null;
     }
   }
-}
-
-function idOf(wrapped: Uint8Array): string {
-  return Buffer.from(wrapped.buffer, wrapped.byteOffset, wrapped.byteLength).toString("base64");
 }

@@ -4,6 +4,7 @@ import {
   type DynamoDBClient,
   GetItemCommand,
 } from "@aws-sdk/client-dynamodb";
+import { byteString } from "../bytes.js";
 import { asKvError, ErrorCode } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
 import { Attr } from "./item-format.js";
@@ -37,10 +38,6 @@ interface Entry {
   waiters: { resolve: (item: Item) => void; reject: (err: unknown) => void }[];
 }
 
-function idOf(pk: Uint8Array): string {
-  return Buffer.from(pk.buffer, pk.byteOffset, pk.byteLength).toString("latin1");
-}
-
 /**
  * Coalesces concurrent reads into consistent BatchGetItem calls.
  *
@@ -66,7 +63,7 @@ export class BatchReader {
 
   /** The item whose partition key is `pk`. */
   get(pk: Uint8Array): Promise<Item> {
-    const id = idOf(pk);
+    const id = byteString(pk);
     const { promise, resolve, reject } = Promise.withResolvers<Item>();
     const existing = this.#pending.get(id);
     if (existing) existing.waiters.push({ resolve, reject });
@@ -130,10 +127,10 @@ export class BatchReader {
     const found = new Map<string, Record<string, AttributeValue>>();
     for (const item of out.Responses?.[table] ?? []) {
       const pk = item[Attr.pk]?.B;
-      if (pk) found.set(idOf(pk), item);
+      if (pk) found.set(byteString(pk), item);
     }
     const unprocessed = new Set(
-      (out.UnprocessedKeys?.[table]?.Keys ?? []).map((k) => idOf(k[Attr.pk]?.B ?? new Uint8Array())),
+      (out.UnprocessedKeys?.[table]?.Keys ?? []).map((k) => byteString(k[Attr.pk]?.B ?? new Uint8Array())),
     );
     const left: Entry[] = [];
     for (const e of batch) {

@@ -5,6 +5,7 @@ import {
   PutItemCommand,
   type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
+import { byteString } from "../bytes.js";
 import { asKvError, ErrorCode } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
 import { Attr, itemSize } from "./item-format.js";
@@ -39,7 +40,7 @@ interface Entry {
 function pkId(request: WriteRequest): string {
   const pk = request.PutRequest?.Item?.[Attr.pk]?.B ?? request.DeleteRequest?.Key?.[Attr.pk]?.B;
   if (pk === undefined) throw new Error("write request without a binary pk");
-  return Buffer.from(pk.buffer, pk.byteOffset, pk.byteLength).toString("latin1");
+  return byteString(pk);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { type AttributeValue, type DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
+import { sameBytes } from "../bytes.js";
 import { open, seal } from "../crypto/envelope.js";
 import type { DataKeyCache } from "../crypto/key-cache.js";
 import { asKvError, ErrorCode, KvError } from "../errors.js";
@@ -289,8 +290,4 @@ function safeHead(item: Record<string, AttributeValue>): Head | undefined {
   } catch {
     return undefined;
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }

@@ -15,8 +15,3 @@ export interface KvStore {
 
 /** Hard limit on key length: DynamoDB allows 2,048 bytes of partition key, and items need room for a prefix. */
 export const MAX_KEY_BYTES = 1024;
-
-/** A string usable as a Map key for `bytes`, one char per byte. */
-export function keyString(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
-}

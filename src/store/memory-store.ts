@@ -1,4 +1,5 @@
-import { type KvStore, keyString } from "./kv-store.js";
+import { byteString } from "../bytes.js";
+import type { KvStore } from "./kv-store.js";
 
 /**
  * A process-local store for tests and benchmarks. Not durable and not shared
@@ -13,12 +14,12 @@ export class MemoryStore implements KvStore {
   }
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return Promise.resolve(this.#map.get(keyString(key)));
+    return Promise.resolve(this.#map.get(byteString(key)));
   }
 
   set(key: Uint8Array, value: Uint8Array): Promise<void> {
     // new Uint8Array(view) copies; Buffer#slice would not.
-    this.#map.set(keyString(key), new Uint8Array(value));
+    this.#map.set(byteString(key), new Uint8Array(value));
     return Promise.resolve();
   }
 

@@ -1,4 +1,5 @@
-import { type KvStore, keyString } from "./kv-store.js";
+import { byteString } from "../bytes.js";
+import type { KvStore } from "./kv-store.js";
 
 interface Pending {
   value: Uint8Array;
@@ -47,7 +48,7 @@ export class OrderedStore implements KvStore {
   }
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    const state = this.#keys.get(keyString(key));
+    const state = this.#keys.get(byteString(key));
     if (state !== undefined) {
       // Capture now: later sets may replace the queued value before it lands.
       const value = state.next ? state.next.value : state.runningValue;
@@ -63,7 +64,7 @@ export class OrderedStore implements KvStore {
   }
 
   set(key: Uint8Array, value: Uint8Array): Promise<void> {
-    const id = keyString(key);
+    const id = byteString(key);
     const state = this.#keys.get(id);
     if (state === undefined) {
       const fresh: KeyState = { running: Promise.resolve(), runningValue: value, next: null };

@@ -1,4 +1,5 @@
 import { type AttributeValue, type DynamoDBClient, ScanCommand } from "@aws-sdk/client-dynamodb";
+import { byteString } from "../bytes.js";
 import { Counter, type Counters } from "../metrics.js";
 import type { BatchReader } from "./batch-reader.js";
 import type { BatchWriter } from "./batch-writer.js";
@@ -23,10 +24,6 @@ export interface SweepOptions {
   writer: BatchWriter;
   /** Chunks written more recently than this are left alone: their set may still commit. */
   olderThanMs: number;
-}
-
-function hex(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.length).toString("hex");
 }
 
 /**
@@ -70,14 +67,14 @@ export async function sweepOrphans(o: SweepOptions): Promise<SweepResult> {
       const key = item[Attr.k]?.B;
       const ts = Number(item[Attr.ts]?.N ?? Number.NaN);
       if (!pk || !key || !(ts < cutoff)) continue;
-      const keyId = hex(key);
+      const keyId = byteString(key);
       if (!live.has(keyId)) {
         const headItem = await o.reader.get(headPk(key));
         let ver: string | null = "";
         if (headItem !== undefined) {
           try {
             const head = parseHead(headItem);
-            ver = head.format === ItemFormat.chunked ? hex(head.ver) : "";
+            ver = head.format === ItemFormat.chunked ? byteString(head.ver) : "";
           } catch {
             ver = null;
           }
@@ -85,7 +82,7 @@ export async function sweepOrphans(o: SweepOptions): Promise<SweepResult> {
         live.set(keyId, ver);
       }
       const liveVer = live.get(keyId);
-      if (liveVer === null || liveVer === hex(versionOfChunkPk(pk))) continue;
+      if (liveVer === null || liveVer === byteString(versionOfChunkPk(pk))) continue;
       deleted++;
       deletes.push(o.writer.delete({ [Attr.pk]: { B: pk } }));
     }
