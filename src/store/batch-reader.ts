@@ -5,7 +5,6 @@ import {
   GetItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { byteString } from "../bytes.js";
-import { asKvError, ErrorCode } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
 import { Attr } from "./item-format.js";
 import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
@@ -81,24 +80,11 @@ export class BatchReader {
       }
       for (const e of batch) this.#pending.delete(e.id);
       this.#inFlight++;
-      void this.#read(batch).finally(() => {
+      void untilProcessed(batch, this.#o.retry, (entries) => this.#attempt(entries), "read").finally(() => {
         this.#inFlight--;
         if (this.#pending.size > 0) this.#scheduler.schedule(this.#pending.size, this.#o.maxKeys, this.#inFlight);
       });
     }
-  }
-
-  #read(batch: Entry[]): Promise<void> {
-    return untilProcessed(
-      batch,
-      this.#o.retry,
-      (entries) => this.#attempt(entries),
-      (entries, err) => {
-        const failure = asKvError(err, ErrorCode.Storage, "DynamoDB read failed");
-        for (const e of entries) for (const w of e.waiters) w.reject(failure);
-      },
-      "reads",
-    );
   }
 
   async #attempt(batch: Entry[]): Promise<Entry[]> {

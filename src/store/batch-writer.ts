@@ -6,7 +6,6 @@ import {
   type WriteRequest,
 } from "@aws-sdk/client-dynamodb";
 import { byteString } from "../bytes.js";
-import { asKvError, ErrorCode } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
 import { Attr, itemSize } from "./item-format.js";
 import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
@@ -136,7 +135,7 @@ export class BatchWriter {
         this.#inFlightIds.add(e.id);
       }
       this.#inFlight++;
-      void this.#send(batch).finally(() => {
+      void untilProcessed(batch, this.#o.retry, (entries) => this.#attempt(entries), "write").finally(() => {
         this.#inFlight--;
         for (const e of batch) {
           this.#inFlightIds.delete(e.id);
@@ -146,19 +145,6 @@ export class BatchWriter {
         else if (this.#inFlight === 0) for (const fn of this.#idle.splice(0)) fn();
       });
     }
-  }
-
-  #send(batch: Entry[]): Promise<void> {
-    return untilProcessed(
-      batch,
-      this.#o.retry,
-      (entries) => this.#attempt(entries),
-      (entries, err) => {
-        const failure = asKvError(err, ErrorCode.Storage, "DynamoDB write failed");
-        for (const e of entries) for (const w of e.waiters) w.reject(failure);
-      },
-      "writes",
-    );
   }
 
   /** One call; resolves the entries it wrote and returns those left unprocessed. */

@@ -1,3 +1,5 @@
+import { asKvError, ErrorCode, KvError } from "../errors.js";
+
 /** Backoff settings for retrying throttled or unprocessed DynamoDB work. */
 export interface RetryPolicy {
   /** First delay, in ms. */
@@ -36,33 +38,44 @@ export function isRetryable(err: unknown): boolean {
   return meta.code === "ECONNRESET" || meta.code === "ECONNREFUSED" || meta.code === "EPIPE";
 }
 
+/** A queued request: every caller waiting on it is rejected together if it fails. */
+export interface BatchEntry {
+  readonly waiters: readonly { reject(err: unknown): void }[];
+}
+
 /**
- * Runs `attempt` on `items` until it leaves none unprocessed, sleeping with
- * full-jitter backoff between tries. `attempt` settles the items it finished
- * and returns the rest. Items still unfinished when `policy.maxElapsedMs` is
- * up, or when a call fails with an error not worth repeating, go to `fail`.
+ * Runs `attempt` on `entries` until it leaves none unprocessed, sleeping with
+ * full-jitter backoff between tries. `attempt` settles the entries it finished
+ * and returns the rest. Entries still unfinished when `policy.maxElapsedMs` is
+ * up, or when a call fails with an error not worth repeating, are rejected
+ * with `KV_ERR_STORAGE`.
  */
-export async function untilProcessed<T>(
-  items: T[],
+export async function untilProcessed<T extends BatchEntry>(
+  entries: T[],
   policy: RetryPolicy,
-  attempt: (items: T[]) => Promise<T[]>,
-  fail: (items: T[], err: unknown) => void,
-  what: string,
+  attempt: (entries: T[]) => Promise<T[]>,
+  what: "read" | "write",
 ): Promise<void> {
   const started = Date.now();
-  let remaining = items;
+  let remaining = entries;
   for (let n = 0; ; n++) {
+    let failure: KvError | undefined;
     try {
       remaining = await attempt(remaining);
     } catch (err) {
       if (!isRetryable(err) || Date.now() - started > policy.maxElapsedMs) {
-        fail(remaining, err);
-        return;
+        failure = asKvError(err, ErrorCode.Storage, `DynamoDB ${what} failed`);
       }
     }
-    if (remaining.length === 0) return;
-    if (Date.now() - started > policy.maxElapsedMs) {
-      fail(remaining, new Error(`DynamoDB left ${remaining.length} ${what} unprocessed for ${policy.maxElapsedMs} ms`));
+    if (failure === undefined && remaining.length === 0) return;
+    if (failure === undefined && Date.now() - started > policy.maxElapsedMs) {
+      failure = new KvError(
+        ErrorCode.Storage,
+        `DynamoDB left ${remaining.length} ${what}s unprocessed for ${policy.maxElapsedMs} ms`,
+      );
+    }
+    if (failure !== undefined) {
+      for (const e of remaining) for (const w of e.waiters) w.reject(failure);
       return;
     }
     await Bun.sleep(backoffDelay(policy, n));
