@@ -1,13 +1,48 @@
-import { helpText, parseConfig } from "./config.js";
+import { type Config, helpText, parseConfig } from "./config.js";
 import { isKvError } from "./errors.js";
 import { createLogger, type Logger } from "./log.js";
 import { startServer } from "./server.js";
 import { SUPERVISED_ENV, startWorkers } from "./supervisor.js";
 
-type Stoppable = { stop(): Promise<void> | void; count(): number };
+/** A started server or worker group, as `main` drives it. */
+interface Running {
+  /** The startup line. */
+  line: string;
+  /** Starts the graceful stop. */
+  stop(): void;
+  /** Open connections (workers: the worker count), for the stop log line. */
+  count(): number;
+  /** Settles with the exit code once everything has stopped. */
+  exited: Promise<number>;
+}
+
+async function start(config: Config, argv: readonly string[], log: Logger): Promise<Running> {
+  if (config.workers > 1) {
+    const group = await startWorkers(config, argv, log);
+    return {
+      line: `kvs listening on ${config.host}:${group.port} workers=${config.workers} ${group.description}`,
+      stop: () => group.stop(),
+      count: () => config.workers,
+      exited: group.exited,
+    };
+  }
+  const server = await startServer(config, log);
+  const exited = Promise.withResolvers<number>();
+  return {
+    line: `kvs listening on ${server.host}:${server.port} ${server.description}`,
+    stop: () => {
+      void server.stop().then(
+        () => exited.resolve(0),
+        () => exited.resolve(0),
+      );
+    },
+    count: () => server.connectionCount,
+    exited: exited.promise,
+  };
+}
 
 /** Stops `target` gracefully on the first SIGINT/SIGTERM (or stdin EOF when supervised); exits at once on the second. */
-function onStopRequest(log: Logger, target: Stoppable, done: Promise<unknown>): void {
+function onStopRequest(log: Logger, target: Running): void {
   let requests = 0;
   const request = (reason: string) => {
     requests++;
@@ -16,7 +51,7 @@ function onStopRequest(log: Logger, target: Stoppable, done: Promise<unknown>): 
       process.exit(130);
     }
     log.info("stopping: draining connections", { reason, open: target.count() });
-    void target.stop();
+    target.stop();
   };
   process.on("SIGINT", () => request("SIGINT"));
   process.on("SIGTERM", () => request("SIGTERM"));
@@ -29,14 +64,14 @@ function onStopRequest(log: Logger, target: Stoppable, done: Promise<unknown>): 
       request("supervisor gone");
     })();
   }
-  void done;
 }
 
 /** Entry point of `bun run server`. */
 async function main(): Promise<number> {
+  const argv = Bun.argv.slice(2);
   let config: ReturnType<typeof parseConfig>;
   try {
-    config = parseConfig(Bun.argv.slice(2), process.env);
+    config = parseConfig(argv, process.env);
   } catch (err) {
     console.error(`kvs: ${isKvError(err) ? err.message : String(err)}`);
     return 2;
@@ -46,42 +81,18 @@ async function main(): Promise<number> {
     return 0;
   }
   const log = createLogger(config.logLevel);
-
-  if (config.workers > 1) {
-    let group: Awaited<ReturnType<typeof startWorkers>>;
-    try {
-      group = await startWorkers(config, log);
-    } catch (err) {
-      log.error("startup failed", { reason: err instanceof Error ? err.message : String(err) });
-      return 1;
-    }
-    console.log(`kvs listening on ${config.host}:${group.port} workers=${config.workers} ${group.description}`);
-    onStopRequest(log, { stop: () => group.stop(), count: () => config.workers }, group.exited);
-    const code = await group.exited;
-    log.info("stopped");
-    return code;
-  }
-
-  let server: Awaited<ReturnType<typeof startServer>>;
+  let running: Running;
   try {
-    server = await startServer(config, log);
+    running = await start(config, argv, log);
   } catch (err) {
     log.error("startup failed", { reason: err instanceof Error ? err.message : String(err) });
     return 1;
   }
-  console.log(`kvs listening on ${server.host}:${server.port} ${server.description}`);
-  const stopped = Promise.withResolvers<void>();
-  onStopRequest(
-    log,
-    {
-      stop: () => server.stop().then(stopped.resolve, stopped.resolve),
-      count: () => server.connectionCount,
-    },
-    stopped.promise,
-  );
-  await stopped.promise;
+  console.log(running.line);
+  onStopRequest(log, running);
+  const code = await running.exited;
   log.info("stopped");
-  return 0;
+  return code;
 }
 
 process.exit(await main());

@@ -8,38 +8,6 @@ import { startLocalServices } from "./server.js";
 /** Env var set on worker processes: they stop when the supervisor's pipe closes. */
 export const SUPERVISED_ENV = "KV_SUPERVISED";
 
-/** The environment that reproduces `config` in a child, flags having been resolved already. */
-export function configEnv(config: Config): Record<string, string> {
-  const env: Record<string, string> = {
-    KV_HOST: config.host,
-    KV_PORT: String(config.port),
-    KV_STORE: config.store,
-    KV_DATA_DIR: config.dataDir,
-    KV_MAX_VALUE_BYTES: String(config.maxValueBytes),
-    KV_MAX_FRAME_BYTES: String(config.maxFrameBytes),
-    KV_SWEEP_INTERVAL_S: String(config.sweepIntervalSeconds),
-    KV_MAX_CONNECTIONS: String(config.maxConnections),
-    KV_IDLE_TIMEOUT: String(config.idleTimeoutSeconds),
-    KV_WRITE_BATCH: String(config.writeBatch),
-    KV_READ_BATCH: String(config.readBatch),
-    KV_BATCH_WINDOW_MS: String(config.batchWindowMs),
-    KV_MAX_PENDING: String(config.maxPending),
-    KV_DATA_KEY_MAX_AGE_MS: String(config.dataKeyMaxAgeMs),
-    KV_WORKERS: "1",
-    KV_LOG_LEVEL: config.logLevel,
-  };
-  const optional: [string, string | undefined][] = [
-    ["KV_TABLE", config.table],
-    ["KV_ENCRYPTION_TABLE", config.encryptionTable],
-    ["KV_KMS_KEY_ID", config.kmsKeyId],
-    ["AWS_REGION", config.region],
-    ["KV_DYNAMODB_ENDPOINT", config.dynamodbEndpoint],
-    ["KV_KMS_ENDPOINT", config.kmsEndpoint],
-  ];
-  for (const [name, value] of optional) env[name] = value ?? "";
-  return env;
-}
-
 /** A running group of worker processes. */
 export interface WorkerGroup {
   readonly port: number;
@@ -59,16 +27,14 @@ export interface WorkerGroup {
  * happens if it dies. If one worker exits on its own the group stops: a
  * supervisor above (ECS, systemd) restarts the whole task.
  */
-export async function startWorkers(config: Config, log: Logger): Promise<WorkerGroup> {
+export async function startWorkers(config: Config, argv: readonly string[], log: Logger): Promise<WorkerGroup> {
   const local = await startLocalServices(config);
   const port = config.port === 0 ? await freePort() : config.port;
-  const childConfig: Config = {
-    ...config,
-    port,
-    dynamodbEndpoint: local.dynamodbEndpoint,
-    kmsEndpoint: local.kmsEndpoint,
-  };
-  const env = { ...process.env, ...configEnv(childConfig), [SUPERVISED_ENV]: "1" };
+  // Workers get this process's own flags and environment, then the overrides: a later flag wins.
+  const args = [...argv, "--workers", "1", "--port", String(port), "--reuse-port"];
+  if (local.dynamodbEndpoint !== undefined) args.push("--dynamodb-endpoint", local.dynamodbEndpoint);
+  if (local.kmsEndpoint !== undefined) args.push("--kms-endpoint", local.kmsEndpoint);
+  const env = { ...process.env, [SUPERVISED_ENV]: "1" };
   // A `bun build --compile` binary runs itself; from source, bun runs main.ts.
   const compiled = import.meta.path.startsWith("/$bunfs/");
   const command = compiled ? [process.execPath] : [process.execPath, join(import.meta.dir, "main.ts")];
@@ -88,7 +54,7 @@ export async function startWorkers(config: Config, log: Logger): Promise<WorkerG
 
   const lines: Promise<string>[] = [];
   for (let i = 0; i < config.workers; i++) {
-    const w = Bun.spawn([...command, "--reuse-port"], { env, stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+    const w = Bun.spawn([...command, ...args], { env, stdin: "pipe", stdout: "pipe", stderr: "inherit" });
     workers.push(w);
     lines.push(firstLine(w.stdout));
     void w.exited.then((code) => {
