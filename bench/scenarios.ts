@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { KvClient } from "../client/kv-client.js";
+import { errorMessage } from "../src/errors.js";
 import { startDynamoDbLocal } from "../src/local/dynamodb-local.js";
 import { LocalKms } from "../src/local/kms-endpoint.js";
 import { CountingProxy } from "./counting-proxy.js";
@@ -100,7 +101,7 @@ export async function concurrency(s: BenchSettings): Promise<Row[]> {
       const res = await Promise.allSettled(conns.map((c) => c.get(key)));
       served = res.filter((r) => r.status === "fulfilled").length;
     } catch (err) {
-      error = err instanceof Error ? err.message : String(err);
+      error = errorMessage(err);
     }
     const after = target.rss();
     rows.push({

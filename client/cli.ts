@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { isKvError } from "../src/errors.js";
+import { errorMessage, isKvError } from "../src/errors.js";
 import { KvClient } from "./kv-client.js";
 import { formatResults, verify } from "./verify.js";
 
@@ -49,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     });
   } catch (err) {
-    console.error(`${err instanceof Error ? err.message : err}\n\n${USAGE}`);
+    console.error(`${errorMessage(err)}\n\n${USAGE}`);
     return 2;
   }
   const { values, positionals } = parsed;
@@ -118,6 +118,6 @@ async function main(argv: string[]): Promise<number> {
 try {
   process.exitCode = await main(Bun.argv.slice(2));
 } catch (err) {
-  console.error(`error: ${isKvError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : err}`);
+  console.error(`error: ${isKvError(err) ? `${err.code}: ${err.message}` : errorMessage(err)}`);
   process.exitCode = 1;
 }

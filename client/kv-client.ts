@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { ErrorCode, KvError } from "../src/errors.js";
+import { ErrorCode, errorMessage, KvError } from "../src/errors.js";
 import { FrameDecoder } from "../src/net/frame-decoder.js";
 import { SocketWriter } from "../src/net/socket-writer.js";
 import {
@@ -142,7 +142,7 @@ export class KvClient implements AsyncDisposable {
       this.fail(
         err instanceof KvError && err.code === ErrorCode.Protocol
           ? err
-          : new KvError(ErrorCode.Protocol, `bad response stream: ${err instanceof Error ? err.message : err}`, {
+          : new KvError(ErrorCode.Protocol, `bad response stream: ${errorMessage(err)}`, {
               cause: err,
             }),
       );

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { errorMessage } from "../src/errors.js";
 import { KvClient } from "./kv-client.js";
 
 /** One verification step's outcome. */
@@ -97,7 +98,7 @@ export async function verify(host: string, port: number): Promise<CheckResult[]>
       results.push({
         name,
         ok: false,
-        detail: err instanceof Error ? err.message : String(err),
+        detail: errorMessage(err),
         ms: performance.now() - start,
       });
     }

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { ErrorCode, KvError } from "./errors.js";
+import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import type { LogLevel } from "./log.js";
 
 /** Storage backends. */
@@ -246,7 +246,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
   } catch (err) {
-    throw new KvError(ErrorCode.Config, `${err instanceof Error ? err.message : err} (see --help)`);
+    throw new KvError(ErrorCode.Config, `${errorMessage(err)} (see --help)`);
   }
   if (values.help === true) return "help";
   const get = (name: keyof typeof FLAGS): string | undefined => {

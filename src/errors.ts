@@ -55,6 +55,11 @@ export function isKvError(err: unknown, code?: ErrorCode): err is KvError {
   return err instanceof KvError && (code === undefined || err.code === code);
 }
 
+/** The message of anything thrown, for log lines and error text. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** Wraps anything thrown by a backend into a {@link KvError} with `code`, keeping it as `cause`. */
 export function asKvError(err: unknown, code: ErrorCode, what: string): KvError {
   if (err instanceof KvError) return err;

@@ -1,5 +1,5 @@
 import { type Config, helpText, parseConfig } from "./config.js";
-import { isKvError } from "./errors.js";
+import { errorMessage, isKvError } from "./errors.js";
 import { createLogger, type Logger } from "./log.js";
 import { startServer } from "./server.js";
 import { SUPERVISED_ENV, startWorkers } from "./supervisor.js";
@@ -85,7 +85,7 @@ async function main(): Promise<number> {
   try {
     running = await start(config, argv, log);
   } catch (err) {
-    log.error("startup failed", { reason: err instanceof Error ? err.message : String(err) });
+    log.error("startup failed", { reason: errorMessage(err) });
     return 1;
   }
   console.log(running.line);

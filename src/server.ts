@@ -4,6 +4,7 @@ import { type Config, isAwsMode, LOCAL_DEFAULTS, StoreKind } from "./config.js";
 import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
 import { ensureKey } from "./crypto/kms-key.js";
 import { KmsKeyring } from "./crypto/kms-keyring.js";
+import { errorMessage } from "./errors.js";
 import { type DynamoDbLocal, startDynamoDbLocal } from "./local/dynamodb-local.js";
 import { LocalKms } from "./local/kms-endpoint.js";
 import type { Logger } from "./log.js";
@@ -105,7 +106,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       try {
         await fn();
       } catch (err) {
-        log.warn("cleanup failed", { reason: err instanceof Error ? err.message : String(err) });
+        log.warn("cleanup failed", { reason: errorMessage(err) });
       }
     }
     cleanups.length = 0;
@@ -183,7 +184,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           () => {
             dynamo.sweepOrphans().then(
               (r) => log.info("orphan sweep", { scanned: r.scanned, deleted: r.deleted }),
-              (err) => log.warn("orphan sweep failed", { reason: err instanceof Error ? err.message : String(err) }),
+              (err) => log.warn("orphan sweep failed", { reason: errorMessage(err) }),
             );
           },
           every + Math.floor(Math.random() * every * 0.2),

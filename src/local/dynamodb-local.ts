@@ -2,6 +2,7 @@ import { mkdirSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { errorMessage } from "../errors.js";
 import { freePort, waitForPort } from "./free-port.js";
 
 /** A running DynamoDB Local. */
@@ -111,9 +112,7 @@ async function startOnce(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> 
   } catch (err) {
     await stop();
     const hint = /java: (not found|No such file)/.test(output) ? " (DynamoDB Local needs Java 17+ on PATH)" : "";
-    throw new Error(
-      `DynamoDB Local did not start${hint}: ${err instanceof Error ? err.message : err}\n${output.trim()}`,
-    );
+    throw new Error(`DynamoDB Local did not start${hint}: ${errorMessage(err)}\n${output.trim()}`);
   }
 
   return {

@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import type { Server } from "bun";
+import { errorMessage } from "../errors.js";
 import { KmsKeyStore, LOCAL_ACCOUNT, type MasterKey } from "./kms-keystore.js";
 
 /**
@@ -83,7 +84,7 @@ export class LocalKms {
       return Response.json(result, { headers: { "content-type": "application/x-amz-json-1.1" } });
     } catch (err) {
       if (err instanceof KmsFault) return fault(err.type, err.message);
-      return fault("KMSInternalException", err instanceof Error ? err.message : String(err), 500);
+      return fault("KMSInternalException", errorMessage(err), 500);
     }
   }
 

@@ -1,4 +1,4 @@
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import { varintSize, writeVarint } from "../net/frame-decoder.js";
 import { Wire, WireReader } from "./wire-reader.js";
 
@@ -62,7 +62,7 @@ const TAG_VALUE = 0x12; // data.value = 2
 const TAG_REQ_DATA = 0x0a; // set_request.req = 1
 
 function wireError(err: unknown): KvError {
-  const detail = err instanceof Error ? err.message : String(err);
+  const detail = errorMessage(err);
   return new KvError(ErrorCode.BadEnvelope, `malformed req_envelope: ${detail}`, { cause: err });
 }
 

@@ -3,7 +3,7 @@ import { type AttributeValue, type DynamoDBClient, PutItemCommand } from "@aws-s
 import { sameBytes } from "../bytes.js";
 import { open, seal } from "../crypto/envelope.js";
 import type { DataKeyCache } from "../crypto/key-cache.js";
-import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { asKvError, ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import { BatchReader } from "./batch-reader.js";
@@ -244,7 +244,7 @@ export class DynamoStore implements KvStore {
         deletes.push(this.#writer.delete({ [Attr.pk]: { B: chunkPk(previous.ver, i) } }));
       void Promise.all(deletes).catch((err: unknown) => {
         log.warn("could not delete a replaced value's chunks; the orphan sweep will", {
-          reason: err instanceof Error ? err.message : String(err),
+          reason: errorMessage(err),
         });
       });
     }
