@@ -1,38 +1,30 @@
 import { randomBytes } from "node:crypto";
 import type { Socket } from "bun";
-import type { Config } from "../../src/config.js";
+import { type Config, parseConfig } from "../../src/config.js";
 import { silentLogger } from "../../src/log.js";
 import { FrameDecoder } from "../../src/net/frame-decoder.js";
 import { type KvServer, type ServerOverrides, startServer } from "../../src/server.js";
 
-/** A config for tests: loopback, a free port, a fresh table. */
+/**
+ * A config for tests: the server's own defaults (parsed from flags, ignoring
+ * the environment), on a free loopback port, with a fresh table, the memory
+ * store unless overridden, and no periodic sweep.
+ */
 export function testConfig(overrides: Partial<Config> = {}): Config {
-  return {
-    host: "127.0.0.1",
-    port: 0,
-    store: "memory",
-    table: `test-${randomBytes(6).toString("hex")}`,
-    encryptionTable: undefined,
-    kmsKeyId: "alias/kvs-test",
-    region: "us-east-1",
-    dynamodbEndpoint: undefined,
-    kmsEndpoint: undefined,
-    dataDir: "./data",
-    maxValueBytes: 64 * 1024 * 1024,
-    maxFrameBytes: 64 * 1024 * 1024 + 64 * 1024,
-    sweepIntervalSeconds: 0,
-    maxConnections: 100_000,
-    idleTimeoutSeconds: 0,
-    writeBatch: 25,
-    readBatch: 100,
-    batchWindowMs: 5,
-    maxPending: 10_000,
-    dataKeyMaxAgeMs: 300_000,
-    workers: 1,
-    reusePort: false,
-    logLevel: "error",
-    ...overrides,
-  };
+  const args = ["--port", "0", "--store", "memory", "--table", `test-${randomBytes(6).toString("hex")}`];
+  args.push(
+    "--kms-key-id",
+    "alias/kvs-test",
+    "--region",
+    "us-east-1",
+    "--sweep-interval-s",
+    "0",
+    "--log-level",
+    "error",
+  );
+  const parsed = parseConfig(args, {});
+  if (parsed === "help") throw new Error("unreachable: no --help given");
+  return { ...parsed, ...overrides };
 }
 
 /** Starts a server with a silent logger; dispose it with `await using`. */
