@@ -41,6 +41,13 @@ function loadRow(target: string, op: string, conns: number, depth: number, r: Lo
   };
 }
 
+/** Server flags for a fresh table on the given DynamoDB and KMS endpoints. */
+function onDynamo(tablePrefix: string, dynamodbEndpoint: string, kmsEndpoint: string): string[] {
+  const table = `${tablePrefix}-${randomBytes(4).toString("hex")}`;
+  const endpoints = ["--dynamodb-endpoint", dynamodbEndpoint, "--kms-endpoint", kmsEndpoint];
+  return ["--store", "dynamodb", "--table", table, "--kms-key-id", "alias/bench", "--log-level", "error", ...endpoints];
+}
+
 /** Scenario 1: the front end on the memory store, against the echo ceiling and redis-server. */
 export async function frontEnd(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
@@ -134,22 +141,7 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
   ];
   try {
     for (const [name, extra] of configs) {
-      const table = `bench-${randomBytes(4).toString("hex")}`;
-      await using target = await startKvs(name, [
-        "--store",
-        "dynamodb",
-        "--table",
-        table,
-        "--kms-key-id",
-        "alias/bench",
-        "--dynamodb-endpoint",
-        proxy.endpoint,
-        "--kms-endpoint",
-        kms.endpoint,
-        "--log-level",
-        "error",
-        ...extra,
-      ]);
+      await using target = await startKvs(name, [...onDynamo("bench", proxy.endpoint, kms.endpoint), ...extra]);
       const pool = await connectMany(kvsDriver, target.port, s.e2eClients);
       // Gets read only keys the set phase wrote, so every get finds a value and decrypts it.
       let written = 2_000;
@@ -207,20 +199,7 @@ export async function largeValues(s: BenchSettings): Promise<Row[]> {
   const rounds = s.quick ? 1 : 3;
   for (const mib of s.largeValueMiB) {
     // A fresh server per size, so its peak memory is this size's alone.
-    await using target = await startKvs("kvs", [
-      "--store",
-      "dynamodb",
-      "--table",
-      `bench-large-${randomBytes(4).toString("hex")}`,
-      "--kms-key-id",
-      "alias/bench",
-      "--dynamodb-endpoint",
-      ddb.endpoint,
-      "--kms-endpoint",
-      kms.endpoint,
-      "--log-level",
-      "error",
-    ]);
+    await using target = await startKvs("kvs", onDynamo("bench-large", ddb.endpoint, kms.endpoint));
     const client = await KvClient.connect({ port: target.port });
     // Warm the SDK and JIT so the baseline is a running server, not a cold one.
     await client.set("warm-up", new Uint8Array(2 ** 20));
