@@ -1,4 +1,4 @@
-/** Names of the backend call counters. The bench and tests read these. */
+/** Names of the call and connection counters. Tests read them; the bench counts from outside the process. */
 export const Counter = {
   kmsGenerateDataKey: "kms.GenerateDataKey",
   kmsDecrypt: "kms.Decrypt",
@@ -7,9 +7,7 @@ export const Counter = {
   dynamoDeleteItem: "dynamodb.DeleteItem",
   dynamoBatchGetItem: "dynamodb.BatchGetItem",
   dynamoBatchWriteItem: "dynamodb.BatchWriteItem",
-  dynamoQuery: "dynamodb.Query",
   dynamoScan: "dynamodb.Scan",
-  dynamoUpdateItem: "dynamodb.UpdateItem",
   connectionsOpened: "connections.opened",
   connectionsClosed: "connections.closed",
   requests: "requests",
@@ -33,18 +31,6 @@ export class Counters {
   /** Current value of `name`. */
   get(name: Counter): number {
     return this.#values[name];
-  }
-
-  /** Sum of the KMS call counters. */
-  get kmsCalls(): number {
-    return this.get(Counter.kmsGenerateDataKey) + this.get(Counter.kmsDecrypt);
-  }
-
-  /** Sum of the DynamoDB request counters. */
-  get dynamoCalls(): number {
-    let total = 0;
-    for (const [name, n] of Object.entries(this.#values)) if (name.startsWith("dynamodb.")) total += n;
-    return total;
   }
 
   /** A copy of every counter that is not zero. */

@@ -46,11 +46,6 @@ export class SocketWriter {
     return this.#pending;
   }
 
-  /** Whether the kernel refused bytes and the writer waits for `drain()`. */
-  get blocked(): boolean {
-    return this.#blocked;
-  }
-
   /** Queues `part` after everything queued before it. */
   write(part: Uint8Array): void {
     if (this.#closed || part.length === 0) return;

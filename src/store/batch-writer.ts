@@ -76,11 +76,6 @@ export class BatchWriter {
     this.#scheduler = new FlushScheduler(options.windowMs, (partial) => this.#flush(partial));
   }
 
-  /** Writes waiting to be sent. */
-  get pending(): number {
-    return this.#pending.size;
-  }
-
   /** Puts `item` (a full item with its pk). */
   put(item: NonNullable<WriteRequest["PutRequest"]>["Item"]): Promise<void> {
     return this.#enqueue({ PutRequest: { Item: item } }, item ? itemSize(item) : 0);

@@ -19,11 +19,6 @@ export class Semaphore {
     return this.#active;
   }
 
-  /** Calls waiting for a slot. */
-  get waiting(): number {
-    return this.#waiters.length - this.#head;
-  }
-
   /** Runs `fn` once a slot is free, and frees the slot when it settles. */
   async run<T>(fn: () => Promise<T>): Promise<T> {
     if (this.#active >= this.#limit) {
