@@ -198,9 +198,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     }
 
     if (overrides.wrapStore) store = overrides.wrapStore(store);
-    // The memory store applies each call before returning, so calls cannot overtake each other;
-    // any other store gets per-key ordering.
-    const ordered = store instanceof MemoryStore ? store : new OrderedStore(store);
+    const ordered = store.appliesInOrder ? store : new OrderedStore(store);
     cleanups.push(() => ordered.close());
 
     const dispatcher = new Dispatcher(ordered, log, { maxValueBytes: config.maxValueBytes });

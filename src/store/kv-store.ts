@@ -7,6 +7,11 @@
  * that fails authentication rejects with `KV_ERR_INTEGRITY`.
  */
 export interface KvStore {
+  /**
+   * True when every call takes effect before it returns, so a later call can
+   * never overtake an earlier one and the store needs no OrderedStore above it.
+   */
+  readonly appliesInOrder?: boolean;
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   set(key: Uint8Array, value: Uint8Array): Promise<void>;
   /** Waits for in-flight work, then releases resources. */

@@ -7,6 +7,7 @@ import type { KvStore } from "./kv-store.js";
  */
 export class MemoryStore implements KvStore {
   readonly #map = new Map<string, Uint8Array>();
+  readonly appliesInOrder = true;
 
   /** Number of keys held. */
   get size(): number {
