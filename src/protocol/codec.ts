@@ -61,9 +61,9 @@ const TAG_KEY = 0x0a; // data.key = 1, get_request.key = 1
 const TAG_VALUE = 0x12; // data.value = 2
 const TAG_REQ_DATA = 0x0a; // set_request.req = 1
 
+/** The reader's own reason, in context: it says what is wrong, this says where. */
 function wireError(err: unknown): KvError {
-  const detail = errorMessage(err);
-  return new KvError(ErrorCode.BadEnvelope, `malformed req_envelope: ${detail}`, { cause: err });
+  return new KvError(ErrorCode.BadEnvelope, `malformed req_envelope: ${errorMessage(err)}`, { cause: err });
 }
 
 /**

@@ -7,7 +7,7 @@ export const Wire = { varint: 0, fixed64: 1, bytes: 2, startGroup: 3, endGroup: 
 const MAX_GROUP_DEPTH = 64;
 
 function malformed(reason: string): KvError {
-  return new KvError(ErrorCode.BadEnvelope, `malformed message: ${reason}`);
+  return new KvError(ErrorCode.BadEnvelope, reason);
 }
 
 /**
