@@ -2,11 +2,11 @@ import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { runMicro } from "./micro.js";
 import { htmlReport } from "./report.js";
-import { type BenchSettings, concurrency, endToEnd, frontEnd, largeValues, type Row } from "./scenarios.js";
+import { type BenchSettings, concurrency, endToEnd, frontEnd, largeValues, type Row, serverCost } from "./scenarios.js";
 
 const USAGE = `Usage: bun run bench [flags]
 
-Scenarios (select with --filter): micro, front-end, concurrency, end-to-end, large-values.
+Scenarios (select with --filter): micro, front-end, concurrency, end-to-end, server-cost, large-values.
 
   --quick              every scenario briefly (under 60 s on 2 cores)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
@@ -14,7 +14,7 @@ Scenarios (select with --filter): micro, front-end, concurrency, end-to-end, lar
   --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000)  [KV_BENCH_CONNECTIONS]
   --depths LIST        front-end pipeline depths (default 1,16)  [KV_BENCH_DEPTHS]
   --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
-  --clients N          concurrent clients in the end-to-end scenario (default 100)  [KV_BENCH_CLIENTS]
+  --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
   --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
   --json FILE          write every result as JSON
   --report FILE        write an HTML report with SVG charts`;
@@ -80,6 +80,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["front-end", () => frontEnd(settings)],
   ["concurrency", () => concurrency(settings)],
   ["end-to-end", () => endToEnd(settings)],
+  ["server-cost", () => serverCost(settings)],
   ["large-values", () => largeValues(settings)],
 ];
 for (const [name, run] of scenarios) {

@@ -6,7 +6,7 @@ import { LocalKms } from "../src/local/kms-endpoint.js";
 import { CountingProxy } from "./counting-proxy.js";
 import { type Driver, echoDriver, kvsDriver, redisDriver } from "./drivers.js";
 import { connectMany, type LoadResult, runLoad } from "./load.js";
-import { startEcho, startKvs, startRedis, type Target } from "./targets.js";
+import { startEcho, startKvs, startNullDynamo, startRedis, type Target } from "./targets.js";
 
 /** Bench settings from flags or env. */
 export interface BenchSettings {
@@ -187,6 +187,58 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
     }
   } finally {
     await proxy.stop();
+  }
+  return rows;
+}
+
+/**
+ * Scenario 3b: the server's own CPU per DynamoDB-backed operation, with
+ * DynamoDB Local's speed taken out. The server runs its full data path
+ * (batching, envelope encryption, signing, HTTP, JSON, checksums) against
+ * bench/null-dynamo.ts, an in-memory stand-in in its own process that answers
+ * in microseconds, so the server runs at its own pace and its CPU time per op
+ * is not inflated by idle costs while waiting on a slow backend.
+ */
+export async function serverCost(s: BenchSettings): Promise<Row[]> {
+  const rows: Row[] = [];
+  await using kms = LocalKms.start();
+  const configs: [string, string[]][] = [
+    ["batched+cached", []],
+    ["naive (seed 002)", ["--write-batch", "1", "--read-batch", "1", "--data-key-max-age-ms", "0"]],
+  ];
+  for (const [name, extra] of configs) {
+    await using ddb = await startNullDynamo();
+    await using target = await startKvs(name, [...onDynamo("cost", ddb.endpoint, kms.endpoint), ...extra]);
+    const pool = await connectMany(kvsDriver, target.port, s.e2eClients);
+    for (const op of ["set", "get"] as const) {
+      const spec = { driver: kvsDriver, port: target.port, connections: s.e2eClients, depth: 1, op };
+      // Warm the JIT and the key cache so the figure is the steady state.
+      await runLoad({ ...spec, durationMs: Math.min(500, s.durationMs), keyspace: 10_000, valueBytes: 1024 }, pool);
+      const requestsBefore = await ddb.requests();
+      const cpuBefore = target.cpuMs();
+      const backendCpuBefore = ddb.cpuMs();
+      const kmsBefore = kms.calls("GenerateDataKey") + kms.calls("Decrypt");
+      const r = await runLoad({ ...spec, durationMs: s.durationMs * 2, keyspace: 10_000, valueBytes: 1024 }, pool);
+      const cpuMs = target.cpuMs() - cpuBefore;
+      const requests = (await ddb.requests()) - requestsBefore - 1;
+      const kmsCalls = kms.calls("GenerateDataKey") + kms.calls("Decrypt") - kmsBefore;
+      rows.push({
+        config: name,
+        op,
+        clients: s.e2eClients,
+        "ops/s": round(r.opsPerSec),
+        "p50 ms": round(r.p50Ms, 2),
+        "p99 ms": round(r.p99Ms, 2),
+        "server CPU µs / op": r.ops ? round((cpuMs * 1000) / r.ops, 1) : 0,
+        "stand-in CPU µs / op": r.ops ? round(((ddb.cpuMs() - backendCpuBefore) * 1000) / r.ops, 1) : 0,
+        "DynamoDB req / 1k ops": r.ops ? round((requests / r.ops) * 1000, 1) : 0,
+        "KMS calls / 1M ops": r.ops ? round((kmsCalls / r.ops) * 1e6, 0) : 0,
+        ops: r.ops,
+        errors: r.errors,
+      });
+      s.log(`server cost: ${name} ${op}: ${round(r.opsPerSec)} ops/s, ${round((cpuMs * 1000) / r.ops, 1)} µs CPU/op`);
+    }
+    await Promise.all(pool.map((c) => c.close().catch(() => {})));
   }
   return rows;
 }

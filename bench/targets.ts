@@ -74,7 +74,7 @@ function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: nu
 
 /** Starts `bun src/main.ts` with `args` (a free port is added). */
 export async function startKvs(name: string, args: string[]): Promise<Target> {
-  const proc = Bun.spawn(["bun", "src/main.ts", "--port", "0", "--max-connections", "1000000", ...args], {
+  const proc = Bun.spawn([process.execPath, "src/main.ts", "--port", "0", "--max-connections", "1000000", ...args], {
     cwd: root,
     stdin: "ignore",
     stdout: "pipe",
@@ -86,7 +86,7 @@ export async function startKvs(name: string, args: string[]): Promise<Target> {
 
 /** Starts the echo reference server. */
 export async function startEcho(): Promise<Target> {
-  const proc = Bun.spawn(["bun", "bench/echo-server.ts"], {
+  const proc = Bun.spawn([process.execPath, "bench/echo-server.ts"], {
     cwd: root,
     stdin: "ignore",
     stdout: "pipe",
@@ -111,4 +111,23 @@ export async function startRedis(): Promise<Target | undefined> {
   });
   await waitForPort("127.0.0.1", port, 10_000, () => !exited);
   return wrap("redis", proc, port);
+}
+
+/** Starts the in-memory DynamoDB stand-in of bench/null-dynamo.ts. */
+export async function startNullDynamo(): Promise<Target & { endpoint: string; requests(): Promise<number> }> {
+  const proc = Bun.spawn([process.execPath, "bench/null-dynamo.ts"], {
+    cwd: root,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const m = await waitForLine(proc, /null-dynamo listening on (\d+)/);
+  const port = Number(m[1]);
+  const endpoint = `http://127.0.0.1:${port}`;
+  const requests = async () => {
+    const res = await fetch(endpoint, { method: "POST", headers: { "x-amz-target": "DynamoDB_20120810.Stats" } });
+    const counts = (await res.json()) as Record<string, number>;
+    return Object.values(counts).reduce((a, b) => a + b, 0);
+  };
+  return { ...wrap("null-dynamo", proc, port), endpoint, requests };
 }

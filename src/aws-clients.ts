@@ -1,5 +1,6 @@
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { KMSClient } from "@aws-sdk/client-kms";
+import type { AwsCredentialIdentityProvider } from "@smithy/types";
 
 /** Settings shared by the SDK clients. */
 export interface AwsClientOptions {
@@ -13,8 +14,10 @@ export interface AwsClientOptions {
    * connects beyond it stalls in SYN retries.
    */
   maxSockets?: number;
-  /** A call that takes longer fails (and is retried by the SDK) instead of hanging a request. */
-  requestTimeoutMs?: number;
+  /** One HTTP attempt that takes longer fails (and may be retried) instead of hanging a request. */
+  callTimeoutMs?: number;
+  /** Credentials instead of the default chain or the local ones (tests hand out short-lived keys). */
+  credentials?: AwsCredentialIdentityProvider;
 }
 
 /** Credentials for DynamoDB Local and the local KMS endpoint, which do not check them. */
@@ -30,11 +33,13 @@ function common(options: AwsClientOptions) {
   return {
     region: options.region,
     endpoint: options.endpoint,
-    credentials: options.localCredentials ? LOCAL_CREDENTIALS : undefined,
+    credentials: options.credentials ?? (options.localCredentials ? LOCAL_CREDENTIALS : undefined),
     maxAttempts: 3,
     requestHandler: {
-      requestTimeout: options.requestTimeoutMs ?? 10_000,
-      connectionTimeout: 3_000,
+      // Without throwOnRequestTimeout, @smithy/node-http-handler 4.x only logs a warning at requestTimeout.
+      requestTimeout: options.callTimeoutMs ?? 3_000,
+      throwOnRequestTimeout: true,
+      connectionTimeout: Math.min(3_000, options.callTimeoutMs ?? 3_000),
       httpAgent: agent,
       httpsAgent: agent,
     },

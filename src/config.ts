@@ -33,6 +33,10 @@ export interface Config {
   batchWindowMs: number;
   /** Store operations accepted and unfinished before new ones wait. */
   maxPending: number;
+  /** A get or set not answered by DynamoDB and KMS within this is answered internal. */
+  requestTimeoutMs: number;
+  /** One HTTP call to DynamoDB or one KMS attempt longer than this fails, and may be retried. */
+  callTimeoutMs: number;
   /** Seconds between orphan-chunk sweeps; 0 disables them. */
   sweepIntervalSeconds: number;
   /** Data-key lifetime for encryption; 0 disables the key cache (one KMS call per request). */
@@ -156,6 +160,20 @@ const FLAGS = {
     default: "10000",
     placeholder: "N",
     help: "store operations in progress before new ones wait",
+  },
+  "request-timeout-ms": {
+    env: "KV_REQUEST_TIMEOUT_MS",
+    type: "string",
+    default: "5000",
+    placeholder: "MS",
+    help: "deadline of a get or set, retries included; then internal (a set: +1 per 16 MiB)",
+  },
+  "call-timeout-ms": {
+    env: "KV_CALL_TIMEOUT_MS",
+    type: "string",
+    default: "2000",
+    placeholder: "MS",
+    help: "limit on one DynamoDB or KMS call; a timed-out call is retried within the deadline",
   },
   "sweep-interval-s": {
     env: "KV_SWEEP_INTERVAL_S",
@@ -296,6 +314,8 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     readBatch: int("read-batch", get("read-batch") as string, 1, 100),
     batchWindowMs: int("batch-window-ms", get("batch-window-ms") as string, 0, 1000),
     maxPending: int("max-pending", get("max-pending") as string, 1, 10_000_000),
+    requestTimeoutMs: int("request-timeout-ms", get("request-timeout-ms") as string, 1, 600_000),
+    callTimeoutMs: int("call-timeout-ms", get("call-timeout-ms") as string, 1, 600_000),
     sweepIntervalSeconds: int("sweep-interval-s", get("sweep-interval-s") as string, 0, 30 * 86_400),
     dataKeyMaxAgeMs: int("data-key-max-age-ms", get("data-key-max-age-ms") as string, 0, 86_400_000),
     workers: int("workers", get("workers") as string, 1, 256),

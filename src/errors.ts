@@ -21,6 +21,11 @@ export const ErrorCode = {
   Kms: "KV_ERR_KMS",
   /** Stored bytes failed authentication or do not parse: tampering or corruption. */
   Integrity: "KV_ERR_INTEGRITY",
+  /**
+   * DynamoDB or KMS gave no answer within `--request-timeout-ms`. The
+   * request's outcome is unknown: a set may still land, never out of order.
+   */
+  Timeout: "KV_ERR_TIMEOUT",
   /** The server is shutting down or overloaded and did not run the request. */
   Unavailable: "KV_ERR_UNAVAILABLE",
   /** The server answered `internal` (client side). */

@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import type { AwsCredentialIdentityProvider } from "@smithy/types";
 import { dynamoClient, isAwsEndpoint, kmsClient, maxSocketsFor } from "./aws-clients.js";
 import { type Config, isAwsMode, LOCAL_DEFAULTS, StoreKind } from "./config.js";
 import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
@@ -11,12 +12,15 @@ import type { Logger } from "./log.js";
 import { Counters } from "./metrics.js";
 import { Listener } from "./net/listener.js";
 import { Dispatcher } from "./protocol/dispatch.js";
+import { DeadlineStore } from "./store/deadline-store.js";
+import { DynamoDataClient } from "./store/dynamo-data-client.js";
 import { DynamoStore, type StoreFaults } from "./store/dynamo-store.js";
 import { ensureTable } from "./store/dynamo-table.js";
 import type { KvStore } from "./store/kv-store.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { OrderedStore } from "./store/ordered-store.js";
 import type { SweepResult } from "./store/orphan-sweeper.js";
+import { DEFAULT_RETRY } from "./store/retry.js";
 
 /** Requests read but unanswered per connection before reading pauses. */
 const MAX_IN_FLIGHT = 1024;
@@ -52,6 +56,8 @@ export interface ServerOverrides {
   wrapStore?: (store: KvStore) => KvStore;
   /** Failure injection inside the DynamoDB store. */
   faults?: StoreFaults;
+  /** Credentials for both AWS clients instead of the default chain (tests hand out short-lived ones). */
+  credentials?: AwsCredentialIdentityProvider;
 }
 
 /** Local stand-ins started for a config, and the endpoints to use. */
@@ -118,6 +124,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     let dynamodbEndpoint: string | undefined;
     let kmsEndpoint: string | undefined;
     let table: string | undefined;
+    let deadlineMs: number | undefined;
     let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
 
     if (config.store === StoreKind.memory) {
@@ -138,9 +145,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       const localKms = !isAwsEndpoint(kmsEndpoint);
       // Local endpoints ignore the region but the SDK insists on one; on AWS the SDK's own chain finds it.
       const region = config.region ?? (localDynamo && localKms ? LOCAL_DEFAULTS.region : undefined);
-      const ddbOptions = { region, endpoint: dynamodbEndpoint, localCredentials: localDynamo };
+      const timeouts = { callTimeoutMs: config.callTimeoutMs, credentials: overrides.credentials };
+      const ddbOptions = { region, endpoint: dynamodbEndpoint, localCredentials: localDynamo, ...timeouts };
       const ddbClient = dynamoClient(ddbOptions);
-      const kms = kmsClient({ region, endpoint: kmsEndpoint, localCredentials: localKms });
+      const kms = kmsClient({ region, endpoint: kmsEndpoint, localCredentials: localKms, ...timeouts });
       cleanups.push(async () => {
         ddbClient.destroy();
         kms.destroy();
@@ -155,14 +163,18 @@ export async function startServer(config: Config, log: Logger, overrides: Server
 
       // Restored tables keep serving data encrypted under their original name.
       const encryptionScope = config.encryptionTable ?? table;
-      const keys = new DataKeyCache(new KmsKeyring(kms, keyRef, encryptionScope, counters), {
+      const keyring = new KmsKeyring(kms, keyRef, encryptionScope, counters, config.requestTimeoutMs);
+      const keys = new DataKeyCache(keyring, {
         maxAgeMs: config.dataKeyMaxAgeMs,
         ...overrides.keyCache,
       });
       // Fails fast on a wrong key or missing permission, and warms the cache.
       await keys.encryptionKey(0, 0);
+      const data = await DynamoDataClient.create(ddbClient, { callTimeoutMs: config.callTimeoutMs });
       const dynamo = new DynamoStore({
         client: ddbClient,
+        data,
+        retry: { ...DEFAULT_RETRY, maxElapsedMs: config.requestTimeoutMs },
         table,
         encryptionScope,
         keys,
@@ -176,6 +188,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         windowMs: config.batchWindowMs,
       });
       store = dynamo;
+      deadlineMs = config.requestTimeoutMs;
       sweep = (olderThanMs) => dynamo.sweepOrphans(olderThanMs);
       if (config.sweepIntervalSeconds > 0) {
         const every = config.sweepIntervalSeconds * 1000;
@@ -198,8 +211,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     }
 
     if (overrides.wrapStore) store = overrides.wrapStore(store);
-    const ordered = store.appliesInOrder ? store : new OrderedStore(store);
+    let ordered = store.appliesInOrder ? store : new OrderedStore(store);
     cleanups.push(() => ordered.close());
+    // Above the ordering layer, so a request answered at its deadline still holds its key's place in line.
+    if (deadlineMs !== undefined) ordered = new DeadlineStore(ordered, { timeoutMs: deadlineMs });
 
     const dispatcher = new Dispatcher(ordered, log, { maxValueBytes: config.maxValueBytes });
     const listener = Listener.start(dispatcher, log, counters, {

@@ -174,6 +174,8 @@ describe("template.yaml", () => {
           /@aws-sdk\/client-kms/.test(text) && !/@aws-sdk\/client-dynamodb/.test(text) ? "kms" : "dynamodb";
         used.add(`${service}:${m[1]}`);
       }
+      // The lean data-plane client names its DynamoDB operations as strings.
+      for (const m of text.matchAll(/this\.call\("(\w+)"/g)) used.add(`dynamodb:${m[1]}`);
     }
     const granted = new Set<string>();
     const policy = props("TaskPolicy").PolicyDocument as Obj;

@@ -31,6 +31,12 @@ export interface KeyCacheLimits {
   maxDecryptKeys: number;
   /** How long an unwrapped key stays cached for reads. */
   decryptTtlMs: number;
+  /**
+   * How long before its maximum age a key's successor is generated in the
+   * background, so a slow or stalled KMS delays no set while the current key
+   * is still good.
+   */
+  refreshAheadMs: number;
 }
 
 /**
@@ -44,6 +50,7 @@ export const DEFAULT_KEY_CACHE_LIMITS: KeyCacheLimits = {
   maxBytes: 64 * 2 ** 30,
   maxDecryptKeys: 10_000,
   decryptTtlMs: 15 * 60_000,
+  refreshAheadMs: 60_000,
 };
 
 interface ActiveKey {
@@ -64,6 +71,9 @@ interface ActiveKey {
  * - A generated key is also cached for reads, so reading back what this
  *   process wrote costs no Decrypt.
  * - A failed KMS call is not cached: the next request tries again.
+ * - Once a key is within `refreshAheadMs` of its maximum age, its successor
+ *   is generated in the background while it keeps encrypting; a failed
+ *   background call is tried again by the next encryption.
  */
 export class DataKeyCache {
   readonly #provider: DataKeyProvider;
@@ -93,7 +103,14 @@ export class DataKeyCache {
   async encryptionKey(messages = 1, bytes = 0): Promise<DataKey> {
     for (;;) {
       const active = this.#active;
-      if (active !== null && this.#usable(active, messages, bytes)) return this.#charge(active, messages, bytes);
+      if (active !== null && this.#usable(active, messages, bytes)) {
+        if (this.#generating === null && this.#dueForRefresh(active)) {
+          this.#generating = this.#generate();
+          // Failure is not this request's: it still has a good key. The next one tries again.
+          this.#generating.catch(() => {});
+        }
+        return this.#charge(active, messages, bytes);
+      }
       this.#generating ??= this.#generate();
       const fresh = await this.#generating;
       // The first request served by a new key always fits, however large, so nothing loops forever.
@@ -110,7 +127,11 @@ export class DataKeyCache {
   /** The plaintext of `wrapped`, from cache or one shared KMS call. */
   async decryptionKey(wrapped: Uint8Array): Promise<Uint8Array> {
     if (this.#limits.maxAgeMs === 0) return this.#provider.unwrap(wrapped);
-    const plaintext = await this.#decrypt.fetch(byteString(wrapped), { context: wrapped });
+    const id = byteString(wrapped);
+    // A plain get first: a hit, the steady state, skips the fetch machinery.
+    const cached = this.#decrypt.get(id);
+    if (cached !== undefined) return cached;
+    const plaintext = await this.#decrypt.fetch(id, { context: wrapped });
     if (plaintext === undefined) throw new Error("unreachable: fetchMethod never resolves undefined");
     return plaintext;
   }
@@ -119,6 +140,11 @@ export class DataKeyCache {
   clear(): void {
     this.#active = null;
     this.#decrypt.clear();
+  }
+
+  #dueForRefresh(active: ActiveKey): boolean {
+    const { maxAgeMs, refreshAheadMs } = this.#limits;
+    return refreshAheadMs > 0 && this.#now() - active.createdAt >= maxAgeMs - Math.min(refreshAheadMs, maxAgeMs / 2);
   }
 
   #usable(active: ActiveKey, messages: number, bytes: number): boolean {

@@ -20,8 +20,15 @@ export class KmsKeyring implements DataKeyProvider {
   readonly #context: Record<string, string>;
   readonly #counters: Counters;
 
-  constructor(kms: KMSClient, keyId: string, table: string, counters: Counters) {
+  readonly #timeoutMs: number;
+
+  /**
+   * @param timeoutMs bound on one KMS operation, the SDK's own attempts
+   *   included: a hung KMS fails the request instead of stalling it.
+   */
+  constructor(kms: KMSClient, keyId: string, table: string, counters: Counters, timeoutMs = 5_000) {
     this.#kms = kms;
+    this.#timeoutMs = timeoutMs;
     this.#keyId = keyId;
     this.#context = encryptionContext(table);
     this.#counters = counters;
@@ -32,13 +39,14 @@ export class KmsKeyring implements DataKeyProvider {
     try {
       const out = await this.#kms.send(
         new GenerateDataKeyCommand({ KeyId: this.#keyId, KeySpec: "AES_256", EncryptionContext: this.#context }),
+        { abortSignal: AbortSignal.timeout(this.#timeoutMs) },
       );
       if (out.Plaintext?.length !== 32 || !out.CiphertextBlob?.length) {
         throw new KvError(ErrorCode.Kms, "GenerateDataKey returned no usable key");
       }
       return { plaintext: out.Plaintext, wrapped: out.CiphertextBlob };
     } catch (err) {
-      throw asKvError(err, ErrorCode.Kms, "KMS GenerateDataKey failed");
+      throw asKvError(err, ErrorCode.Kms, `KMS GenerateDataKey failed${timedOut(err, this.#timeoutMs)}`);
     }
   }
 
@@ -47,6 +55,7 @@ export class KmsKeyring implements DataKeyProvider {
     try {
       const out = await this.#kms.send(
         new DecryptCommand({ CiphertextBlob: wrapped, KeyId: this.#keyId, EncryptionContext: this.#context }),
+        { abortSignal: AbortSignal.timeout(this.#timeoutMs) },
       );
       if (out.Plaintext?.length !== 32) throw new KvError(ErrorCode.Kms, "Decrypt returned no usable key");
       return out.Plaintext;
@@ -55,7 +64,13 @@ export class KmsKeyring implements DataKeyProvider {
       if (err instanceof Error && (err.name === "InvalidCiphertextException" || err.name === "IncorrectKeyException")) {
         throw new KvError(ErrorCode.Integrity, `KMS refused the stored data key: ${err.name}`, { cause: err });
       }
-      throw asKvError(err, ErrorCode.Kms, "KMS Decrypt failed");
+      throw asKvError(err, ErrorCode.Kms, `KMS Decrypt failed${timedOut(err, this.#timeoutMs)}`);
     }
   }
+}
+
+function timedOut(err: unknown, ms: number): string {
+  return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError")
+    ? ` (no answer within ${ms} ms)`
+    : "";
 }

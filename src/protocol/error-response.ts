@@ -18,6 +18,7 @@ const Outcome: Record<ErrorCode, "internal" | "close"> = {
   [ErrorCode.Storage]: "internal",
   [ErrorCode.Kms]: "internal",
   [ErrorCode.Integrity]: "internal",
+  [ErrorCode.Timeout]: "internal",
   [ErrorCode.Unavailable]: "internal",
   [ErrorCode.ServerInternal]: "internal",
   [ErrorCode.ConnectionClosed]: "close",

@@ -1,11 +1,7 @@
-import {
-  type AttributeValue,
-  BatchGetItemCommand,
-  type DynamoDBClient,
-  GetItemCommand,
-} from "@aws-sdk/client-dynamodb";
 import { byteString } from "../bytes.js";
 import { Counter, type Counters } from "../metrics.js";
+import type { DataPlane } from "./data-plane.js";
+import type { AttributeMap } from "./dynamo-json.js";
 import { Attr } from "./item-format.js";
 import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
@@ -14,11 +10,11 @@ import type { Semaphore } from "./semaphore.js";
 export const MAX_BATCH_GET_KEYS = 100;
 
 /** A stored item, or undefined when the key has none. */
-export type Item = Record<string, AttributeValue> | undefined;
+export type Item = AttributeMap | undefined;
 
 /** Batched reader settings. */
 export interface BatchReaderOptions {
-  client: DynamoDBClient;
+  client: DataPlane;
   table: string;
   counters: Counters;
   calls: Semaphore;
@@ -80,44 +76,44 @@ export class BatchReader {
       }
       for (const e of batch) this.#pending.delete(e.id);
       this.#inFlight++;
-      void untilProcessed(batch, this.#o.retry, (entries) => this.#attempt(entries), "read").finally(() => {
+      void untilProcessed(
+        batch,
+        this.#o.retry,
+        (entries, budgetMs) => this.#attempt(entries, budgetMs),
+        "read",
+      ).finally(() => {
         this.#inFlight--;
         if (this.#pending.size > 0) this.#scheduler.schedule(this.#pending.size, this.#o.maxKeys, this.#inFlight);
       });
     }
   }
 
-  async #attempt(batch: Entry[]): Promise<Entry[]> {
+  async #attempt(batch: Entry[], budgetMs: number): Promise<Entry[]> {
     const { client, table, counters, calls, consistentRead } = this.#o;
     if (batch.length === 1 && this.#o.maxKeys === 1) {
       const entry = batch[0] as Entry;
       counters.add(Counter.dynamoGetItem);
-      const out = await calls.run(() =>
-        client.send(
-          new GetItemCommand({ TableName: table, Key: { [Attr.pk]: { B: entry.pk } }, ConsistentRead: consistentRead }),
-        ),
+      const item = await calls.run(() =>
+        client.getItem(table, { [Attr.pk]: { B: entry.pk } }, consistentRead, budgetMs),
       );
-      for (const w of entry.waiters) w.resolve(out.Item);
+      for (const w of entry.waiters) w.resolve(item);
       return [];
     }
     counters.add(Counter.dynamoBatchGetItem);
     const out = await calls.run(() =>
-      client.send(
-        new BatchGetItemCommand({
-          RequestItems: {
-            [table]: { Keys: batch.map((e) => ({ [Attr.pk]: { B: e.pk } })), ConsistentRead: consistentRead },
-          },
-        }),
+      client.batchGetItem(
+        table,
+        batch.map((e) => ({ [Attr.pk]: { B: e.pk } })),
+        consistentRead,
+        budgetMs,
       ),
     );
-    const found = new Map<string, Record<string, AttributeValue>>();
-    for (const item of out.Responses?.[table] ?? []) {
+    const found = new Map<string, AttributeMap>();
+    for (const item of out.items) {
       const pk = item[Attr.pk]?.B;
       if (pk) found.set(byteString(pk), item);
     }
-    const unprocessed = new Set(
-      (out.UnprocessedKeys?.[table]?.Keys ?? []).map((k) => byteString(k[Attr.pk]?.B ?? new Uint8Array())),
-    );
+    const unprocessed = new Set(out.unprocessed.map((k) => byteString(k[Attr.pk]?.B ?? new Uint8Array())));
     const left: Entry[] = [];
     for (const e of batch) {
       if (unprocessed.has(e.id)) left.push(e);

@@ -1,12 +1,8 @@
-import {
-  BatchWriteItemCommand,
-  DeleteItemCommand,
-  type DynamoDBClient,
-  PutItemCommand,
-  type WriteRequest,
-} from "@aws-sdk/client-dynamodb";
 import { byteString } from "../bytes.js";
 import { Counter, type Counters } from "../metrics.js";
+import type { DataPlane } from "./data-plane.js";
+import type { WriteRequestJson } from "./dynamo-data-client.js";
+import type { AttributeMap } from "./dynamo-json.js";
 import { Attr, itemSize } from "./item-format.js";
 import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
@@ -17,7 +13,7 @@ const MAX_BATCH_WRITE_BYTES = 16 * 1024 * 1024;
 
 /** Batched writer settings. */
 export interface BatchWriterOptions {
-  client: DynamoDBClient;
+  client: DataPlane;
   table: string;
   counters: Counters;
   /** Shared bound on concurrent DynamoDB calls. */
@@ -31,13 +27,13 @@ export interface BatchWriterOptions {
 
 interface Entry {
   id: string;
-  request: WriteRequest;
+  request: WriteRequestJson;
   bytes: number;
   waiters: { resolve: () => void; reject: (err: unknown) => void }[];
 }
 
-function pkId(request: WriteRequest): string {
-  const pk = request.PutRequest?.Item?.[Attr.pk]?.B ?? request.DeleteRequest?.Key?.[Attr.pk]?.B;
+function pkId(request: WriteRequestJson): string {
+  const pk = (request.put ?? request.delete)[Attr.pk]?.B;
   if (pk === undefined) throw new Error("write request without a binary pk");
   return byteString(pk);
 }
@@ -77,13 +73,13 @@ export class BatchWriter {
   }
 
   /** Puts `item` (a full item with its pk). */
-  put(item: NonNullable<WriteRequest["PutRequest"]>["Item"]): Promise<void> {
-    return this.#enqueue({ PutRequest: { Item: item } }, item ? itemSize(item) : 0);
+  put(item: AttributeMap): Promise<void> {
+    return this.#enqueue({ put: item }, itemSize(item));
   }
 
   /** Deletes the item whose key is `key`. */
-  delete(key: NonNullable<WriteRequest["DeleteRequest"]>["Key"]): Promise<void> {
-    return this.#enqueue({ DeleteRequest: { Key: key } }, 64);
+  delete(key: AttributeMap): Promise<void> {
+    return this.#enqueue({ delete: key }, 64);
   }
 
   /** Resolves once nothing is pending or in flight. */
@@ -92,7 +88,7 @@ export class BatchWriter {
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
-  #enqueue(request: WriteRequest, bytes: number): Promise<void> {
+  #enqueue(request: WriteRequestJson, bytes: number): Promise<void> {
     const id = pkId(request);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     const existing = this.#pending.get(id);
@@ -130,7 +126,12 @@ export class BatchWriter {
         this.#inFlightIds.add(e.id);
       }
       this.#inFlight++;
-      void untilProcessed(batch, this.#o.retry, (entries) => this.#attempt(entries), "write").finally(() => {
+      void untilProcessed(
+        batch,
+        this.#o.retry,
+        (entries, budgetMs) => this.#attempt(entries, budgetMs),
+        "write",
+      ).finally(() => {
         this.#inFlight--;
         for (const e of batch) {
           this.#inFlightIds.delete(e.id);
@@ -143,31 +144,35 @@ export class BatchWriter {
   }
 
   /** One call; resolves the entries it wrote and returns those left unprocessed. */
-  async #attempt(batch: Entry[]): Promise<Entry[]> {
+  async #attempt(batch: Entry[], budgetMs: number): Promise<Entry[]> {
     const { client, table, counters, calls } = this.#o;
     if (batch.length === 1 && this.#o.maxItems === 1) {
       const entry = batch[0] as Entry;
-      const { PutRequest: put, DeleteRequest: del } = entry.request;
-      if (put) {
+      const { put, delete: del } = entry.request;
+      if (put !== undefined) {
         counters.add(Counter.dynamoPutItem);
-        await calls.run(() => client.send(new PutItemCommand({ TableName: table, Item: put.Item })));
-      } else if (del) {
+        await calls.run(() => client.putItem({ table, item: put }, budgetMs));
+      } else {
         counters.add(Counter.dynamoDeleteItem);
-        await calls.run(() => client.send(new DeleteItemCommand({ TableName: table, Key: del.Key })));
+        await calls.run(() => client.deleteItem(table, del, budgetMs));
       }
       for (const w of entry.waiters) w.resolve();
       return [];
     }
     counters.add(Counter.dynamoBatchWriteItem);
-    const out = await calls.run(() =>
-      client.send(new BatchWriteItemCommand({ RequestItems: { [table]: batch.map((e) => e.request) } })),
+    const unprocessed = await calls.run(() =>
+      client.batchWriteItem(
+        table,
+        batch.map((e) => e.request),
+        budgetMs,
+      ),
     );
-    const unprocessed = new Set((out.UnprocessedItems?.[table] ?? []).map(pkId));
-    const left: Entry[] = [];
+    const left = new Set(unprocessed.map(pkId));
+    const rest: Entry[] = [];
     for (const e of batch) {
-      if (unprocessed.has(e.id)) left.push(e);
+      if (left.has(e.id)) rest.push(e);
       else for (const w of e.waiters) w.resolve();
     }
-    return left;
+    return rest;
   }
 }

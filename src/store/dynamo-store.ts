@@ -1,13 +1,16 @@
 import { randomBytes } from "node:crypto";
-import { type AttributeValue, type DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { sameBytes } from "../bytes.js";
 import { open, seal } from "../crypto/envelope.js";
 import type { DataKeyCache } from "../crypto/key-cache.js";
-import { asKvError, ErrorCode, errorMessage, KvError } from "../errors.js";
+import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import { BatchReader } from "./batch-reader.js";
 import { BatchWriter } from "./batch-writer.js";
+import type { DataPlane } from "./data-plane.js";
+import { DynamoCallError } from "./dynamo-data-client.js";
+import type { AttributeMap } from "./dynamo-json.js";
 import {
   Attr,
   CHUNK_BYTES,
@@ -27,6 +30,7 @@ import {
 } from "./item-format.js";
 import type { KvStore } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
+import { DEFAULT_RETRY, type RetryPolicy, retrying } from "./retry.js";
 import { Semaphore } from "./semaphore.js";
 
 /** Batching settings; 1-item batches give the unbatched PutItem/GetItem path. */
@@ -47,7 +51,12 @@ export interface StoreFaults {
 
 /** DynamoDB store settings. */
 export interface DynamoStoreOptions extends BatchSettings {
+  /** The SDK client, for the control plane: the orphan sweep's Scan. */
   client: DynamoDBClient;
+  /** The request path's calls. */
+  data: DataPlane;
+  /** Retry budget of each DynamoDB step; its `maxElapsedMs` is the request deadline. */
+  retry?: RetryPolicy;
   table: string;
   /**
    * The table name bound into every AAD: the table's own name, except when
@@ -119,7 +128,13 @@ export class DynamoStore implements KvStore {
   constructor(options: DynamoStoreOptions) {
     this.#o = options;
     this.#calls = new Semaphore(options.maxConcurrency);
-    const common = { client: options.client, table: options.table, counters: options.counters, calls: this.#calls };
+    const common = {
+      client: options.data,
+      table: options.table,
+      counters: options.counters,
+      calls: this.#calls,
+      retry: options.retry ?? DEFAULT_RETRY,
+    };
     this.#writer = new BatchWriter({ ...common, maxItems: options.writeBatchItems, windowMs: options.windowMs });
     this.#reader = new BatchReader({
       ...common,
@@ -188,7 +203,7 @@ export class DynamoStore implements KvStore {
   }
 
   async #setChunked(key: Uint8Array, value: Uint8Array): Promise<void> {
-    const { table, encryptionScope, keys, counters, client, log } = this.#o;
+    const { table, encryptionScope, keys, counters, data, log } = this.#o;
     const size = value.length;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
     const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -211,31 +226,32 @@ export class DynamoStore implements KvStore {
     }
     await this.#o.faults?.beforeCommit?.(key);
 
-    // The commit point. The condition makes an SDK retry of a commit that already
+    // The commit point. The condition makes a retry of a commit that already
     // landed fail instead of returning our own head as the "old" one.
     const head = chunkedHeadItem(key, { wrappedKey: dataKey.wrapped, ver, count, size, ts: Date.now() });
-    let old: Record<string, AttributeValue> | undefined;
-    counters.add(Counter.dynamoPutItem);
-    try {
-      const out = await this.#calls.run(() =>
-        client.send(
-          new PutItemCommand({
-            TableName: table,
-            Item: head,
-            ConditionExpression: "attribute_not_exists(#ver) OR #ver <> :ver",
-            ExpressionAttributeNames: { "#ver": Attr.ver },
-            ExpressionAttributeValues: { ":ver": { B: ver } },
-            ReturnValues: "ALL_OLD",
-          }),
-        ),
-      );
-      old = out.Attributes;
-    } catch (err) {
-      if (!(err instanceof Error && err.name === "ConditionalCheckFailedException")) {
-        throw asKvError(err, ErrorCode.Storage, "DynamoDB commit of a chunked value failed");
+    let old: AttributeMap | undefined;
+    await retrying(this.#o.retry ?? DEFAULT_RETRY, "commit of a chunked value", async (budgetMs) => {
+      counters.add(Counter.dynamoPutItem);
+      try {
+        old = await this.#calls.run(() =>
+          data.putItem(
+            {
+              table,
+              item: head,
+              condition: "attribute_not_exists(#ver) OR #ver <> :ver",
+              names: { "#ver": Attr.ver },
+              values: { ":ver": { B: ver } },
+              returnOld: true,
+            },
+            budgetMs,
+          ),
+        );
+      } catch (err) {
+        if (!(err instanceof DynamoCallError && err.name === "ConditionalCheckFailedException")) throw err;
+        // Our own earlier attempt committed; the version it replaced is unknown and the sweep will find its chunks.
       }
-      // Our own earlier attempt committed; the version it replaced is unknown and the sweep will find its chunks.
-    }
+      return true;
+    });
 
     const previous = old === undefined ? undefined : safeHead(old);
     if (previous?.format === ItemFormat.chunked && !sameBytes(previous.ver, ver)) {
@@ -260,7 +276,7 @@ export class DynamoStore implements KvStore {
     const out = new Uint8Array(head.size);
     for (let first = 0; first < head.count; first += CHUNK_WINDOW) {
       const last = Math.min(head.count, first + CHUNK_WINDOW);
-      const reads: Promise<Record<string, AttributeValue> | undefined>[] = [];
+      const reads: Promise<AttributeMap | undefined>[] = [];
       for (let i = first; i < last; i++) reads.push(this.#reader.get(chunkPk(head.ver, i)));
       const items = await Promise.all(reads);
       for (let i = first; i < last; i++) {
@@ -284,7 +300,7 @@ export class DynamoStore implements KvStore {
   }
 }
 
-function safeHead(item: Record<string, AttributeValue>): Head | undefined {
+function safeHead(item: AttributeMap): Head | undefined {
   try {
     return parseHead(item);
   } catch {

@@ -96,9 +96,17 @@ const encoder = new TextEncoder();
 const VALUE_LABEL = encoder.encode("kvs/value");
 const CHUNK_LABEL = encoder.encode("kvs/chunk");
 
+/** The UTF-8 bytes of the last table name seen: a server serves one table, so this is always a hit. */
+let lastTable = "";
+let lastTableBytes = new Uint8Array(0);
+
 /** Builds label ‖ u8 format ‖ u16 len(table) ‖ table ‖ u32 len(key) ‖ key ‖ extra. */
 function aad(label: Uint8Array, format: ItemFormat, table: string, key: Uint8Array, extra: number): Uint8Array {
-  const t = encoder.encode(table);
+  if (table !== lastTable) {
+    lastTableBytes = encoder.encode(table);
+    lastTable = table;
+  }
+  const t = lastTableBytes;
   const out = new Uint8Array(label.length + 1 + 2 + t.length + 4 + key.length + extra);
   const view = new DataView(out.buffer);
   let p = 0;

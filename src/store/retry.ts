@@ -1,4 +1,5 @@
 import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { DynamoCallError } from "./dynamo-data-client.js";
 
 /** Backoff settings for retrying throttled or unprocessed DynamoDB work. */
 export interface RetryPolicy {
@@ -27,8 +28,9 @@ const THROTTLING = new Set([
   "TimeoutError",
 ]);
 
-/** Whether a failed DynamoDB call is worth repeating: throttling, 5xx and network faults. */
+/** Whether a failed backend call is worth repeating: throttling, 5xx, network faults and timeouts. */
 export function isRetryable(err: unknown): boolean {
+  if (err instanceof DynamoCallError) return err.retryable;
   if (!(err instanceof Error)) return false;
   if (THROTTLING.has(err.name)) return true;
   const meta = err as { $retryable?: unknown; $metadata?: { httpStatusCode?: number }; code?: string };
@@ -38,47 +40,67 @@ export function isRetryable(err: unknown): boolean {
   return meta.code === "ECONNRESET" || meta.code === "ECONNREFUSED" || meta.code === "EPIPE";
 }
 
+/**
+ * Runs `attempt` until it reports nothing left, sleeping with full-jitter
+ * backoff between tries, within `policy.maxElapsedMs` of the first attempt.
+ * This is the only retry loop on the data path: the data client makes one
+ * attempt per call, so the budget has one owner.
+ *
+ * `attempt` gets the budget left, in ms, to bound its own call with; it
+ * returns true when done, false to be called again (unprocessed work), and
+ * throws on a failed call. A failure not worth repeating, or a budget too
+ * short for another try, rejects with `KV_ERR_STORAGE` naming the last cause.
+ */
+export async function retrying(
+  policy: RetryPolicy,
+  what: string,
+  attempt: (budgetMs: number) => Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + policy.maxElapsedMs;
+  let last: unknown;
+  for (let n = 0; ; n++) {
+    try {
+      if (await attempt(Math.max(1, deadline - Date.now()))) return;
+      last = undefined;
+    } catch (err) {
+      if (!isRetryable(err)) throw asKvError(err, ErrorCode.Storage, `DynamoDB ${what} failed`);
+      last = err;
+    }
+    const delay = backoffDelay(policy, n);
+    if (Date.now() + delay >= deadline) {
+      if (last !== undefined) {
+        throw asKvError(last, ErrorCode.Storage, `DynamoDB ${what} failed for ${policy.maxElapsedMs} ms`);
+      }
+      throw new KvError(ErrorCode.Storage, `DynamoDB left ${what}s unprocessed for ${policy.maxElapsedMs} ms`);
+    }
+    await Bun.sleep(delay);
+  }
+}
+
 /** A queued request: every caller waiting on it is rejected together if it fails. */
 export interface BatchEntry {
   readonly waiters: readonly { reject(err: unknown): void }[];
 }
 
 /**
- * Runs `attempt` on `entries` until it leaves none unprocessed, sleeping with
- * full-jitter backoff between tries. `attempt` settles the entries it finished
- * and returns the rest. Entries still unfinished when `policy.maxElapsedMs` is
- * up, or when a call fails with an error not worth repeating, are rejected
- * with `KV_ERR_STORAGE`.
+ * Runs `attempt` on `entries` until it leaves none unprocessed, through
+ * {@link retrying}. `attempt` settles the entries it finished and returns the
+ * rest; entries still unfinished when retrying gives up are rejected.
  */
 export async function untilProcessed<T extends BatchEntry>(
   entries: T[],
   policy: RetryPolicy,
-  attempt: (entries: T[]) => Promise<T[]>,
+  attempt: (entries: T[], budgetMs: number) => Promise<T[]>,
   what: "read" | "write",
 ): Promise<void> {
-  const started = Date.now();
   let remaining = entries;
-  for (let n = 0; ; n++) {
-    let failure: KvError | undefined;
-    try {
-      remaining = await attempt(remaining);
-    } catch (err) {
-      if (!isRetryable(err) || Date.now() - started > policy.maxElapsedMs) {
-        failure = asKvError(err, ErrorCode.Storage, `DynamoDB ${what} failed`);
-      }
-    }
-    if (failure === undefined && remaining.length === 0) return;
-    if (failure === undefined && Date.now() - started > policy.maxElapsedMs) {
-      failure = new KvError(
-        ErrorCode.Storage,
-        `DynamoDB left ${remaining.length} ${what}s unprocessed for ${policy.maxElapsedMs} ms`,
-      );
-    }
-    if (failure !== undefined) {
-      for (const e of remaining) for (const w of e.waiters) w.reject(failure);
-      return;
-    }
-    await Bun.sleep(backoffDelay(policy, n));
+  try {
+    await retrying(policy, what, async (budgetMs) => {
+      remaining = await attempt(remaining, budgetMs);
+      return remaining.length === 0;
+    });
+  } catch (err) {
+    for (const e of remaining) for (const w of e.waiters) w.reject(err);
   }
 }
 

@@ -19,21 +19,32 @@ export class Semaphore {
     return this.#active;
   }
 
-  /** Runs `fn` once a slot is free, and frees the slot when it settles. */
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#active >= this.#limit) {
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    } else {
+  /**
+   * Runs `fn` once a slot is free, and frees the slot when it settles. With
+   * a free slot, `fn` starts synchronously and its own promise is returned:
+   * no extra promise per call on the hot path.
+   */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#active < this.#limit) {
       this.#active++;
+      return this.#started(fn);
     }
-    try {
-      return await fn();
-    } finally {
-      this.#release();
-    }
+    return new Promise<void>((resolve) => this.#waiters.push(resolve)).then(() => this.#started(fn));
   }
 
-  #release(): void {
+  #started<T>(fn: () => Promise<T>): Promise<T> {
+    let work: Promise<T>;
+    try {
+      work = fn();
+    } catch (err) {
+      this.#release();
+      return Promise.reject(err);
+    }
+    work.then(this.#release, this.#release);
+    return work;
+  }
+
+  readonly #release = (): void => {
     const next = this.#waiters[this.#head];
     if (next === undefined) {
       this.#active--;
@@ -50,5 +61,5 @@ export class Semaphore {
       this.#head = 0;
     }
     next();
-  }
+  };
 }

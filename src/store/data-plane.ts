@@ -1,0 +1,28 @@
+import type { PutItemJson, WriteRequestJson } from "./dynamo-data-client.js";
+import type { AttributeMap } from "./dynamo-json.js";
+
+/**
+ * The DynamoDB calls on the request path, one attempt each; retrying is the
+ * caller's. {@link DynamoDataClient} implements it; the batching unit tests
+ * script it. Every call takes the caller's remaining budget in ms.
+ */
+export interface DataPlane {
+  /** Returns the requests DynamoDB left unprocessed. */
+  batchWriteItem(table: string, requests: readonly WriteRequestJson[], timeoutMs?: number): Promise<WriteRequestJson[]>;
+  /** Returns the items found and the keys left unprocessed. */
+  batchGetItem(
+    table: string,
+    keys: readonly AttributeMap[],
+    consistentRead: boolean,
+    timeoutMs?: number,
+  ): Promise<{ items: AttributeMap[]; unprocessed: AttributeMap[] }>;
+  getItem(
+    table: string,
+    key: AttributeMap,
+    consistentRead: boolean,
+    timeoutMs?: number,
+  ): Promise<AttributeMap | undefined>;
+  /** With `returnOld`, resolves the item replaced. */
+  putItem(input: PutItemJson, timeoutMs?: number): Promise<AttributeMap | undefined>;
+  deleteItem(table: string, key: AttributeMap, timeoutMs?: number): Promise<void>;
+}

@@ -1,0 +1,70 @@
+import { ErrorCode, KvError } from "../errors.js";
+import type { KvStore } from "./kv-store.js";
+
+/** Deadline settings. */
+export interface DeadlineOptions {
+  /** How long a get or a set of up to {@link DEADLINE_STEP_BYTES} may take, in ms. */
+  timeoutMs: number;
+}
+
+/** A set gets one more `timeoutMs` for each started step of this many value bytes. */
+export const DEADLINE_STEP_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Answers every operation within a deadline, whatever its backend does.
+ *
+ * Invariants:
+ * - A get or set settles within `timeoutMs` of being called (a set of S
+ *   bytes within `timeoutMs · (1 + ⌊S / 16 MiB⌋)`); past that it rejects with
+ *   `KV_ERR_TIMEOUT`, which the wire answers `internal`.
+ * - The inner operation is not abandoned: it goes on to its own end (the
+ *   retry loop's budget bounds it), so a store under this one that orders
+ *   writes per key keeps ordering them. A set that timed out may still land;
+ *   it never lands after a later set of the same key issued on this server.
+ * - Nothing is acknowledged that the inner store did not acknowledge.
+ */
+export class DeadlineStore implements KvStore {
+  readonly #inner: KvStore;
+  readonly #timeoutMs: number;
+
+  constructor(inner: KvStore, options: DeadlineOptions) {
+    if (!(options.timeoutMs > 0)) throw new RangeError(`timeoutMs must be > 0, got ${options.timeoutMs}`);
+    this.#inner = inner;
+    this.#timeoutMs = options.timeoutMs;
+  }
+
+  get appliesInOrder(): boolean | undefined {
+    return this.#inner.appliesInOrder;
+  }
+
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.#bounded("get", this.#timeoutMs, this.#inner.get(key));
+  }
+
+  set(key: Uint8Array, value: Uint8Array): Promise<void> {
+    const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
+    return this.#bounded("set", ms, this.#inner.set(key, value));
+  }
+
+  close(): Promise<void> {
+    return this.#inner.close();
+  }
+
+  #bounded<T>(op: string, ms: number, work: Promise<T>): Promise<T> {
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    const timer = setTimeout(() => {
+      reject(new KvError(ErrorCode.Timeout, `${op}: no answer from DynamoDB or KMS within ${ms} ms`));
+    }, ms);
+    work.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+    return promise;
+  }
+}
