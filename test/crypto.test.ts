@@ -134,6 +134,43 @@ describe("DataKeyCache", () => {
     expect(await cache.encryptionKey()).not.toBe(a);
   });
 
+  test("a key's successor is generated in the background before it expires, so a stalled KMS delays no set", async () => {
+    const p = new FakeProvider();
+    let now = 0;
+    const cache = new DataKeyCache(p, { maxAgeMs: 1000, refreshAheadMs: 400 }, () => now);
+    const a = await cache.encryptionKey();
+    p.hold();
+    now = 599;
+    expect(await cache.encryptionKey()).toBe(a);
+    expect(p.generated).toBe(1);
+    now = 600;
+    // Due for refresh: the old key still answers at once while KMS is held.
+    expect(await cache.encryptionKey()).toBe(a);
+    now = 900;
+    expect(await cache.encryptionKey()).toBe(a);
+    expect(p.generated).toBe(2);
+    p.release();
+    await Promise.resolve();
+    now = 1000;
+    const b = await cache.encryptionKey();
+    expect(b).not.toBe(a);
+    expect(p.generated).toBe(2);
+  });
+
+  test("a failed background refresh is tried again by the next encryption", async () => {
+    const p = new FakeProvider();
+    let now = 0;
+    const cache = new DataKeyCache(p, { maxAgeMs: 1000, refreshAheadMs: 400 }, () => now);
+    const a = await cache.encryptionKey();
+    p.failNext = true;
+    now = 700;
+    expect(await cache.encryptionKey()).toBe(a);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(await cache.encryptionKey()).toBe(a);
+    expect(p.generated).toBe(3);
+  });
+
   test("a generated key decrypts without a KMS call, and unwraps are shared and cached", async () => {
     const p = new FakeProvider();
     const writer = new DataKeyCache(p);

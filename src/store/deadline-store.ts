@@ -18,9 +18,11 @@ export const DEADLINE_STEP_BYTES = 16 * 1024 * 1024;
  *   bytes within `timeoutMs · (1 + ⌊S / 16 MiB⌋)`); past that it rejects with
  *   `KV_ERR_TIMEOUT`, which the wire answers `internal`.
  * - The inner operation is not abandoned: it goes on to its own end (the
- *   retry loop's budget bounds it), so a store under this one that orders
- *   writes per key keeps ordering them. A set that timed out may still land;
- *   it never lands after a later set of the same key issued on this server.
+ *   retry budget, equal to the deadline, bounds it), so the ordering layer
+ *   under this one starts a later set of the same key only after it. A set
+ *   answered at its deadline has an unknown outcome: a request DynamoDB
+ *   received late may still apply it. Read-modify-write needs conditional
+ *   writes, not timing.
  * - Nothing is acknowledged that the inner store did not acknowledge.
  */
 export class DeadlineStore implements KvStore {

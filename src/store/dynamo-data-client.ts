@@ -255,9 +255,10 @@ export class DynamoDataClient implements DataPlane {
     try {
       parsed = bytes.length === 0 ? {} : JSON.parse(decoder.decode(bytes));
     } catch (err) {
+      // A body cut short or garbled in transit; every data-plane call is safe to repeat.
       throw new DynamoCallError("SerializationException", `DynamoDB ${op}: the response is not JSON (HTTP ${status})`, {
         status,
-        retryable: status >= 500,
+        retryable: true,
         cause: err,
       });
     }

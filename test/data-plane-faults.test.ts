@@ -1,0 +1,197 @@
+import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { ScanCommand } from "@aws-sdk/client-dynamodb";
+import type { AwsCredentialIdentity } from "@smithy/types";
+import { KvClient } from "../client/kv-client.js";
+import type { Config } from "../src/config.js";
+import { isKvError } from "../src/errors.js";
+import type { ServerOverrides } from "../src/server.js";
+import { useBackends } from "./support/backends.js";
+import { FaultProxy } from "./support/fault-proxy.js";
+import { startTestServer } from "./support/harness.js";
+
+// Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
+setDefaultTimeout(60_000);
+
+const backends = useBackends();
+let ddb: FaultProxy;
+let kms: FaultProxy;
+
+beforeAll(() => {
+  ddb = new FaultProxy(backends.ddb.endpoint);
+  kms = new FaultProxy(backends.kms.endpoint);
+});
+afterEach(() => {
+  ddb.rule = undefined;
+  kms.rule = undefined;
+  ddb.releaseHung();
+  kms.releaseHung();
+});
+afterAll(async () => {
+  await ddb?.stop();
+  await kms?.stop();
+});
+
+/** A server on DynamoDB Local and the local KMS, each behind its fault proxy, with short deadlines. */
+function serverBehindProxies(config: Partial<Config> = {}, wiring: ServerOverrides = {}) {
+  return startTestServer(
+    {
+      store: "dynamodb",
+      dynamodbEndpoint: ddb.endpoint,
+      kmsEndpoint: kms.endpoint,
+      requestTimeoutMs: 2_000,
+      callTimeoutMs: 400,
+      ...config,
+    },
+    wiring,
+  );
+}
+
+const BATCH_OPS = new Set(["BatchWriteItem", "BatchGetItem"]);
+
+/** Sets `n` distinct keys at once and returns each outcome. */
+async function setMany(c: KvClient, prefix: string, n: number): Promise<PromiseSettledResult<void>[]> {
+  return Promise.allSettled(Array.from({ length: n }, (_, i) => c.set(`${prefix}${i}`, `value-${prefix}${i}`)));
+}
+
+/** Every set answered ok is read back with its own value: no false ack. */
+async function expectAckedReadable(c: KvClient, prefix: string, outcomes: PromiseSettledResult<void>[]) {
+  const acked = outcomes.flatMap((o, i) => (o.status === "fulfilled" ? [i] : []));
+  const got = await Promise.all(acked.map((i) => c.getString(`${prefix}${i}`)));
+  expect(got).toEqual(acked.map((i) => `value-${prefix}${i}`));
+  return acked.length;
+}
+
+function expectInternalAnswer(outcome: PromiseSettledResult<unknown>) {
+  expect(outcome.status).toBe("rejected");
+  if (outcome.status === "rejected") expect(isKvError(outcome.reason, "KV_ERR_SERVER_INTERNAL")).toBe(true);
+}
+
+describe("DynamoDB faults between the server and DynamoDB Local", () => {
+  test("throttling errors and 500s are retried until every set is stored and every get answers", async () => {
+    await using server = await serverBehindProxies();
+    await using c = await KvClient.connect({ port: server.port });
+    ddb.rule = (op, n) => (BATCH_OPS.has(op) && n % 3 !== 0 ? (n % 2 ? "throttle" : "error500") : undefined);
+    const outcomes = await setMany(c, "t", 200);
+    expect(outcomes.every((o) => o.status === "fulfilled")).toBe(true);
+    expect(await expectAckedReadable(c, "t", outcomes)).toBe(200);
+    expect(ddb.injected.get("throttle")).toBeGreaterThan(0);
+    expect(ddb.injected.get("error500")).toBeGreaterThan(0);
+  });
+
+  test("unprocessed items and keys are retried until written and read", async () => {
+    await using server = await serverBehindProxies();
+    await using c = await KvClient.connect({ port: server.port });
+    ddb.rule = (op) => (BATCH_OPS.has(op) ? "unprocessed" : undefined);
+    const outcomes = await setMany(c, "u", 120);
+    expect(outcomes.every((o) => o.status === "fulfilled")).toBe(true);
+    expect(await expectAckedReadable(c, "u", outcomes)).toBe(120);
+    expect(ddb.injected.get("unprocessed")).toBeGreaterThan(2);
+    ddb.rule = undefined;
+    const scan = await backends.client.send(new ScanCommand({ TableName: server.table, Select: "COUNT" }));
+    expect(scan.Count).toBe(120);
+  });
+
+  test("connections reset and bodies cut short mid-response never turn into a false ok", async () => {
+    await using server = await serverBehindProxies();
+    await using c = await KvClient.connect({ port: server.port });
+    ddb.rule = (op, n) => (BATCH_OPS.has(op) && n % 2 === 1 ? (n % 4 === 1 ? "reset" : "truncate") : undefined);
+    const outcomes = await setMany(c, "r", 150);
+    // Both are retried within the deadline; whatever was answered ok must be stored.
+    expect(await expectAckedReadable(c, "r", outcomes)).toBe(150);
+    expect(ddb.injected.get("reset")).toBeGreaterThan(0);
+    expect(ddb.injected.get("truncate")).toBeGreaterThan(0);
+  });
+
+  test("answers damaged in transit are caught by x-amz-crc32 and read again, never taken as not found", async () => {
+    await using server = await serverBehindProxies();
+    await using c = await KvClient.connect({ port: server.port });
+    const outcomes = await setMany(c, "c", 50);
+    expect(outcomes.every((o) => o.status === "fulfilled")).toBe(true);
+    ddb.rule = (op, n) => (op === "BatchGetItem" && n % 2 === 1 ? "corrupt" : undefined);
+    const got = await Promise.all(Array.from({ length: 50 }, (_, i) => c.getString(`c${i}`)));
+    expect(got).toEqual(Array.from({ length: 50 }, (_, i) => `value-c${i}`));
+    expect(ddb.injected.get("corrupt")).toBeGreaterThan(0);
+  });
+
+  test("a DynamoDB that never answers gets internal at the deadline, and the server recovers by itself", async () => {
+    // Few operations admitted at once, so most wait in line: the deadline covers waiting too.
+    await using server = await serverBehindProxies({ requestTimeoutMs: 1_000, callTimeoutMs: 300, maxPending: 4 });
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("before", "stored before the stall");
+    ddb.rule = () => "hang";
+    const started = performance.now();
+    // Sets and gets pipelined on one connection, gets of the same keys behind the sets.
+    const ops: Promise<unknown>[] = [];
+    for (let i = 0; i < 20; i++) ops.push(c.set(`h${i}`, "x"), c.get(`h${i}`), c.get("before"));
+    const outcomes = await Promise.allSettled(ops);
+    const elapsed = performance.now() - started;
+    for (const o of outcomes) expectInternalAnswer(o);
+    // Answered by the deadline, not by something sooner; the upper bound only rules out a hang.
+    expect(elapsed).toBeGreaterThanOrEqual(900);
+    expect(elapsed).toBeLessThan(10_000);
+    expect(ddb.injected.get("hang")).toBeGreaterThan(0);
+    // The server gave up its hung calls by itself (call timeouts): nothing piles up while DynamoDB stalls.
+    ddb.rule = () => undefined;
+    await ddb.callersGaveUp();
+
+    ddb.rule = undefined;
+    ddb.releaseHung();
+    await c.set("after", "the stall is over");
+    expect(await c.getString("after")).toBe("the stall is over");
+    expect(await c.getString("before")).toBe("stored before the stall");
+  });
+});
+
+describe("KMS faults between the server and the local KMS", () => {
+  test("KMS throttling and 500s are retried, and sets succeed", async () => {
+    await using server = await serverBehindProxies({}, { keyCache: { maxAgeMs: 1 } });
+    await using c = await KvClient.connect({ port: server.port });
+    kms.rule = (op, n) => (op === "GenerateDataKey" && n % 3 !== 0 ? (n % 2 ? "throttle" : "error500") : undefined);
+    for (let i = 0; i < 5; i++) await c.set(`k${i}`, "v");
+    expect(kms.injected.get("throttle")).toBeGreaterThan(0);
+    expect(kms.injected.get("error500")).toBeGreaterThan(0);
+  });
+
+  test("a KMS that never answers fails sets at the deadline while cached keys keep serving, then recovers", async () => {
+    // Every set needs a fresh data key (maximum age 1 ms), so a stalled KMS stalls every set.
+    await using server = await serverBehindProxies({ requestTimeoutMs: 1_000 }, { keyCache: { maxAgeMs: 1 } });
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("cached", "readable without KMS");
+    kms.rule = () => "hang";
+    const started = performance.now();
+    const [set, get] = await Promise.allSettled([c.set("new", "x"), c.getString("cached")]);
+    expectInternalAnswer(set as PromiseSettledResult<unknown>);
+    expect(get).toEqual({ status: "fulfilled", value: "readable without KMS" });
+    expect(performance.now() - started).toBeLessThan(10_000);
+    // The KMS call itself was abandoned at the deadline, not left hanging.
+    await kms.callersGaveUp();
+    kms.rule = undefined;
+    kms.releaseHung();
+    await c.set("new", "after KMS came back");
+    expect(await c.getString("new")).toBe("after KMS came back");
+  });
+});
+
+describe("credentials", () => {
+  test("short-lived credentials are refreshed before they expire, without a failed request", async () => {
+    let issued = 0;
+    // The SDK refreshes credentials within 5 minutes of expiry; these are good for 300 ms beyond that.
+    const credentials = async (): Promise<AwsCredentialIdentity> => ({
+      accessKeyId: `AKIDSHORTLIVED${++issued}`,
+      secretAccessKey: "secret",
+      sessionToken: `token-${issued}`,
+      expiration: new Date(Date.now() + 300_000 + 300),
+    });
+    await using server = await serverBehindProxies({}, { credentials });
+    await using c = await KvClient.connect({ port: server.port });
+    const seenBefore = ddb.accessKeys.length;
+    let sets = 0;
+    while (ddb.accessKeys.length - seenBefore < 3 && sets < 20_000) {
+      await c.set(`cred${sets % 50}`, `v${sets}`);
+      sets++;
+    }
+    expect(ddb.accessKeys.length - seenBefore).toBeGreaterThanOrEqual(3);
+    expect(ddb.accessKeys.slice(seenBefore).every((k) => k.startsWith("AKIDSHORTLIVED"))).toBe(true);
+    expect(await c.getString(`cred${(sets - 1) % 50}`)).toBe(`v${sets - 1}`);
+  });
+});
