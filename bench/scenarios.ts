@@ -41,6 +41,31 @@ function loadRow(target: string, op: string, conns: number, depth: number, r: Lo
   };
 }
 
+/** One row of a scenario on a DynamoDB backend: throughput, latency, backend calls and CPU per op. */
+function backendRow(
+  config: string,
+  op: string,
+  clients: number,
+  r: LoadResult,
+  m: { cpuMs: number; ddbCalls: number; kmsCalls: number; standInCpuMs?: number },
+): Row {
+  const perOp = (x: number, scale: number, digits: number) => (r.ops ? round((x / r.ops) * scale, digits) : 0);
+  return {
+    config,
+    op,
+    clients,
+    "ops/s": round(r.opsPerSec),
+    "p50 ms": round(r.p50Ms, 2),
+    "p99 ms": round(r.p99Ms, 2),
+    "server CPU µs / op": perOp(m.cpuMs, 1000, 1),
+    ...(m.standInCpuMs === undefined ? {} : { "stand-in CPU µs / op": perOp(m.standInCpuMs, 1000, 1) }),
+    "DynamoDB req / 1k ops": perOp(m.ddbCalls, 1000, 1),
+    "KMS calls / 1M ops": perOp(m.kmsCalls, 1e6, 0),
+    ops: r.ops,
+    errors: r.errors,
+  };
+}
+
 /** Server flags for a fresh table on the given DynamoDB and KMS endpoints. */
 function onDynamo(tablePrefix: string, dynamodbEndpoint: string, kmsEndpoint: string): string[] {
   const table = `${tablePrefix}-${randomBytes(4).toString("hex")}`;
@@ -166,19 +191,7 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
         const ddbCalls = proxy.snapshot().total;
         const cpuMs = target.cpuMs() - cpuBefore;
         const kmsCalls = kms.calls("GenerateDataKey") + kms.calls("Decrypt") - kmsBefore;
-        rows.push({
-          config: name,
-          op,
-          clients: s.e2eClients,
-          "ops/s": round(r.opsPerSec),
-          "p50 ms": round(r.p50Ms, 2),
-          "p99 ms": round(r.p99Ms, 2),
-          "DynamoDB req / 1k ops": r.ops ? round((ddbCalls / r.ops) * 1000, 1) : 0,
-          "KMS calls / 1M ops": r.ops ? round((kmsCalls / r.ops) * 1e6, 0) : 0,
-          "server CPU µs / op": r.ops ? round((cpuMs * 1000) / r.ops) : 0,
-          ops: r.ops,
-          errors: r.errors,
-        });
+        rows.push(backendRow(name, op, s.e2eClients, r, { cpuMs, ddbCalls, kmsCalls }));
         s.log(
           `end to end: ${name} ${op}: ${round(r.opsPerSec)} ops/s, ${ddbCalls} DynamoDB requests, ${kmsCalls} KMS calls`,
         );
@@ -222,20 +235,14 @@ export async function serverCost(s: BenchSettings): Promise<Row[]> {
       const cpuMs = target.cpuMs() - cpuBefore;
       const requests = (await ddb.requests()) - requestsBefore - 1;
       const kmsCalls = kms.calls("GenerateDataKey") + kms.calls("Decrypt") - kmsBefore;
-      rows.push({
-        config: name,
-        op,
-        clients: s.e2eClients,
-        "ops/s": round(r.opsPerSec),
-        "p50 ms": round(r.p50Ms, 2),
-        "p99 ms": round(r.p99Ms, 2),
-        "server CPU µs / op": r.ops ? round((cpuMs * 1000) / r.ops, 1) : 0,
-        "stand-in CPU µs / op": r.ops ? round(((ddb.cpuMs() - backendCpuBefore) * 1000) / r.ops, 1) : 0,
-        "DynamoDB req / 1k ops": r.ops ? round((requests / r.ops) * 1000, 1) : 0,
-        "KMS calls / 1M ops": r.ops ? round((kmsCalls / r.ops) * 1e6, 0) : 0,
-        ops: r.ops,
-        errors: r.errors,
-      });
+      rows.push(
+        backendRow(name, op, s.e2eClients, r, {
+          cpuMs,
+          ddbCalls: requests,
+          kmsCalls,
+          standInCpuMs: ddb.cpuMs() - backendCpuBefore,
+        }),
+      );
       s.log(`server cost: ${name} ${op}: ${round(r.opsPerSec)} ops/s, ${round((cpuMs * 1000) / r.ops, 1)} µs CPU/op`);
     }
     await Promise.all(pool.map((c) => c.close().catch(() => {})));

@@ -11,7 +11,18 @@ describe("bun run bench", () => {
       const json = join(dir, "out.json");
       const html = join(dir, "out.html");
       const run = Bun.spawnSync(
-        ["bun", "bench/main.ts", "--filter", "concurrency", "--held", "20", "--json", json, "--report", html],
+        [
+          process.execPath,
+          "bench/main.ts",
+          "--filter",
+          "concurrency",
+          "--held",
+          "20",
+          "--json",
+          json,
+          "--report",
+          html,
+        ],
         { cwd: root, stdout: "pipe", stderr: "pipe" },
       );
       expect(run.exitCode).toBe(0);
@@ -26,9 +37,15 @@ describe("bun run bench", () => {
   });
 
   test("a filter that matches nothing, or a bad flag, exits 2", () => {
-    const none = Bun.spawnSync(["bun", "bench/main.ts", "--filter", "no-such-scenario"], { cwd: root, stderr: "pipe" });
+    const none = Bun.spawnSync([process.execPath, "bench/main.ts", "--filter", "no-such-scenario"], {
+      cwd: root,
+      stderr: "pipe",
+    });
     expect(none.exitCode).toBe(2);
-    const bad = Bun.spawnSync(["bun", "bench/main.ts", "--connections", "a,b"], { cwd: root, stderr: "pipe" });
+    const bad = Bun.spawnSync([process.execPath, "bench/main.ts", "--connections", "a,b"], {
+      cwd: root,
+      stderr: "pipe",
+    });
     expect(bad.exitCode).toBe(2);
   });
 });

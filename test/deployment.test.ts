@@ -207,7 +207,7 @@ describe("image and binary", () => {
   const dist = join(root, "dist");
 
   test("bun run build produces executables that serve, answer a health check and stop on SIGTERM", async () => {
-    const build = Bun.spawnSync(["bun", "run", "build"], { cwd: root, stdout: "pipe", stderr: "pipe" });
+    const build = Bun.spawnSync([process.execPath, "run", "build"], { cwd: root, stdout: "pipe", stderr: "pipe" });
     expect(build.exitCode).toBe(0);
     const server = Bun.spawn([join(dist, "kvs"), "--store", "memory", "--port", "0"], {
       stdout: "pipe",

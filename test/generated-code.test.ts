@@ -16,7 +16,7 @@ describe("generated code", () => {
   test("src/gen is what `bun run generate` produces from proto/ now", () => {
     const out = mkdtempSync(join(tmpdir(), "kvs-gen-"));
     try {
-      const run = Bun.spawnSync(["bun", "run", "generate", "--output", out], { cwd: root, stderr: "pipe" });
+      const run = Bun.spawnSync([process.execPath, "run", "generate", "--output", out], { cwd: root, stderr: "pipe" });
       expect(run.stderr.toString()).not.toContain("Failure");
       expect(run.exitCode).toBe(0);
       const fresh = join(out, "src/gen");

@@ -19,7 +19,7 @@ function tempDir(): string {
 }
 
 function runServer(args: string[], env: Record<string, string> = {}) {
-  const out = Bun.spawnSync(["bun", "src/main.ts", ...args], { cwd: root, env: { ...process.env, ...env } });
+  const out = Bun.spawnSync([process.execPath, "src/main.ts", ...args], { cwd: root, env: { ...process.env, ...env } });
   return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
 }
 

@@ -17,7 +17,7 @@ export interface ServerProcess extends AsyncDisposable {
 
 /** Starts `src/main.ts` with `args` and resolves once it printed its startup line. */
 export async function spawnServer(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const proc = Bun.spawn(["bun", "src/main.ts", ...args], {
+  const proc = Bun.spawn([process.execPath, "src/main.ts", ...args], {
     cwd: root,
     stdin: "ignore",
     stdout: "pipe",
@@ -56,7 +56,7 @@ export async function runCli(
   args: string[],
   stdin?: Uint8Array,
 ): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
-  const proc = Bun.spawn(["bun", "client/cli.ts", ...args], {
+  const proc = Bun.spawn([process.execPath, "client/cli.ts", ...args], {
     cwd: root,
     stdin: stdin ? new Blob([stdin]) : "ignore",
     stdout: "pipe",
