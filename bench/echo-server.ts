@@ -1,5 +1,6 @@
-import { FrameDecoder, varintSize, writeVarint } from "../src/net/frame-decoder.js";
+import { FrameDecoder } from "../src/net/frame-decoder.js";
 import { SocketWriter } from "../src/net/socket-writer.js";
+import { varintSize, writeVarint } from "../src/protocol/varint.js";
 
 /**
  * Reference server for the bench: reads size-delimited frames and writes each

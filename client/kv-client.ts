@@ -1,5 +1,6 @@
 import type { Socket } from "bun";
 import { ErrorCode, errorMessage, KvError } from "../src/errors.js";
+import { Fifo } from "../src/fifo.js";
 import { FrameDecoder } from "../src/net/frame-decoder.js";
 import { SocketWriter } from "../src/net/socket-writer.js";
 import {
@@ -47,8 +48,7 @@ export class KvClient implements AsyncDisposable {
   readonly #socket: Socket<undefined>;
   readonly #writer: SocketWriter;
   readonly #decoder: FrameDecoder;
-  #waiters: Waiter[] = [];
-  #head = 0;
+  #waiters = new Fifo<Waiter>();
   #error: KvError | null = null;
   /** Called once nothing is outstanding. */
   #idle: (() => void)[] = [];
@@ -89,7 +89,7 @@ export class KvClient implements AsyncDisposable {
 
   /** Requests sent and not yet answered. */
   get pending(): number {
-    return this.#waiters.length - this.#head;
+    return this.#waiters.length;
   }
 
   /** Stores `value` under `key`. */
@@ -152,21 +152,13 @@ export class KvClient implements AsyncDisposable {
 
   readonly #onFrame = (frame: Uint8Array): void => {
     const response = decodeResponse(frame);
-    const waiter = this.#waiters[this.#head];
+    const waiter = this.#waiters.peek();
     if (waiter === undefined) throw new KvError(ErrorCode.Protocol, "response with no request outstanding");
     if (waiter.kind !== response.kind) {
       throw new KvError(ErrorCode.Protocol, `expected a ${waiter.kind} response, got ${response.kind}`);
     }
-    this.#waiters[this.#head] = undefined as unknown as Waiter;
-    this.#head++;
-    if (this.#head === this.#waiters.length) {
-      this.#waiters = [];
-      this.#head = 0;
-      this.#notifyIdle();
-    } else if (this.#head > 4096) {
-      this.#waiters = this.#waiters.slice(this.#head);
-      this.#head = 0;
-    }
+    this.#waiters.shift();
+    if (this.#waiters.length === 0) this.#notifyIdle();
     waiter.resolve(response);
   };
 
@@ -183,11 +175,7 @@ export class KvClient implements AsyncDisposable {
   /** Rejects every outstanding and future call with `err`. */
   private fail(err: KvError): void {
     this.#error ??= err;
-    const waiters = this.#waiters;
-    const head = this.#head;
-    this.#waiters = [];
-    this.#head = 0;
-    for (let i = head; i < waiters.length; i++) waiters[i]?.reject(err);
+    for (const waiter of this.#waiters.drain()) waiter.reject(err);
     this.#notifyIdle();
   }
 

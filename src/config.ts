@@ -1,6 +1,8 @@
 import { parseArgs } from "node:util";
 import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import type { LogLevel } from "./log.js";
+import { MAX_BATCH_GET_KEYS } from "./store/batch-reader.js";
+import { MAX_BATCH_WRITE_ITEMS } from "./store/batch-writer.js";
 
 /** Storage backends. */
 export const StoreKind = { dynamodb: "dynamodb", memory: "memory" } as const;
@@ -136,14 +138,14 @@ const FLAGS = {
   "write-batch": {
     env: "KV_WRITE_BATCH",
     type: "string",
-    default: "25",
+    default: String(MAX_BATCH_WRITE_ITEMS),
     placeholder: "1-25",
     help: "items per BatchWriteItem; 1 = one PutItem per set",
   },
   "read-batch": {
     env: "KV_READ_BATCH",
     type: "string",
-    default: "100",
+    default: String(MAX_BATCH_GET_KEYS),
     placeholder: "1-100",
     help: "keys per BatchGetItem; 1 = one GetItem per get",
   },
@@ -310,8 +312,8 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     maxFrameBytes,
     maxConnections: int("max-connections", get("max-connections") as string, 1, 10_000_000),
     idleTimeoutSeconds: int("idle-timeout", get("idle-timeout") as string, 0, 86_400),
-    writeBatch: int("write-batch", get("write-batch") as string, 1, 25),
-    readBatch: int("read-batch", get("read-batch") as string, 1, 100),
+    writeBatch: int("write-batch", get("write-batch") as string, 1, MAX_BATCH_WRITE_ITEMS),
+    readBatch: int("read-batch", get("read-batch") as string, 1, MAX_BATCH_GET_KEYS),
     batchWindowMs: int("batch-window-ms", get("batch-window-ms") as string, 0, 1000),
     maxPending: int("max-pending", get("max-pending") as string, 1, 10_000_000),
     requestTimeoutMs: int("request-timeout-ms", get("request-timeout-ms") as string, 1, 600_000),

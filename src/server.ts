@@ -1,13 +1,11 @@
-import { resolve } from "node:path";
 import type { AwsCredentialIdentityProvider } from "@smithy/types";
 import { dynamoClient, isAwsEndpoint, kmsClient, maxSocketsFor } from "./aws-clients.js";
-import { type Config, isAwsMode, LOCAL_DEFAULTS, StoreKind } from "./config.js";
+import { type Config, LOCAL_DEFAULTS, StoreKind } from "./config.js";
 import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
 import { ensureKey } from "./crypto/kms-key.js";
 import { KmsKeyring } from "./crypto/kms-keyring.js";
 import { errorMessage } from "./errors.js";
-import { type DynamoDbLocal, startDynamoDbLocal } from "./local/dynamodb-local.js";
-import { LocalKms } from "./local/kms-endpoint.js";
+import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
 import { Counters } from "./metrics.js";
 import { Listener } from "./net/listener.js";
@@ -58,49 +56,6 @@ export interface ServerOverrides {
   faults?: StoreFaults;
   /** Credentials for both AWS clients instead of the default chain (tests hand out short-lived ones). */
   credentials?: AwsCredentialIdentityProvider;
-}
-
-/** Local stand-ins started for a config, and the endpoints to use. */
-export interface LocalServices {
-  dynamodbEndpoint: string | undefined;
-  kmsEndpoint: string | undefined;
-  startedDynamo: boolean;
-  startedKms: boolean;
-  stop(): Promise<void>;
-}
-
-/**
- * Starts DynamoDB Local and the local KMS endpoint where local mode needs
- * them: not in AWS mode, and not where an endpoint was given.
- */
-export async function startLocalServices(config: Config): Promise<LocalServices> {
-  const aws = isAwsMode(config);
-  const dataDir = resolve(config.dataDir);
-  const stops: (() => Promise<void>)[] = [];
-  const stop = async () => {
-    for (const fn of stops.reverse()) await fn();
-    stops.length = 0;
-  };
-  try {
-    let dynamodbEndpoint = config.dynamodbEndpoint;
-    let kmsEndpoint = config.kmsEndpoint;
-    const startDynamo = config.store === StoreKind.dynamodb && dynamodbEndpoint === undefined && !aws;
-    const startKms = config.store === StoreKind.dynamodb && kmsEndpoint === undefined && !aws;
-    if (startDynamo) {
-      const ddb: DynamoDbLocal = await startDynamoDbLocal({ dataDir });
-      stops.push(() => ddb.stop());
-      dynamodbEndpoint = ddb.endpoint;
-    }
-    if (startKms) {
-      const kms = LocalKms.start({ dataDir: resolve(dataDir, "kms"), region: config.region ?? LOCAL_DEFAULTS.region });
-      stops.push(() => kms.stop());
-      kmsEndpoint = kms.endpoint;
-    }
-    return { dynamodbEndpoint, kmsEndpoint, startedDynamo: startDynamo, startedKms: startKms, stop };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
 }
 
 /** Starts a server for `config`: local services first if needed, then the listener. */

@@ -2,8 +2,8 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Config } from "./config.js";
 import { freePort } from "./local/free-port.js";
+import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
-import { startLocalServices } from "./server.js";
 
 /** Env var set on worker processes: they stop when the supervisor's pipe closes. */
 export const SUPERVISED_ENV = "KV_SUPERVISED";

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { KvClient } from "../client/kv-client.js";
-import { writeVarint } from "../src/net/frame-decoder.js";
 import { decodeResponse, encodeGetRequest, encodeSetRequest, GetError, SetError } from "../src/protocol/codec.js";
+import { writeVarint } from "../src/protocol/varint.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
 import { msg } from "./support/wire.js";
 

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { ErrorCode } from "../src/errors.js";
-import { FrameDecoder, varintSize, writeVarint } from "../src/net/frame-decoder.js";
+import { FrameDecoder } from "../src/net/frame-decoder.js";
+import { varintSize, writeVarint } from "../src/protocol/varint.js";
 import { expectKvError } from "./support/wire.js";
 
 function frame(body: Uint8Array): Uint8Array {
@@ -16,7 +17,10 @@ function concat(parts: Uint8Array[]): Uint8Array {
 
 function decodeAll(decoder: FrameDecoder, chunks: Uint8Array[]): Uint8Array[] {
   const out: Uint8Array[] = [];
-  for (const c of chunks) decoder.push(c, (f) => out.push(f.slice()));
+  for (const c of chunks)
+    decoder.push(c, (f) => {
+      out.push(f.slice());
+    });
   return out;
 }
 
@@ -39,13 +43,47 @@ describe("FrameDecoder", () => {
   test("frames that arrive whole in one chunk come out as views of that chunk, without copying", () => {
     const decoder = new FrameDecoder(1 << 20);
     const seen: Uint8Array[] = [];
-    decoder.push(stream, (f) => seen.push(f));
+    decoder.push(stream, (f) => {
+      seen.push(f);
+    });
     expect(seen.length).toBe(bodies.length);
     for (const [i, f] of seen.entries()) {
       expect(f.buffer).toBe(stream.buffer);
       expect(Buffer.from(f).equals(Buffer.from(bodies[i] as Uint8Array))).toBe(true);
     }
     expect(decoder.idle).toBe(true);
+  });
+
+  test("a frame callback that returns true stops the decoder right after that frame until resume", () => {
+    const decoder = new FrameDecoder(1 << 20);
+    const seen: Uint8Array[] = [];
+    const pauseEach = (f: Uint8Array) => {
+      seen.push(f.slice());
+      return true;
+    };
+    expect(decoder.push(stream, pauseEach)).toBe(true);
+    expect(seen.length).toBe(1);
+    expect(decoder.heldBytes).toBe(stream.length - frame(bodies[0] as Uint8Array).length);
+    // A chunk arriving while paused waits behind the held rest, unparsed.
+    const extra = frame(Uint8Array.of(42));
+    expect(decoder.push(extra, pauseEach)).toBe(true);
+    expect(seen.length).toBe(1);
+    while (decoder.resume(pauseEach)) {}
+    expect(seen).toEqual([...bodies, Uint8Array.of(42)]);
+    expect(decoder.heldBytes).toBe(0);
+    expect(decoder.idle).toBe(true);
+  });
+
+  test("resume parses everything held when the callback no longer pauses, and discard drops it", () => {
+    const decoder = new FrameDecoder(1 << 20);
+    const seen: Uint8Array[] = [];
+    decoder.push(stream, () => true);
+    expect(decoder.resume((f) => void seen.push(f.slice()))).toBe(false);
+    expect(seen).toEqual(bodies.slice(1));
+    decoder.push(stream, () => true);
+    decoder.discard();
+    expect(decoder.heldBytes).toBe(0);
+    expect(decoder.resume(() => true)).toBe(false);
   });
 
   test("a stream fed one byte at a time yields the same frames", () => {
@@ -61,10 +99,14 @@ describe("FrameDecoder", () => {
     const whole = frame(new Uint8Array(10).fill(3));
     const first = whole.slice(0, 5);
     const seen: Uint8Array[] = [];
-    decoder.push(first, (f) => seen.push(f));
+    decoder.push(first, (f) => {
+      seen.push(f);
+    });
     expect(decoder.bufferedBytes).toBe(4);
     first.fill(0xee);
-    decoder.push(whole.slice(5), (f) => seen.push(f));
+    decoder.push(whole.slice(5), (f) => {
+      seen.push(f);
+    });
     expect(seen).toEqual([new Uint8Array(10).fill(3)]);
   });
 

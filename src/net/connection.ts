@@ -1,9 +1,6 @@
-import { ErrorCode, isKvError, KvError } from "../errors.js";
+import { ErrorCode, errorMessage, isKvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
-import { decodeRequest } from "../protocol/codec.js";
-import type { Dispatcher } from "../protocol/dispatch.js";
-import { closesConnection } from "../protocol/error-response.js";
 import { FrameDecoder } from "./frame-decoder.js";
 import { SocketWriter } from "./socket-writer.js";
 
@@ -16,42 +13,73 @@ export interface ConnectionSocket {
   readonly remoteAddress: string;
 }
 
+/** One response: a frame, possibly in several parts (a large value is its own part). */
+export type Answer = Uint8Array | readonly Uint8Array[];
+
+/**
+ * What a connection hands each frame to. `net/` knows nothing of what frames
+ * mean: the protocol layer implements this.
+ */
+export interface FrameHandler {
+  /**
+   * Answers one frame body: the answer now, or a promise of it. An answer
+   * returned synchronously may be a view of a scratch buffer, valid only until
+   * the next call: the connection writes or copies it at once. A promised
+   * answer owns its bytes, and the promise never rejects by contract.
+   * Throwing means the stream cannot be trusted any more (a stream-level
+   * error): the connection logs it, answers what it accepted, and closes.
+   */
+  handle(frame: Uint8Array): Answer | Promise<Answer>;
+}
+
 /** Per-connection limits. */
 export interface ConnectionOptions {
   maxFrameBytes: number;
-  /** Requests read but not yet answered; past this the socket stops being read. */
+  /** Requests read but not yet answered; at this many, no further frame is taken. */
   maxInFlight: number;
-  /** Unsent response bytes; past this the socket stops being read until `drain`. */
+  /** Unsent response bytes; past this no further frame is taken until `drain`. */
   highWaterBytes: number;
 }
 
-/** One response slot in the in-order queue; `parts` is set when its request completes. */
-interface Slot {
-  parts: Uint8Array[] | null;
-}
+/** Identifies connections in log lines. */
+let nextConnectionId = 1;
 
 /**
- * One client connection: frames in, responses out, in request order.
+ * One client connection: frames in, answers out, in request order.
  *
  * Invariants:
- * - Requests are dispatched as soon as they are decoded (pipelining), and
- *   responses are written strictly in request order through one queue.
- * - Reading stops while too many requests are unanswered or too many response
- *   bytes are unsent, and resumes once both fall below half their limits, so a
- *   client that never reads cannot grow server memory without bound.
- * - A stream-level error (bad frame or envelope) logs one line, stops reading,
- *   answers what was already accepted, then closes. Nothing else is affected.
+ * - Requests are handled as soon as they are decoded (pipelining), and
+ *   answers are written strictly in request order.
+ * - Backpressure is decided per frame: once `maxInFlight` requests are
+ *   unanswered or `highWaterBytes` of answers are unsent, the decoder stops
+ *   after that frame (the rest of the read is held, not parsed) and the socket
+ *   is paused; both resume below half of each limit. So requests in flight
+ *   never exceed `maxInFlight`, whatever the size of a read.
+ * - Answers that are not ready wait in a ring of `maxInFlight` entries indexed
+ *   by request sequence number: no object per request. An answer ready at once
+ *   with nothing ahead of it is written directly.
+ * - A stream-level error logs one line, stops reading, answers what was
+ *   already accepted, then closes. Nothing else is affected.
+ * - Once the socket has closed, nothing more is handed to the handler, and
+ *   frames held unparsed are dropped.
  */
 export class Connection {
+  /** A number for log lines. */
+  readonly id = nextConnectionId++;
   readonly #socket: ConnectionSocket;
-  readonly #dispatcher: Dispatcher;
+  readonly #handler: FrameHandler;
   readonly #log: Logger;
   readonly #counters: Counters;
   readonly #options: ConnectionOptions;
   readonly #decoder: FrameDecoder;
   readonly #writer: SocketWriter;
-  #slots: Slot[] = [];
+  /** Answers by sequence number modulo its length; undefined while pending. */
+  readonly #ring: (Answer | undefined)[];
+  readonly #mask: number;
+  /** Sequence number of the oldest unanswered request. */
   #head = 0;
+  /** Sequence number the next request gets. */
+  #tail = 0;
   #paused = false;
   #closing = false;
   #closed = false;
@@ -59,23 +87,34 @@ export class Connection {
 
   constructor(
     socket: ConnectionSocket,
-    dispatcher: Dispatcher,
+    handler: FrameHandler,
     log: Logger,
     counters: Counters,
     options: ConnectionOptions,
   ) {
+    if (!Number.isInteger(options.maxInFlight) || options.maxInFlight < 1) {
+      throw new RangeError(`maxInFlight must be a positive integer, got ${options.maxInFlight}`);
+    }
     this.#socket = socket;
-    this.#dispatcher = dispatcher;
+    this.#handler = handler;
     this.#log = log;
     this.#counters = counters;
     this.#options = options;
     this.#decoder = new FrameDecoder(options.maxFrameBytes);
     this.#writer = new SocketWriter(socket, { onIdle: () => this.#afterProgress() });
+    const size = 2 ** Math.ceil(Math.log2(options.maxInFlight));
+    this.#ring = new Array(size).fill(undefined);
+    this.#mask = size - 1;
   }
 
   /** Requests accepted and not yet answered. */
   get inFlight(): number {
-    return this.#slots.length - this.#head;
+    return this.#tail - this.#head;
+  }
+
+  /** Whether the connection owes anything: requests unanswered, answers unsent or requests read and not parsed. */
+  get busy(): boolean {
+    return this.inFlight > 0 || this.#writer.pendingBytes > 0 || this.#decoder.heldBytes > 0;
   }
 
   /** Settles when the socket has closed. */
@@ -89,18 +128,8 @@ export class Connection {
     try {
       this.#decoder.push(chunk, this.#onFrame);
     } catch (err) {
-      const kvErr = isKvError(err) ? err : new KvError(ErrorCode.BadEnvelope, String(err), { cause: err });
-      if (!closesConnection(kvErr)) throw err;
-      this.#counters.add(Counter.protocolErrors);
-      this.#log.warn("closing connection", {
-        code: kvErr.code,
-        reason: kvErr.message,
-        remote: this.#socket.remoteAddress,
-      });
-      this.shutdown();
-      return;
+      this.#streamError(err);
     }
-    this.#applyBackpressure();
   }
 
   /** Socket `drain` event. */
@@ -113,13 +142,16 @@ export class Connection {
     if (this.#closed) return;
     this.#closed = true;
     this.#closing = true;
+    this.#decoder.discard();
     this.#writer.close();
+    this.#ring.fill(undefined);
     this.#done.resolve();
   }
 
   /**
-   * Graceful close: stop reading, answer every request already accepted,
-   * flush, then end the socket. Settles when the socket has closed.
+   * Graceful close: take no new bytes from the socket, answer every request
+   * already read (including any held unparsed under backpressure), flush,
+   * then end the socket. Settles when the socket has closed.
    */
   shutdown(): Promise<void> {
     if (!this.#closing) {
@@ -133,70 +165,120 @@ export class Connection {
   /** Ends the socket now, dropping unanswered requests. */
   destroy(): void {
     this.#closing = true;
+    this.#decoder.discard();
     this.#writer.close();
     this.#socket.end();
   }
 
-  readonly #onFrame = (frame: Uint8Array): void => {
-    const request = decodeRequest(frame);
+  /** Handles one frame; returns true to stop the decoder after it. */
+  readonly #onFrame = (frame: Uint8Array): boolean => {
     this.#counters.add(Counter.requests);
-    const slot: Slot = { parts: null };
-    this.#slots.push(slot);
-    this.#dispatcher.handle(request).then((parts) => {
-      slot.parts = parts;
-      this.#release();
-    });
+    const answer = this.#handler.handle(frame);
+    const seq = this.#tail++;
+    if (answer instanceof Promise) {
+      answer.then(
+        (a) => this.#complete(seq, a),
+        (err: unknown) => this.#broken(err),
+      );
+    } else if (seq === this.#head) {
+      // Nothing ahead of it: written (copied into the writer's stage) at once.
+      this.#write(answer);
+      this.#head++;
+    } else {
+      this.#ring[seq & this.#mask] = copyOf(answer);
+    }
+    return this.#mustPause();
   };
 
-  /** Writes every completed response at the head of the queue, in order. */
-  #release(): void {
+  #complete(seq: number, answer: Answer): void {
     if (this.#closed) return;
-    const slots = this.#slots;
-    let head = this.#head;
-    while (head < slots.length) {
-      const parts = (slots[head] as Slot).parts;
-      if (parts === null) break;
-      for (const part of parts) this.#writer.write(part);
-      head++;
-    }
-    if (head === slots.length) {
-      this.#slots = [];
-      this.#head = 0;
-    } else if (head > 1024 && head * 2 > slots.length) {
-      this.#slots = slots.slice(head);
-      this.#head = 0;
-    } else {
-      this.#head = head;
+    this.#ring[seq & this.#mask] = answer;
+    if (seq === this.#head) this.#release();
+  }
+
+  /** Writes every ready answer at the head of the ring, in order. */
+  #release(): void {
+    const ring = this.#ring;
+    const mask = this.#mask;
+    while (this.#head < this.#tail) {
+      const answer = ring[this.#head & mask];
+      if (answer === undefined) break;
+      ring[this.#head & mask] = undefined;
+      this.#write(answer);
+      this.#head++;
     }
     this.#afterProgress();
   }
 
-  #applyBackpressure(): void {
-    if (this.#paused || this.#closing) return;
-    if (this.inFlight >= this.#options.maxInFlight || this.#writer.pendingBytes >= this.#options.highWaterBytes) {
+  #write(answer: Answer): void {
+    if (answer instanceof Uint8Array) this.#writer.write(answer);
+    else for (const part of answer) this.#writer.write(part);
+  }
+
+  #mustPause(): boolean {
+    if (this.inFlight < this.#options.maxInFlight && this.#writer.pendingBytes < this.#options.highWaterBytes) {
+      return false;
+    }
+    if (!this.#paused) {
       this.#paused = true;
       this.#socket.pause();
     }
+    return true;
   }
 
   #afterProgress(): void {
     if (this.#closed) return;
-    if (this.#closing) {
-      if (this.inFlight === 0) {
-        this.#writer.flush();
-        if (this.#writer.pendingBytes === 0) this.#socket.end();
+    const { maxInFlight, highWaterBytes } = this.#options;
+    if (this.inFlight <= maxInFlight / 2 && this.#writer.pendingBytes <= highWaterBytes / 2) {
+      if (this.#decoder.heldBytes > 0) {
+        try {
+          if (this.#decoder.resume(this.#onFrame)) return;
+        } catch (err) {
+          this.#streamError(err);
+          return;
+        }
       }
-      return;
+      if (this.#paused && !this.#closing) {
+        this.#paused = false;
+        this.#socket.resume();
+      }
     }
-    if (
-      this.#paused &&
-      this.inFlight <= this.#options.maxInFlight / 2 &&
-      this.#writer.pendingBytes <= this.#options.highWaterBytes / 2
-    ) {
-      this.#paused = false;
-      this.#socket.resume();
-    } else {
-      this.#applyBackpressure();
+    if (this.#closing && this.inFlight === 0 && this.#decoder.heldBytes === 0) {
+      this.#writer.flush();
+      if (this.#writer.pendingBytes === 0) this.#socket.end();
     }
   }
+
+  #streamError(err: unknown): void {
+    this.#decoder.discard();
+    if (isKvError(err)) {
+      this.#counters.add(Counter.protocolErrors);
+      this.#log.warn("closing connection", {
+        code: err.code,
+        reason: err.message,
+        remote: this.#socket.remoteAddress,
+        conn: this.id,
+      });
+    } else {
+      // Not the peer's fault: a bug in this server. Say so, loudly.
+      this.#log.error("closing connection after an internal error", {
+        code: ErrorCode.ServerInternal,
+        reason: errorMessage(err),
+        conn: this.id,
+      });
+    }
+    this.shutdown();
+  }
+
+  /** A handler promise rejected, which its contract forbids: no answer can be made in order, so close. */
+  #broken(err: unknown): void {
+    if (this.#closed) return;
+    this.#log.error("closing connection: an answer failed", { reason: errorMessage(err), conn: this.id });
+    this.destroy();
+  }
+}
+
+/** A synchronous answer may be a scratch view: one that must wait is copied. */
+function copyOf(answer: Answer): Answer {
+  return answer instanceof Uint8Array ? answer.slice() : answer.map((p) => p.slice());
 }

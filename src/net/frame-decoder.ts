@@ -25,6 +25,10 @@ const INITIAL_ASSEMBLY_BYTES = 64 * 1024;
  *   still being read, before any body byte is buffered.
  * - After `push` throws, the stream is unrecoverable and the decoder must be
  *   discarded (the connection closed).
+ * - Backpressure is decided per frame: when `onFrame` returns true, the
+ *   decoder stops right after that frame and holds the unparsed rest of the
+ *   chunk (and any chunk pushed while paused) until `resume`, so a consumer
+ *   never receives more frames than it accepted.
  */
 export class FrameDecoder {
   /** Largest accepted frame body, in bytes. */
@@ -38,6 +42,9 @@ export class FrameDecoder {
   /** Assembly buffer of a frame split across chunks, or null. */
   #body: Uint8Array | null = null;
   #filled = 0;
+  /** Chunk rests not yet parsed because a frame callback asked to pause, oldest first. */
+  #held: Uint8Array[] = [];
+  #heldBytes = 0;
 
   constructor(maxFrameBytes: number) {
     if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 0 || maxFrameBytes > 0xffff_ffff) {
@@ -51,6 +58,32 @@ export class FrameDecoder {
     return this.#filled + this.#prefixBytes;
   }
 
+  /** Bytes received but not parsed yet, because a frame callback paused the decoder. */
+  get heldBytes(): number {
+    return this.#heldBytes;
+  }
+
+  /**
+   * Parses what a pause left unparsed, as `push` would, until it is all
+   * consumed or `onFrame` asks to pause again. Returns whether it paused again.
+   */
+  resume(onFrame: FrameCallback): boolean {
+    while (this.#held.length > 0) {
+      const chunk = this.#held.shift() as Uint8Array;
+      this.#heldBytes -= chunk.length;
+      if (this.#parse(chunk, onFrame)) return true;
+    }
+    return false;
+  }
+
+  /** Forgets everything received and not yet handed out (the connection is closing). */
+  discard(): void {
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#body = null;
+    this.#filled = 0;
+  }
+
   /** Whether the decoder is between frames: no partial prefix or body is held. */
   get idle(): boolean {
     return this.#length < 0 && this.#prefixBytes === 0;
@@ -58,16 +91,39 @@ export class FrameDecoder {
 
   /**
    * Feeds one chunk and calls `onFrame` with each frame body completed by it,
-   * in stream order. Throws a {@link KvError} with code `KV_ERR_FRAME_TOO_LARGE`
-   * or `KV_ERR_BAD_FRAME` on a bad length prefix.
+   * in stream order, until `onFrame` returns true (pause). Throws a
+   * {@link KvError} with code `KV_ERR_FRAME_TOO_LARGE` or `KV_ERR_BAD_FRAME`
+   * on a bad length prefix. Returns whether the decoder is paused.
    */
-  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
+  push(chunk: Uint8Array, onFrame: FrameCallback): boolean {
+    if (this.#held.length > 0) {
+      // Paused: keep the chunk behind what is already held.
+      this.#hold(chunk);
+      return true;
+    }
+    return this.#parse(chunk, onFrame);
+  }
+
+  #hold(rest: Uint8Array): void {
+    if (rest.length === 0) return;
+    this.#held.push(rest);
+    this.#heldBytes += rest.length;
+  }
+
+  /** Holds the unparsed rest of the chunk being parsed: it comes before anything already held. */
+  #holdRest(rest: Uint8Array): void {
+    if (rest.length === 0) return;
+    this.#held.unshift(rest);
+    this.#heldBytes += rest.length;
+  }
+
+  #parse(chunk: Uint8Array, onFrame: FrameCallback): boolean {
     const end = chunk.length;
     let pos = 0;
     for (;;) {
       if (this.#length < 0) {
         // Read (or continue) a length prefix.
-        if (pos === end) return;
+        if (pos === end) return false;
         let value = this.#prefixValue;
         let count = this.#prefixBytes;
         let done = false;
@@ -93,7 +149,7 @@ export class FrameDecoder {
         if (!done) {
           this.#prefixValue = value;
           this.#prefixBytes = count;
-          return;
+          return false;
         }
         this.#prefixValue = 0;
         this.#prefixBytes = 0;
@@ -108,7 +164,10 @@ export class FrameDecoder {
           this.#length = -1;
           const start = pos;
           pos += length;
-          onFrame(chunk.subarray(start, pos));
+          if (onFrame(chunk.subarray(start, pos)) === true) {
+            this.#holdRest(chunk.subarray(pos));
+            return true;
+          }
           continue;
         }
         // The frame is split: copy its head out of this chunk so the chunk is not pinned.
@@ -116,7 +175,7 @@ export class FrameDecoder {
         assembly.set(chunk.subarray(pos));
         this.#body = assembly;
         this.#filled = available;
-        return;
+        return false;
       }
 
       const take = Math.min(length - this.#filled, end - pos);
@@ -130,31 +189,17 @@ export class FrameDecoder {
       target.set(chunk.subarray(pos, pos + take), this.#filled);
       this.#filled = needed;
       pos += take;
-      if (needed < length) return;
+      if (needed < length) return false;
       this.#body = null;
       this.#filled = 0;
       this.#length = -1;
-      onFrame(target);
+      if (onFrame(target) === true) {
+        this.#holdRest(chunk.subarray(pos));
+        return true;
+      }
     }
   }
 }
 
-/** Number of bytes of the varint encoding of `value` (a uint32). */
-export function varintSize(value: number): number {
-  if (value < 0x80) return 1;
-  if (value < 0x4000) return 2;
-  if (value < 0x20_0000) return 3;
-  if (value < 0x1000_0000) return 4;
-  return 5;
-}
-
-/** Writes `value` (a uint32) as a varint into `out` at `pos`; returns the position after it. */
-export function writeVarint(out: Uint8Array, pos: number, value: number): number {
-  let v = value;
-  while (v >= 0x80) {
-    out[pos++] = (v & 0x7f) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  out[pos++] = v;
-  return pos;
-}
+/** Receives one frame body; returning exactly `true` pauses the decoder right after it. */
+export type FrameCallback = (body: Uint8Array) => unknown;

@@ -1,8 +1,7 @@
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
-import type { Dispatcher } from "../protocol/dispatch.js";
-import { Connection, type ConnectionOptions } from "./connection.js";
+import { Connection, type ConnectionOptions, type FrameHandler } from "./connection.js";
 
 /** Listener settings. */
 export interface ListenerOptions extends ConnectionOptions {
@@ -16,10 +15,10 @@ export interface ListenerOptions extends ConnectionOptions {
   reusePort: boolean;
 }
 
-/** A TCP listener serving the protocol. */
+/** A TCP listener: one {@link Connection} per socket, each handing its frames to one handler. */
 export class Listener {
   readonly #server: TCPSocketListener<Connection | undefined>;
-  readonly #connections = new Set<Connection>();
+  readonly #connections: Set<Connection>;
   readonly #log: Logger;
   #stopping: Promise<void> | null = null;
 
@@ -30,7 +29,7 @@ export class Listener {
   }
 
   /** Starts listening. */
-  static start(dispatcher: Dispatcher, log: Logger, counters: Counters, options: ListenerOptions): Listener {
+  static start(handler: FrameHandler, log: Logger, counters: Counters, options: ListenerOptions): Listener {
     const connections = new Set<Connection>();
     const listenOptions = {
       hostname: options.host,
@@ -52,7 +51,7 @@ export class Listener {
           }
           socket.setNoDelay(true);
           if (options.idleTimeoutSeconds > 0) socket.timeout(options.idleTimeoutSeconds);
-          const conn = new Connection(socket, dispatcher, log, counters, options);
+          const conn = new Connection(socket, handler, log, counters, options);
           socket.data = conn;
           connections.add(conn);
           counters.add(Counter.connectionsOpened);
@@ -68,11 +67,18 @@ export class Listener {
           void socket.data?.shutdown();
         },
         timeout(socket) {
-          log.debug("closing idle connection", { remote: socket.remoteAddress });
-          socket.data?.destroy();
+          const conn = socket.data;
+          // Idle means owing nothing: a connection waiting on a slow request is not idle.
+          if (conn?.busy) {
+            log.debug("idle timeout deferred: requests in flight", { remote: socket.remoteAddress, conn: conn.id });
+            socket.timeout(options.idleTimeoutSeconds);
+            return;
+          }
+          log.debug("closing idle connection", { remote: socket.remoteAddress, conn: conn?.id });
+          conn?.destroy();
         },
         error(socket, error) {
-          log.warn("socket error", { remote: socket.remoteAddress, reason: error.message });
+          log.warn("socket error", { remote: socket.remoteAddress, reason: error.message, conn: socket.data?.id });
         },
         close(socket) {
           const conn = socket.data;

@@ -1,30 +1,39 @@
+import { Fifo } from "../fifo.js";
+
 /** The part of a Bun socket the writer needs. */
 export interface WritableSocket {
   /** Writes what the kernel accepts now; returns that byte count, or a negative number when closed. */
   write(data: Uint8Array): number;
 }
 
-/** Default size past which queued output is written at once instead of at the end of the microtask. */
-export const FLUSH_BYTES = 32 * 1024;
+/** Size of the reused staging buffer that small parts are copied into. */
+export const STAGE_BYTES = 64 * 1024;
 
-/** Largest single write built by concatenating small parts. */
-const COALESCE_BYTES = 64 * 1024;
+/** Parts at most this large are copied into the stage; larger ones are written as they are. */
+const COPY_BYTES = 16 * 1024;
 
 /**
  * Ordered output for one socket.
  *
  * Bun's `socket.write` sends what the kernel takes and keeps nothing, so this
  * owns every byte not yet accepted: the unsent rest waits for `drain()`.
- * Small parts are coalesced: output is written at the end of the current
- * microtask, or at once past {@link FLUSH_BYTES}, so a burst of pipelined
- * responses costs one syscall rather than one each. Parts are never mutated,
- * so callers may pass shared constant frames and views of values.
+ *
+ * Invariants:
+ * - Bytes go out in the order they were written.
+ * - Small parts are copied into one reused staging buffer, and everything is
+ *   written at the end of the current microtask (or at once when the stage
+ *   fills), so a burst of pipelined answers costs one syscall and no
+ *   allocation per answer. Large parts are written from the caller's bytes,
+ *   uncopied; callers must not mutate a part after writing it.
+ * - Bytes the kernel did not take are moved out of the stage into an owned
+ *   queue (copied once), so the stage is free for new output at once.
  */
 export class SocketWriter {
   readonly #socket: WritableSocket;
-  readonly #flushBytes: number;
-  #parts: Uint8Array[] = [];
-  #head = 0;
+  /** Unsent parts, older than anything in the stage. */
+  readonly #queue = new Fifo<Uint8Array>();
+  #stage = new Uint8Array(STAGE_BYTES);
+  #staged = 0;
   #pending = 0;
   #blocked = false;
   #scheduled = false;
@@ -32,12 +41,12 @@ export class SocketWriter {
   readonly #onIdle: (() => void) | undefined;
 
   /**
-   * @param onIdle called whenever the writer has written everything it held,
-   *   after `drain()`; connections use it to resume reading and to finish closing.
+   * @param onIdle called whenever the writer has written everything it held:
+   *   at once from `drain()`, and in a microtask after a flush that emptied
+   *   it; connections use it to resume reading and to finish closing.
    */
-  constructor(socket: WritableSocket, options: { flushBytes?: number; onIdle?: () => void } = {}) {
+  constructor(socket: WritableSocket, options: { onIdle?: () => void } = {}) {
     this.#socket = socket;
-    this.#flushBytes = options.flushBytes ?? FLUSH_BYTES;
     this.#onIdle = options.onIdle;
   }
 
@@ -48,12 +57,80 @@ export class SocketWriter {
 
   /** Queues `part` after everything queued before it. */
   write(part: Uint8Array): void {
-    if (this.#closed || part.length === 0) return;
-    this.#parts.push(part);
-    this.#pending += part.length;
+    const n = part.length;
+    if (this.#closed || n === 0) return;
+    this.#pending += n;
+    if (n <= COPY_BYTES) {
+      if (this.#staged + n > this.#stage.length) this.#spillStage();
+      this.#stage.set(part, this.#staged);
+      this.#staged += n;
+    } else {
+      this.#spillStage();
+      this.#queue.push(part);
+    }
+    this.#schedule();
+  }
+
+  /** Writes as much as the kernel accepts now. */
+  flush(): void {
+    if (this.#blocked || this.#closed) return;
+    const before = this.#pending;
+    this.#writeOut();
+    // No drain event follows a write the kernel took whole, so say here that all is out.
+    if (before > 0 && this.#pending === 0 && this.#onIdle !== undefined) queueMicrotask(this.#onIdle);
+  }
+
+  #writeOut(): void {
+    for (let part = this.#queue.peek(); part !== undefined; part = this.#queue.peek()) {
+      const written = this.#socket.write(part);
+      if (written < 0) {
+        this.close();
+        return;
+      }
+      this.#pending -= written;
+      if (written < part.length) {
+        // Keep the unsent rest at the front; Bun will not retry it for us.
+        this.#queue.setFront(part.subarray(written));
+        this.#blocked = true;
+        return;
+      }
+      this.#queue.shift();
+    }
+    if (this.#staged === 0) return;
+    const staged = this.#stage.subarray(0, this.#staged);
+    const written = this.#socket.write(staged);
+    if (written < 0) {
+      this.close();
+      return;
+    }
+    this.#pending -= written;
+    if (written < staged.length) {
+      this.#queue.push(staged.slice(written));
+      this.#blocked = true;
+    }
+    this.#staged = 0;
+  }
+
+  /** Call on the socket's `drain` event. */
+  drain(): void {
+    this.#blocked = false;
+    if (!this.#closed) this.#writeOut();
+    if (this.#pending === 0) this.#onIdle?.();
+  }
+
+  /** Drops everything queued; later writes are ignored. */
+  close(): void {
+    this.#closed = true;
+    this.#queue.drain();
+    this.#staged = 0;
+    this.#pending = 0;
+  }
+
+  #schedule(): void {
     if (this.#blocked) return;
-    if (this.#pending >= this.#flushBytes) this.flush();
-    else if (!this.#scheduled) {
+    if (this.#staged >= this.#stage.length || this.#queue.length > 0) {
+      this.flush();
+    } else if (!this.#scheduled) {
       this.#scheduled = true;
       queueMicrotask(this.#scheduledFlush);
     }
@@ -64,71 +141,10 @@ export class SocketWriter {
     this.flush();
   };
 
-  /** Writes as much as the kernel accepts now. */
-  flush(): void {
-    while (!this.#blocked && !this.#closed && this.#head < this.#parts.length) {
-      const chunk = this.#nextChunk();
-      const written = this.#socket.write(chunk);
-      if (written < 0) {
-        this.close();
-        return;
-      }
-      this.#pending -= written;
-      if (written < chunk.length) {
-        // Keep the unsent rest at the head; Bun will not retry it for us.
-        this.#parts[this.#head] = chunk.subarray(written);
-        this.#blocked = true;
-        return;
-      }
-      this.#head++;
-    }
-    if (this.#head === this.#parts.length && this.#head > 0) {
-      this.#parts = [];
-      this.#head = 0;
-    }
-  }
-
-  /** Call on the socket's `drain` event. */
-  drain(): void {
-    this.#blocked = false;
-    this.flush();
-    if (this.#pending === 0) this.#onIdle?.();
-  }
-
-  /** Drops everything queued; later writes are ignored. */
-  close(): void {
-    this.#closed = true;
-    this.#parts = [];
-    this.#head = 0;
-    this.#pending = 0;
-  }
-
-  /**
-   * Removes and returns the next write: the head part, or several small parts
-   * joined so a burst of responses is one syscall.
-   */
-  #nextChunk(): Uint8Array {
-    const parts = this.#parts;
-    const first = parts[this.#head] as Uint8Array;
-    let end = this.#head + 1;
-    let size = first.length;
-    while (end < parts.length) {
-      const next = (parts[end] as Uint8Array).length;
-      if (size + next > COALESCE_BYTES) break;
-      size += next;
-      end++;
-    }
-    if (end === this.#head + 1) return first;
-    const joined = new Uint8Array(size);
-    let offset = 0;
-    for (let i = this.#head; i < end; i++) {
-      const part = parts[i] as Uint8Array;
-      joined.set(part, offset);
-      offset += part.length;
-    }
-    // Leave the joined chunk at the last index it covers so flush() advances past all of them.
-    this.#head = end - 1;
-    parts[this.#head] = joined;
-    return joined;
+  /** Moves the staged bytes into the queue (one copy), freeing the stage. */
+  #spillStage(): void {
+    if (this.#staged === 0) return;
+    this.#queue.push(this.#stage.slice(0, this.#staged));
+    this.#staged = 0;
   }
 }

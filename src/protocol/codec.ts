@@ -1,5 +1,5 @@
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
-import { varintSize, writeVarint } from "../net/frame-decoder.js";
+import { ErrorCode, isKvError, KvError } from "../errors.js";
+import { varintSize, writeVarint } from "./varint.js";
 import { Wire, WireReader } from "./wire-reader.js";
 
 /**
@@ -61,9 +61,14 @@ const TAG_KEY = 0x0a; // data.key = 1, get_request.key = 1
 const TAG_VALUE = 0x12; // data.value = 2
 const TAG_REQ_DATA = 0x0a; // set_request.req = 1
 
-/** The reader's own reason, in context: it says what is wrong, this says where. */
-function wireError(err: unknown): KvError {
-  return new KvError(ErrorCode.BadEnvelope, `malformed req_envelope: ${errorMessage(err)}`, { cause: err });
+/**
+ * The reader's own reason, in context: it says what is wrong, this says
+ * where. Only the reader's KvErrors are the peer's fault; anything else thrown
+ * while decoding is a bug here and goes up as it is, not as a bad envelope.
+ */
+function wireError(err: unknown): unknown {
+  if (!isKvError(err, ErrorCode.BadEnvelope)) return err;
+  return new KvError(ErrorCode.BadEnvelope, `malformed req_envelope: ${err.message}`, { cause: err });
 }
 
 /**
@@ -201,13 +206,14 @@ function encodeWithData(
   dataTag: number,
   key: Uint8Array,
   value: Uint8Array,
+  alloc: (n: number) => Uint8Array = fresh,
 ): Uint8Array[] {
   const dataLen = 1 + varintSize(key.length) + key.length + 1 + varintSize(value.length) + value.length;
   const innerLen = innerPrefix.length + 1 + varintSize(dataLen) + dataLen;
   const envLen = 2 + 1 + varintSize(innerLen) + innerLen;
   const inline = value.length <= INLINE_VALUE_BYTES;
   const total = varintSize(envLen) + envLen;
-  const head = new Uint8Array(inline ? total : total - value.length);
+  const head = alloc(inline ? total : total - value.length);
   let p = writeVarint(head, 0, envLen);
   head[p++] = TAG_TYPE;
   head[p++] = type;
@@ -229,9 +235,28 @@ function encodeWithData(
 
 const GET_OK_PREFIX = [TAG_ERROR, GetError.Ok] as const;
 
+function fresh(n: number): Uint8Array {
+  return new Uint8Array(n);
+}
+
 /** Encodes a framed `get_response{ok, req{key, value}}`; a large value is its own part, uncopied. */
 export function encodeGetOk(key: Uint8Array, value: Uint8Array): Uint8Array[] {
   return encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value);
+}
+
+let scratch = new Uint8Array(INLINE_VALUE_BYTES * 2);
+
+function fromScratch(n: number): Uint8Array {
+  if (n > scratch.length) scratch = new Uint8Array(2 ** Math.ceil(Math.log2(n)));
+  return scratch.subarray(0, n);
+}
+
+/**
+ * {@link encodeGetOk} into a reused scratch buffer: no allocation per answer.
+ * The result is valid only until the next call; write or copy it at once.
+ */
+export function encodeGetOkScratch(key: Uint8Array, value: Uint8Array): Uint8Array[] {
+  return encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value, fromScratch);
 }
 
 /** Encodes a framed `set_request`; a large value is its own part, uncopied. */

@@ -1,8 +1,10 @@
-import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
+import type { Answer, FrameHandler } from "../net/connection.js";
+import { RepeatLimiter } from "../repeat-limiter.js";
 import { type KvStore, MAX_KEY_BYTES } from "../store/kv-store.js";
-import { encodeGetOk, Frames, type ReplyKind, type Request } from "./codec.js";
-import { errorFrame } from "./error-response.js";
+import { decodeRequest, encodeGetOk, encodeGetOkScratch, Frames, type ReplyKind, type Request } from "./codec.js";
+import { closesConnection, errorFrame } from "./error-response.js";
 
 /** Limits a dispatcher enforces before touching the store. */
 export interface DispatchLimits {
@@ -10,54 +12,102 @@ export interface DispatchLimits {
   maxValueBytes: number;
 }
 
+/** Codes that are the client's doing: logged at debug, so a noisy client cannot flood the log. */
+const CLIENT_ERRORS: ReadonlySet<string> = new Set([
+  ErrorCode.BadRequest,
+  ErrorCode.KeyTooLarge,
+  ErrorCode.ValueTooLarge,
+]);
+
 /**
- * Runs decoded requests against a store and returns response frames. It
- * never rejects: every failure becomes an `internal` response and one log line
- * with its code and reason (never the value).
+ * Answers frames: decodes each as a request, runs it against the store and
+ * encodes the answer. It is the connection's {@link FrameHandler}.
+ *
+ * Invariants:
+ * - Only a stream-level error (bytes that are not an envelope) is thrown,
+ *   which closes the connection; everything else, a bug included, becomes an
+ *   `internal` answer and a log line with its code and reason (never a value).
+ *   A promised answer never rejects.
+ * - With a store that answers synchronously (the memory store), answers are
+ *   returned synchronously: no Promise or closure per request.
+ * - Backend failures are logged at warn, at most one line per code per second
+ *   with a count of the rest; the client's own errors at debug.
  */
-export class Dispatcher {
+export class Dispatcher implements FrameHandler {
   readonly #store: KvStore;
   readonly #log: Logger;
   readonly #limits: DispatchLimits;
+  readonly #repeats: RepeatLimiter;
 
   constructor(store: KvStore, log: Logger, limits: Partial<DispatchLimits> = {}) {
     this.#store = store;
     this.#log = log;
     this.#limits = { maxKeyBytes: MAX_KEY_BYTES, maxValueBytes: Number.MAX_SAFE_INTEGER, ...limits };
+    this.#repeats = new RepeatLimiter(log);
   }
 
-  /** Answers `req`. The returned parts form one response frame. */
-  handle(req: Request): Promise<Uint8Array[]> {
+  /** Decodes and answers one frame. Throws only for a frame that is not an envelope. */
+  handle(frame: Uint8Array): Answer | Promise<Answer> {
+    let req: Request;
+    try {
+      req = decodeRequest(frame);
+    } catch (err) {
+      if (isKvError(err) && closesConnection(err)) throw err;
+      // Not the peer's doing: a bug in the decoder. The stream may be fine, but say so loudly.
+      this.#log.error("decoding a request failed", { code: ErrorCode.ServerInternal, reason: errorMessage(err) });
+      throw new KvError(ErrorCode.ServerInternal, `decoding a request failed: ${errorMessage(err)}`, { cause: err });
+    }
+    return this.dispatch(req);
+  }
+
+  /** Answers a decoded request. */
+  dispatch(req: Request): Answer | Promise<Answer> {
     switch (req.kind) {
       case "set":
         return this.#set(req.key, req.value);
       case "get":
         return this.#get(req.key);
       case "invalid":
-        return Promise.resolve([this.#fail(req.reply, new KvError(ErrorCode.BadRequest, req.reason))]);
+        return this.#fail(req.reply, new KvError(ErrorCode.BadRequest, req.reason));
     }
   }
 
-  async #set(key: Uint8Array, value: Uint8Array): Promise<Uint8Array[]> {
+  #set(key: Uint8Array, value: Uint8Array): Answer | Promise<Answer> {
     const limitError = this.#checkKey(key) ?? this.#checkValue(value);
-    if (limitError) return [this.#fail("set", limitError)];
-    try {
-      await this.#store.set(key, value);
-      return [Frames.setOk];
-    } catch (err) {
-      return [this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"))];
+    if (limitError) return this.#fail("set", limitError);
+    const store = this.#store;
+    if (store.setSync !== undefined) {
+      try {
+        store.setSync(key, value);
+        return Frames.setOk;
+      } catch (err) {
+        return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
+      }
     }
+    return settle(
+      store.set(key, value),
+      () => Frames.setOk,
+      (err) => this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed")),
+    );
   }
 
-  async #get(key: Uint8Array): Promise<Uint8Array[]> {
+  #get(key: Uint8Array): Answer | Promise<Answer> {
     const limitError = this.#checkKey(key);
-    if (limitError) return [this.#fail("get", limitError)];
-    try {
-      const value = await this.#store.get(key);
-      return value === undefined ? [Frames.getNotFound] : encodeGetOk(key, value);
-    } catch (err) {
-      return [this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"))];
+    if (limitError) return this.#fail("get", limitError);
+    const store = this.#store;
+    if (store.getSync !== undefined) {
+      try {
+        const value = store.getSync(key);
+        return value === undefined ? Frames.getNotFound : encodeGetOkScratch(key, value);
+      } catch (err) {
+        return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
+      }
     }
+    return settle(
+      store.get(key),
+      (value) => (value === undefined ? Frames.getNotFound : encodeGetOk(key, value)),
+      (err) => this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed")),
+    );
   }
 
   #checkKey(key: Uint8Array): KvError | undefined {
@@ -77,7 +127,23 @@ export class Dispatcher {
   }
 
   #fail(reply: ReplyKind, err: KvError): Uint8Array {
-    this.#log.warn("request failed", { code: err.code, op: reply, reason: err.message });
-    return errorFrame(reply, err);
+    const fields = { code: err.code, op: reply, reason: err.message };
+    if (CLIENT_ERRORS.has(err.code)) this.#log.debug("request refused", fields);
+    else this.#repeats.warn(err.code, "request failed", fields);
+    return errorFrame(reply);
   }
+}
+
+/**
+ * `work.then(ok, failed)`, where a throw inside `ok` (a bug while encoding)
+ * is answered by `failed` too: the promise never rejects.
+ */
+function settle<T>(work: Promise<T>, ok: (value: T) => Answer, failed: (err: unknown) => Answer): Promise<Answer> {
+  return work.then((value) => {
+    try {
+      return ok(value);
+    } catch (err) {
+      return failed(err);
+    }
+  }, failed);
 }

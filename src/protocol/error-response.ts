@@ -31,7 +31,11 @@ export function closesConnection(err: KvError): boolean {
   return Outcome[err.code] === "close";
 }
 
-/** The response frame answering a request of kind `reply` that failed with `err`. */
-export function errorFrame(reply: ReplyKind, _err: KvError): Uint8Array {
+/**
+ * The response frame answering a failed request of kind `reply`. The seed's
+ * schema has one failure status per response type, so it does not depend on
+ * the error; the error's code goes to the log.
+ */
+export function errorFrame(reply: ReplyKind): Uint8Array {
   return internalFrame(reply);
 }

@@ -14,6 +14,13 @@ export interface KvStore {
   readonly appliesInOrder?: boolean;
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   set(key: Uint8Array, value: Uint8Array): Promise<void>;
+  /**
+   * Present on stores that answer at once (the memory store): `get` without
+   * a Promise, so the front end makes no Promise per request.
+   */
+  readonly getSync?: (key: Uint8Array) => Uint8Array | undefined;
+  /** Present on stores that apply a set at once: `set` without a Promise. */
+  readonly setSync?: (key: Uint8Array, value: Uint8Array) => void;
   /** Waits for in-flight work, then releases resources. */
   close(): Promise<void>;
 }

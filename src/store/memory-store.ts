@@ -9,18 +9,20 @@ export class MemoryStore implements KvStore {
   readonly #map = new Map<string, Uint8Array>();
   readonly appliesInOrder = true;
 
-  /** Number of keys held. */
-  get size(): number {
-    return this.#map.size;
-  }
+  readonly getSync = (key: Uint8Array): Uint8Array | undefined => this.#map.get(byteString(key));
+
+  readonly setSync = (key: Uint8Array, value: Uint8Array): void => {
+    // The one copy the store keeps (new Uint8Array(view) copies; Buffer#slice would not):
+    // the frame's bytes belong to the socket's read buffer.
+    this.#map.set(byteString(key), new Uint8Array(value));
+  };
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return Promise.resolve(this.#map.get(byteString(key)));
+    return Promise.resolve(this.getSync(key));
   }
 
   set(key: Uint8Array, value: Uint8Array): Promise<void> {
-    // new Uint8Array(view) copies; Buffer#slice would not.
-    this.#map.set(byteString(key), new Uint8Array(value));
+    this.setSync(key, value);
     return Promise.resolve();
   }
 

@@ -1,3 +1,5 @@
+import { Fifo } from "../fifo.js";
+
 /**
  * Bounds concurrent backend calls. Waiters queue here, in FIFO order, rather
  * than inside the HTTP agent, where the SDK's connection timeout would already
@@ -6,8 +8,7 @@
 export class Semaphore {
   readonly #limit: number;
   #active = 0;
-  #waiters: (() => void)[] = [];
-  #head = 0;
+  readonly #waiters = new Fifo<() => void>();
 
   constructor(limit: number) {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`semaphore limit must be >= 1, got ${limit}`);
@@ -45,21 +46,12 @@ export class Semaphore {
   }
 
   readonly #release = (): void => {
-    const next = this.#waiters[this.#head];
+    const next = this.#waiters.shift();
     if (next === undefined) {
       this.#active--;
       return;
     }
     // The slot passes straight to the next waiter; #active is unchanged.
-    this.#waiters[this.#head] = undefined as unknown as () => void;
-    this.#head++;
-    if (this.#head === this.#waiters.length) {
-      this.#waiters = [];
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > this.#waiters.length) {
-      this.#waiters = this.#waiters.slice(this.#head);
-      this.#head = 0;
-    }
     next();
   };
 }

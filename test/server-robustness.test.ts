@@ -1,0 +1,163 @@
+import { describe, expect, test } from "bun:test";
+import { KvClient } from "../client/kv-client.js";
+import { ErrorCode, KvError } from "../src/errors.js";
+import { createLogger, type Logger } from "../src/log.js";
+import { decodeResponse, encodeGetRequest, GetError } from "../src/protocol/codec.js";
+import { Dispatcher } from "../src/protocol/dispatch.js";
+import { RepeatLimiter } from "../src/repeat-limiter.js";
+import { startServer } from "../src/server.js";
+import type { KvStore } from "../src/store/kv-store.js";
+import { MemoryStore } from "../src/store/memory-store.js";
+import { RawConnection, testConfig } from "./support/harness.js";
+import { body, expectInternal } from "./support/wire.js";
+
+/** A logger that keeps its lines and lets a test wait for one. */
+class CapturingLog {
+  readonly lines: string[] = [];
+  readonly #waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+  readonly log: Logger;
+  constructor(level: "warn" | "debug" = "debug") {
+    this.log = createLogger(level, (line) => {
+      this.lines.push(line);
+      for (const w of this.#waiters.filter((w) => w.pattern.test(line))) {
+        this.#waiters.splice(this.#waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    });
+  }
+  /** Resolves with the first line matching `pattern`, past or future. */
+  next(pattern: RegExp): Promise<string> {
+    const seen = this.lines.find((l) => pattern.test(l));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve) => this.#waiters.push({ pattern, resolve }));
+  }
+  count(pattern: RegExp): number {
+    return this.lines.filter((l) => pattern.test(l)).length;
+  }
+}
+
+/** A memory store whose gets wait for the test to open the gate (async, as a remote store is). */
+function gatedStore(inner: KvStore) {
+  const gate = Promise.withResolvers<void>();
+  const store: KvStore = {
+    get: async (key) => {
+      await gate.promise;
+      return inner.get(key);
+    },
+    set: (key, value) => inner.set(key, value),
+    close: () => inner.close(),
+  };
+  return { store, open: () => gate.resolve() };
+}
+
+describe("--idle-timeout", () => {
+  test("a connection waiting on a slow request is not idle: it gets its answer, then closes when truly idle", async () => {
+    const captured = new CapturingLog();
+    let gate: ReturnType<typeof gatedStore> | undefined;
+    await using server = await startServer(testConfig({ idleTimeoutSeconds: 1 }), captured.log, {
+      wrapStore: (s) => {
+        gate = gatedStore(s);
+        return gate.store;
+      },
+    });
+    await using conn = await RawConnection.open(server.port);
+    conn.send(encodeGetRequest(new TextEncoder().encode("slow")));
+    // The timeout fires while the get is still running, and is put off.
+    await captured.next(/idle timeout deferred/);
+    gate?.open();
+    expect(decodeResponse((await conn.next()) as Uint8Array)).toEqual({ kind: "get", error: GetError.NotFound });
+    // Now it owes nothing: the next timeout closes it.
+    await conn.closed;
+    expect(conn.isClosed).toBe(true);
+    // Bun checks socket timeouts about every 4 s, so two of them take up to about 10 s.
+  }, 30_000);
+});
+
+describe("failures that are not the client's", () => {
+  test("a store that throws something that is not a KvError gets internal, and the connection keeps serving", async () => {
+    let fail = true;
+    const captured = new CapturingLog("warn");
+    await using server = await startServer(testConfig(), captured.log, {
+      wrapStore: (s) => ({
+        get: (key) => (fail ? Promise.reject(new TypeError("a bug")) : s.get(key)),
+        set: (key, value) => s.set(key, value),
+        close: () => s.close(),
+      }),
+    });
+    await using c = await KvClient.connect({ port: server.port });
+    await expectInternal(c.get("k"));
+    fail = false;
+    await c.set("k", "v");
+    expect(await c.getString("k")).toBe("v");
+    expect(captured.count(/request failed.*a bug/)).toBe(1);
+  });
+
+  test("an answer that cannot be encoded is answered internal, never a stalled connection", async () => {
+    const broken: KvStore = {
+      get: async () => ({ length: -1 }) as unknown as Uint8Array,
+      set: async () => {},
+      close: async () => {},
+    };
+    const d = new Dispatcher(
+      broken,
+      createLogger("error", () => {}),
+    );
+    const answer = await d.dispatch({ kind: "get", key: Uint8Array.of(1) });
+    expect(decodeResponse(body(answer as Uint8Array))).toEqual({ kind: "get", error: GetError.Internal });
+  });
+
+  test("a flood of identical failures logs one line a second with a count of the rest", async () => {
+    const captured = new CapturingLog("warn");
+    await using server = await startServer(testConfig(), captured.log, {
+      wrapStore: (s) => ({
+        get: () => Promise.reject(new KvError(ErrorCode.Storage, "DynamoDB is down")),
+        set: (key, value) => s.set(key, value),
+        close: () => s.close(),
+      }),
+    });
+    await using c = await KvClient.connect({ port: server.port });
+    const outcomes = await Promise.allSettled(Array.from({ length: 200 }, () => c.get("k")));
+    expect(outcomes.every((o) => o.status === "rejected")).toBe(true);
+    const summary = await captured.next(/request failed \(repeated\)/);
+    expect(summary).toContain("suppressed=199");
+    expect(captured.count(/DynamoDB is down/)).toBe(1);
+  });
+
+  test("bad requests from a client are logged at debug, not warn", async () => {
+    const captured = new CapturingLog("warn");
+    await using server = await startServer(testConfig(), captured.log);
+    await using c = await KvClient.connect({ port: server.port });
+    await Promise.allSettled(Array.from({ length: 50 }, () => c.get(new Uint8Array(2000))));
+    expect(await c.get("fine")).toBeUndefined();
+    expect(captured.lines).toEqual([]);
+  });
+});
+
+describe("RepeatLimiter", () => {
+  test("each key gets its own window, and a quiet key logs again at once", () => {
+    let now = 0;
+    const lines: string[] = [];
+    const r = new RepeatLimiter(
+      createLogger("warn", (l) => lines.push(l)),
+      1000,
+      () => now,
+    );
+    r.warn("A", "a failed");
+    r.warn("A", "a failed");
+    r.warn("B", "b failed");
+    expect(lines.length).toBe(2);
+    now = 1000;
+    r.warn("A", "a failed");
+    expect(lines.length).toBe(3);
+  });
+});
+
+describe("the memory store", () => {
+  test("keeps its own copy of a value, so later changes to the caller's bytes do not reach it", () => {
+    const store = new MemoryStore();
+    const v = Uint8Array.of(1, 2, 3);
+    store.setSync(Uint8Array.of(9), v);
+    v[0] = 99;
+    expect(store.getSync(Uint8Array.of(9))).toEqual(Uint8Array.of(1, 2, 3));
+  });
+});
