@@ -2,17 +2,28 @@ import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { runMicro } from "./micro.js";
 import { htmlReport } from "./report.js";
-import { type BenchSettings, concurrency, endToEnd, frontEnd, largeValues, type Row, serverCost } from "./scenarios.js";
+import {
+  type BenchSettings,
+  concurrency,
+  endToEnd,
+  frontEnd,
+  largeValues,
+  type Row,
+  serverCost,
+  slowReaders,
+} from "./scenarios.js";
 
 const USAGE = `Usage: bun run bench [flags]
 
-Scenarios (select with --filter): micro, front-end, concurrency, end-to-end, server-cost, large-values.
+Scenarios (select with --filter): micro, front-end, slow-readers, concurrency, end-to-end, server-cost,
+large-values.
 
   --quick              every scenario briefly (under 60 s on 2 cores)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
   --duration MS        measuring time per load step (default 2000; quick 400)  [KV_BENCH_DURATION_MS]
   --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000)  [KV_BENCH_CONNECTIONS]
   --depths LIST        front-end pipeline depths (default 1,16)  [KV_BENCH_DEPTHS]
+  --value-bytes N      front-end value size (default 24)  [KV_BENCH_VALUE_BYTES]
   --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
   --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
   --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
@@ -27,6 +38,7 @@ const { values } = parseArgs({
     duration: { type: "string" },
     connections: { type: "string" },
     depths: { type: "string" },
+    "value-bytes": { type: "string" },
     held: { type: "string" },
     clients: { type: "string" },
     large: { type: "string" },
@@ -65,6 +77,7 @@ const settings: BenchSettings = {
   depths: list(values.depths, "KV_BENCH_DEPTHS", [1, 16]),
   heldConnections: list(values.held, "KV_BENCH_HELD", quick ? [2000] : [10000]),
   e2eClients: list(values.clients, "KV_BENCH_CLIENTS", [100])[0] as number,
+  valueBytes: list(values["value-bytes"], "KV_BENCH_VALUE_BYTES", [24])[0] as number,
   largeValueMiB: list(values.large, "KV_BENCH_LARGE_MIB", [1, 8, 32]),
   log: (line) => console.error(`[${((performance.now() - start) / 1000).toFixed(1)}s] ${line}`),
 };
@@ -78,6 +91,7 @@ const results: Record<string, Row[]> = {};
 const scenarios: [string, () => Promise<Row[]>][] = [
   ["micro", async () => (await runMicro(/./, quick ? 100 : 1000)) as Row[]],
   ["front-end", () => frontEnd(settings)],
+  ["slow-readers", () => slowReaders(settings)],
   ["concurrency", () => concurrency(settings)],
   ["end-to-end", () => endToEnd(settings)],
   ["server-cost", () => serverCost(settings)],

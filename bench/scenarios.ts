@@ -1,10 +1,12 @@
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
 import { errorMessage } from "../src/errors.js";
 import { startDynamoDbLocal } from "../src/local/dynamodb-local.js";
 import { LocalKms } from "../src/local/kms-endpoint.js";
+import { encodeGetRequest } from "../src/protocol/codec.js";
 import { CountingProxy } from "./counting-proxy.js";
-import { type Driver, echoDriver, kvsDriver, redisDriver } from "./drivers.js";
+import { kvsDriver } from "./drivers.js";
 import { connectMany, type LoadResult, runLoad } from "./load.js";
 import { startEcho, startKvs, startNullDynamo, startRedis, type Target } from "./targets.js";
 
@@ -16,6 +18,8 @@ export interface BenchSettings {
   depths: number[];
   heldConnections: number[];
   e2eClients: number;
+  /** Value size of the front-end scenario, in bytes. */
+  valueBytes: number;
   /** Value sizes, in MiB, for the large-value scenario. */
   largeValueMiB: number[];
   log: (line: string) => void;
@@ -25,21 +29,6 @@ export interface BenchSettings {
 export type Row = Record<string, string | number>;
 
 const round = (n: number, d = 0) => Number(n.toFixed(d));
-
-function loadRow(target: string, op: string, conns: number, depth: number, r: LoadResult, cpu: number): Row {
-  return {
-    target,
-    op,
-    conns,
-    depth,
-    "ops/s": round(r.opsPerSec),
-    "p50 ms": round(r.p50Ms, 3),
-    "p99 ms": round(r.p99Ms, 3),
-    "p999 ms": round(r.p999Ms, 3),
-    "server CPU %": round(cpu),
-    errors: r.errors,
-  };
-}
 
 /** One row of a scenario on a DynamoDB backend: throughput, latency, backend calls and CPU per op. */
 function backendRow(
@@ -73,42 +62,221 @@ function onDynamo(tablePrefix: string, dynamodbEndpoint: string, kmsEndpoint: st
   return ["--store", "dynamodb", "--table", table, "--kms-key-id", "alias/bench", "--log-level", "error", ...endpoints];
 }
 
-/** Scenario 1: the front end on the memory store, against the echo ceiling and redis-server. */
+/** What one run of bench/pipeline-load.ts measured. */
+interface PipelineResult {
+  ops: number;
+  seconds: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+}
+
+const root = join(import.meta.dir, "..");
+
+/** Runs the lean generator of bench/pipeline-load.ts in its own process against `port`. */
+async function pipelineLoad(
+  protocol: "kvs" | "echo" | "redis",
+  port: number,
+  conns: number,
+  depth: number,
+  op: "set" | "get",
+  durationMs: number,
+  valueBytes: number,
+): Promise<PipelineResult> {
+  const proc = Bun.spawn(
+    [
+      process.execPath,
+      "bench/pipeline-load.ts",
+      protocol,
+      String(port),
+      String(conns),
+      String(depth),
+      op,
+      String(durationMs),
+      String(valueBytes),
+    ],
+    { cwd: root, stdout: "pipe", stderr: "pipe" },
+  );
+  const [out, err, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  if (code !== 0) throw new Error(`load generator failed (${code}): ${err}`);
+  return JSON.parse(out.trim().split("\n").pop() as string) as PipelineResult;
+}
+
+/** redis-benchmark's own figure for the same load, when it is installed: the check that the generator saturates. */
+async function redisBenchmark(
+  port: number,
+  conns: number,
+  depth: number,
+  op: "set" | "get",
+  valueBytes: number,
+  requests: number,
+): Promise<number | undefined> {
+  const bin = Bun.which("redis-benchmark");
+  if (bin === null) return undefined;
+  // As many requests as our generator made, so both runs take about as long.
+  const n = Math.max(10_000, requests);
+  const args = ["-p", String(port), "-P", String(depth), "-c", String(conns), "-t", op, "-d", String(valueBytes)];
+  const run = Bun.spawnSync([bin, ...args, "-n", String(n), "-r", "10000", "--csv"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const line = run.stdout
+    .toString()
+    .split("\n")
+    .find((l) => l.startsWith(`"${op.toUpperCase()}"`));
+  const rps = line === undefined ? Number.NaN : Number(line.split(",")[1]?.replaceAll('"', ""));
+  return Number.isFinite(rps) ? rps : undefined;
+}
+
+/**
+ * Scenario 1: the front end on the memory store, against the echo ceiling and
+ * redis-server, driven by bench/pipeline-load.ts in its own process (it drives
+ * redis-server at redis-benchmark's rate; the redis-benchmark row checks
+ * that). Server CPU per request comes from the server's /proc/PID/stat, so the
+ * comparison holds whichever side saturates.
+ */
 export async function frontEnd(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
-  const targets: [Driver, () => Promise<Target | undefined>][] = [
-    [kvsDriver, () => startKvs("kvs", ["--store", "memory", "--log-level", "error"])],
-    [echoDriver, startEcho],
-    [redisDriver, startRedis],
+  const memory = ["--store", "memory", "--log-level", "error"];
+  const targets: [string, "kvs" | "echo" | "redis", () => Promise<Target | undefined>][] = [
+    ["redis", "redis", startRedis],
+    ["kvs", "kvs", () => startKvs("kvs", memory)],
+    ["kvs --workers 2", "kvs", () => startKvs("kvs --workers 2", [...memory, "--workers", "2"])],
+    ["echo", "echo", startEcho],
   ];
-  for (const [driver, start] of targets) {
+  const redisOps = new Map<string, number>();
+  for (const [name, protocol, start] of targets) {
     const target = await start();
     if (target === undefined) {
-      s.log(`front end: ${driver.name} not installed; skipped`);
+      s.log(`front end: ${name} not installed; skipped`);
       continue;
     }
     try {
       for (const conns of s.connections) {
         for (const depth of s.depths) {
-          const pool = await connectMany(driver, target.port, conns);
           for (const op of ["set", "get"] as const) {
-            const spec = { driver, port: target.port, connections: conns, depth, op, durationMs: s.durationMs };
             const cpuBefore = target.cpuMs();
-            const started = performance.now();
-            const r = await runLoad({ ...spec, keyspace: 10_000, valueBytes: 100 }, pool);
-            const cpu = ((target.cpuMs() - cpuBefore) / (performance.now() - started)) * 100;
-            rows.push(loadRow(driver.name, op, conns, depth, r, cpu));
+            const r = await pipelineLoad(protocol, target.port, conns, depth, op, s.durationMs, s.valueBytes);
+            const cpuMs = target.cpuMs() - cpuBefore;
+            const opsPerSec = r.ops / r.seconds;
+            const shape = `${conns}×${depth} ${op}`;
+            if (name === "redis") redisOps.set(shape, opsPerSec);
+            const reference = redisOps.get(shape);
+            rows.push({
+              target: name,
+              op,
+              conns,
+              depth,
+              "ops/s": round(opsPerSec),
+              "p50 ms": round(r.p50Ms, 2),
+              "p99 ms": round(r.p99Ms, 2),
+              "server CPU %": round((cpuMs / (r.seconds * 1000)) * 100),
+              "server CPU µs / req": r.ops ? round((cpuMs * 1000) / r.ops, 2) : 0,
+              "÷ redis": reference ? round(opsPerSec / reference, 2) : "",
+              errors: r.errors,
+            });
             s.log(
-              `front end: ${driver.name} ${op} ${conns}×${depth}: ${round(r.opsPerSec)} ops/s, server CPU ${round(cpu)}%`,
+              `front end: ${name} ${shape}: ${round(opsPerSec)} ops/s, ${round((cpuMs * 1000) / r.ops, 2)} µs CPU/req`,
             );
+            if (name === "redis") {
+              const check = await redisBenchmark(target.port, conns, depth, op, s.valueBytes, r.ops);
+              if (check !== undefined) {
+                rows.push({
+                  target: "redis (redis-benchmark's own figure)",
+                  op,
+                  conns,
+                  depth,
+                  "ops/s": round(check),
+                  "÷ redis": round(check / opsPerSec, 2),
+                });
+                s.log(`front end: redis-benchmark ${shape}: ${round(check)} ops/s (ours ${round(opsPerSec)})`);
+              }
+            }
           }
-          await Promise.all(pool.map((c) => c.close().catch(() => {})));
         }
       }
     } finally {
       await target.stop();
     }
   }
+  return rows;
+}
+
+/**
+ * Scenario 1b: clients that pipeline gets and never read the answers. The
+ * server must stop reading them (backpressure per frame) so its memory stays
+ * flat, while a healthy client on another connection keeps being served.
+ */
+export async function slowReaders(s: BenchSettings): Promise<Row[]> {
+  const rows: Row[] = [];
+  const readers = 50;
+  await using target = await startKvs("kvs", ["--store", "memory", "--log-level", "error"]);
+  const healthy = await KvClient.connect({ port: target.port });
+  const value = new Uint8Array(1024).fill(1);
+  await healthy.set("big", value);
+  // Warm up, so the baseline is a running server.
+  for (let i = 0; i < 2_000; i++) await healthy.get("big");
+  Bun.gc(true);
+  const baseline = target.rss();
+  const request = encodeGetRequest(new TextEncoder().encode("big"));
+  const burst = new Uint8Array(Buffer.concat(Array.from({ length: 4096 }, () => request)));
+  let written = 0;
+  const greedy = await Promise.all(
+    Array.from({ length: readers }, () =>
+      Bun.connect({
+        hostname: "127.0.0.1",
+        port: target.port,
+        socket: {
+          open(socket) {
+            // Never read: the answers pile up in the kernel, then in the server if it lets them.
+            socket.pause();
+            written += Math.max(0, socket.write(burst));
+          },
+          drain(socket) {
+            written += Math.max(0, socket.write(burst));
+          },
+          data() {},
+        },
+      }),
+    ),
+  );
+  const latencies: number[] = [];
+  const until = performance.now() + s.durationMs * 2;
+  while (performance.now() < until) {
+    const t0 = performance.now();
+    await healthy.get("big");
+    latencies.push(performance.now() - t0);
+  }
+  const peakOpen = target.peakRss();
+  const rssOpen = target.rss();
+  for (const socket of greedy) socket.terminate();
+  // After they closed: the server must not go on answering their requests into the void.
+  const afterUntil = performance.now() + s.durationMs;
+  while (performance.now() < afterUntil) await healthy.get("big");
+  const peakAfter = target.peakRss();
+  await healthy.close();
+  latencies.sort((a, b) => a - b);
+  const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? 0;
+  const mib = (n: number) => round(n / 2 ** 20, 1);
+  rows.push({
+    "non-reading connections": readers,
+    "request bytes they sent": written,
+    "baseline RSS MiB": mib(baseline),
+    "RSS while open MiB": mib(rssOpen),
+    "peak RSS while open MiB": mib(peakOpen),
+    "peak RSS after close MiB": mib(peakAfter),
+    "peak over baseline MiB": mib(Math.max(peakOpen, peakAfter) - baseline),
+    "healthy gets": latencies.length,
+    "healthy p50 ms": round(latencies[Math.floor(latencies.length / 2)] ?? 0, 2),
+    "healthy p99 ms": round(p99, 2),
+  });
+  s.log(
+    `slow readers: peak ${mib(Math.max(peakOpen, peakAfter) - baseline)} MiB over baseline, healthy p99 ${round(p99, 2)} ms`,
+  );
   return rows;
 }
 

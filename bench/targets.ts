@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { freePort, waitForPort } from "../src/local/free-port.js";
@@ -26,10 +26,36 @@ function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
 }
 
 /** utime + stime from /proc/PID/stat, in ms (clock ticks are 100 Hz on Linux). */
-function cpuMsOf(pid: number): number {
+function ownCpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** The live children of `pid`, from /proc/PID/task/TID/children. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").trim();
+      if (text) out.push(...text.split(" ").map(Number));
+    }
+  } catch {
+    // The process or a thread ended while being read.
+  }
+  return out;
+}
+
+/** CPU time of `pid` and all its live descendants (--workers runs one process per worker), in ms. */
+function cpuMsOf(pid: number): number {
+  let total = 0;
+  try {
+    total = ownCpuMs(pid);
+  } catch {
+    return 0;
+  }
+  for (const child of childrenOf(pid)) total += cpuMsOf(child);
+  return total;
 }
 
 async function waitForLine(proc: Subprocess<"ignore", "pipe", "pipe">, pattern: RegExp): Promise<RegExpExecArray> {

@@ -9,6 +9,8 @@ import {
   decodeRequest,
   decodeResponse,
   encodeGetOk,
+  encodeGetOkInto,
+  encodeGetOkScratch,
   encodeGetRequest,
   encodeSetRequest,
   Frames,
@@ -145,6 +147,33 @@ describe("response encoding", () => {
         expect(decodeResponse(body(frame))).toEqual({ kind: "get", error: GetError.Ok, key, value });
       }),
       { numRuns: 100 },
+    );
+  });
+
+  test("get answers encoded in place into a writer's stage, or into scratch, are the same bytes", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 1100 }), fc.uint8Array({ maxLength: 20_000 }), (key, value) => {
+        const expected = new Uint8Array(Buffer.concat(encodeGetOk(key, value)));
+        const scratch = encodeGetOkScratch(key, value);
+        expect(new Uint8Array(Buffer.concat(scratch instanceof Uint8Array ? [scratch] : scratch))).toEqual(expected);
+        const stage = new Uint8Array(32 * 1024).fill(0xee);
+        let used = 7;
+        const target = {
+          stage,
+          reserve(n: number) {
+            if (used + n > stage.length) return -1;
+            const at = used;
+            used += n;
+            return at;
+          },
+        };
+        if (encodeGetOkInto(target, key, value)) {
+          expect(stage.subarray(7, used)).toEqual(expected);
+          expect(stage[used]).toBe(0xee);
+        } else {
+          expect(used).toBe(7);
+        }
+      }),
     );
   });
 

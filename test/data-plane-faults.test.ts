@@ -144,7 +144,8 @@ describe("DynamoDB faults between the server and DynamoDB Local", () => {
 
 describe("KMS faults between the server and the local KMS", () => {
   test("KMS throttling and 500s are retried, and sets succeed", async () => {
-    await using server = await serverBehindProxies({}, { keyCache: { maxAgeMs: 1 } });
+    // The SDK backs off from KMS throttling from 500 ms: the deadline must leave room for two retries.
+    await using server = await serverBehindProxies({ requestTimeoutMs: 15_000 }, { keyCache: { maxAgeMs: 1 } });
     await using c = await KvClient.connect({ port: server.port });
     kms.rule = (op, n) => (op === "GenerateDataKey" && n % 3 !== 0 ? (n % 2 ? "throttle" : "error500") : undefined);
     for (let i = 0; i < 5; i++) await c.set(`k${i}`, "v");

@@ -16,6 +16,17 @@ export interface ConnectionSocket {
 /** One response: a frame, possibly in several parts (a large value is its own part). */
 export type Answer = Uint8Array | readonly Uint8Array[];
 
+/** Room in the output to encode an answer into directly (the connection's writer). */
+export interface AnswerSink {
+  /** Reserves `n` bytes in {@link stage} and returns their offset, or -1 when the caller must allocate. */
+  reserve(n: number): number;
+  /** The buffer reserved bytes are in; read it right after `reserve`. */
+  readonly stage: Uint8Array;
+}
+
+/** What a handler returns when it wrote its answer into the sink itself. */
+export const WRITTEN: Uint8Array = new Uint8Array(0);
+
 /**
  * What a connection hands each frame to. `net/` knows nothing of what frames
  * mean: the protocol layer implements this.
@@ -28,8 +39,11 @@ export interface FrameHandler {
    * answer owns its bytes, and the promise never rejects by contract.
    * Throwing means the stream cannot be trusted any more (a stream-level
    * error): the connection logs it, answers what it accepted, and closes.
+   *
+   * `sink` is given only when nothing is ahead of this answer: a synchronous
+   * answer may then be encoded straight into it, returning {@link WRITTEN}.
    */
-  handle(frame: Uint8Array): Answer | Promise<Answer>;
+  handle(frame: Uint8Array, sink?: AnswerSink): Answer | Promise<Answer>;
 }
 
 /** Per-connection limits. */
@@ -173,15 +187,21 @@ export class Connection {
   /** Handles one frame; returns true to stop the decoder after it. */
   readonly #onFrame = (frame: Uint8Array): boolean => {
     this.#counters.add(Counter.requests);
-    const answer = this.#handler.handle(frame);
     const seq = this.#tail++;
+    let answer: Answer | Promise<Answer>;
+    try {
+      answer = this.#handler.handle(frame, seq === this.#head ? this.#writer : undefined);
+    } catch (err) {
+      this.#tail--;
+      throw err;
+    }
     if (answer instanceof Promise) {
       answer.then(
         (a) => this.#complete(seq, a),
         (err: unknown) => this.#broken(err),
       );
     } else if (seq === this.#head) {
-      // Nothing ahead of it: written (copied into the writer's stage) at once.
+      // Nothing ahead of it: written (copied into the writer's stage) at once; WRITTEN is empty.
       this.#write(answer);
       this.#head++;
     } else {

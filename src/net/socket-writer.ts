@@ -71,6 +71,30 @@ export class SocketWriter {
     this.#schedule();
   }
 
+  /**
+   * The reused buffer that {@link reserve} hands out space in. Read it only
+   * right after `reserve`: it may be replaced by a later write.
+   */
+  get stage(): Uint8Array {
+    return this.#stage;
+  }
+
+  /**
+   * Reserves `n` bytes at the end of the output, in {@link stage}, for the
+   * caller to fill before anything else is written: an answer encoded there
+   * costs no allocation and no further copy. Returns the offset, or -1 when
+   * `n` is too large to stage (the caller then writes its own buffer).
+   */
+  reserve(n: number): number {
+    if (n > COPY_BYTES || this.#closed) return -1;
+    if (this.#staged + n > this.#stage.length) this.#spillStage();
+    const at = this.#staged;
+    this.#staged += n;
+    this.#pending += n;
+    this.#schedule();
+    return at;
+  }
+
   /** Writes as much as the kernel accepts now. */
   flush(): void {
     if (this.#blocked || this.#closed) return;

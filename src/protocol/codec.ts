@@ -207,7 +207,7 @@ function encodeWithData(
   key: Uint8Array,
   value: Uint8Array,
   alloc: (n: number) => Uint8Array = fresh,
-): Uint8Array[] {
+): Uint8Array | Uint8Array[] {
   const dataLen = 1 + varintSize(key.length) + key.length + 1 + varintSize(value.length) + value.length;
   const innerLen = innerPrefix.length + 1 + varintSize(dataLen) + dataLen;
   const envLen = 2 + 1 + varintSize(innerLen) + innerLen;
@@ -230,7 +230,11 @@ function encodeWithData(
   p = writeVarint(head, p, value.length);
   if (!inline) return [head, value];
   head.set(value, p);
-  return [head];
+  return head;
+}
+
+function parts(frame: Uint8Array | Uint8Array[]): Uint8Array[] {
+  return frame instanceof Uint8Array ? [frame] : frame;
 }
 
 const GET_OK_PREFIX = [TAG_ERROR, GetError.Ok] as const;
@@ -241,7 +245,60 @@ function fresh(n: number): Uint8Array {
 
 /** Encodes a framed `get_response{ok, req{key, value}}`; a large value is its own part, uncopied. */
 export function encodeGetOk(key: Uint8Array, value: Uint8Array): Uint8Array[] {
-  return encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value);
+  return parts(encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value));
+}
+
+/** Where {@link encodeGetOkInto} writes: room reserved in an output buffer. */
+export interface EncodeTarget {
+  /** Reserves `n` bytes in `stage`, returning their offset, or -1 if it cannot. */
+  reserve(n: number): number;
+  readonly stage: Uint8Array;
+}
+
+/** Copies `src` into `out` at `p`; a byte loop beats TypedArray#set for the short keys and values of the hot path. */
+function copyInto(out: Uint8Array, p: number, src: Uint8Array): number {
+  const n = src.length;
+  if (n < 64) for (let i = 0; i < n; i++) out[p + i] = src[i] as number;
+  else out.set(src, p);
+  return p + n;
+}
+
+/**
+ * Encodes a framed `get_response{ok, req{key, value}}` straight into room
+ * reserved in `target`: no allocation, one copy of key and value. Returns
+ * false, having written nothing, when `target` cannot take it.
+ */
+export function encodeGetOkInto(target: EncodeTarget, key: Uint8Array, value: Uint8Array): boolean {
+  const kl = key.length;
+  const vl = value.length;
+  const dataLen = 1 + varintSize(kl) + kl + 1 + varintSize(vl) + vl;
+  const innerLen = GET_OK_PREFIX.length + 1 + varintSize(dataLen) + dataLen;
+  const envLen = 2 + 1 + varintSize(innerLen) + innerLen;
+  const at = target.reserve(varintSize(envLen) + envLen);
+  if (at < 0) return false;
+  const out = target.stage;
+  let p = writeVarint(out, at, envLen);
+  out[p++] = TAG_TYPE;
+  out[p++] = MsgType.GetResponse;
+  out[p++] = TAG_GET_RESP;
+  p = writeVarint(out, p, innerLen);
+  out[p++] = TAG_ERROR;
+  out[p++] = GetError.Ok;
+  out[p++] = TAG_RESP_DATA;
+  p = writeVarint(out, p, dataLen);
+  out[p++] = TAG_KEY;
+  p = copyInto(out, writeVarint(out, p, kl), key);
+  out[p++] = TAG_VALUE;
+  copyInto(out, writeVarint(out, p, vl), value);
+  return true;
+}
+
+/** Copies a ready frame (one of {@link Frames}) into room reserved in `target`; false if it cannot. */
+export function writeFrameInto(target: EncodeTarget, frame: Uint8Array): boolean {
+  const at = target.reserve(frame.length);
+  if (at < 0) return false;
+  copyInto(target.stage, at, frame);
+  return true;
 }
 
 let scratch = new Uint8Array(INLINE_VALUE_BYTES * 2);
@@ -255,13 +312,13 @@ function fromScratch(n: number): Uint8Array {
  * {@link encodeGetOk} into a reused scratch buffer: no allocation per answer.
  * The result is valid only until the next call; write or copy it at once.
  */
-export function encodeGetOkScratch(key: Uint8Array, value: Uint8Array): Uint8Array[] {
+export function encodeGetOkScratch(key: Uint8Array, value: Uint8Array): Uint8Array | Uint8Array[] {
   return encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value, fromScratch);
 }
 
 /** Encodes a framed `set_request`; a large value is its own part, uncopied. */
 export function encodeSetRequest(key: Uint8Array, value: Uint8Array): Uint8Array[] {
-  return encodeWithData(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, value);
+  return parts(encodeWithData(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, value));
 }
 
 /** Encodes a framed `get_request`. */

@@ -1,9 +1,18 @@
 import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { Answer, FrameHandler } from "../net/connection.js";
+import { type Answer, type AnswerSink, type FrameHandler, WRITTEN } from "../net/connection.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
 import { type KvStore, MAX_KEY_BYTES } from "../store/kv-store.js";
-import { decodeRequest, encodeGetOk, encodeGetOkScratch, Frames, type ReplyKind, type Request } from "./codec.js";
+import {
+  decodeRequest,
+  encodeGetOk,
+  encodeGetOkInto,
+  encodeGetOkScratch,
+  Frames,
+  type ReplyKind,
+  type Request,
+  writeFrameInto,
+} from "./codec.js";
 import { closesConnection, errorFrame } from "./error-response.js";
 
 /** Limits a dispatcher enforces before touching the store. */
@@ -46,8 +55,11 @@ export class Dispatcher implements FrameHandler {
     this.#repeats = new RepeatLimiter(log);
   }
 
-  /** Decodes and answers one frame. Throws only for a frame that is not an envelope. */
-  handle(frame: Uint8Array): Answer | Promise<Answer> {
+  /**
+   * Decodes and answers one frame. Throws only for a frame that is not an
+   * envelope. With `sink`, a get answered at once is encoded straight into it.
+   */
+  handle(frame: Uint8Array, sink?: AnswerSink): Answer | Promise<Answer> {
     let req: Request;
     try {
       req = decodeRequest(frame);
@@ -57,29 +69,29 @@ export class Dispatcher implements FrameHandler {
       this.#log.error("decoding a request failed", { code: ErrorCode.ServerInternal, reason: errorMessage(err) });
       throw new KvError(ErrorCode.ServerInternal, `decoding a request failed: ${errorMessage(err)}`, { cause: err });
     }
-    return this.dispatch(req);
+    return this.dispatch(req, sink);
   }
 
   /** Answers a decoded request. */
-  dispatch(req: Request): Answer | Promise<Answer> {
+  dispatch(req: Request, sink?: AnswerSink): Answer | Promise<Answer> {
     switch (req.kind) {
       case "set":
-        return this.#set(req.key, req.value);
+        return this.#set(req.key, req.value, sink);
       case "get":
-        return this.#get(req.key);
+        return this.#get(req.key, sink);
       case "invalid":
         return this.#fail(req.reply, new KvError(ErrorCode.BadRequest, req.reason));
     }
   }
 
-  #set(key: Uint8Array, value: Uint8Array): Answer | Promise<Answer> {
+  #set(key: Uint8Array, value: Uint8Array, sink: AnswerSink | undefined): Answer | Promise<Answer> {
     const limitError = this.#checkKey(key) ?? this.#checkValue(value);
     if (limitError) return this.#fail("set", limitError);
     const store = this.#store;
     if (store.setSync !== undefined) {
       try {
         store.setSync(key, value);
-        return Frames.setOk;
+        return sink !== undefined && writeFrameInto(sink, Frames.setOk) ? WRITTEN : Frames.setOk;
       } catch (err) {
         return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
       }
@@ -91,14 +103,18 @@ export class Dispatcher implements FrameHandler {
     );
   }
 
-  #get(key: Uint8Array): Answer | Promise<Answer> {
+  #get(key: Uint8Array, sink: AnswerSink | undefined): Answer | Promise<Answer> {
     const limitError = this.#checkKey(key);
     if (limitError) return this.#fail("get", limitError);
     const store = this.#store;
     if (store.getSync !== undefined) {
       try {
         const value = store.getSync(key);
-        return value === undefined ? Frames.getNotFound : encodeGetOkScratch(key, value);
+        if (value === undefined) {
+          return sink !== undefined && writeFrameInto(sink, Frames.getNotFound) ? WRITTEN : Frames.getNotFound;
+        }
+        if (sink !== undefined && encodeGetOkInto(sink, key, value)) return WRITTEN;
+        return encodeGetOkScratch(key, value);
       } catch (err) {
         return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
       }
