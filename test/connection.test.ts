@@ -117,6 +117,22 @@ describe("Connection backpressure, per frame", () => {
     expect(conn.inFlight).toBe(0);
   });
 
+  test("answers stay in order while the ring grows from its first slots to hundreds in flight", async () => {
+    const socket = new FakeSocket();
+    const handler = new HeldHandler();
+    const conn = new Connection(socket, handler, silentLogger, new Counters(), { ...options, maxInFlight: 300 });
+    conn.onData(frames(300));
+    expect(conn.inFlight).toBe(300);
+    // Complete them back to front: nothing may be written until the first is done.
+    const pending = handler.pending.splice(0);
+    for (let i = pending.length - 1; i >= 1; i--) pending[i]?.answer(Uint8Array.of(i & 0xff));
+    await settle();
+    expect(socket.writes).toEqual([]);
+    pending[0]?.answer(Uint8Array.of(0));
+    await settle();
+    expect(socket.bytes()).toEqual(Uint8Array.from({ length: 300 }, (_, i) => i & 0xff));
+  });
+
   test("unsent answers past the high-water mark stop reading; drain lets it go on", async () => {
     const socket = new FakeSocket();
     socket.accept = 0;
@@ -271,6 +287,25 @@ describe("SocketWriter", () => {
     for (let i = 0; i < 20 && w.pendingBytes > 0; i++) w.drain();
     expect(w.pendingBytes).toBe(0);
     expect(socket.bytes()).toEqual(new Uint8Array(Buffer.concat([large, Uint8Array.of(1)])));
+  });
+
+  test("reserved bytes are never sent before the caller fills them, even when they fill the stage", async () => {
+    const socket = new FakeSocket();
+    const w = new SocketWriter(socket);
+    // Small parts (copied into the stage) up to 10 bytes short of full.
+    for (let left = STAGE_BYTES - 10; left > 0; left -= Math.min(left, 16_384)) {
+      w.write(new Uint8Array(Math.min(left, 16_384)).fill(1));
+    }
+    const at = w.reserve(10);
+    expect(socket.writes).toEqual([]);
+    w.stage.fill(2, at, at + 10);
+    const next = w.reserve(5);
+    w.stage.fill(3, next, next + 5);
+    await tick();
+    const expected = new Uint8Array(STAGE_BYTES + 5).fill(1);
+    expected.fill(2, STAGE_BYTES - 10, STAGE_BYTES);
+    expected.fill(3, STAGE_BYTES);
+    expect(socket.bytes()).toEqual(expected);
   });
 
   test("after close, queued bytes are dropped and writes are ignored", async () => {

@@ -55,6 +55,9 @@ export interface ConnectionOptions {
   highWaterBytes: number;
 }
 
+/** Ring slots a connection starts with. */
+const INITIAL_RING = 16;
+
 /** Identifies connections in log lines. */
 let nextConnectionId = 1;
 
@@ -69,8 +72,8 @@ let nextConnectionId = 1;
  *   after that frame (the rest of the read is held, not parsed) and the socket
  *   is paused; both resume below half of each limit. So requests in flight
  *   never exceed `maxInFlight`, whatever the size of a read.
- * - Answers that are not ready wait in a ring of `maxInFlight` entries indexed
- *   by request sequence number: no object per request. An answer ready at once
+ * - Answers that are not ready wait in a ring indexed by request sequence
+ *   number (at most `maxInFlight` live entries): no object per request. An answer ready at once
  *   with nothing ahead of it is written directly.
  * - A stream-level error logs one line, stops reading, answers what was
  *   already accepted, then closes. Nothing else is affected.
@@ -87,9 +90,13 @@ export class Connection {
   readonly #options: ConnectionOptions;
   readonly #decoder: FrameDecoder;
   readonly #writer: SocketWriter;
-  /** Answers by sequence number modulo its length; undefined while pending. */
-  readonly #ring: (Answer | undefined)[];
-  readonly #mask: number;
+  /**
+   * Answers by sequence number modulo its length; undefined while pending.
+   * It starts small and doubles as requests in flight grow, up to
+   * `maxInFlight` rounded up to a power of two, so an idle connection costs little.
+   */
+  #ring: (Answer | undefined)[] = new Array(INITIAL_RING).fill(undefined);
+  #mask = INITIAL_RING - 1;
   /** Sequence number of the oldest unanswered request. */
   #head = 0;
   /** Sequence number the next request gets. */
@@ -116,9 +123,6 @@ export class Connection {
     this.#options = options;
     this.#decoder = new FrameDecoder(options.maxFrameBytes);
     this.#writer = new SocketWriter(socket, { onIdle: () => this.#afterProgress() });
-    const size = 2 ** Math.ceil(Math.log2(options.maxInFlight));
-    this.#ring = new Array(size).fill(undefined);
-    this.#mask = size - 1;
   }
 
   /** Requests accepted and not yet answered. */
@@ -187,6 +191,7 @@ export class Connection {
   /** Handles one frame; returns true to stop the decoder after it. */
   readonly #onFrame = (frame: Uint8Array): boolean => {
     this.#counters.add(Counter.requests);
+    if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
     const seq = this.#tail++;
     let answer: Answer | Promise<Answer>;
     try {
@@ -209,6 +214,17 @@ export class Connection {
     }
     return this.#mustPause();
   };
+
+  /** Doubles the ring, moving each pending or ready answer to its slot under the new mask. */
+  #growRing(): void {
+    const old = this.#ring;
+    const oldMask = this.#mask;
+    const ring: (Answer | undefined)[] = new Array(old.length * 2).fill(undefined);
+    const mask = ring.length - 1;
+    for (let seq = this.#head; seq < this.#tail; seq++) ring[seq & mask] = old[seq & oldMask];
+    this.#ring = ring;
+    this.#mask = mask;
+  }
 
   #complete(seq: number, answer: Answer): void {
     if (this.#closed) return;

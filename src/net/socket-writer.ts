@@ -13,6 +13,23 @@ export const STAGE_BYTES = 64 * 1024;
 const COPY_BYTES = 16 * 1024;
 
 /**
+ * Stages not in use, shared by every writer in the process: a writer holds a
+ * stage only while it has staged output, so idle connections cost none, and
+ * busy ones take and give back without allocating.
+ */
+const freeStages: Uint8Array[] = [];
+/** Stages kept for reuse at most (16 MiB). */
+const MAX_FREE_STAGES = 256;
+
+function takeStage(): Uint8Array {
+  return freeStages.pop() ?? new Uint8Array(STAGE_BYTES);
+}
+
+function giveStage(stage: Uint8Array): void {
+  if (freeStages.length < MAX_FREE_STAGES) freeStages.push(stage);
+}
+
+/**
  * Ordered output for one socket.
  *
  * Bun's `socket.write` sends what the kernel takes and keeps nothing, so this
@@ -20,10 +37,11 @@ const COPY_BYTES = 16 * 1024;
  *
  * Invariants:
  * - Bytes go out in the order they were written.
- * - Small parts are copied into one reused staging buffer, and everything is
+ * - Small parts are copied into a reused staging buffer, and everything is
  *   written at the end of the current microtask (or at once when the stage
  *   fills), so a burst of pipelined answers costs one syscall and no
- *   allocation per answer. Large parts are written from the caller's bytes,
+ *   allocation per answer. The stage comes from a process-wide pool and goes
+ *   back once its bytes are out, so an idle writer holds no buffer. Large parts are written from the caller's bytes,
  *   uncopied; callers must not mutate a part after writing it.
  * - Bytes the kernel did not take are moved out of the stage into an owned
  *   queue (copied once), so the stage is free for new output at once.
@@ -32,7 +50,7 @@ export class SocketWriter {
   readonly #socket: WritableSocket;
   /** Unsent parts, older than anything in the stage. */
   readonly #queue = new Fifo<Uint8Array>();
-  #stage = new Uint8Array(STAGE_BYTES);
+  #stage: Uint8Array | null = null;
   #staged = 0;
   #pending = 0;
   #blocked = false;
@@ -61,14 +79,15 @@ export class SocketWriter {
     if (this.#closed || n === 0) return;
     this.#pending += n;
     if (n <= COPY_BYTES) {
-      if (this.#staged + n > this.#stage.length) this.#spillStage();
-      this.#stage.set(part, this.#staged);
+      const stage = this.#room(n);
+      stage.set(part, this.#staged);
       this.#staged += n;
+      this.#schedule(true);
     } else {
       this.#spillStage();
       this.#queue.push(part);
+      this.#schedule(true);
     }
-    this.#schedule();
   }
 
   /**
@@ -76,7 +95,7 @@ export class SocketWriter {
    * right after `reserve`: it may be replaced by a later write.
    */
   get stage(): Uint8Array {
-    return this.#stage;
+    return this.#stage ?? this.#room(0);
   }
 
   /**
@@ -87,11 +106,12 @@ export class SocketWriter {
    */
   reserve(n: number): number {
     if (n > COPY_BYTES || this.#closed) return -1;
-    if (this.#staged + n > this.#stage.length) this.#spillStage();
+    this.#room(n);
     const at = this.#staged;
     this.#staged += n;
     this.#pending += n;
-    this.#schedule();
+    // Never flush here: the caller has not filled the bytes yet.
+    this.#schedule(false);
     return at;
   }
 
@@ -120,8 +140,13 @@ export class SocketWriter {
       }
       this.#queue.shift();
     }
-    if (this.#staged === 0) return;
-    const staged = this.#stage.subarray(0, this.#staged);
+    const stage = this.#stage;
+    if (stage === null) return;
+    if (this.#staged === 0) {
+      this.#releaseStage();
+      return;
+    }
+    const staged = stage.subarray(0, this.#staged);
     const written = this.#socket.write(staged);
     if (written < 0) {
       this.close();
@@ -133,6 +158,7 @@ export class SocketWriter {
       this.#blocked = true;
     }
     this.#staged = 0;
+    this.#releaseStage();
   }
 
   /** Call on the socket's `drain` event. */
@@ -148,11 +174,26 @@ export class SocketWriter {
     this.#queue.drain();
     this.#staged = 0;
     this.#pending = 0;
+    this.#releaseStage();
   }
 
-  #schedule(): void {
+  /** A stage with room for `n` more bytes: taken from the pool, or emptied into the queue first. */
+  #room(n: number): Uint8Array {
+    if (this.#stage !== null && this.#staged + n > this.#stage.length) this.#spillStage();
+    this.#stage ??= takeStage();
+    return this.#stage;
+  }
+
+  #releaseStage(): void {
+    if (this.#stage === null || this.#staged > 0) return;
+    giveStage(this.#stage);
+    this.#stage = null;
+  }
+
+  #schedule(mayFlushNow: boolean): void {
     if (this.#blocked) return;
-    if (this.#staged >= this.#stage.length || this.#queue.length > 0) {
+    const full = this.#stage !== null && this.#staged >= this.#stage.length;
+    if (mayFlushNow && (full || this.#queue.length > 0)) {
       this.flush();
     } else if (!this.#scheduled) {
       this.#scheduled = true;
@@ -167,7 +208,7 @@ export class SocketWriter {
 
   /** Moves the staged bytes into the queue (one copy), freeing the stage. */
   #spillStage(): void {
-    if (this.#staged === 0) return;
+    if (this.#stage === null || this.#staged === 0) return;
     this.#queue.push(this.#stage.slice(0, this.#staged));
     this.#staged = 0;
   }
