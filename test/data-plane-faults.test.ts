@@ -4,10 +4,12 @@ import type { AwsCredentialIdentity } from "@smithy/types";
 import { KvClient } from "../client/kv-client.js";
 import type { Config } from "../src/config.js";
 import { isKvError } from "../src/errors.js";
-import type { ServerOverrides } from "../src/server.js";
+import { encodeGetRequest } from "../src/protocol/codec.js";
+import { type ServerOverrides, startServer } from "../src/server.js";
 import { useBackends } from "./support/backends.js";
+import { CapturingLog } from "./support/capturing-log.js";
 import { FaultProxy } from "./support/fault-proxy.js";
-import { startTestServer } from "./support/harness.js";
+import { RawConnection, startTestServer, testConfig } from "./support/harness.js";
 
 // Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
@@ -139,6 +141,40 @@ describe("DynamoDB faults between the server and DynamoDB Local", () => {
     await c.set("after", "the stall is over");
     expect(await c.getString("after")).toBe("the stall is over");
     expect(await c.getString("before")).toBe("stored before the stall");
+  });
+});
+
+describe("a connection that closes", () => {
+  test("its requests that have not started are dropped, never sent to DynamoDB", async () => {
+    // Two store operations at a time, one GetItem per get, and no deadline or call timeout in the way.
+    const captured = new CapturingLog();
+    await using server = await startServer(
+      testConfig({
+        store: "dynamodb",
+        dynamodbEndpoint: ddb.endpoint,
+        kmsEndpoint: kms.endpoint,
+        maxPending: 2,
+        readBatch: 1,
+        requestTimeoutMs: 60_000,
+        callTimeoutMs: 60_000,
+      }),
+      captured.log,
+    );
+    ddb.rule = (op) => (op === "GetItem" ? "hang" : undefined);
+    const before = ddb.count("GetItem");
+    const raw = await RawConnection.open(server.port);
+    const get = encodeGetRequest(new TextEncoder().encode("gone"));
+    raw.send(new Uint8Array(Buffer.concat(Array.from({ length: 40 }, () => get))));
+    // Two started and hang at DynamoDB; 38 wait for a place.
+    await ddb.seen("GetItem", before + 2);
+    raw.terminate();
+    await captured.next(/connection closed/);
+    ddb.rule = undefined;
+    ddb.releaseHung();
+    // A get on a new connection waits behind whatever is still queued, so once it is answered the queue is empty.
+    await using c = await KvClient.connect({ port: server.port });
+    expect(await c.get("probe")).toBeUndefined();
+    expect(ddb.count("GetItem") - before).toBe(3);
   });
 });
 

@@ -1,40 +1,16 @@
 import { describe, expect, test } from "bun:test";
 import { KvClient } from "../client/kv-client.js";
 import { ErrorCode, KvError } from "../src/errors.js";
-import { createLogger, type Logger } from "../src/log.js";
+import { createLogger } from "../src/log.js";
 import { decodeResponse, encodeGetRequest, GetError } from "../src/protocol/codec.js";
 import { Dispatcher } from "../src/protocol/dispatch.js";
 import { RepeatLimiter } from "../src/repeat-limiter.js";
 import { startServer } from "../src/server.js";
 import type { KvStore } from "../src/store/kv-store.js";
 import { MemoryStore } from "../src/store/memory-store.js";
+import { CapturingLog } from "./support/capturing-log.js";
 import { RawConnection, testConfig } from "./support/harness.js";
 import { body, expectInternal } from "./support/wire.js";
-
-/** A logger that keeps its lines and lets a test wait for one. */
-class CapturingLog {
-  readonly lines: string[] = [];
-  readonly #waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
-  readonly log: Logger;
-  constructor(level: "warn" | "debug" = "debug") {
-    this.log = createLogger(level, (line) => {
-      this.lines.push(line);
-      for (const w of this.#waiters.filter((w) => w.pattern.test(line))) {
-        this.#waiters.splice(this.#waiters.indexOf(w), 1);
-        w.resolve(line);
-      }
-    });
-  }
-  /** Resolves with the first line matching `pattern`, past or future. */
-  next(pattern: RegExp): Promise<string> {
-    const seen = this.lines.find((l) => pattern.test(l));
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise((resolve) => this.#waiters.push({ pattern, resolve }));
-  }
-  count(pattern: RegExp): number {
-    return this.lines.filter((l) => pattern.test(l)).length;
-  }
-}
 
 /** A memory store whose gets wait for the test to open the gate (async, as a remote store is). */
 function gatedStore(inner: KvStore) {

@@ -42,8 +42,10 @@ export interface FrameHandler {
    *
    * `sink` is given only when nothing is ahead of this answer: a synchronous
    * answer may then be encoded straight into it, returning {@link WRITTEN}.
+   * `cancel.aborted` turns true when the connection has closed, so work
+   * queued for it and not started can be dropped.
    */
-  handle(frame: Uint8Array, sink?: AnswerSink): Answer | Promise<Answer>;
+  handle(frame: Uint8Array, sink?: AnswerSink, cancel?: { readonly aborted: boolean }): Answer | Promise<Answer>;
 }
 
 /** Per-connection limits. */
@@ -135,6 +137,11 @@ export class Connection {
     return this.inFlight > 0 || this.#writer.pendingBytes > 0 || this.#decoder.heldBytes > 0;
   }
 
+  /** True once the socket has closed: the connection is its requests' cancel signal. */
+  get aborted(): boolean {
+    return this.#closed;
+  }
+
   /** Settles when the socket has closed. */
   get closed(): Promise<void> {
     return this.#done.promise;
@@ -195,7 +202,7 @@ export class Connection {
     const seq = this.#tail++;
     let answer: Answer | Promise<Answer>;
     try {
-      answer = this.#handler.handle(frame, seq === this.#head ? this.#writer : undefined);
+      answer = this.#handler.handle(frame, seq === this.#head ? this.#writer : undefined, this);
     } catch (err) {
       this.#tail--;
       throw err;

@@ -86,6 +86,7 @@ export class Listener {
           socket.data = undefined;
           connections.delete(conn);
           counters.add(Counter.connectionsClosed);
+          log.debug("connection closed", { conn: conn.id });
           conn.onClose();
         },
       } satisfies SocketHandler<Connection | undefined>,

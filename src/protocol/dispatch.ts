@@ -2,7 +2,7 @@ import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../error
 import type { Logger } from "../log.js";
 import { type Answer, type AnswerSink, type FrameHandler, WRITTEN } from "../net/connection.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { type KvStore, MAX_KEY_BYTES } from "../store/kv-store.js";
+import { type Cancel, type KvStore, MAX_KEY_BYTES } from "../store/kv-store.js";
 import {
   decodeRequest,
   encodeGetOk,
@@ -59,7 +59,7 @@ export class Dispatcher implements FrameHandler {
    * Decodes and answers one frame. Throws only for a frame that is not an
    * envelope. With `sink`, a get answered at once is encoded straight into it.
    */
-  handle(frame: Uint8Array, sink?: AnswerSink): Answer | Promise<Answer> {
+  handle(frame: Uint8Array, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> {
     let req: Request;
     try {
       req = decodeRequest(frame);
@@ -69,22 +69,22 @@ export class Dispatcher implements FrameHandler {
       this.#log.error("decoding a request failed", { code: ErrorCode.ServerInternal, reason: errorMessage(err) });
       throw new KvError(ErrorCode.ServerInternal, `decoding a request failed: ${errorMessage(err)}`, { cause: err });
     }
-    return this.dispatch(req, sink);
+    return this.dispatch(req, sink, cancel);
   }
 
   /** Answers a decoded request. */
-  dispatch(req: Request, sink?: AnswerSink): Answer | Promise<Answer> {
+  dispatch(req: Request, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> {
     switch (req.kind) {
       case "set":
-        return this.#set(req.key, req.value, sink);
+        return this.#set(req.key, req.value, sink, cancel);
       case "get":
-        return this.#get(req.key, sink);
+        return this.#get(req.key, sink, cancel);
       case "invalid":
         return this.#fail(req.reply, new KvError(ErrorCode.BadRequest, req.reason));
     }
   }
 
-  #set(key: Uint8Array, value: Uint8Array, sink: AnswerSink | undefined): Answer | Promise<Answer> {
+  #set(key: Uint8Array, value: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
     const limitError = this.#checkKey(key) ?? this.#checkValue(value);
     if (limitError) return this.#fail("set", limitError);
     const store = this.#store;
@@ -97,13 +97,13 @@ export class Dispatcher implements FrameHandler {
       }
     }
     return settle(
-      store.set(key, value),
+      store.set(key, value, cancel),
       () => Frames.setOk,
       (err) => this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed")),
     );
   }
 
-  #get(key: Uint8Array, sink: AnswerSink | undefined): Answer | Promise<Answer> {
+  #get(key: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
     const limitError = this.#checkKey(key);
     if (limitError) return this.#fail("get", limitError);
     const store = this.#store;
@@ -120,7 +120,7 @@ export class Dispatcher implements FrameHandler {
       }
     }
     return settle(
-      store.get(key),
+      store.get(key, cancel),
       (value) => (value === undefined ? Frames.getNotFound : encodeGetOk(key, value)),
       (err) => this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed")),
     );

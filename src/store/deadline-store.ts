@@ -1,5 +1,5 @@
 import { ErrorCode, KvError } from "../errors.js";
-import type { KvStore } from "./kv-store.js";
+import type { Cancel, KvStore } from "./kv-store.js";
 
 /** Deadline settings. */
 export interface DeadlineOptions {
@@ -39,13 +39,13 @@ export class DeadlineStore implements KvStore {
     return this.#inner.appliesInOrder;
   }
 
-  get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return this.#bounded("get", this.#timeoutMs, this.#inner.get(key));
+  get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
+    return this.#bounded("get", this.#timeoutMs, this.#inner.get(key, cancel));
   }
 
-  set(key: Uint8Array, value: Uint8Array): Promise<void> {
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
     const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
-    return this.#bounded("set", ms, this.#inner.set(key, value));
+    return this.#bounded("set", ms, this.#inner.set(key, value, cancel));
   }
 
   close(): Promise<void> {

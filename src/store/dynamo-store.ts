@@ -28,7 +28,7 @@ import {
   VERSION_BYTES,
   valueAad,
 } from "./item-format.js";
-import type { KvStore } from "./kv-store.js";
+import type { Cancel, KvStore } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { DEFAULT_RETRY, type RetryPolicy, retrying } from "./retry.js";
 import { Semaphore } from "./semaphore.js";
@@ -145,8 +145,9 @@ export class DynamoStore implements KvStore {
     this.#admission = new Semaphore(options.maxPending);
   }
 
-  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+  get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
     return this.#admission.run(async () => {
+      notCancelled(cancel);
       for (let attempt = 0; ; attempt++) {
         const item = await this.#reader.get(headPk(key));
         if (item === undefined) return undefined;
@@ -169,8 +170,9 @@ export class DynamoStore implements KvStore {
     });
   }
 
-  set(key: Uint8Array, value: Uint8Array): Promise<void> {
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
     return this.#admission.run(async () => {
+      notCancelled(cancel);
       if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
         const dataKey = await this.#o.keys.encryptionKey(1, value.length);
         const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key));
@@ -298,6 +300,11 @@ export class DynamoStore implements KvStore {
     }
     return out;
   }
+}
+
+/** Work whose requester left while it waited for admission is dropped, not sent to DynamoDB. */
+function notCancelled(cancel: Cancel | undefined): void {
+  if (cancel?.aborted) throw new KvError(ErrorCode.Unavailable, "the connection closed before the request started");
 }
 
 function safeHead(item: AttributeMap): Head | undefined {

@@ -12,8 +12,13 @@ export interface KvStore {
    * never overtake an earlier one and the store needs no OrderedStore above it.
    */
   readonly appliesInOrder?: boolean;
-  get(key: Uint8Array): Promise<Uint8Array | undefined>;
-  set(key: Uint8Array, value: Uint8Array): Promise<void>;
+  /**
+   * `cancel` tells a store that queues work that the requester is gone: work
+   * not yet started when `cancel.aborted` is true is dropped (rejected with
+   * `KV_ERR_UNAVAILABLE`) instead of being sent to the backend.
+   */
+  get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined>;
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void>;
   /**
    * Present on stores that answer at once (the memory store): `get` without
    * a Promise, so the front end makes no Promise per request.
@@ -23,6 +28,11 @@ export interface KvStore {
   readonly setSync?: (key: Uint8Array, value: Uint8Array) => void;
   /** Waits for in-flight work, then releases resources. */
   close(): Promise<void>;
+}
+
+/** Whether the requester of an operation is gone (an AbortSignal fits). */
+export interface Cancel {
+  readonly aborted: boolean;
 }
 
 /** Hard limit on key length: DynamoDB allows 2,048 bytes of partition key, and items need room for a prefix. */

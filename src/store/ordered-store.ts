@@ -1,5 +1,5 @@
 import { byteString } from "../bytes.js";
-import type { KvStore } from "./kv-store.js";
+import type { Cancel, KvStore } from "./kv-store.js";
 
 interface Pending {
   value: Uint8Array;
@@ -47,7 +47,7 @@ export class OrderedStore implements KvStore {
     return this.#keys.size;
   }
 
-  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+  async get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
     const state = this.#keys.get(byteString(key));
     if (state !== undefined) {
       // Capture now: later sets may replace the queued value before it lands.
@@ -60,16 +60,20 @@ export class OrderedStore implements KvStore {
         // The write failed and was answered internal; the store holds whatever it holds.
       }
     }
-    return this.#inner.get(key);
+    return this.#inner.get(key, cancel);
   }
 
-  set(key: Uint8Array, value: Uint8Array): Promise<void> {
+  /**
+   * Only a write that starts at once carries `cancel`: a queued write may
+   * carry sets collapsed into it from other requesters, so it always runs.
+   */
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
     const id = byteString(key);
     const state = this.#keys.get(id);
     if (state === undefined) {
       const fresh: KeyState = { running: Promise.resolve(), runningValue: value, next: null };
       this.#keys.set(id, fresh);
-      const running = this.#run(id, fresh, key, value);
+      const running = this.#run(id, fresh, key, value, cancel);
       fresh.running = running;
       return running;
     }
@@ -82,8 +86,8 @@ export class OrderedStore implements KvStore {
     return promise;
   }
 
-  #run(id: string, state: KeyState, key: Uint8Array, value: Uint8Array): Promise<void> {
-    const write = this.#inner.set(key, value);
+  #run(id: string, state: KeyState, key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
+    const write = this.#inner.set(key, value, cancel);
     write.then(
       () => this.#advance(id, state, key),
       () => this.#advance(id, state, key),

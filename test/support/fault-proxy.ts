@@ -40,6 +40,7 @@ export class FaultProxy implements AsyncDisposable {
   readonly #counts = new Map<string, number>();
   readonly #hung: (() => void)[] = [];
   #open = 0;
+  readonly #countWaiters: { op: string; n: number; resolve: () => void }[] = [];
   #whenNoneOpen: (() => void)[] = [];
   /** The fault rule; undefined forwards everything. */
   rule: FaultRule | undefined;
@@ -64,6 +65,12 @@ export class FaultProxy implements AsyncDisposable {
     let n = 0;
     for (const v of this.#counts.values()) n += v;
     return n;
+  }
+
+  /** Resolves once `n` requests of `op` have arrived. */
+  seen(op: string, n: number): Promise<void> {
+    if (this.count(op) >= n) return Promise.resolve();
+    return new Promise((resolve) => this.#countWaiters.push({ op, n, resolve }));
   }
 
   /** Hung requests whose caller has not yet given up on them (closed the connection). */
@@ -114,6 +121,10 @@ export class FaultProxy implements AsyncDisposable {
     const op = target.slice(target.lastIndexOf(".") + 1);
     const n = (this.#counts.get(op) ?? 0) + 1;
     this.#counts.set(op, n);
+    for (const w of this.#countWaiters.filter((w) => w.op === op && w.n <= n)) {
+      this.#countWaiters.splice(this.#countWaiters.indexOf(w), 1);
+      w.resolve();
+    }
     const key = /Credential=([^/]+)\//.exec(req.headers.get("authorization") ?? "")?.[1];
     if (key !== undefined && !this.accessKeys.includes(key)) this.accessKeys.push(key);
     const body = await req.text();

@@ -108,6 +108,11 @@ export class RawConnection implements AsyncDisposable {
     this.#socket.end();
   }
 
+  /** Closes at once, without a graceful FIN exchange: the peer sees the connection gone. */
+  terminate(): void {
+    this.#socket.terminate();
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
     await this.closed;
