@@ -124,14 +124,21 @@ export class SocketWriter {
     if (before > 0 && this.#pending === 0 && this.#onIdle !== undefined) queueMicrotask(this.#onIdle);
   }
 
+  /** Writes `bytes`; returns how many the kernel took, or -1 (and closes) when the socket is gone. */
+  #send(bytes: Uint8Array): number {
+    const written = this.#socket.write(bytes);
+    if (written < 0) {
+      this.close();
+      return -1;
+    }
+    this.#pending -= written;
+    return written;
+  }
+
   #writeOut(): void {
     for (let part = this.#queue.peek(); part !== undefined; part = this.#queue.peek()) {
-      const written = this.#socket.write(part);
-      if (written < 0) {
-        this.close();
-        return;
-      }
-      this.#pending -= written;
+      const written = this.#send(part);
+      if (written < 0) return;
       if (written < part.length) {
         // Keep the unsent rest at the front; Bun will not retry it for us.
         this.#queue.setFront(part.subarray(written));
@@ -147,12 +154,8 @@ export class SocketWriter {
       return;
     }
     const staged = stage.subarray(0, this.#staged);
-    const written = this.#socket.write(staged);
-    if (written < 0) {
-      this.close();
-      return;
-    }
-    this.#pending -= written;
+    const written = this.#send(staged);
+    if (written < 0) return;
     if (written < staged.length) {
       this.#queue.push(staged.slice(written));
       this.#blocked = true;
