@@ -1,3 +1,4 @@
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import type { LogLevel } from "./log.js";
@@ -59,6 +60,7 @@ export const LOCAL_DEFAULTS = { table: "kvs", kmsKeyId: "alias/kvs", region: "us
 interface FlagSpec {
   env: string;
   type: "string" | "boolean";
+  short?: string;
   help: string;
   default?: string;
   placeholder?: string;
@@ -206,13 +208,20 @@ const FLAGS = {
     placeholder: "error|warn|info|debug",
     help: "log verbosity (logs never contain values)",
   },
-  help: { env: "", type: "boolean", help: "print this help and exit" },
+  help: { env: "", type: "boolean", short: "h", help: "print this help and exit (also -h)" },
+  version: { env: "", type: "boolean", help: "print the version and exit" },
 } as const satisfies Record<string, FlagSpec>;
+
+/** How the server was started, for usage lines: the binary's name when compiled, else `bun run server`. */
+export function programName(): string {
+  // `bun build --compile` binaries run their code from Bun's embedded file system.
+  return Bun.main.startsWith("/$bunfs/") ? basename(process.execPath) : "bun run server";
+}
 
 /** The `--help` text. */
 export function helpText(): string {
   const lines = [
-    "Usage: bun run server [flags]",
+    `Usage: ${programName()} [flags]`,
     "",
     "Every flag can also be set by the environment variable shown.",
     "",
@@ -256,12 +265,15 @@ function url(name: string, raw: string | undefined): string | undefined {
 
 /**
  * Parses flags, falling back to their env twins, then to defaults.
- * Returns `"help"` for `--help`. Throws `KV_ERR_CONFIG` with a message fit
+ * Returns `"help"` for `--help` or `-h`, `"version"` for `--version`.
+ * Throws `KV_ERR_CONFIG` with a message fit
  * for the terminal on an unknown flag or a bad value.
  */
-export function parseConfig(argv: string[], env: Record<string, string | undefined>): Config | "help" {
-  const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const [name, spec] of Object.entries(FLAGS)) options[name] = { type: spec.type };
+export function parseConfig(argv: string[], env: Record<string, string | undefined>): Config | "help" | "version" {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+    options[name] = spec.short ? { type: spec.type, short: spec.short } : { type: spec.type };
+  }
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
@@ -269,6 +281,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     throw new KvError(ErrorCode.Config, `${errorMessage(err)} (see --help)`);
   }
   if (values.help === true) return "help";
+  if (values.version === true) return "version";
   const get = (name: keyof typeof FLAGS): string | undefined => {
     const spec: FlagSpec = FLAGS[name];
     const v = values[name];
@@ -297,13 +310,24 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const maxFrameBytes =
     frameRaw === undefined ? maxValueBytes + FRAME_HEADROOM : int("max-frame-bytes", frameRaw, 16, 0xffff_ffff);
 
+  const table = get("table") || undefined;
+  const kmsKeyId = get("kms-key-id") || undefined;
+  if ((table === undefined) !== (kmsKeyId === undefined)) {
+    // One without the other used to fall back to local mode silently, hiding a deployment mistake.
+    throw new KvError(
+      ErrorCode.Config,
+      `${table === undefined ? "--kms-key-id" : "--table"} was given without ${table === undefined ? "--table" : "--kms-key-id"}: ` +
+        "give both (AWS mode, or your own endpoints) or neither (local mode)",
+    );
+  }
+
   return {
     host,
     port: int("port", get("port") as string, 0, 65535),
     store,
-    table: get("table") || undefined,
+    table,
     encryptionTable: get("encryption-table") || undefined,
-    kmsKeyId: get("kms-key-id") || undefined,
+    kmsKeyId,
     region: get("region") || undefined,
     dynamodbEndpoint: url("dynamodb-endpoint", get("dynamodb-endpoint")),
     kmsEndpoint: url("kms-endpoint", get("kms-endpoint")),

@@ -1,8 +1,15 @@
+import pkg from "../package.json" with { type: "json" };
 import { type Config, helpText, parseConfig } from "./config.js";
 import { errorMessage, isKvError } from "./errors.js";
 import { createLogger, type Logger } from "./log.js";
+import { ensurePortFree } from "./net/listener.js";
 import { startServer } from "./server.js";
 import { SUPERVISED_ENV, startWorkers } from "./supervisor.js";
+
+const VERSION: string = pkg.version;
+
+/** A second stop signal this soon after the first is the same request (Ctrl-C reaches `bun run` and the server both). */
+const SAME_SIGNAL_MS = 1_000;
 
 /** A started server or worker group, as `main` drives it. */
 interface Running {
@@ -17,6 +24,8 @@ interface Running {
 }
 
 async function start(config: Config, argv: readonly string[], log: Logger): Promise<Running> {
+  // Workers share the port on purpose (SO_REUSEPORT); everyone else learns at once that it is taken.
+  if (config.port !== 0 && !config.reusePort) ensurePortFree(config.host, config.port);
   if (config.workers > 1) {
     const group = await startWorkers(config, argv, log);
     return {
@@ -41,15 +50,25 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
   };
 }
 
-/** Stops `target` gracefully on the first SIGINT/SIGTERM (or stdin EOF when supervised); exits at once on the second. */
+/**
+ * Stops `target` gracefully on the first SIGINT/SIGTERM (or stdin EOF when
+ * supervised); exits at once on a second one, unless it came within
+ * {@link SAME_SIGNAL_MS}: Ctrl-C signals the whole process group and `bun run`
+ * forwards it too, so one keypress arrives twice.
+ */
 function onStopRequest(log: Logger, target: Running): void {
-  let requests = 0;
+  let first = 0;
   const request = (reason: string) => {
-    requests++;
-    if (requests > 1) {
+    const now = Date.now();
+    if (first !== 0) {
+      if (now - first < SAME_SIGNAL_MS) {
+        log.debug("stop request repeated; already draining", { reason });
+        return;
+      }
       log.warn("second stop request; exiting now", { reason });
       process.exit(130);
     }
+    first = now;
     log.info("stopping: draining connections", { reason, open: target.count() });
     target.stop();
   };
@@ -78,6 +97,10 @@ async function main(): Promise<number> {
   }
   if (config === "help") {
     console.log(helpText());
+    return 0;
+  }
+  if (config === "version") {
+    console.log(`kvs ${VERSION}`);
     return 0;
   }
   const log = createLogger(config.logLevel);

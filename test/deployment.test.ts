@@ -209,6 +209,10 @@ describe("image and binary", () => {
   test("bun run build produces executables that serve, answer a health check and stop on SIGTERM", async () => {
     const build = Bun.spawnSync([process.execPath, "run", "build"], { cwd: root, stdout: "pipe", stderr: "pipe" });
     expect(build.exitCode).toBe(0);
+    // The binary's help names the binary, not `bun run server`.
+    const help = Bun.spawnSync([join(dist, "kvs"), "--help"], { stdout: "pipe" });
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout.toString()).toStartWith("Usage: kvs [flags]");
     const server = Bun.spawn([join(dist, "kvs"), "--store", "memory", "--port", "0"], {
       stdout: "pipe",
       stderr: "pipe",

@@ -1,7 +1,10 @@
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { KvClient } from "../client/kv-client.js";
+import { encodeGetRequest } from "../src/protocol/codec.js";
 import { accepts, root, runCli, spawnServer } from "./support/process.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
@@ -54,6 +57,8 @@ describe("bun run server flags", () => {
     ["an unknown store", ["--store", "redis"], {}, "--store must be dynamodb or memory"],
     ["a bad value from the environment", [], { KV_MAX_FRAME_BYTES: "-5" }, "--max-frame-bytes must be a whole number"],
     ["an endpoint that is not a URL", ["--kms-endpoint", "localhost"], {}, "--kms-endpoint must be a URL"],
+    ["--table without --kms-key-id", ["--table", "t"], {}, "--table was given without --kms-key-id"],
+    ["--kms-key-id without --table", [], { KV_KMS_KEY_ID: "alias/k" }, "--kms-key-id was given without --table"],
   ];
   for (const [name, args, env, message] of bad) {
     test(`${name} exits 2 with a clear message`, () => {
@@ -63,11 +68,89 @@ describe("bun run server flags", () => {
     });
   }
 
-  test("a port already in use makes startup fail rather than share it", async () => {
+  test("-h prints the help, and --version the version, and both exit 0", () => {
+    const help = runServer(["-h"]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("Usage: bun run server [flags]");
+    const version = runServer(["--version"]);
+    expect(version.code).toBe(0);
+    expect(version.stdout.trim()).toMatch(/^kvs \d+\.\d+\.\d+$/);
+  });
+
+  test("a port already in use fails startup at once, naming it, before any local service starts", async () => {
     await using first = await spawnServer(["--store", "memory", "--port", "0"]);
-    const { code, stderr } = runServer(["--store", "memory", "--port", String(first.port)]);
+    // Local mode on DynamoDB: the port is checked before DynamoDB Local would be started.
+    const dataDir = tempDir();
+    const { code, stderr } = runServer(["--port", String(first.port), "--data-dir", dataDir]);
     expect(code).toBe(1);
-    expect(stderr).toContain("startup failed");
+    expect(stderr).toContain(`cannot listen on 127.0.0.1:${first.port}: the port is in use`);
+    expect(readdirSync(dataDir)).toEqual([]);
+  });
+});
+
+describe("stopping", () => {
+  test("Ctrl-C on `bun run server` in a terminal (SIGINT to the process group, twice) drains and exits 0", async () => {
+    // detached: the child leads its own process group, as a shell's foreground job does.
+    const child = spawn(process.execPath, ["run", "server", "--store", "memory", "--port", "0"], {
+      cwd: root,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        const m = /listening on [^ ]+:(\d+)/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.on("exit", () => reject(new Error(`server exited early: ${stderr}`)));
+    });
+    const client = await KvClient.connect({ port });
+    const value = new Uint8Array(64 * 1024).fill(7);
+    await client.set("big", value);
+    // A client that has not read its answers yet keeps the drain going while both signals arrive.
+    const answers = Promise.withResolvers<number>();
+    let received = 0;
+    const slow = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        open(socket) {
+          socket.pause();
+        },
+        data(_socket, chunk) {
+          received += chunk.length;
+        },
+        close() {
+          answers.resolve(received);
+        },
+      },
+    });
+    const get = encodeGetRequest(new TextEncoder().encode("big"));
+    slow.write(new Uint8Array(Buffer.concat(Array.from({ length: 200 }, () => get))));
+    // A round trip on another connection: by then the server has taken the slow client's requests.
+    expect(await client.getString("missing")).toBeUndefined();
+    const sets = Array.from({ length: 3000 }, (_, i) => client.set(`k${i}`, "v"));
+    await sets[0];
+    process.kill(-(child.pid as number), "SIGINT");
+    await new Promise<void>((resolve) => child.stderr.once("data", () => resolve()));
+    slow.resume();
+    const outcomes = await Promise.allSettled(sets);
+    expect(await exited).toBe(0);
+    expect(stderr).not.toContain("second stop request");
+    expect(stderr).toContain("stopping: draining connections");
+    // Every request the server read was answered: all 200 large answers, and the sets.
+    expect(await answers.promise).toBeGreaterThanOrEqual(200 * value.length);
+    const ok = outcomes.filter((o) => o.status === "fulfilled").length;
+    expect(ok).toBeGreaterThan(0);
+    for (const o of outcomes)
+      if (o.status === "rejected") expect(o.reason).toMatchObject({ code: "KV_ERR_CONNECTION_CLOSED" });
+    await client.close().catch(() => {});
   });
 });
 

@@ -1,7 +1,32 @@
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
+import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import { Connection, type ConnectionOptions, type FrameHandler } from "./connection.js";
+
+/**
+ * Throws, naming the address, if `host:port` cannot be bound now. Run before
+ * anything slow starts (DynamoDB Local takes seconds), so a busy port fails fast.
+ */
+export function ensurePortFree(host: string, port: number): void {
+  let probe: TCPSocketListener<undefined>;
+  try {
+    probe = Bun.listen<undefined>({ hostname: host, port, exclusive: true, socket: { data() {} } });
+  } catch (err) {
+    throw new KvError(ErrorCode.Config, `cannot listen on ${host}:${port}: ${describeListenError(err)}`, {
+      cause: err,
+    });
+  }
+  probe.stop(true);
+}
+
+function describeListenError(err: unknown): string {
+  const code = (err as { code?: string }).code;
+  if (code === "EADDRINUSE") return "the port is in use";
+  if (code === "EACCES") return "permission denied";
+  if (code === "EADDRNOTAVAIL") return "no such local address";
+  return errorMessage(err);
+}
 
 /** Listener settings. */
 export interface ListenerOptions extends ConnectionOptions {
@@ -91,7 +116,18 @@ export class Listener {
         },
       } satisfies SocketHandler<Connection | undefined>,
     };
-    const server = Bun.listen<Connection | undefined>(listenOptions as TCPSocketListenOptions<Connection | undefined>);
+    let server: TCPSocketListener<Connection | undefined>;
+    try {
+      server = Bun.listen<Connection | undefined>(listenOptions as TCPSocketListenOptions<Connection | undefined>);
+    } catch (err) {
+      throw new KvError(
+        ErrorCode.Config,
+        `cannot listen on ${options.host}:${options.port}: ${describeListenError(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
     return new Listener(server, connections, log);
   }
 

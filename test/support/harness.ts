@@ -23,7 +23,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     "error",
   );
   const parsed = parseConfig(args, {});
-  if (parsed === "help") throw new Error("unreachable: no --help given");
+  if (parsed === "help" || parsed === "version") throw new Error("unreachable: no --help or --version given");
   return { ...parsed, ...overrides };
 }
 
