@@ -1,6 +1,7 @@
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { KMSClient } from "@aws-sdk/client-kms";
 import type { AwsCredentialIdentityProvider } from "@smithy/types";
+import { awsSdkLogger, type Logger } from "./log.js";
 
 /** Settings shared by the SDK clients. */
 export interface AwsClientOptions {
@@ -18,6 +19,8 @@ export interface AwsClientOptions {
   callTimeoutMs?: number;
   /** Credentials instead of the default chain or the local ones (tests hand out short-lived keys). */
   credentials?: AwsCredentialIdentityProvider;
+  /** Where the SDK's own warnings go (see awsSdkLogger); default: nowhere but errors to the console. */
+  logger?: Logger;
 }
 
 /** Credentials for DynamoDB Local and the local KMS endpoint, which do not check them. */
@@ -30,7 +33,9 @@ export function maxSocketsFor(options: AwsClientOptions): number {
 
 function common(options: AwsClientOptions) {
   const agent = { keepAlive: true, maxSockets: maxSocketsFor(options) };
+  const logger = options.logger === undefined ? undefined : awsSdkLogger(options.logger);
   return {
+    logger,
     region: options.region,
     endpoint: options.endpoint,
     credentials: options.credentials ?? (options.localCredentials ? LOCAL_CREDENTIALS : undefined),
@@ -42,6 +47,7 @@ function common(options: AwsClientOptions) {
       connectionTimeout: Math.min(3_000, options.callTimeoutMs ?? 3_000),
       httpAgent: agent,
       httpsAgent: agent,
+      logger,
     },
   };
 }

@@ -1,7 +1,7 @@
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { ErrorCode, errorMessage, KvError } from "./errors.js";
-import type { LogLevel } from "./log.js";
+import { LogFormat, type LogLevel } from "./log.js";
 import { MAX_BATCH_GET_KEYS } from "./store/batch-reader.js";
 import { MAX_BATCH_WRITE_ITEMS } from "./store/batch-writer.js";
 
@@ -49,6 +49,7 @@ export interface Config {
   /** Bind with SO_REUSEPORT (set by --workers for its children). */
   reusePort: boolean;
   logLevel: LogLevel;
+  logFormat: LogFormat;
 }
 
 /** Frame bytes allowed beyond --max-value-bytes: room for a 1 KiB key and the envelope. */
@@ -208,6 +209,13 @@ const FLAGS = {
     placeholder: "error|warn|info|debug",
     help: "log verbosity (logs never contain values)",
   },
+  "log-format": {
+    env: "KV_LOG_FORMAT",
+    type: "string",
+    default: "text",
+    placeholder: "text|json",
+    help: "log line format; json is one object per line (the container image sets json)",
+  },
   help: { env: "", type: "boolean", short: "h", help: "print this help and exit (also -h)" },
   version: { env: "", type: "boolean", help: "print the version and exit" },
 } as const satisfies Record<string, FlagSpec>;
@@ -302,6 +310,10 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
       `--log-level must be error, warn, info or debug, got ${JSON.stringify(logLevel)}`,
     );
   }
+  const logFormat = get("log-format");
+  if (logFormat !== LogFormat.text && logFormat !== LogFormat.json) {
+    throw new KvError(ErrorCode.Config, `--log-format must be text or json, got ${JSON.stringify(logFormat)}`);
+  }
   const host = get("host") as string;
   if (host === "") throw new KvError(ErrorCode.Config, "--host must not be empty");
   // A value at the limit, with its key and framing, must fit in a frame.
@@ -347,6 +359,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     workers: int("workers", get("workers") as string, 1, 256),
     reusePort: values["reuse-port"] === true,
     logLevel,
+    logFormat,
   };
 }
 

@@ -103,7 +103,7 @@ async function main(): Promise<number> {
     console.log(`kvs ${VERSION}`);
     return 0;
   }
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, undefined, config.logFormat);
   let running: Running;
   try {
     running = await start(config, argv, log);

@@ -100,7 +100,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       const localKms = !isAwsEndpoint(kmsEndpoint);
       // Local endpoints ignore the region but the SDK insists on one; on AWS the SDK's own chain finds it.
       const region = config.region ?? (localDynamo && localKms ? LOCAL_DEFAULTS.region : undefined);
-      const timeouts = { callTimeoutMs: config.callTimeoutMs, credentials: overrides.credentials };
+      const timeouts = { callTimeoutMs: config.callTimeoutMs, credentials: overrides.credentials, logger: log };
       const ddbOptions = { region, endpoint: dynamodbEndpoint, localCredentials: localDynamo, ...timeouts };
       const ddbClient = dynamoClient(ddbOptions);
       const kms = kmsClient({ region, endpoint: kmsEndpoint, localCredentials: localKms, ...timeouts });

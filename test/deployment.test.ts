@@ -241,6 +241,8 @@ describe("image and binary", () => {
     expect(from.every((image) => image?.startsWith("oven/bun:"))).toBe(true);
     expect(dockerfile).toMatch(/^RUN bun run build$/m);
     expect(dockerfile).toMatch(/^USER bun$/m);
+    // CloudWatch Logs reads JSON lines field by field.
+    expect(dockerfile).toMatch(/^ENV .*KV_LOG_FORMAT=json/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK .*\n?.*kvs-client", "ping"/m);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["\/app\/kvs"\]$/m);
     // The template's container health check uses the same command.

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { KvClient } from "../client/kv-client.js";
 import { ErrorCode, KvError } from "../src/errors.js";
-import { createLogger } from "../src/log.js";
+import { awsSdkLogger, createLogger } from "../src/log.js";
 import { decodeResponse, encodeGetRequest, GetError } from "../src/protocol/codec.js";
 import { Dispatcher } from "../src/protocol/dispatch.js";
 import { RepeatLimiter } from "../src/repeat-limiter.js";
@@ -106,6 +106,36 @@ describe("failures that are not the client's", () => {
     await Promise.allSettled(Array.from({ length: 50 }, () => c.get(new Uint8Array(2000))));
     expect(await c.get("fine")).toBeUndefined();
     expect(captured.lines).toEqual([]);
+  });
+});
+
+describe("logs", () => {
+  test("--log-format json writes one JSON object per line, fields included, values never", async () => {
+    const lines: string[] = [];
+    const log = createLogger("debug", (l) => lines.push(l), "json");
+    await using server = await startServer(testConfig({ logFormat: "json" }), log);
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("secret-key", "secret value 123");
+    await Promise.allSettled([c.get(new Uint8Array(2000))]);
+    expect(lines.length).toBeGreaterThan(0);
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const refused = parsed.find((p) => p.msg === "request refused");
+    expect(refused).toMatchObject({ level: "debug", code: "KV_ERR_KEY_TOO_LARGE", op: "get" });
+    expect(typeof refused?.time).toBe("string");
+    expect(lines.join("\n")).not.toContain("secret value 123");
+  });
+
+  test("the AWS SDK's warnings come out through the server's logger", async () => {
+    const lines: string[] = [];
+    const sdk = awsSdkLogger(createLogger("debug", (l) => lines.push(l), "json"));
+    sdk.warn("a request has exceeded the configured requestTimeout", { ms: 5 });
+    sdk.info("chatter");
+    sdk.trace("noise");
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(parsed[0]).toMatchObject({ level: "warn", source: "aws-sdk" });
+    expect(String(parsed[0]?.msg)).toContain("requestTimeout");
+    expect(parsed[1]).toMatchObject({ level: "debug", msg: "chatter" });
+    expect(parsed).toHaveLength(2);
   });
 });
 
