@@ -54,8 +54,10 @@ export const silentLogger: Logger = createLogger("error", () => {});
 
 /**
  * The AWS SDK's logger interface, writing through `log`: the SDK's warnings
- * (retries, deprecations, timeouts) become our lines, in our format, with
- * `source=aws-sdk`. Its info and debug chatter is dropped below debug.
+ * (deprecations, timeouts) become our warn lines, in our format, with
+ * `source=aws-sdk`. The SDK logs every failed command at error, expected ones
+ * included (a table not created yet); the server logs the failures that
+ * matter itself, so those, and the SDK's info chatter, go to debug.
  */
 export function awsSdkLogger(log: Logger): {
   trace(...content: unknown[]): void;
@@ -71,6 +73,6 @@ export function awsSdkLogger(log: Logger): {
     debug: (...c) => log.debug(text(c), { source: "aws-sdk" }),
     info: (...c) => log.debug(text(c), { source: "aws-sdk" }),
     warn: (...c) => log.warn(text(c), { source: "aws-sdk" }),
-    error: (...c) => log.error(text(c), { source: "aws-sdk" }),
+    error: (...c) => log.debug(text(c), { source: "aws-sdk" }),
   };
 }

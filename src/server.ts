@@ -89,7 +89,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       table = config.table ?? LOCAL_DEFAULTS.table;
       const keyId = config.kmsKeyId ?? LOCAL_DEFAULTS.kmsKeyId;
 
-      const local = await startLocalServices(config);
+      const local = await startLocalServices(config, log);
       cleanups.push(() => local.stop());
       dynamodbEndpoint = local.dynamodbEndpoint;
       kmsEndpoint = local.kmsEndpoint;

@@ -28,7 +28,7 @@ export interface WorkerGroup {
  * supervisor above (ECS, systemd) restarts the whole task.
  */
 export async function startWorkers(config: Config, argv: readonly string[], log: Logger): Promise<WorkerGroup> {
-  const local = await startLocalServices(config);
+  const local = await startLocalServices(config, log);
   const port = config.port === 0 ? await freePort() : config.port;
   // Workers get this process's own flags and environment, then the overrides: a later flag wins.
   const args = [...argv, "--workers", "1", "--port", String(port), "--reuse-port"];

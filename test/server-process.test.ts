@@ -26,6 +26,23 @@ function runServer(args: string[], env: Record<string, string> = {}) {
   return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
 }
 
+/** Reads `stream` until its text so far matches `pattern`; resolves with that text. */
+async function untilLine(stream: ReadableStream<Uint8Array>, pattern: RegExp): Promise<string> {
+  const reader = stream.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  try {
+    while (!pattern.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`stream ended before ${pattern}: ${text}`);
+      text += decoder.decode(value, { stream: true });
+    }
+    return text;
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 /** Waits, within a bound, until nothing listens at `endpoint` (a child's exit has no event we can observe). */
 async function closedWithin(endpoint: string, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
@@ -181,6 +198,24 @@ describe("local mode", () => {
       const got = await runCli(["get", "greeting", "--port", String(again.port)]);
       expect(new TextDecoder().decode(got.stdout)).toBe("hello");
     }
+  });
+
+  test("a DynamoDB Local that dies is restarted on its data, and requests recover by themselves", async () => {
+    await using server = await spawnServer(["--port", "0", "--data-dir", tempDir()]);
+    const endpoint = server.dynamodbEndpoint as string;
+    const ddbPort = new URL(endpoint).port;
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("kept", "across a crash");
+    const java = Bun.spawnSync(["pgrep", "-f", `^java .*DynamoDBLocal.jar -port ${ddbPort} `])
+      .stdout.toString()
+      .trim();
+    expect(java).toMatch(/^\d+$/);
+    process.kill(Number(java), "SIGKILL");
+    const log = await untilLine(server.proc.stderr, /DynamoDB Local restarted/);
+    expect(log).toContain("DynamoDB Local exited; restarting");
+    expect(await c.getString("kept")).toBe("across a crash");
+    await c.set("after", "the restart");
+    expect(await c.getString("after")).toBe("the restart");
   });
 
   test("DynamoDB Local does not outlive a server killed with SIGKILL", async () => {

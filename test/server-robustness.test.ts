@@ -130,12 +130,16 @@ describe("logs", () => {
     const sdk = awsSdkLogger(createLogger("debug", (l) => lines.push(l), "json"));
     sdk.warn("a request has exceeded the configured requestTimeout", { ms: 5 });
     sdk.info("chatter");
+    sdk.error({ commandName: "DescribeTableCommand", error: { name: "ResourceNotFoundException" } });
     sdk.trace("noise");
     const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(parsed[0]).toMatchObject({ level: "warn", source: "aws-sdk" });
     expect(String(parsed[0]?.msg)).toContain("requestTimeout");
     expect(parsed[1]).toMatchObject({ level: "debug", msg: "chatter" });
-    expect(parsed).toHaveLength(2);
+    // The SDK logs expected failures at error too; the server reports real ones itself.
+    expect(parsed[2]).toMatchObject({ level: "debug" });
+    expect(String(parsed[2]?.msg)).toContain("ResourceNotFoundException");
+    expect(parsed).toHaveLength(3);
   });
 });
 

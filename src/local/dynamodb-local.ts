@@ -10,6 +10,8 @@ export interface DynamoDbLocal extends AsyncDisposable {
   /** `http://127.0.0.1:<port>` */
   readonly endpoint: string;
   readonly port: number;
+  /** Settles with the exit code when the process ends, asked to or not. */
+  readonly exited: Promise<number>;
   /** Stops the Java process and waits for it to exit. Idempotent. */
   stop(): Promise<void>;
 }
@@ -20,6 +22,8 @@ export interface DynamoDbLocalOptions {
   dataDir?: string;
   /** Milliseconds to wait for it to accept connections. */
   startTimeoutMs?: number;
+  /** The port to listen on (a restart keeps its endpoint); omitted, a free one is picked. */
+  port?: number;
 }
 
 /**
@@ -55,7 +59,9 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
     } catch (err) {
       lastError = err;
       // A lost race for the port: another process took it between freePort() and Java's bind.
-      if (!(err instanceof Error && /already in use|BindException/i.test(err.message))) break;
+      if (options.port !== undefined || !(err instanceof Error && /already in use|BindException/i.test(err.message))) {
+        break;
+      }
     }
   }
   throw lastError;
@@ -63,7 +69,7 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
 
 async function startOnce(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
   const dir = jarDir();
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const args = [`-Djava.library.path=${join(dir, "DynamoDBLocal_lib")}`, "-jar", join(dir, "DynamoDBLocal.jar")];
   args.push("-port", String(port), "-sharedDb", "-disableTelemetry");
   if (options.dataDir !== undefined) {
@@ -118,6 +124,7 @@ async function startOnce(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> 
   return {
     endpoint: `http://127.0.0.1:${port}`,
     port,
+    exited: exit,
     stop,
     [Symbol.asyncDispose]: stop,
   };

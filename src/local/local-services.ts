@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import { type Config, isAwsMode, LOCAL_DEFAULTS, StoreKind } from "../config.js";
-import { type DynamoDbLocal, startDynamoDbLocal } from "./dynamodb-local.js";
+import type { Logger } from "../log.js";
+import { SupervisedDynamoDbLocal } from "./dynamodb-supervisor.js";
 import { LocalKms } from "./kms-endpoint.js";
 
 /** Local stand-ins started for a config, and the endpoints to use. */
@@ -13,10 +14,11 @@ export interface LocalServices {
 }
 
 /**
- * Starts DynamoDB Local and the local KMS endpoint where local mode needs
- * them: not in AWS mode, and not where an endpoint was given.
+ * Starts DynamoDB Local (supervised: restarted if it dies) and the local KMS
+ * endpoint where local mode needs them: not in AWS mode, and not where an
+ * endpoint was given.
  */
-export async function startLocalServices(config: Config): Promise<LocalServices> {
+export async function startLocalServices(config: Config, log: Logger): Promise<LocalServices> {
   const aws = isAwsMode(config);
   const dataDir = resolve(config.dataDir);
   const stops: (() => Promise<void>)[] = [];
@@ -30,7 +32,7 @@ export async function startLocalServices(config: Config): Promise<LocalServices>
     const startDynamo = config.store === StoreKind.dynamodb && dynamodbEndpoint === undefined && !aws;
     const startKms = config.store === StoreKind.dynamodb && kmsEndpoint === undefined && !aws;
     if (startDynamo) {
-      const ddb: DynamoDbLocal = await startDynamoDbLocal({ dataDir });
+      const ddb = await SupervisedDynamoDbLocal.start({ dataDir }, log);
       stops.push(() => ddb.stop());
       dynamodbEndpoint = ddb.endpoint;
     }
