@@ -16,8 +16,8 @@ WORKDIR /app
 COPY --from=build /src/dist/kvs /src/dist/kvs-client /app/
 # The base image's unprivileged user; the server needs no writable files in AWS mode.
 USER bun
-ENV KV_HOST=0.0.0.0 KV_PORT=7070 KV_LOG_LEVEL=info KV_LOG_FORMAT=json
-EXPOSE 7070
+ENV KV_HOST=0.0.0.0 KV_PORT=7070 KV_ADMIN_PORT=7071 KV_LOG_LEVEL=info KV_LOG_FORMAT=json
+EXPOSE 7070 7071
 # A get through the whole path: socket, DynamoDB and KMS when the key exists.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/app/kvs-client", "ping", "--port", "7070"]

@@ -50,6 +50,9 @@ export interface Config {
   reusePort: boolean;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /** Admin HTTP port (health, metrics); undefined: none. */
+  adminPort: number | undefined;
+  adminHost: string;
 }
 
 /** Frame bytes allowed beyond --max-value-bytes: room for a 1 KiB key and the envelope. */
@@ -209,6 +212,18 @@ const FLAGS = {
     placeholder: "error|warn|info|debug",
     help: "log verbosity (logs never contain values)",
   },
+  "admin-port": {
+    env: "KV_ADMIN_PORT",
+    type: "string",
+    placeholder: "N",
+    help: "admin HTTP port for /healthz, /readyz and /metrics; 0 picks a free one (default: none)",
+  },
+  "admin-host": {
+    env: "KV_ADMIN_HOST",
+    type: "string",
+    placeholder: "ADDR",
+    help: "address of the admin port (default: --host)",
+  },
   "log-format": {
     env: "KV_LOG_FORMAT",
     type: "string",
@@ -322,6 +337,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const maxFrameBytes =
     frameRaw === undefined ? maxValueBytes + FRAME_HEADROOM : int("max-frame-bytes", frameRaw, 16, 0xffff_ffff);
 
+  const adminPortRaw = get("admin-port");
   const table = get("table") || undefined;
   const kmsKeyId = get("kms-key-id") || undefined;
   if ((table === undefined) !== (kmsKeyId === undefined)) {
@@ -360,6 +376,9 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     reusePort: values["reuse-port"] === true,
     logLevel,
     logFormat,
+    adminPort:
+      adminPortRaw === undefined || adminPortRaw === "" ? undefined : int("admin-port", adminPortRaw, 0, 65535),
+    adminHost: get("admin-host") || host,
   };
 }
 

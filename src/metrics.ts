@@ -12,6 +12,8 @@ export const Counter = {
   connectionsClosed: "connections.closed",
   requests: "requests",
   protocolErrors: "protocol.errors",
+  bytesIn: "bytes.in",
+  bytesOut: "bytes.out",
 } as const;
 export type Counter = (typeof Counter)[keyof typeof Counter];
 

@@ -9,6 +9,8 @@ import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
 import { Counters } from "./metrics.js";
 import { Listener } from "./net/listener.js";
+import { AdminServer } from "./ops/admin-server.js";
+import { Metrics } from "./ops/prometheus.js";
 import { Dispatcher } from "./protocol/dispatch.js";
 import { DeadlineStore } from "./store/deadline-store.js";
 import { DynamoDataClient } from "./store/dynamo-data-client.js";
@@ -40,6 +42,8 @@ export interface KvServer extends AsyncDisposable {
   readonly table: string | undefined;
   /** Open client connections. */
   readonly connectionCount: number;
+  /** The admin port (/healthz, /readyz, /metrics), or undefined when there is none. */
+  readonly adminPort: number | undefined;
   /** Runs one orphan-chunk sweep now (DynamoDB store only). */
   sweepOrphans(olderThanMs?: number): Promise<SweepResult>;
   /** Graceful stop: stop accepting, answer in-flight requests, close, stop local services. Idempotent. */
@@ -56,6 +60,8 @@ export interface ServerOverrides {
   faults?: StoreFaults;
   /** Credentials for both AWS clients instead of the default chain (tests hand out short-lived ones). */
   credentials?: AwsCredentialIdentityProvider;
+  /** How long a DynamoDB answer keeps /readyz ready without a probe (tests set 0). */
+  readyRecentMs?: number;
 }
 
 /** Starts a server for `config`: local services first if needed, then the listener. */
@@ -80,6 +86,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     let kmsEndpoint: string | undefined;
     let table: string | undefined;
     let deadlineMs: number | undefined;
+    let keyCache: DataKeyCache | undefined;
+    let backendReady: () => Promise<boolean> = async () => true;
     let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
 
     if (config.store === StoreKind.memory) {
@@ -126,6 +134,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       // Fails fast on a wrong key or missing permission, and warms the cache.
       await keys.encryptionKey(0, 0);
       const data = await DynamoDataClient.create(ddbClient, { callTimeoutMs: config.callTimeoutMs });
+      keyCache = keys;
+      backendReady = readinessProbe(data, table, config.callTimeoutMs, overrides.readyRecentMs ?? READY_RECENT_MS);
       const dynamo = new DynamoStore({
         client: ddbClient,
         data,
@@ -172,6 +182,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     if (deadlineMs !== undefined) ordered = new DeadlineStore(ordered, { timeoutMs: deadlineMs });
 
     const dispatcher = new Dispatcher(ordered, log, { maxValueBytes: config.maxValueBytes });
+    let draining = false;
     const listener = Listener.start(dispatcher, log, counters, {
       host: config.host,
       port: config.port,
@@ -183,9 +194,31 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       reusePort: config.reusePort,
     });
 
+    cleanups.push(async () => listener.stop());
+    let admin: AdminServer | undefined;
+    if (config.adminPort !== undefined) {
+      const cache = keyCache;
+      const metrics = new Metrics({
+        stats: dispatcher.stats,
+        counters,
+        connections: () => listener.connectionCount,
+        inFlight: () => listener.inFlight,
+        keyCache: cache === undefined ? undefined : () => ({ hits: cache.hits, misses: cache.misses }),
+      });
+      const started = AdminServer.start(
+        { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
+        metrics,
+        { draining: () => draining, backendReady },
+      );
+      admin = started;
+      // Stopped last: readiness answers "draining" for as long as the drain lasts.
+      cleanups.unshift(() => started.stop());
+    }
+
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
+        draining = true;
         await listener.stop();
         await cleanup();
       })();
@@ -203,6 +236,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       get connectionCount() {
         return listener.connectionCount;
       },
+      adminPort: admin?.port,
       sweepOrphans: (olderThanMs) => sweep(olderThanMs),
       stop,
       [Symbol.asyncDispose]: stop,
@@ -211,4 +245,37 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     await cleanup();
     throw err;
   }
+}
+
+/** Recent answers count as ready for this long; after that a probe decides. */
+const READY_RECENT_MS = 10_000;
+/** A probe's verdict is reused this long, so scrapes and health checks cost DynamoDB at most one read per interval. */
+const PROBE_REUSE_MS = 2_000;
+
+/**
+ * Readiness of the DynamoDB path: ready if DynamoDB answered any call in the
+ * last {@link READY_RECENT_MS}; otherwise one shared probe (a GetItem of an
+ * unused key) decides, and its verdict is reused briefly.
+ */
+function readinessProbe(
+  data: DynamoDataClient,
+  table: string,
+  timeoutMs: number,
+  recentMs: number,
+): () => Promise<boolean> {
+  let last: { at: number; ok: Promise<boolean> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (now - data.lastAnswerAt < recentMs) return Promise.resolve(true);
+    if (last === undefined || now - last.at > Math.min(PROBE_REUSE_MS, recentMs)) {
+      last = {
+        at: now,
+        ok: data.probe(table, timeoutMs).then(
+          () => true,
+          () => false,
+        ),
+      };
+    }
+    return last.ok;
+  };
 }

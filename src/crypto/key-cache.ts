@@ -82,6 +82,9 @@ export class DataKeyCache {
   #active: ActiveKey | null = null;
   #generating: Promise<ActiveKey> | null = null;
   readonly #decrypt: LRUCache<string, Uint8Array, Uint8Array>;
+  /** Decryptions served from the cache, and those that needed KMS (for /metrics). */
+  hits = 0;
+  misses = 0;
 
   constructor(provider: DataKeyProvider, limits: Partial<KeyCacheLimits> = {}, now: () => number = Date.now) {
     this.#provider = provider;
@@ -130,7 +133,11 @@ export class DataKeyCache {
     const id = byteString(wrapped);
     // A plain get first: a hit, the steady state, skips the fetch machinery.
     const cached = this.#decrypt.get(id);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) {
+      this.hits++;
+      return cached;
+    }
+    this.misses++;
     const plaintext = await this.#decrypt.fetch(id, { context: wrapped });
     if (plaintext === undefined) throw new Error("unreachable: fetchMethod never resolves undefined");
     return plaintext;

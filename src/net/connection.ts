@@ -124,7 +124,10 @@ export class Connection {
     this.#counters = counters;
     this.#options = options;
     this.#decoder = new FrameDecoder(options.maxFrameBytes);
-    this.#writer = new SocketWriter(socket, { onIdle: () => this.#afterProgress() });
+    this.#writer = new SocketWriter(socket, {
+      onIdle: () => this.#afterProgress(),
+      onWritten: (bytes) => counters.add(Counter.bytesOut, bytes),
+    });
   }
 
   /** Requests accepted and not yet answered. */
@@ -149,6 +152,7 @@ export class Connection {
 
   /** Socket `data` event. */
   onData(chunk: Uint8Array): void {
+    this.#counters.add(Counter.bytesIn, chunk.length);
     if (this.#closing) return;
     try {
       this.#decoder.push(chunk, this.#onFrame);

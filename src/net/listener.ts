@@ -146,6 +146,13 @@ export class Listener {
     return this.#connections.size;
   }
 
+  /** Requests read and not yet answered, over every connection (walks them: for scrapes, not the hot path). */
+  get inFlight(): number {
+    let n = 0;
+    for (const c of this.#connections) n += c.inFlight;
+    return n;
+  }
+
   /**
    * Graceful stop: stop accepting, let every connection answer what it has
    * accepted, then close them. Connections still open after `graceMs` are

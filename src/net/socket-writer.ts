@@ -57,15 +57,18 @@ export class SocketWriter {
   #scheduled = false;
   #closed = false;
   readonly #onIdle: (() => void) | undefined;
+  readonly #onWritten: ((bytes: number) => void) | undefined;
 
   /**
    * @param onIdle called whenever the writer has written everything it held:
    *   at once from `drain()`, and in a microtask after a flush that emptied
    *   it; connections use it to resume reading and to finish closing.
+   * @param onWritten told how many bytes each write put on the wire (for metrics).
    */
-  constructor(socket: WritableSocket, options: { onIdle?: () => void } = {}) {
+  constructor(socket: WritableSocket, options: { onIdle?: () => void; onWritten?: (bytes: number) => void } = {}) {
     this.#socket = socket;
     this.#onIdle = options.onIdle;
+    this.#onWritten = options.onWritten;
   }
 
   /** Bytes queued and not yet accepted by the kernel. */
@@ -132,6 +135,7 @@ export class SocketWriter {
       return -1;
     }
     this.#pending -= written;
+    this.#onWritten?.(written);
     return written;
   }
 

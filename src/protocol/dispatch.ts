@@ -1,6 +1,7 @@
 import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { type Answer, type AnswerSink, type FrameHandler, WRITTEN } from "../net/connection.js";
+import { RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
 import { type Cancel, type KvStore, MAX_KEY_BYTES } from "../store/kv-store.js";
 import {
@@ -47,12 +48,15 @@ export class Dispatcher implements FrameHandler {
   readonly #log: Logger;
   readonly #limits: DispatchLimits;
   readonly #repeats: RepeatLimiter;
+  /** Requests by op and result, and store latency, for /metrics. */
+  readonly stats: RequestStats;
 
-  constructor(store: KvStore, log: Logger, limits: Partial<DispatchLimits> = {}) {
+  constructor(store: KvStore, log: Logger, limits: Partial<DispatchLimits> = {}, stats = new RequestStats()) {
     this.#store = store;
     this.#log = log;
     this.#limits = { maxKeyBytes: MAX_KEY_BYTES, maxValueBytes: Number.MAX_SAFE_INTEGER, ...limits };
     this.#repeats = new RepeatLimiter(log);
+    this.stats = stats;
   }
 
   /**
@@ -91,15 +95,23 @@ export class Dispatcher implements FrameHandler {
     if (store.setSync !== undefined) {
       try {
         store.setSync(key, value);
+        this.stats.count("set", "ok");
         return sink !== undefined && writeFrameInto(sink, Frames.setOk) ? WRITTEN : Frames.setOk;
       } catch (err) {
         return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
       }
     }
+    const started = performance.now();
     return settle(
       store.set(key, value, cancel),
-      () => Frames.setOk,
-      (err) => this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed")),
+      () => {
+        this.#timed("set", "ok", started);
+        return Frames.setOk;
+      },
+      (err) => {
+        this.stats.observe("set", (performance.now() - started) / 1000);
+        return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
+      },
     );
   }
 
@@ -110,6 +122,7 @@ export class Dispatcher implements FrameHandler {
     if (store.getSync !== undefined) {
       try {
         const value = store.getSync(key);
+        this.stats.count("get", value === undefined ? "not_found" : "ok");
         if (value === undefined) {
           return sink !== undefined && writeFrameInto(sink, Frames.getNotFound) ? WRITTEN : Frames.getNotFound;
         }
@@ -119,10 +132,17 @@ export class Dispatcher implements FrameHandler {
         return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
       }
     }
+    const started = performance.now();
     return settle(
       store.get(key, cancel),
-      (value) => (value === undefined ? Frames.getNotFound : encodeGetOk(key, value)),
-      (err) => this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed")),
+      (value) => {
+        this.#timed("get", value === undefined ? "not_found" : "ok", started);
+        return value === undefined ? Frames.getNotFound : encodeGetOk(key, value);
+      },
+      (err) => {
+        this.stats.observe("get", (performance.now() - started) / 1000);
+        return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
+      },
     );
   }
 
@@ -142,7 +162,13 @@ export class Dispatcher implements FrameHandler {
     );
   }
 
+  #timed(op: ReplyKind, result: "ok" | "not_found", started: number): void {
+    this.stats.count(op, result);
+    this.stats.observe(op, (performance.now() - started) / 1000);
+  }
+
   #fail(reply: ReplyKind, err: KvError): Uint8Array {
+    this.stats.count(reply, CLIENT_ERRORS.has(err.code) ? "refused" : "internal");
     const fields = { code: err.code, op: reply, reason: err.message };
     if (CLIENT_ERRORS.has(err.code)) this.#log.debug("request refused", fields);
     else this.#repeats.warn(err.code, "request failed", fields);

@@ -60,6 +60,9 @@ export interface DynamoDataClientOptions {
 
 const decoder = new TextDecoder();
 
+/** The partition key the readiness probe reads: kind 0x02, never written. */
+const PROBE_PK = Uint8Array.of(0x02, ...new TextEncoder().encode("kvs-readiness-probe"));
+
 /**
  * A lean client for DynamoDB's hot operations: it builds the JSON 1.0 request
  * text itself, signs it with the SDK's own SigV4 signer and credential
@@ -95,6 +98,8 @@ export class DynamoDataClient implements DataPlane {
   readonly #signer: RequestSigner;
   readonly #sdk: DynamoDBClient;
   readonly #callTimeoutMs: number;
+  /** When a call last got an answer from DynamoDB (any 2xx/4xx with a body), ms since the epoch; 0 never. */
+  lastAnswerAt = 0;
 
   private constructor(sdk: DynamoDBClient, url: URL, signer: RequestSigner, options: DynamoDataClientOptions) {
     this.#sdk = sdk;
@@ -140,6 +145,15 @@ export class DynamoDataClient implements DataPlane {
   /** Where requests go. */
   get endpoint(): string {
     return this.#url;
+  }
+
+  /**
+   * A cheap readiness probe: an eventually consistent GetItem of a key no
+   * item has (kind byte 0x02 is not used by the item format). Resolves when
+   * DynamoDB answered within `timeoutMs`.
+   */
+  async probe(table: string, timeoutMs: number): Promise<void> {
+    await this.getItem(table, { pk: { B: PROBE_PK } }, false, timeoutMs);
   }
 
   /** BatchWriteItem; returns the write requests DynamoDB left unprocessed. */
@@ -262,6 +276,8 @@ export class DynamoDataClient implements DataPlane {
         cause: err,
       });
     }
+    // An answer, even an error one, shows DynamoDB is reachable and serving.
+    if (status < 500) this.lastAnswerAt = Date.now();
     if (status === 200) return parsed;
     const error = this.#errorOf(op, status, parsed);
     if (CLOCK_SKEW.has(error.name) && date !== null) this.#correctClock(date);

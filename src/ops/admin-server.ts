@@ -1,0 +1,80 @@
+import type { Server } from "bun";
+import { ErrorCode, errorMessage, KvError } from "../errors.js";
+import type { Metrics } from "./prometheus.js";
+
+/** What readiness depends on. */
+export interface Readiness {
+  /** True once a graceful stop has begun: load balancers must send no new connections. */
+  draining(): boolean;
+  /** Whether the backend answers: recent traffic, or a cheap probe. Never throws. */
+  backendReady(): Promise<boolean>;
+}
+
+/** Admin listener settings. */
+export interface AdminOptions {
+  host: string;
+  port: number;
+  /** Share the port with other worker processes (each answers for itself). */
+  reusePort: boolean;
+}
+
+/**
+ * The admin HTTP port, apart from the data ports:
+ * - `GET /healthz`: liveness. 200 while the process serves; it never touches
+ *   DynamoDB or KMS, so a backend outage does not make a container
+ *   orchestrator replace every task at once.
+ * - `GET /readyz`: readiness. 503 while draining, or when DynamoDB has not
+ *   answered recently and a probe fails; 200 otherwise. Point load balancer
+ *   health checks here.
+ * - `GET /metrics`: Prometheus text format.
+ */
+export class AdminServer {
+  readonly #server: Server<undefined>;
+
+  private constructor(server: Server<undefined>) {
+    this.#server = server;
+  }
+
+  static start(options: AdminOptions, metrics: Metrics, readiness: Readiness): AdminServer {
+    try {
+      const server = Bun.serve({
+        hostname: options.host,
+        port: options.port,
+        reusePort: options.reusePort,
+        fetch: async (req) => {
+          const { pathname } = new URL(req.url);
+          if (req.method !== "GET" && req.method !== "HEAD")
+            return new Response("method not allowed\n", { status: 405 });
+          if (pathname === "/healthz") return new Response("ok\n");
+          if (pathname === "/readyz") {
+            if (readiness.draining()) return new Response("draining\n", { status: 503 });
+            if (!(await readiness.backendReady())) return new Response("backend unavailable\n", { status: 503 });
+            return new Response("ready\n");
+          }
+          if (pathname === "/metrics") {
+            return new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } });
+          }
+          return new Response("not found: try /healthz, /readyz or /metrics\n", { status: 404 });
+        },
+      });
+      return new AdminServer(server);
+    } catch (err) {
+      throw new KvError(
+        ErrorCode.Config,
+        `cannot listen on ${options.host}:${options.port} (admin): ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  /** The bound port. */
+  get port(): number {
+    return this.#server.port as number;
+  }
+
+  async stop(): Promise<void> {
+    await this.#server.stop(true);
+  }
+}

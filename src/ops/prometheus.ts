@@ -1,0 +1,141 @@
+import { collectDefaultMetrics, Gauge, Counter as PromCounter, Registry } from "prom-client";
+import { Counter, type Counters } from "../metrics.js";
+import { LATENCY_BUCKETS, OPS, RESULTS, type RequestStats } from "./request-stats.js";
+
+/** What the metrics are read from, at scrape time. */
+export interface MetricSources {
+  stats: RequestStats;
+  counters: Counters;
+  /** Open connections. */
+  connections(): number;
+  /** Requests read and not yet answered. */
+  inFlight(): number;
+  /** Data-key cache hits and misses, when the store encrypts. */
+  keyCache?: () => { hits: number; misses: number };
+}
+
+/** The backend calls kept in {@link Counters}, as service and operation labels. */
+const BACKEND_CALLS = Object.values(Counter)
+  .filter((c) => c.startsWith("dynamodb.") || c.startsWith("kms."))
+  .map((c) => ({ name: c, service: c.slice(0, c.indexOf(".")), operation: c.slice(c.indexOf(".") + 1) }));
+
+/**
+ * A Prometheus registry over the server's own counters: prom-client's
+ * process metrics (CPU, memory, event-loop lag, GC) plus the service's,
+ * read from plain counters when scraped, so the request path never touches
+ * a label map. Request latency is a histogram written by hand from
+ * {@link RequestStats}, which prom-client cannot take precomputed.
+ */
+export class Metrics {
+  readonly #registry = new Registry();
+  readonly #sources: MetricSources;
+
+  constructor(sources: MetricSources) {
+    this.#sources = sources;
+    const registers = [this.#registry];
+    collectDefaultMetrics({ register: this.#registry, prefix: "kvs_" });
+    new PromCounter({
+      name: "kvs_requests_total",
+      help: "Requests answered, by op and result (ok, not_found, internal, refused)",
+      labelNames: ["op", "result"],
+      registers,
+      collect() {
+        this.reset();
+        for (const op of OPS) {
+          for (const result of RESULTS) {
+            const n = sources.stats.countOf(op, result);
+            if (n > 0) this.inc({ op, result }, n);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: "kvs_connections",
+      help: "Open client connections",
+      registers,
+      collect() {
+        this.set(sources.connections());
+      },
+    });
+    new Gauge({
+      name: "kvs_requests_in_flight",
+      help: "Requests read and not yet answered",
+      registers,
+      collect() {
+        this.set(sources.inFlight());
+      },
+    });
+    new PromCounter({
+      name: "kvs_backend_calls_total",
+      help: "Calls made to DynamoDB and KMS, by service and operation (retries included)",
+      labelNames: ["service", "operation"],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of BACKEND_CALLS)
+          this.inc({ service: c.service, operation: c.operation }, sources.counters.get(c.name));
+      },
+    });
+    new PromCounter({
+      name: "kvs_bytes_total",
+      help: "Bytes read from and written to client connections",
+      labelNames: ["direction"],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ direction: "in" }, sources.counters.get(Counter.bytesIn));
+        this.inc({ direction: "out" }, sources.counters.get(Counter.bytesOut));
+      },
+    });
+    new PromCounter({
+      name: "kvs_protocol_errors_total",
+      help: "Connections closed for bytes that break the protocol",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.counters.get(Counter.protocolErrors));
+      },
+    });
+    if (sources.keyCache !== undefined) {
+      const read = sources.keyCache;
+      new PromCounter({
+        name: "kvs_data_key_cache_total",
+        help: "Data-key decryptions served from the cache (hit) or needing KMS (miss)",
+        labelNames: ["result"],
+        registers,
+        collect() {
+          this.reset();
+          const { hits, misses } = read();
+          this.inc({ result: "hit" }, hits);
+          this.inc({ result: "miss" }, misses);
+        },
+      });
+    }
+  }
+
+  /** The Prometheus content type of {@link text}. */
+  get contentType(): string {
+    return this.#registry.contentType;
+  }
+
+  /** Every metric in the Prometheus text format. */
+  async text(): Promise<string> {
+    return (await this.#registry.metrics()) + this.#latencyText();
+  }
+
+  #latencyText(): string {
+    const name = "kvs_request_duration_seconds";
+    let out = `# HELP ${name} Time from reading a request to its answer, for requests that waited on the store\n`;
+    out += `# TYPE ${name} histogram\n`;
+    for (const [op, h] of this.#sources.stats.latency) {
+      let cumulative = 0;
+      LATENCY_BUCKETS.forEach((le, i) => {
+        cumulative += h.buckets[i] as number;
+        out += `${name}_bucket{op="${op}",le="${le}"} ${cumulative}\n`;
+      });
+      out += `${name}_bucket{op="${op}",le="+Inf"} ${h.count}\n`;
+      out += `${name}_sum{op="${op}"} ${h.sum}\n${name}_count{op="${op}"} ${h.count}\n`;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { KvClient } from "../client/kv-client.js";
+import { silentLogger } from "../src/log.js";
+import { startServer } from "../src/server.js";
+import type { KvStore } from "../src/store/kv-store.js";
+import { useBackends } from "./support/backends.js";
+import { FaultProxy } from "./support/fault-proxy.js";
+import { testConfig } from "./support/harness.js";
+
+// Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
+setDefaultTimeout(60_000);
+
+const backends = useBackends();
+let ddb: FaultProxy;
+beforeAll(() => {
+  ddb = new FaultProxy(backends.ddb.endpoint);
+});
+afterAll(() => ddb?.stop());
+
+async function get(port: number, path: string, method = "GET") {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method });
+  return { status: res.status, text: await res.text(), type: res.headers.get("content-type") ?? "" };
+}
+
+describe("the admin port", () => {
+  test("serves liveness, readiness and Prometheus metrics of the memory store", async () => {
+    await using server = await startServer(testConfig({ adminPort: 0 }), silentLogger);
+    const port = server.adminPort as number;
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("a", "1");
+    expect(await c.getString("a")).toBe("1");
+    expect(await c.get("missing")).toBeUndefined();
+    await Promise.allSettled([c.get(new Uint8Array(5000))]);
+
+    expect(await get(port, "/healthz")).toMatchObject({ status: 200, text: "ok\n" });
+    expect(await get(port, "/readyz")).toMatchObject({ status: 200, text: "ready\n" });
+    const metrics = await get(port, "/metrics");
+    expect(metrics.status).toBe(200);
+    expect(metrics.type).toContain("text/plain");
+    expect(metrics.text).toContain('kvs_requests_total{op="set",result="ok"} 1');
+    expect(metrics.text).toContain('kvs_requests_total{op="get",result="ok"} 1');
+    expect(metrics.text).toContain('kvs_requests_total{op="get",result="not_found"} 1');
+    expect(metrics.text).toContain('kvs_requests_total{op="get",result="refused"} 1');
+    expect(metrics.text).toContain("kvs_connections 1");
+    expect(metrics.text).toMatch(/kvs_bytes_total\{direction="in"\} [1-9]/);
+    expect(metrics.text).toContain("kvs_process_resident_memory_bytes");
+    expect((await get(port, "/nope")).status).toBe(404);
+    expect((await get(port, "/healthz", "POST")).status).toBe(405);
+  });
+
+  test("readiness turns 503 while the server drains; liveness stays 200", async () => {
+    const gate = Promise.withResolvers<void>();
+    const reached = Promise.withResolvers<void>();
+    await using server = await startServer(testConfig({ adminPort: 0 }), silentLogger, {
+      wrapStore: (s): KvStore => ({
+        get: async (key) => {
+          reached.resolve();
+          await gate.promise;
+          return s.get(key);
+        },
+        set: (k, v) => s.set(k, v),
+        close: () => s.close(),
+      }),
+    });
+    const port = server.adminPort as number;
+    const c = await KvClient.connect({ port: server.port });
+    const pending = c.get("held");
+    await reached.promise;
+    const stopped = server.stop();
+    expect(await get(port, "/readyz")).toMatchObject({ status: 503, text: "draining\n" });
+    expect((await get(port, "/healthz")).status).toBe(200);
+    gate.resolve();
+    expect(await pending).toBeUndefined();
+    await stopped;
+  });
+
+  test("on DynamoDB: readiness follows DynamoDB, liveness never touches it, and backend calls are counted", async () => {
+    await using server = await startServer(
+      testConfig({
+        store: "dynamodb",
+        dynamodbEndpoint: ddb.endpoint,
+        kmsEndpoint: backends.kms.endpoint,
+        adminPort: 0,
+        callTimeoutMs: 300,
+      }),
+      silentLogger,
+      { readyRecentMs: 0 },
+    );
+    const port = server.adminPort as number;
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("k", "v");
+    expect(await c.getString("k")).toBe("v");
+    expect((await get(port, "/readyz")).status).toBe(200);
+
+    ddb.rule = () => "hang";
+    expect(await get(port, "/readyz")).toMatchObject({ status: 503, text: "backend unavailable\n" });
+    expect((await get(port, "/healthz")).status).toBe(200);
+    ddb.rule = undefined;
+    ddb.releaseHung();
+    // The probe's verdict is reused for a moment; ask until a fresh probe answers.
+    let ready = 0;
+    for (let i = 0; i < 50 && ready !== 200; i++) ready = (await get(port, "/readyz")).status;
+    expect(ready).toBe(200);
+
+    const metrics = (await get(port, "/metrics")).text;
+    expect(metrics).toMatch(/kvs_backend_calls_total\{service="dynamodb",operation="BatchWriteItem"\} [1-9]/);
+    expect(metrics).toMatch(/kvs_backend_calls_total\{service="kms",operation="GenerateDataKey"\} [1-9]/);
+    expect(metrics).toMatch(/kvs_data_key_cache_total\{result="hit"\} [1-9]/);
+    expect(metrics).toMatch(/kvs_request_duration_seconds_count\{op="set"\} 1/);
+    expect(metrics).toContain('kvs_request_duration_seconds_bucket{op="get",le="+Inf"} 1');
+  });
+});
