@@ -49,6 +49,21 @@ describe("--idle-timeout", () => {
   }, 30_000);
 });
 
+describe("TCP keepalive", () => {
+  test("server sockets probe a silent peer after a minute, so dead clients are found and idle flows kept", async () => {
+    await using server = await startServer(
+      testConfig(),
+      createLogger("error", () => {}),
+    );
+    await using c = await KvClient.connect({ port: server.port });
+    expect(await c.get("k")).toBeUndefined();
+    // iproute2's ss shows the kernel's keepalive timer on the server's end of the connection.
+    const ss = Bun.spawnSync(["ss", "-tnoH", "state", "established", `( sport = :${server.port} )`]);
+    const line = ss.stdout.toString();
+    expect(line).toMatch(/timer:\(keepalive,(59|60)sec/);
+  });
+});
+
 describe("failures that are not the client's", () => {
   test("a store that throws something that is not a KvError gets internal, and the connection keeps serving", async () => {
     let fail = true;

@@ -28,6 +28,9 @@ function describeListenError(err: unknown): string {
   return errorMessage(err);
 }
 
+/** Silence after which TCP keepalive probes start, in ms (below the AWS NLB's 350 s idle timeout). */
+export const KEEPALIVE_IDLE_MS = 60_000;
+
 /** Listener settings. */
 export interface ListenerOptions extends ConnectionOptions {
   host: string;
@@ -75,6 +78,10 @@ export class Listener {
             return;
           }
           socket.setNoDelay(true);
+          // Probes after a minute of silence: dead peers (a client host gone, a NAT or load balancer
+          // that dropped the flow) are found and their sockets freed, and idle flows stay open
+          // through the NLB's 350 s idle timeout.
+          socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
           if (options.idleTimeoutSeconds > 0) socket.timeout(options.idleTimeoutSeconds);
           const conn = new Connection(socket, handler, log, counters, options);
           socket.data = conn;
