@@ -18,9 +18,10 @@ COPY --from=build /src/dist/kvs /src/dist/kvs-client /app/
 USER bun
 ENV KV_HOST=0.0.0.0 KV_PORT=7070 KV_ADMIN_PORT=7071 KV_LOG_LEVEL=info KV_LOG_FORMAT=json
 EXPOSE 7070 7071
-# A get through the whole path: socket, DynamoDB and KMS when the key exists.
+# Liveness only (/healthz on the admin port): a DynamoDB outage must not make
+# every task unhealthy at once. The load balancer checks readiness (/readyz).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/app/kvs-client", "ping", "--port", "7070"]
+  CMD ["/app/kvs-client", "health", "--admin-port", "7071"]
 # Exec form: the server is PID 1 and gets SIGTERM itself, which starts a graceful drain.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app/kvs"]

@@ -10,11 +10,14 @@ Commands:
   set KEY --file PATH  store the bytes of PATH (- reads stdin)
   get KEY              print the value to stdout; exit 1 if not found
   verify               run the end-to-end checks against a running server
-  ping                 health check: one get; exit 0 if the server answers it (ok or not found)
+  ping                 end-to-end check: one get through DynamoDB; exit 0 if the server answers it
+  health               liveness: GET /healthz on the admin port; exit 0 on 200 (never touches DynamoDB)
+  ready                readiness: GET /readyz on the admin port; exit 0 on 200
 
 Flags:
   --host ADDR   server address (default 127.0.0.1, env KV_HOST)
-  --port N      server port (default 7070, env KV_PORT)`;
+  --port N      server port (default 7070, env KV_PORT)
+  --admin-port N  the server's admin port, for health and ready (default 7071, env KV_ADMIN_PORT)`;
 
 /** The key `ping` reads; nothing needs to store it. */
 const PING_KEY = "__kvs_health__";
@@ -31,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
         host: { type: "string" };
         port: { type: "string" };
         file: { type: "string" };
+        "admin-port": { type: "string" };
         help: { type: "boolean"; short: "h" };
       };
       allowPositionals: true;
@@ -43,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
         host: { type: "string" },
         port: { type: "string" },
         file: { type: "string" },
+        "admin-port": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       allowPositionals: true,
@@ -101,6 +106,19 @@ async function main(argv: string[]): Promise<number> {
       const results = await verify(host, port);
       console.log(formatResults(results));
       return results.every((r) => r.ok) ? 0 : 1;
+    }
+    case "health":
+    case "ready": {
+      if (args.length > 0) return usageError(`${command} takes no arguments`);
+      const adminText = values["admin-port"] ?? process.env.KV_ADMIN_PORT ?? "7071";
+      if (!/^\d+$/.test(adminText) || Number(adminText) < 1 || Number(adminText) > 65535) {
+        return usageError(`--admin-port must be 1-65535, got ${JSON.stringify(adminText)}`);
+      }
+      const path = command === "health" ? "/healthz" : "/readyz";
+      const res = await fetch(`http://${host}:${adminText}${path}`, { signal: AbortSignal.timeout(4_000) });
+      const text = (await res.text()).trim();
+      console.error(text);
+      return res.status === 200 ? 0 : 1;
     }
     case "ping": {
       if (args.length > 0) return usageError("ping takes no arguments");

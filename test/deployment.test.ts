@@ -3,6 +3,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RegoEngine, TemplateFile } from "@aws/cloudformation-validate";
 import { parse, type Tags } from "yaml";
+import { freePort } from "../src/local/free-port.js";
 import { root } from "./support/process.js";
 
 // Runs the WASM validator and compiles binaries; this bound only turns a hang into a failure.
@@ -197,8 +198,15 @@ describe("template.yaml", () => {
     expect(plain.FromPort).toEqual({ Ref: "ServicePort" });
     expect(plain.ToPort).toEqual({ Ref: "ServicePort" });
     const svcIngress = props("ServiceSecurityGroup").SecurityGroupIngress as Obj[];
-    expect(svcIngress).toHaveLength(1);
-    expect(svcIngress[0]?.SourceSecurityGroupId).toEqual({ Ref: "LoadBalancerSecurityGroup" });
+    // The service port and the admin port (readiness checks), both from the load balancer only.
+    expect(svcIngress.map((r) => r.FromPort)).toEqual([{ Ref: "ServicePort" }, { Ref: "AdminPort" }]);
+    for (const rule of svcIngress) expect(rule.SourceSecurityGroupId).toEqual({ Ref: "LoadBalancerSecurityGroup" });
+    const tg = props("TargetGroup");
+    expect(tg).toMatchObject({
+      HealthCheckProtocol: "HTTP",
+      HealthCheckPath: "/readyz",
+      HealthCheckPort: { Ref: "AdminPort" },
+    });
     expect(props("LoadBalancer").Type).toBe("network");
   });
 });
@@ -213,7 +221,8 @@ describe("image and binary", () => {
     const help = Bun.spawnSync([join(dist, "kvs"), "--help"], { stdout: "pipe" });
     expect(help.exitCode).toBe(0);
     expect(help.stdout.toString()).toStartWith("Usage: kvs [flags]");
-    const server = Bun.spawn([join(dist, "kvs"), "--store", "memory", "--port", "0"], {
+    const adminPort = String(await freePort());
+    const server = Bun.spawn([join(dist, "kvs"), "--store", "memory", "--port", "0", "--admin-port", adminPort], {
       stdout: "pipe",
       stderr: "pipe",
     });
@@ -228,6 +237,10 @@ describe("image and binary", () => {
       const port = /:(\d+) /.exec(line)?.[1] as string;
       const ping = Bun.spawnSync([join(dist, "kvs-client"), "ping", "--port", port]);
       expect(ping.exitCode).toBe(0);
+      const health = Bun.spawnSync([join(dist, "kvs-client"), "health", "--admin-port", adminPort]);
+      expect(health.exitCode).toBe(0);
+      const ready = Bun.spawnSync([join(dist, "kvs-client"), "ready", "--admin-port", adminPort]);
+      expect(ready.exitCode).toBe(0);
       server.kill("SIGTERM");
       expect(await server.exited).toBe(0);
     } finally {
@@ -243,9 +256,9 @@ describe("image and binary", () => {
     expect(dockerfile).toMatch(/^USER bun$/m);
     // CloudWatch Logs reads JSON lines field by field.
     expect(dockerfile).toMatch(/^ENV .*KV_LOG_FORMAT=json/m);
-    expect(dockerfile).toMatch(/^HEALTHCHECK .*\n?.*kvs-client", "ping"/m);
+    expect(dockerfile).toMatch(/^HEALTHCHECK .*\n?.*kvs-client", "health"/m);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["\/app\/kvs"\]$/m);
     // The template's container health check uses the same command.
-    expect(templateText).toContain('Command: ["CMD", "/app/kvs-client", "ping"');
+    expect(templateText).toContain('Command: ["CMD", "/app/kvs-client", "health"');
   });
 });
