@@ -117,9 +117,11 @@ describe("template.yaml", () => {
       if (Array.isArray(getAtt) && !(String(getAtt[0]) in resources)) missing.push(`${where}: GetAtt ${getAtt[0]}`);
       const sub = node["Fn::Sub"];
       const subText = typeof sub === "string" ? sub : Array.isArray(sub) ? String(sub[0]) : undefined;
+      // The list form's second element defines variables of its own.
+      const subVars = Array.isArray(sub) && sub[1] && typeof sub[1] === "object" ? (sub[1] as Obj) : {};
       for (const m of subText?.matchAll(/\$\{([^}!]+)\}/g) ?? []) {
         const name = (m[1] as string).split(".")[0] as string;
-        if (!known(name)) missing.push(`${where}: Sub \${${m[1]}}`);
+        if (!known(name) && !(name in subVars)) missing.push(`${where}: Sub \${${m[1]}}`);
       }
       const ifCond = node["Fn::If"];
       if (Array.isArray(ifCond) && !(String(ifCond[0]) in conditions)) missing.push(`${where}: If ${ifCond[0]}`);
