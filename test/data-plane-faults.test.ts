@@ -33,14 +33,19 @@ afterAll(async () => {
   await kms?.stop();
 });
 
-/** A server on DynamoDB Local and the local KMS, each behind its fault proxy, with short deadlines. */
+/**
+ * A server on DynamoDB Local and the local KMS, each behind its fault proxy.
+ * Retry tests get a deadline long enough that only a real failure to retry
+ * can fail them (a 2 s one flaked under CI load when one batch drew several
+ * faults in a row); the deadline tests set short ones themselves.
+ */
 function serverBehindProxies(config: Partial<Config> = {}, wiring: ServerOverrides = {}) {
   return startTestServer(
     {
       store: "dynamodb",
       dynamodbEndpoint: ddb.endpoint,
       kmsEndpoint: kms.endpoint,
-      requestTimeoutMs: 2_000,
+      requestTimeoutMs: 20_000,
       callTimeoutMs: 400,
       ...config,
     },
