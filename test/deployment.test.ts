@@ -194,6 +194,26 @@ describe("template.yaml", () => {
     }
   });
 
+  test("every alarm notifies on alarm and on recovery, and the log-based ones select JSON fields the server writes", () => {
+    const alarms = Object.entries(resources).filter(([, r]) => (r as Obj).Type === "AWS::CloudWatch::Alarm");
+    expect(alarms.length).toBeGreaterThanOrEqual(10);
+    for (const [id] of alarms) {
+      const p = props(id);
+      expect(p.AlarmActions).toBeDefined();
+      expect(p.OKActions).toEqual(p.AlarmActions);
+    }
+    const metrics = alarms.map(([id]) => props(id).MetricName);
+    expect(metrics).toEqual(
+      expect.arrayContaining(["KmsErrors", "RequestFailures", "MemoryUtilization", "RunningTaskCount"]),
+    );
+    const filters = Object.entries(resources)
+      .filter(([, r]) => (r as Obj).Type === "AWS::Logs::MetricFilter")
+      .map(([id]) => String(props(id).FilterPattern));
+    // JSON selectors on the fields the server logs (code, msg, key, suppressed), not text greps.
+    for (const f of filters) expect(f).toMatch(/^\{ \$\.(code|msg|key) = /);
+    expect(filters).toContain('{ $.code = "KV_ERR_KMS" }');
+  });
+
   test("the load balancer admits only the listener ports, and the tasks only the service port from it", () => {
     const lbIngress = props("LoadBalancerSecurityGroup").SecurityGroupIngress as Json[];
     const plain = lbIngress[0] as Obj;

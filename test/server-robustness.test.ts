@@ -114,6 +114,29 @@ describe("failures that are not the client's", () => {
     expect(captured.count(/DynamoDB is down/)).toBe(1);
   });
 
+  test("in JSON, the summary of a flood carries the code as key and the count as a number, for metric filters", async () => {
+    const lines: string[] = [];
+    const log = createLogger("warn", (l) => lines.push(l), "json");
+    const repeated = Promise.withResolvers<Record<string, unknown>>();
+    const r = new RepeatLimiter(
+      {
+        ...log,
+        warn: (msg, fields) => {
+          log.warn(msg, fields);
+          if (msg.endsWith("(repeated)")) repeated.resolve(JSON.parse(lines.at(-1) as string));
+        },
+      },
+      20,
+    );
+    for (let i = 0; i < 5; i++) r.warn("KV_ERR_KMS", "request failed", { code: "KV_ERR_KMS" });
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ msg: "request failed", code: "KV_ERR_KMS" });
+    expect(await repeated.promise).toMatchObject({
+      msg: "request failed (repeated)",
+      key: "KV_ERR_KMS",
+      suppressed: 4,
+    });
+  });
+
   test("bad requests from a client are logged at debug, not warn", async () => {
     const captured = new CapturingLog("warn");
     await using server = await startServer(testConfig(), captured.log);
