@@ -3,7 +3,7 @@ import { Counter, Counters } from "../src/metrics.js";
 import { BatchReader } from "../src/store/batch-reader.js";
 import { BatchWriter } from "../src/store/batch-writer.js";
 import type { DataPlane } from "../src/store/data-plane.js";
-import type { PutItemJson, WriteRequestJson } from "../src/store/dynamo-data-client.js";
+import { DynamoCallError, type PutItemJson, type WriteRequestJson } from "../src/store/dynamo-data-client.js";
 import type { AttributeMap } from "../src/store/dynamo-json.js";
 import { Semaphore } from "../src/store/semaphore.js";
 
@@ -96,14 +96,19 @@ describe("BatchWriter", () => {
   test("throttling errors are retried; other errors fail the batch at once", async () => {
     let calls = 0;
     const throttled = new ScriptedClient(() => {
-      if (++calls < 3) throw Object.assign(new Error("slow down"), { name: "ProvisionedThroughputExceededException" });
+      if (++calls < 3) {
+        throw new DynamoCallError("ProvisionedThroughputExceededException", "slow down", {
+          status: 400,
+          retryable: true,
+        });
+      }
       return [];
     });
     await writer(throttled).put(pk("a"));
     expect(throttled.calls.length).toBe(3);
 
     const broken = new ScriptedClient(() => {
-      throw Object.assign(new Error("bad"), { name: "ValidationException" });
+      throw new DynamoCallError("ValidationException", "bad", { status: 400, retryable: false });
     });
     await expect(writer(broken).put(pk("a"))).rejects.toMatchObject({ code: "KV_ERR_STORAGE" });
     expect(broken.calls.length).toBe(1);

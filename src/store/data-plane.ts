@@ -1,10 +1,12 @@
-import type { PutItemJson, WriteRequestJson } from "./dynamo-data-client.js";
+import type { DynamoCallError, PutItemJson, WriteRequestJson } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
 
 /**
  * The DynamoDB calls on the request path, one attempt each; retrying is the
  * caller's. {@link DynamoDataClient} implements it; the batching unit tests
- * script it. Every call takes the caller's remaining budget in ms.
+ * script it. Every call takes the caller's remaining budget in ms, and a
+ * failed call rejects with a {@link DynamoCallError} saying whether it is
+ * worth repeating.
  */
 export interface DataPlane {
   /** Returns the requests DynamoDB left unprocessed. */

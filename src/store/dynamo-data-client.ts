@@ -40,15 +40,12 @@ export class DynamoCallError extends Error {
   readonly status: number | undefined;
   /** Whether repeating the call may succeed: throttling, 5xx, network faults, timeouts, damaged bodies. */
   readonly retryable: boolean;
-  /** The SDK's shape, so code that inspects SDK errors reads ours the same way. */
-  readonly $metadata: { httpStatusCode?: number };
 
   constructor(code: string, message: string, options: { status?: number; retryable: boolean; cause?: unknown }) {
     super(message, { cause: options.cause });
     this.name = code;
     this.status = options.status;
     this.retryable = options.retryable;
-    this.$metadata = { httpStatusCode: options.status };
   }
 }
 

@@ -18,26 +18,14 @@ export function backoffDelay(policy: RetryPolicy, attempt: number, random: () =>
   return random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
 }
 
-const THROTTLING = new Set([
-  "ProvisionedThroughputExceededException",
-  "ThrottlingException",
-  "RequestLimitExceeded",
-  "LimitExceededException",
-  "InternalServerError",
-  "ServiceUnavailable",
-  "TimeoutError",
-]);
-
-/** Whether a failed backend call is worth repeating: throttling, 5xx, network faults and timeouts. */
+/**
+ * Whether a failed data-plane call is worth repeating. The data client
+ * classifies every failure it raises (throttling, 5xx, network faults,
+ * timeouts, damaged bodies; see dynamo-data-client.ts), so this asks it;
+ * anything else thrown here is a bug, not a backend fault, and is not retried.
+ */
 export function isRetryable(err: unknown): boolean {
-  if (err instanceof DynamoCallError) return err.retryable;
-  if (!(err instanceof Error)) return false;
-  if (THROTTLING.has(err.name)) return true;
-  const meta = err as { $retryable?: unknown; $metadata?: { httpStatusCode?: number }; code?: string };
-  if (meta.$retryable) return true;
-  const status = meta.$metadata?.httpStatusCode;
-  if (status !== undefined && status >= 500) return true;
-  return meta.code === "ECONNRESET" || meta.code === "ECONNREFUSED" || meta.code === "EPIPE";
+  return err instanceof DynamoCallError && err.retryable;
 }
 
 /**
