@@ -176,12 +176,12 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     }
 
     if (overrides.wrapStore) store = overrides.wrapStore(store);
-    let ordered = store.appliesInOrder ? store : new OrderedStore(store);
+    const ordered = store.appliesInOrder ? store : new OrderedStore(store);
     cleanups.push(() => ordered.close());
     // Above the ordering layer, so a request answered at its deadline still holds its key's place in line.
-    if (deadlineMs !== undefined) ordered = new DeadlineStore(ordered, { timeoutMs: deadlineMs });
+    const bounded = deadlineMs === undefined ? ordered : new DeadlineStore(ordered, { timeoutMs: deadlineMs });
 
-    const dispatcher = new Dispatcher(ordered, log, { maxValueBytes: config.maxValueBytes });
+    const dispatcher = new Dispatcher(bounded, log, { maxValueBytes: config.maxValueBytes });
     let draining = false;
     const listener = Listener.start(dispatcher, log, counters, {
       host: config.host,

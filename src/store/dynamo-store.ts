@@ -124,16 +124,18 @@ export class DynamoStore implements KvStore {
   readonly #reader: BatchReader;
   readonly #calls: Semaphore;
   readonly #admission: Semaphore;
+  readonly #retry: RetryPolicy;
 
   constructor(options: DynamoStoreOptions) {
     this.#o = options;
     this.#calls = new Semaphore(options.maxConcurrency);
+    this.#retry = options.retry ?? DEFAULT_RETRY;
     const common = {
       client: options.data,
       table: options.table,
       counters: options.counters,
       calls: this.#calls,
-      retry: options.retry ?? DEFAULT_RETRY,
+      retry: this.#retry,
     };
     this.#writer = new BatchWriter({ ...common, maxItems: options.writeBatchItems, windowMs: options.windowMs });
     this.#reader = new BatchReader({
@@ -232,7 +234,7 @@ export class DynamoStore implements KvStore {
     // landed fail instead of returning our own head as the "old" one.
     const head = chunkedHeadItem(key, { wrappedKey: dataKey.wrapped, ver, count, size, ts: Date.now() });
     let old: AttributeMap | undefined;
-    await retrying(this.#o.retry ?? DEFAULT_RETRY, "commit of a chunked value", async (budgetMs) => {
+    await retrying(this.#retry, "commit of a chunked value", async (budgetMs) => {
       counters.add(Counter.dynamoPutItem);
       try {
         old = await this.#calls.run(() =>
