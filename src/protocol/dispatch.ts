@@ -1,4 +1,4 @@
-import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../errors.js";
+import { asKvError, ErrorCode, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { type Answer, type AnswerSink, type FrameHandler, WRITTEN } from "../net/connection.js";
 import { RequestStats } from "../ops/request-stats.js";
@@ -14,7 +14,7 @@ import {
   type Request,
   writeFrameInto,
 } from "./codec.js";
-import { closesConnection, errorFrame } from "./error-response.js";
+import { errorFrame } from "./error-response.js";
 
 /** Limits a dispatcher enforces before touching the store. */
 export interface DispatchLimits {
@@ -34,10 +34,10 @@ const CLIENT_ERRORS: ReadonlySet<string> = new Set([
  * encodes the answer. It is the connection's {@link FrameHandler}.
  *
  * Invariants:
- * - Only a stream-level error (bytes that are not an envelope) is thrown,
- *   which closes the connection; everything else, a bug included, becomes an
- *   `internal` answer and a log line with its code and reason (never a value).
- *   A promised answer never rejects.
+ * - Only decoding throws: bytes that are not an envelope, or a bug in the
+ *   decoder, and either closes the connection. Every failure after decoding,
+ *   a bug included, becomes an `internal` answer and a log line with its code
+ *   and reason (never a value). A promised answer never rejects.
  * - With a store that answers synchronously (the memory store), answers are
  *   returned synchronously: no Promise or closure per request.
  * - Backend failures are logged at warn, at most one line per code per second
@@ -60,20 +60,13 @@ export class Dispatcher implements FrameHandler {
   }
 
   /**
-   * Decodes and answers one frame. Throws only for a frame that is not an
-   * envelope. With `sink`, a get answered at once is encoded straight into it.
+   * Decodes and answers one frame; throws only while decoding. With `sink`,
+   * a get answered at once is encoded straight into it.
    */
   handle(frame: Uint8Array, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> {
-    let req: Request;
-    try {
-      req = decodeRequest(frame);
-    } catch (err) {
-      if (isKvError(err) && closesConnection(err)) throw err;
-      // Not the peer's doing: a bug in the decoder. The stream may be fine, but say so loudly.
-      this.#log.error("decoding a request failed", { code: ErrorCode.ServerInternal, reason: errorMessage(err) });
-      throw new KvError(ErrorCode.ServerInternal, `decoding a request failed: ${errorMessage(err)}`, { cause: err });
-    }
-    return this.dispatch(req, sink, cancel);
+    // decodeRequest throws KV_ERR_BAD_ENVELOPE for the peer's bytes, or, for a bug, whatever the bug
+    // threw; either closes the connection, which logs each for what it is (warn, or error).
+    return this.dispatch(decodeRequest(frame), sink, cancel);
   }
 
   /** Answers a decoded request. */
