@@ -13,19 +13,29 @@ export function ensurePortFree(host: string, port: number): void {
   try {
     probe = Bun.listen<undefined>({ hostname: host, port, exclusive: true, socket: { data() {} } });
   } catch (err) {
-    throw new KvError(ErrorCode.Config, `cannot listen on ${host}:${port}: ${describeListenError(err)}`, {
-      cause: err,
-    });
+    throw listenError(host, port, err);
   }
   probe.stop(true);
 }
 
-function describeListenError(err: unknown): string {
+/**
+ * A failure to bind `host:port` as a KV_ERR_CONFIG that names the address
+ * and says why in words (`the port is in use`), for startup messages.
+ * `what` names a port other than the data port (`admin`).
+ */
+export function listenError(host: string, port: number, err: unknown, what?: string): KvError {
   const code = (err as { code?: string }).code;
-  if (code === "EADDRINUSE") return "the port is in use";
-  if (code === "EACCES") return "permission denied";
-  if (code === "EADDRNOTAVAIL") return "no such local address";
-  return errorMessage(err);
+  const why =
+    code === "EADDRINUSE"
+      ? "the port is in use"
+      : code === "EACCES"
+        ? "permission denied"
+        : code === "EADDRNOTAVAIL"
+          ? "no such local address"
+          : errorMessage(err);
+  return new KvError(ErrorCode.Config, `cannot listen on ${host}:${port}${what ? ` (${what})` : ""}: ${why}`, {
+    cause: err,
+  });
 }
 
 /** Silence after which TCP keepalive probes start, in ms (below the AWS NLB's 350 s idle timeout). */
@@ -127,13 +137,7 @@ export class Listener {
     try {
       server = Bun.listen<Connection | undefined>(listenOptions as TCPSocketListenOptions<Connection | undefined>);
     } catch (err) {
-      throw new KvError(
-        ErrorCode.Config,
-        `cannot listen on ${options.host}:${options.port}: ${describeListenError(err)}`,
-        {
-          cause: err,
-        },
-      );
+      throw listenError(options.host, options.port, err);
     }
     return new Listener(server, connections, log);
   }

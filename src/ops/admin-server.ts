@@ -1,5 +1,5 @@
 import type { Server } from "bun";
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
+import { listenError } from "../net/listener.js";
 import type { Metrics } from "./prometheus.js";
 
 /** What readiness depends on. */
@@ -59,13 +59,7 @@ export class AdminServer {
       });
       return new AdminServer(server);
     } catch (err) {
-      throw new KvError(
-        ErrorCode.Config,
-        `cannot listen on ${options.host}:${options.port} (admin): ${errorMessage(err)}`,
-        {
-          cause: err,
-        },
-      );
+      throw listenError(options.host, options.port, err, "admin");
     }
   }
 
