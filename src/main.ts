@@ -25,7 +25,10 @@ interface Running {
 
 async function start(config: Config, argv: readonly string[], log: Logger): Promise<Running> {
   // Workers share the port on purpose (SO_REUSEPORT); everyone else learns at once that it is taken.
-  if (config.port !== 0 && !config.reusePort) ensurePortFree(config.host, config.port);
+  if (!config.reusePort) {
+    if (config.port !== 0) ensurePortFree(config.host, config.port);
+    if (config.adminPort) ensurePortFree(config.adminHost, config.adminPort, "admin");
+  }
   if (config.workers > 1) {
     const group = await startWorkers(config, argv, log);
     return {

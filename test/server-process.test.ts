@@ -102,6 +102,11 @@ describe("bun run server flags", () => {
     expect(code).toBe(1);
     expect(stderr).toContain(`cannot listen on 127.0.0.1:${first.port}: the port is in use`);
     expect(readdirSync(dataDir)).toEqual([]);
+    // The admin port too.
+    const admin = runServer(["--port", "0", "--admin-port", String(first.port), "--data-dir", dataDir]);
+    expect(admin.code).toBe(1);
+    expect(admin.stderr).toContain(`cannot listen on 127.0.0.1:${first.port} (admin): the port is in use`);
+    expect(readdirSync(dataDir)).toEqual([]);
   });
 });
 

@@ -8,12 +8,12 @@ import { Connection, type ConnectionOptions, type FrameHandler } from "./connect
  * Throws, naming the address, if `host:port` cannot be bound now. Run before
  * anything slow starts (DynamoDB Local takes seconds), so a busy port fails fast.
  */
-export function ensurePortFree(host: string, port: number): void {
+export function ensurePortFree(host: string, port: number, what?: string): void {
   let probe: TCPSocketListener<undefined>;
   try {
     probe = Bun.listen<undefined>({ hostname: host, port, exclusive: true, socket: { data() {} } });
   } catch (err) {
-    throw listenError(host, port, err);
+    throw listenError(host, port, err, what);
   }
   probe.stop(true);
 }
