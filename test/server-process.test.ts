@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
@@ -110,28 +110,55 @@ describe("bun run server flags", () => {
   });
 });
 
+/**
+ * Starts `bun run server ARGS` as a terminal's foreground job: detached, so it
+ * leads its own process group, and a signal to the group reaches it, `bun run`
+ * and everything they started, as Ctrl-C does.
+ */
+async function terminalServer(args: string[]) {
+  const child = spawn(process.execPath, ["run", "server", ...args], {
+    cwd: root,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let err = "";
+  child.stderr.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  let out = "";
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on [^ ]+:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.on("exit", () => reject(new Error(`server exited early: ${err}`)));
+  });
+  return {
+    child,
+    exited,
+    port,
+    stdout: () => out,
+    stderr: () => err,
+    /** Ends the whole job if a test left it running (a failed assertion before its stop). */
+    async [Symbol.asyncDispose]() {
+      if (child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(-(child.pid as number), "SIGKILL");
+        } catch {
+          // Already gone.
+        }
+        await exited;
+      }
+    },
+  };
+}
+
 describe("stopping", () => {
   test("Ctrl-C on `bun run server` in a terminal (SIGINT to the process group, twice) drains and exits 0", async () => {
-    // detached: the child leads its own process group, as a shell's foreground job does.
-    const child = spawn(process.execPath, ["run", "server", "--store", "memory", "--port", "0"], {
-      cwd: root,
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-    let stderr = "";
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const port = await new Promise<number>((resolve, reject) => {
-      let out = "";
-      child.stdout.on("data", (d: Buffer) => {
-        out += d.toString();
-        const m = /listening on [^ ]+:(\d+)/.exec(out);
-        if (m) resolve(Number(m[1]));
-      });
-      child.on("exit", () => reject(new Error(`server exited early: ${stderr}`)));
-    });
+    await using job = await terminalServer(["--store", "memory", "--port", "0"]);
+    const { child, exited, stderr, port } = job;
     const client = await KvClient.connect({ port });
     const value = new Uint8Array(64 * 1024).fill(7);
     await client.set("big", value);
@@ -164,14 +191,35 @@ describe("stopping", () => {
     slow.resume();
     const outcomes = await Promise.allSettled(sets);
     expect(await exited).toBe(0);
-    expect(stderr).not.toContain("second stop request");
-    expect(stderr).toContain("stopping: draining connections");
+    expect(stderr()).not.toContain("second stop request");
+    expect(stderr()).toContain("stopping: draining connections");
     // Every request the server read was answered: all 200 large answers, and the sets.
     expect(await answers.promise).toBeGreaterThanOrEqual(200 * value.length);
     const ok = outcomes.filter((o) => o.status === "fulfilled").length;
     expect(ok).toBeGreaterThan(0);
     for (const o of outcomes)
       if (o.status === "rejected") expect(o.reason).toMatchObject({ code: "KV_ERR_CONNECTION_CLOSED" });
+    await client.close().catch(() => {});
+  });
+
+  test("Ctrl-C in local mode leaves DynamoDB Local to the server's own stop: no false crash, nothing left behind", async () => {
+    await using job = await terminalServer(["--port", "0", "--data-dir", tempDir()]);
+    const { child, exited, port, stdout, stderr } = job;
+    const endpoint = /dynamodb=(http:\/\/[^ ]+)/.exec(stdout())?.[1] as string;
+    const client = await KvClient.connect({ port });
+    await client.set("k", "v");
+    // Java runs outside the job's process group, so a terminal's signal to the group cannot reach it.
+    const java = Bun.spawnSync(["pgrep", "-f", `^java .*DynamoDBLocal.jar -port ${new URL(endpoint).port} `])
+      .stdout.toString()
+      .trim();
+    const stat = readFileSync(`/proc/${java}/stat`, "utf8");
+    const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+    expect(pgrp).not.toBe(child.pid);
+    process.kill(-(child.pid as number), "SIGINT");
+    expect(await exited).toBe(0);
+    // The terminal's SIGINT must not reach Java: the server stops it after the drain, not the keypress.
+    expect(stderr()).not.toContain("DynamoDB Local exited");
+    expect(await closedWithin(endpoint, 15_000)).toBe(true);
     await client.close().catch(() => {});
   });
 });

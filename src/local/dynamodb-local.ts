@@ -30,9 +30,15 @@ export interface DynamoDbLocalOptions {
  * Runs the child under `sh` so it cannot outlive this process: a watcher reads
  * our end of a pipe (fd 3) and kills Java when it closes, which happens on
  * `stop()` and also when this process dies, even by SIGKILL.
+ *
+ * Ctrl-C in a terminal signals the server's whole process group. Java runs in
+ * a session of its own (setsid) and the shells ignore SIGINT, so the keypress
+ * reaches only the server, which drains its requests (DynamoDB Local still
+ * serving them) and then stops Java through the pipe.
  */
-const WATCHDOG = `exec 3<&0
-"$@" </dev/null &
+const WATCHDOG = `trap '' INT
+exec 3<&0
+setsid "$@" </dev/null &
 child=$!
 ( read _ <&3; kill $child 2>/dev/null ) &
 wait $child`;
