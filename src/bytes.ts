@@ -9,11 +9,19 @@ interface Es2026Bytes {
   toHex(): string;
   toBase64(): string;
 }
-const Es2026 = Uint8Array as unknown as { fromBase64(text: string): Uint8Array };
+const Es2026 = Uint8Array as unknown as {
+  fromBase64(text: string, options?: { alphabet?: "base64" | "base64url" }): Uint8Array;
+  fromHex(text: string): Uint8Array;
+};
 
 /** A string naming exactly the bytes of `bytes` (hex): a cheap, exact Map key for binary keys. */
 export function byteString(bytes: Uint8Array): string {
   return (bytes as unknown as Es2026Bytes).toHex();
+}
+
+/** The bytes a {@link byteString} names. */
+export function fromByteString(text: string): Uint8Array {
+  return Es2026.fromHex(text);
 }
 
 /** Base64 text of `bytes`. */

@@ -15,6 +15,8 @@ export const ErrorCode = {
   KeyTooLarge: "KV_ERR_KEY_TOO_LARGE",
   /** A value is larger than the store allows. */
   ValueTooLarge: "KV_ERR_VALUE_TOO_LARGE",
+  /** A listing cursor this service did not make, or made for another store. */
+  BadCursor: "KV_ERR_BAD_CURSOR",
   /** DynamoDB failed or refused a call. */
   Storage: "KV_ERR_STORAGE",
   /** KMS failed or refused a call. */

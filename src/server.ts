@@ -121,6 +121,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       if (localDynamo) {
         const outcome = await ensureTable(ddbClient, table);
         if (outcome === "created") log.info("created table", { table });
+        if (outcome === "indexed") log.info("added the keys index to the table", { table });
       }
       const keyRef = localKms ? await ensureKey(kms, keyId, true) : keyId;
 

@@ -6,6 +6,7 @@ import type { KvStore } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
 import { FaultProxy } from "./support/fault-proxy.js";
 import { testConfig } from "./support/harness.js";
+import { wrapping } from "./support/stores.js";
 
 // Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
@@ -52,15 +53,14 @@ describe("the admin port", () => {
     const gate = Promise.withResolvers<void>();
     const reached = Promise.withResolvers<void>();
     await using server = await startServer(testConfig({ adminPort: 0 }), silentLogger, {
-      wrapStore: (s): KvStore => ({
-        get: async (key) => {
-          reached.resolve();
-          await gate.promise;
-          return s.get(key);
-        },
-        set: (k, v) => s.set(k, v),
-        close: () => s.close(),
-      }),
+      wrapStore: (s): KvStore =>
+        wrapping(s, {
+          get: async (key) => {
+            reached.resolve();
+            await gate.promise;
+            return s.get(key);
+          },
+        }),
     });
     const port = server.adminPort as number;
     const c = await KvClient.connect({ port: server.port });

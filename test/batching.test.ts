@@ -3,7 +3,13 @@ import { Counter, Counters } from "../src/metrics.js";
 import { BatchReader } from "../src/store/batch-reader.js";
 import { BatchWriter } from "../src/store/batch-writer.js";
 import type { DataPlane } from "../src/store/data-plane.js";
-import { DynamoCallError, type PutItemJson, type WriteRequestJson } from "../src/store/dynamo-data-client.js";
+import {
+  DynamoCallError,
+  type PutItemJson,
+  type ScanJson,
+  type ScanPage,
+  type WriteRequestJson,
+} from "../src/store/dynamo-data-client.js";
 import type { AttributeMap } from "../src/store/dynamo-json.js";
 import { Semaphore } from "../src/store/semaphore.js";
 
@@ -37,7 +43,10 @@ class ScriptedClient implements DataPlane {
     return (await this.#send("PutItem", { item: input.item })) as AttributeMap | undefined;
   }
   async deleteItem(_table: string, key: AttributeMap) {
-    await this.#send("DeleteItem", { key });
+    return (await this.#send("DeleteItem", { key })) as AttributeMap | undefined;
+  }
+  async scan(input: ScanJson) {
+    return (await this.#send("Scan", { ...input })) as ScanPage;
   }
   /** Resolves once `n` calls have been made. */
   called(n: number): Promise<void> {

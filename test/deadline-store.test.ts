@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { DEADLINE_STEP_BYTES, DeadlineStore } from "../src/store/deadline-store.js";
-import type { KvStore } from "../src/store/kv-store.js";
+import type { KvStore, ListPage } from "../src/store/kv-store.js";
 
 /** An inner store whose every call waits until the test settles it: pure logic, no backend. */
 class HeldStore implements KvStore {
@@ -14,6 +14,18 @@ class HeldStore implements KvStore {
     return this.#call();
   }
   set(): Promise<void> {
+    return this.#call();
+  }
+  delete(): Promise<boolean> {
+    return this.#call();
+  }
+  exists(): Promise<boolean> {
+    return this.#call();
+  }
+  list(): Promise<ListPage> {
+    return this.#call();
+  }
+  clear(): Promise<number> {
     return this.#call();
   }
   async close(): Promise<void> {}

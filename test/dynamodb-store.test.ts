@@ -7,6 +7,7 @@ import { headPk } from "../src/store/item-format.js";
 import type { KvStore } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
+import { wrapping } from "./support/stores.js";
 import { expectInternal } from "./support/wire.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
@@ -147,15 +148,14 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     const gate = Promise.withResolvers<void>();
     let seen = 0;
     // Holds every write at the store until the stop has begun, so all n are in flight during it.
-    const hold = (inner: KvStore): KvStore => ({
-      get: (k) => inner.get(k),
-      set: async (k, v) => {
-        if (++seen === n) arrived.resolve();
-        await gate.promise;
-        return inner.set(k, v);
-      },
-      close: () => inner.close(),
-    });
+    const hold = (inner: KvStore): KvStore =>
+      wrapping(inner, {
+        set: async (k, v) => {
+          if (++seen === n) arrived.resolve();
+          await gate.promise;
+          return inner.set(k, v);
+        },
+      });
     const server = await startTestServer(dynamoConfig(table), { wrapStore: hold });
     const c = await KvClient.connect({ port: server.port });
     const pending = Array.from({ length: n }, (_, i) => c.set(`d${i}`, `value ${i}`));

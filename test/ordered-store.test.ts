@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import type { KvStore } from "../src/store/kv-store.js";
+import type { KvStore, ListPage } from "../src/store/kv-store.js";
 import { OrderedStore } from "../src/store/ordered-store.js";
 
 const enc = new TextEncoder();
@@ -8,7 +8,8 @@ const dec = new TextDecoder();
 /** A store whose writes complete only when the test says so; pure logic, no I/O. */
 class GatedStore implements KvStore {
   readonly data = new Map<string, string>();
-  readonly writes: { key: string; value: string; finish: (ok: boolean) => void }[] = [];
+  /** Writes in the order they reached the store; a delete has value null. */
+  readonly writes: { key: string; value: string | null; finish: (ok: boolean) => void }[] = [];
   reads = 0;
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
@@ -18,18 +19,37 @@ class GatedStore implements KvStore {
   }
 
   set(key: Uint8Array, value: Uint8Array): Promise<void> {
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    const entry = {
-      key: dec.decode(key),
-      value: dec.decode(value),
+    return this.#write(dec.decode(key), dec.decode(value)) as Promise<void>;
+  }
+
+  delete(key: Uint8Array): Promise<boolean> {
+    return this.#write(dec.decode(key), null) as Promise<boolean>;
+  }
+
+  exists(key: Uint8Array): Promise<boolean> {
+    this.reads++;
+    return Promise.resolve(this.data.has(dec.decode(key)));
+  }
+
+  list(): Promise<ListPage> {
+    return Promise.resolve({ entries: [], cursor: undefined });
+  }
+
+  clear(): Promise<number> {
+    return Promise.resolve(0);
+  }
+
+  #write(key: string, value: string | null): Promise<unknown> {
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    this.writes.push({
+      key,
+      value,
       finish: (ok: boolean) => {
-        if (ok) {
-          this.data.set(entry.key, entry.value);
-          resolve();
-        } else reject(new Error("write failed"));
+        if (!ok) return reject(new Error("write failed"));
+        if (value !== null) return resolve(this.data.set(key, value) && undefined);
+        resolve(this.data.delete(key));
       },
-    };
-    this.writes.push(entry);
+    });
     return promise;
   }
 
@@ -127,5 +147,59 @@ describe("OrderedStore", () => {
     void store.set(enc.encode("a"), enc.encode("1"));
     void store.set(enc.encode("b"), enc.encode("2"));
     expect(inner.writes.map((w) => w.key)).toEqual(["a", "b"]);
+  });
+
+  test("set, delete, get on one key: the get answers absent and the store ends without the key", async () => {
+    const inner = new GatedStore();
+    const store = new OrderedStore(inner);
+    const s = store.set(enc.encode("k"), enc.encode("v"));
+    const d = store.delete(enc.encode("k"));
+    const g = store.get(enc.encode("k"));
+    const e = store.exists(enc.encode("k"));
+    expect(inner.writes.map((w) => w.value)).toEqual(["v"]);
+    inner.writes[0]?.finish(true);
+    await s;
+    expect(inner.writes.map((w) => w.value)).toEqual(["v", null]);
+    inner.writes[1]?.finish(true);
+    expect(await d).toBe(true);
+    expect(await g).toBeUndefined();
+    expect(await e).toBe(false);
+    expect(inner.reads).toBe(0);
+    expect(inner.data.has("k")).toBe(false);
+  });
+
+  test("deletes never collapse: the second of two deletes answers that the key was already gone", async () => {
+    const inner = new GatedStore();
+    inner.data.set("k", "v");
+    const store = new OrderedStore(inner);
+    const d1 = store.delete(enc.encode("k"));
+    const d2 = store.delete(enc.encode("k"));
+    const s = store.set(enc.encode("k"), enc.encode("again"));
+    const e = store.exists(enc.encode("k"));
+    inner.writes[0]?.finish(true);
+    await settle();
+    inner.writes[1]?.finish(true);
+    await settle();
+    inner.writes[2]?.finish(true);
+    expect([await d1, await d2]).toEqual([true, false]);
+    await s;
+    expect(await e).toBe(true);
+    expect(inner.writes.map((w) => w.value)).toEqual([null, null, "again"]);
+  });
+
+  test("a set queued behind a delete is not folded into a set queued before it", async () => {
+    const inner = new GatedStore();
+    const store = new OrderedStore(inner);
+    void store.set(enc.encode("k"), enc.encode("1"));
+    void store.set(enc.encode("k"), enc.encode("2"));
+    void store.delete(enc.encode("k"));
+    const last = store.set(enc.encode("k"), enc.encode("3"));
+    for (let i = 0; i < 4; i++) {
+      inner.writes[i]?.finish(true);
+      await settle();
+    }
+    await last;
+    expect(inner.writes.map((w) => w.value)).toEqual(["1", "2", null, "3"]);
+    expect(inner.data.get("k")).toBe("3");
   });
 });

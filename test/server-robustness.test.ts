@@ -10,19 +10,18 @@ import type { KvStore } from "../src/store/kv-store.js";
 import { MemoryStore } from "../src/store/memory-store.js";
 import { CapturingLog } from "./support/capturing-log.js";
 import { RawConnection, testConfig } from "./support/harness.js";
+import { wrapping } from "./support/stores.js";
 import { body, expectInternal } from "./support/wire.js";
 
 /** A memory store whose gets wait for the test to open the gate (async, as a remote store is). */
 function gatedStore(inner: KvStore) {
   const gate = Promise.withResolvers<void>();
-  const store: KvStore = {
+  const store = wrapping(inner, {
     get: async (key) => {
       await gate.promise;
       return inner.get(key);
     },
-    set: (key, value) => inner.set(key, value),
-    close: () => inner.close(),
-  };
+  });
   return { store, open: () => gate.resolve() };
 }
 
@@ -69,11 +68,10 @@ describe("failures that are not the client's", () => {
     let fail = true;
     const captured = new CapturingLog("warn");
     await using server = await startServer(testConfig(), captured.log, {
-      wrapStore: (s) => ({
-        get: (key) => (fail ? Promise.reject(new TypeError("a bug")) : s.get(key)),
-        set: (key, value) => s.set(key, value),
-        close: () => s.close(),
-      }),
+      wrapStore: (s) =>
+        wrapping(s, {
+          get: (key) => (fail ? Promise.reject(new TypeError("a bug")) : s.get(key)),
+        }),
     });
     await using c = await KvClient.connect({ port: server.port });
     await expectInternal(c.get("k"));
@@ -84,11 +82,9 @@ describe("failures that are not the client's", () => {
   });
 
   test("an answer that cannot be encoded is answered internal, never a stalled connection", async () => {
-    const broken: KvStore = {
+    const broken = wrapping(new MemoryStore(), {
       get: async () => ({ length: -1 }) as unknown as Uint8Array,
-      set: async () => {},
-      close: async () => {},
-    };
+    });
     const d = new Dispatcher(
       broken,
       createLogger("error", () => {}),
@@ -100,11 +96,10 @@ describe("failures that are not the client's", () => {
   test("a flood of identical failures logs one line a second with a count of the rest", async () => {
     const captured = new CapturingLog("warn");
     await using server = await startServer(testConfig(), captured.log, {
-      wrapStore: (s) => ({
-        get: () => Promise.reject(new KvError(ErrorCode.Storage, "DynamoDB is down")),
-        set: (key, value) => s.set(key, value),
-        close: () => s.close(),
-      }),
+      wrapStore: (s) =>
+        wrapping(s, {
+          get: () => Promise.reject(new KvError(ErrorCode.Storage, "DynamoDB is down")),
+        }),
     });
     await using c = await KvClient.connect({ port: server.port });
     const outcomes = await Promise.allSettled(Array.from({ length: 200 }, () => c.get("k")));

@@ -1,4 +1,4 @@
-import type { DynamoCallError, PutItemJson, WriteRequestJson } from "./dynamo-data-client.js";
+import type { DynamoCallError, PutItemJson, ScanJson, ScanPage, WriteRequestJson } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
 
 /**
@@ -18,13 +18,23 @@ export interface DataPlane {
     consistentRead: boolean,
     timeoutMs?: number,
   ): Promise<{ items: AttributeMap[]; unprocessed: AttributeMap[] }>;
+  /** With `projection`, the item holds only those attributes. */
   getItem(
     table: string,
     key: AttributeMap,
     consistentRead: boolean,
     timeoutMs?: number,
+    projection?: string,
   ): Promise<AttributeMap | undefined>;
   /** With `returnOld`, resolves the item replaced. */
   putItem(input: PutItemJson, timeoutMs?: number): Promise<AttributeMap | undefined>;
-  deleteItem(table: string, key: AttributeMap, timeoutMs?: number): Promise<void>;
+  /** With `returnOld`, resolves the item deleted. */
+  deleteItem(
+    table: string,
+    key: AttributeMap,
+    timeoutMs?: number,
+    returnOld?: boolean,
+  ): Promise<AttributeMap | undefined>;
+  /** One page of one segment of a table or index. */
+  scan(input: ScanJson, timeoutMs?: number): Promise<ScanPage>;
 }

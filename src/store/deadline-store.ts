@@ -1,9 +1,9 @@
 import { ErrorCode, KvError } from "../errors.js";
-import type { Cancel, KvStore } from "./kv-store.js";
+import type { Cancel, KvStore, ListPage, ListRequest } from "./kv-store.js";
 
 /** Deadline settings. */
 export interface DeadlineOptions {
-  /** How long a get or a set of up to {@link DEADLINE_STEP_BYTES} may take, in ms. */
+  /** How long a get, exists, delete, page of a listing, or set of up to {@link DEADLINE_STEP_BYTES} may take, in ms. */
   timeoutMs: number;
 }
 
@@ -14,9 +14,11 @@ export const DEADLINE_STEP_BYTES = 16 * 1024 * 1024;
  * Answers every operation within a deadline, whatever its backend does.
  *
  * Invariants:
- * - A get or set settles within `timeoutMs` of being called (a set of S
- *   bytes within `timeoutMs · (1 + ⌊S / 16 MiB⌋)`); past that it rejects with
- *   `KV_ERR_TIMEOUT`, which the wire answers `internal`.
+ * - A get, exists, delete, list page or set settles within `timeoutMs` of
+ *   being called (a set of S bytes within `timeoutMs · (1 + ⌊S / 16 MiB⌋)`);
+ *   past that it rejects with `KV_ERR_TIMEOUT`, which the wire answers
+ *   `internal`. A clear has no deadline: it runs as long as the store is
+ *   large, making progress it logs, and each of its calls has its own.
  * - The inner operation is not abandoned: it goes on to its own end (the
  *   retry budget, equal to the deadline, bounds it), so the ordering layer
  *   under this one starts a later set of the same key only after it. A set
@@ -46,6 +48,22 @@ export class DeadlineStore implements KvStore {
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
     const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
     return this.#bounded("set", ms, this.#inner.set(key, value, cancel));
+  }
+
+  delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    return this.#bounded("delete", this.#timeoutMs, this.#inner.delete(key, cancel));
+  }
+
+  exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    return this.#bounded("exists", this.#timeoutMs, this.#inner.exists(key, cancel));
+  }
+
+  list(request: ListRequest, cancel?: Cancel): Promise<ListPage> {
+    return this.#bounded("list", this.#timeoutMs, this.#inner.list(request, cancel));
+  }
+
+  clear(): Promise<number> {
+    return this.#inner.clear();
   }
 
   close(): Promise<void> {

@@ -5,7 +5,7 @@ import type { DataPlane } from "./data-plane.js";
 import { type AttributeMap, attributeMapJson, parseAttributeMap } from "./dynamo-json.js";
 
 /** The data-plane operations this client speaks. Everything else goes through the SDK. */
-export type DataOperation = "BatchWriteItem" | "BatchGetItem" | "PutItem" | "GetItem" | "DeleteItem";
+export type DataOperation = "BatchWriteItem" | "BatchGetItem" | "PutItem" | "GetItem" | "DeleteItem" | "Scan";
 
 /** Error codes DynamoDB uses for throttling; the SDK retries the same set. */
 const THROTTLING = new Set([
@@ -186,9 +186,10 @@ export class DynamoDataClient implements DataPlane {
     };
   }
 
-  /** GetItem; the item, or undefined when there is none. */
-  async getItem(table: string, key: AttributeMap, consistentRead: boolean, timeoutMs?: number) {
-    const body = `{"TableName":${JSON.stringify(table)},"Key":${attributeMapJson(key)},"ConsistentRead":${consistentRead}}`;
+  /** GetItem; the item (only the `projection` attributes, if given), or undefined when there is none. */
+  async getItem(table: string, key: AttributeMap, consistentRead: boolean, timeoutMs?: number, projection?: string) {
+    let body = `{"TableName":${JSON.stringify(table)},"Key":${attributeMapJson(key)},"ConsistentRead":${consistentRead}`;
+    body += projection === undefined ? "}" : `,"ProjectionExpression":${JSON.stringify(projection)}}`;
     const out = (await this.call("GetItem", body, timeoutMs)) as { Item?: unknown };
     return out.Item === undefined ? undefined : parseAttributeMap(out.Item);
   }
@@ -205,9 +206,39 @@ export class DynamoDataClient implements DataPlane {
     return out.Attributes === undefined ? undefined : parseAttributeMap(out.Attributes);
   }
 
-  /** DeleteItem. */
-  async deleteItem(table: string, key: AttributeMap, timeoutMs?: number): Promise<void> {
-    await this.call("DeleteItem", `{"TableName":${JSON.stringify(table)},"Key":${attributeMapJson(key)}}`, timeoutMs);
+  /** DeleteItem. With `returnOld`, resolves the item it deleted (undefined when there was none). */
+  async deleteItem(
+    table: string,
+    key: AttributeMap,
+    timeoutMs?: number,
+    returnOld = false,
+  ): Promise<AttributeMap | undefined> {
+    let body = `{"TableName":${JSON.stringify(table)},"Key":${attributeMapJson(key)}`;
+    body += returnOld ? `,"ReturnValues":"ALL_OLD"}` : "}";
+    const out = (await this.call("DeleteItem", body, timeoutMs)) as { Attributes?: unknown };
+    return out.Attributes === undefined ? undefined : parseAttributeMap(out.Attributes);
+  }
+
+  /** One Scan page of a table or index segment. */
+  async scan(input: ScanJson, timeoutMs?: number): Promise<ScanPage> {
+    let body = `{"TableName":${JSON.stringify(input.table)},"Limit":${input.limit}`;
+    if (input.index !== undefined) body += `,"IndexName":${JSON.stringify(input.index)}`;
+    if (input.totalSegments !== undefined) {
+      body += `,"Segment":${input.segment ?? 0},"TotalSegments":${input.totalSegments}`;
+    }
+    if (input.startKey !== undefined) body += `,"ExclusiveStartKey":${attributeMapJson(input.startKey)}`;
+    if (input.consistentRead) body += `,"ConsistentRead":true`;
+    if (input.returnConsumedCapacity) body += `,"ReturnConsumedCapacity":"TOTAL"`;
+    const out = (await this.call("Scan", `${body}}`, timeoutMs)) as {
+      Items?: unknown[];
+      LastEvaluatedKey?: unknown;
+      ConsumedCapacity?: { CapacityUnits?: number };
+    };
+    return {
+      items: (out.Items ?? []).map(parseAttributeMap),
+      lastKey: out.LastEvaluatedKey === undefined ? undefined : parseAttributeMap(out.LastEvaluatedKey),
+      capacityUnits: out.ConsumedCapacity?.CapacityUnits ?? 0,
+    };
   }
 
   /**
@@ -314,6 +345,28 @@ function writeRequestJson(r: WriteRequestJson): string {
   return r.put !== undefined
     ? `{"PutRequest":{"Item":${attributeMapJson(r.put)}}}`
     : `{"DeleteRequest":{"Key":${attributeMapJson(r.delete)}}}`;
+}
+
+/** A Scan call: one page of one segment. */
+export interface ScanJson {
+  table: string;
+  /** A secondary index to scan instead of the table. */
+  index?: string;
+  segment?: number;
+  totalSegments?: number;
+  /** Items to evaluate, at most. */
+  limit: number;
+  startKey?: AttributeMap;
+  consistentRead?: boolean;
+  returnConsumedCapacity?: boolean;
+}
+
+/** One Scan page: no `lastKey` means the segment is done. */
+export interface ScanPage {
+  items: AttributeMap[];
+  lastKey: AttributeMap | undefined;
+  /** Read capacity the page consumed, when asked for. */
+  capacityUnits: number;
 }
 
 /** A PutItem call. */

@@ -12,6 +12,14 @@ import type { DataPlane } from "./data-plane.js";
 import { DynamoCallError } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import {
+  decodeCursor,
+  encodeCursor,
+  freshPosition,
+  type ListPosition,
+  listKeys,
+  type ScanIndexPage,
+} from "./index-scan.js";
+import {
   Attr,
   CHUNK_BYTES,
   chunkAad,
@@ -22,15 +30,17 @@ import {
   headPk,
   ItemFormat,
   itemSize,
+  KEYS_INDEX,
   MAX_ITEM_BYTES,
   parseHead,
   singleItem,
   VERSION_BYTES,
   valueAad,
 } from "./item-format.js";
-import type { Cancel, KvStore } from "./kv-store.js";
+import type { Cancel, KvStore, ListEntry, ListPage, ListRequest } from "./kv-store.js";
+import { MAX_PAGE_VALUE_BYTES } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
-import { DEFAULT_RETRY, type RetryPolicy, retrying } from "./retry.js";
+import { DEFAULT_RETRY, type RetryPolicy, retrying, retryingCall } from "./retry.js";
 import { Semaphore } from "./semaphore.js";
 
 /** Batching settings; 1-item batches give the unbatched PutItem/GetItem path. */
@@ -73,6 +83,12 @@ export interface DynamoStoreOptions extends BatchSettings {
   /** Operations accepted and not finished; more wait, so memory stays bounded when DynamoDB is slow. */
   maxPending: number;
   faults?: StoreFaults;
+  /**
+   * How long after a clear starts its second pass over the keys index may
+   * begin (default 1 s): the index is updated asynchronously, so a key set
+   * just before the clear may reach it late.
+   */
+  indexSettleMs?: number;
 }
 
 /**
@@ -99,6 +115,18 @@ const COMMIT_DEADLINE_MS = 5 * 60_000;
 
 /** Chunks younger than this are never swept: they may belong to a set still in progress. */
 export const ORPHAN_GRACE_MS = 15 * 60_000;
+
+/** Scan rounds a page of a listing makes before it answers with what it found. */
+const LIST_ROUNDS = 8;
+
+/** Values a page of a listing reads at once. */
+const LIST_VALUE_READS = 16;
+
+/** Scan segments a clear works through at once, each one page at a time. */
+const CLEAR_SEGMENTS = 8;
+
+/** A clear logs its progress this often. */
+const CLEAR_PROGRESS_MS = 5_000;
 
 /** Times a get re-reads the head after finding the version it was reading replaced. */
 const MAX_VERSION_RETRIES = 5;
@@ -188,6 +216,83 @@ export class DynamoStore implements KvStore {
     });
   }
 
+  delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    return this.#admission.run(async () => {
+      notCancelled(cancel);
+      return this.#deleteHead(headPk(key));
+    });
+  }
+
+  exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    return this.#admission.run(async () => {
+      notCancelled(cancel);
+      const { table, data, counters, consistentRead } = this.#o;
+      // Only `fmt` comes back: no value bytes, no data key, no chunk.
+      const item = await retryingCall(this.#retry, "exists", (budgetMs) => {
+        counters.add(Counter.dynamoGetItem);
+        return this.#calls.run(() =>
+          data.getItem(table, { [Attr.pk]: { B: headPk(key) } }, consistentRead ?? true, budgetMs, Attr.fmt),
+        );
+      });
+      return item !== undefined;
+    });
+  }
+
+  /**
+   * A page of keys from the keys index, which is eventually consistent: a
+   * key set or deleted within about a second before the page may be missing
+   * or still listed. Values are read like gets (strongly consistent,
+   * decrypted through the data-key cache), and a key whose value is gone by
+   * then is left out.
+   */
+  async list(request: ListRequest, cancel?: Cancel): Promise<ListPage> {
+    notCancelled(cancel);
+    const position = request.cursor === undefined ? freshPosition() : decodeCursor(request.cursor);
+    const page = await listKeys(this.#scanIndex, position, {
+      prefix: request.prefix,
+      limit: request.limit,
+      maxRounds: LIST_ROUNDS,
+    });
+    if (!request.values) {
+      const after = page.positionAfter(page.keys.length);
+      return { entries: page.keys.map((k) => ({ key: k.key })), cursor: after && encodeCursor(after) };
+    }
+    const entries: ListEntry[] = [];
+    let bytes = 0;
+    let answered = 0;
+    while (answered < page.keys.length && bytes < MAX_PAGE_VALUE_BYTES) {
+      const window = page.keys.slice(answered, answered + LIST_VALUE_READS);
+      const values = await Promise.all(window.map((k) => this.get(k.key, cancel)));
+      for (let i = 0; i < window.length && bytes < MAX_PAGE_VALUE_BYTES; i++) {
+        const value = values[i];
+        answered++;
+        if (value === undefined) continue;
+        entries.push({ key: (window[i] as { key: Uint8Array }).key, value });
+        bytes += value.length;
+      }
+    }
+    const after = page.positionAfter(answered);
+    return { entries, cursor: after && encodeCursor(after) };
+  }
+
+  /**
+   * Deletes every key the keys index lists, segments in parallel, small
+   * heads in batches and chunked ones with their chunks; then, once the
+   * index has had time to settle, makes a second pass for keys set just
+   * before the clear that reached the index late. Keys set while it runs
+   * may or may not be removed.
+   */
+  async clear(): Promise<number> {
+    const started = Date.now();
+    const progress = { removed: 0, logged: started };
+    await this.#clearPass(progress);
+    const settle = started + (this.#o.indexSettleMs ?? 1_000) - Date.now();
+    if (settle > 0) await Bun.sleep(settle);
+    await this.#clearPass(progress);
+    this.#o.log.info("clear done", { removed: progress.removed, ms: Date.now() - started });
+    return progress.removed;
+  }
+
   /** Deletes chunk items no head points to, older than `olderThanMs`. */
   sweepOrphans(olderThanMs = ORPHAN_GRACE_MS): Promise<SweepResult> {
     return sweepOrphans({
@@ -204,6 +309,69 @@ export class DynamoStore implements KvStore {
   /** Waits until every accepted write has landed or failed. */
   async close(): Promise<void> {
     await this.#writer.drained();
+  }
+
+  readonly #scanIndex: ScanIndexPage = (segment, totalSegments, start, limit) =>
+    retryingCall(this.#retry, "scan of the keys index", (budgetMs) => {
+      this.#o.counters.add(Counter.dynamoScan);
+      return this.#calls.run(() =>
+        this.#o.data.scan(
+          { table: this.#o.table, index: KEYS_INDEX, segment, totalSegments, startKey: start, limit },
+          budgetMs,
+        ),
+      );
+    });
+
+  /** Deletes a head and, if it was chunked, its chunks; resolves whether there was one. */
+  async #deleteHead(pk: Uint8Array): Promise<boolean> {
+    const { table, data, counters, log } = this.#o;
+    const old = await retryingCall(this.#retry, "delete", (budgetMs) => {
+      counters.add(Counter.dynamoDeleteItem);
+      return this.#calls.run(() => data.deleteItem(table, { [Attr.pk]: { B: pk } }, budgetMs, true));
+    });
+    if (old === undefined) return false;
+    const head = safeHead(old);
+    if (head?.format === ItemFormat.chunked) {
+      try {
+        await this.#deleteChunks(head.ver, head.count);
+      } catch (err) {
+        // The head is gone, so the value is; its chunks are orphans the sweep removes.
+        log.warn("could not delete a deleted value's chunks; the orphan sweep will", { reason: errorMessage(err) });
+      }
+    }
+    return true;
+  }
+
+  #deleteChunks(ver: Uint8Array, count: number): Promise<unknown> {
+    const deletes: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) deletes.push(this.#writer.delete({ [Attr.pk]: { B: chunkPk(ver, i) } }));
+    return Promise.all(deletes);
+  }
+
+  /** One pass of a clear over every segment of the keys index. */
+  async #clearPass(progress: { removed: number; logged: number }): Promise<void> {
+    const { log } = this.#o;
+    const segment = async (position: ListPosition | undefined): Promise<void> => {
+      while (position !== undefined) {
+        const page = await listKeys(this.#scanIndex, position, { prefix: undefined, limit: 1000, maxRounds: 1 });
+        const removed = await Promise.all(
+          page.keys.map(async (k) => {
+            const pk = k.indexKey[Attr.pk]?.B as Uint8Array;
+            if (k.format === ItemFormat.chunked) return this.#deleteHead(pk);
+            await this.#writer.delete({ [Attr.pk]: { B: pk } });
+            return true;
+          }),
+        );
+        for (const r of removed) if (r) progress.removed++;
+        if (Date.now() - progress.logged >= CLEAR_PROGRESS_MS) {
+          progress.logged = Date.now();
+          log.info("clear in progress", { removed: progress.removed });
+        }
+        position = page.positionAfter(page.keys.length);
+      }
+    };
+    const all = freshPosition(CLEAR_SEGMENTS);
+    await Promise.all(all.segments.map((s) => segment({ totalSegments: CLEAR_SEGMENTS, segments: [s] })));
   }
 
   async #setChunked(key: Uint8Array, value: Uint8Array): Promise<void> {
@@ -259,10 +427,7 @@ export class DynamoStore implements KvStore {
 
     const previous = old === undefined ? undefined : safeHead(old);
     if (previous?.format === ItemFormat.chunked && !sameBytes(previous.ver, ver)) {
-      const deletes: Promise<void>[] = [];
-      for (let i = 0; i < previous.count; i++)
-        deletes.push(this.#writer.delete({ [Attr.pk]: { B: chunkPk(previous.ver, i) } }));
-      void Promise.all(deletes).catch((err: unknown) => {
+      void this.#deleteChunks(previous.ver, previous.count).catch((err: unknown) => {
         log.warn("could not delete a replaced value's chunks; the orphan sweep will", {
           reason: errorMessage(err),
         });

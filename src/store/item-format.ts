@@ -33,6 +33,13 @@ import { ErrorCode, KvError } from "../errors.js";
  * | `ts` | N | write time, ms since the epoch |
  * | `iv`, `ct` | B | that chunk's IV and ciphertext ‖ tag |
  *
+ * The table has one global secondary index, {@link KEYS_INDEX}: partition
+ * key `pk`, sort key `fmt`, projecting keys only. Only head items have
+ * `fmt`, so the index is sparse: it holds one small entry per key and no
+ * chunk, and listing or clearing scans it at a cost set by the number of
+ * keys, not by value bytes. Heads written before the index existed have
+ * `fmt` too, so adding the index to an existing table lists them all.
+ *
  * The plaintext is never stored. AADs bind ciphertext to table, key and
  * format, and for chunks also to version, index, count and total size, so a
  * moved, swapped, reordered or truncated item fails authentication.
@@ -53,6 +60,9 @@ export const Attr = {
   ts: "ts",
   k: "k",
 } as const;
+
+/** The keys-only index of head items (see above). */
+export const KEYS_INDEX = "keys";
 
 /** Partition key prefixes by item kind. */
 export const ItemKind = { head: 0x00, chunk: 0x01 } as const;

@@ -26,6 +26,24 @@ export interface KvStore {
   readonly getSync?: (key: Uint8Array) => Uint8Array | undefined;
   /** Present on stores that apply a set at once: `set` without a Promise. */
   readonly setSync?: (key: Uint8Array, value: Uint8Array) => void;
+  /** Removes `key` (for a large value, its chunks too); resolves false when it was absent. */
+  delete(key: Uint8Array, cancel?: Cancel): Promise<boolean>;
+  /** Whether `key` has a value. Reads no value bytes and decrypts nothing. */
+  exists(key: Uint8Array, cancel?: Cancel): Promise<boolean>;
+  /**
+   * One page of a listing. Pages come in no particular order. Every key
+   * present for the whole listing appears in exactly one page; a key set or
+   * deleted during the listing may or may not appear. A page may hold fewer
+   * than `limit` entries, even none, and still have a cursor: only a page
+   * without one ends the listing. A cursor the store did not make rejects
+   * with `KV_ERR_BAD_CURSOR`.
+   */
+  list(request: ListRequest, cancel?: Cancel): Promise<ListPage>;
+  /**
+   * Removes every key that existed when it started and resolves how many it
+   * removed. A key set while it runs may or may not be removed.
+   */
+  clear(): Promise<number>;
   /** Waits for in-flight work, then releases resources. */
   close(): Promise<void>;
 }
@@ -34,6 +52,39 @@ export interface KvStore {
 export interface Cancel {
   readonly aborted: boolean;
 }
+
+/** What to list. */
+export interface ListRequest {
+  /** Only keys that start with these bytes; omitted, every key. */
+  readonly prefix?: Uint8Array;
+  /** Most entries in the page, 1..{@link MAX_LIST_LIMIT}. */
+  readonly limit: number;
+  /** Where the previous page ended; omitted, the first page. */
+  readonly cursor?: Uint8Array;
+  /** Whether entries carry their values. */
+  readonly values: boolean;
+}
+
+/** One listed key, with its value when the listing asked for values. */
+export interface ListEntry {
+  readonly key: Uint8Array;
+  readonly value?: Uint8Array;
+}
+
+/** A page of a listing; no `cursor` means the listing is complete. */
+export interface ListPage {
+  readonly entries: ListEntry[];
+  readonly cursor: Uint8Array | undefined;
+}
+
+/** Most entries a page holds. */
+export const MAX_LIST_LIMIT = 1000;
+
+/**
+ * A page with values stops growing once its values reach this many bytes,
+ * so a page's memory is bounded by this plus one value, whatever `limit` is.
+ */
+export const MAX_PAGE_VALUE_BYTES = 1024 * 1024;
 
 /** Hard limit on key length: DynamoDB allows 2,048 bytes of partition key, and items need room for a prefix. */
 export const MAX_KEY_BYTES = 1024;

@@ -1,38 +1,44 @@
 import { byteString } from "../bytes.js";
-import type { Cancel, KvStore } from "./kv-store.js";
+import type { Cancel, KvStore, ListPage, ListRequest } from "./kv-store.js";
 
-interface Pending {
-  value: Uint8Array;
-  readonly promise: Promise<void>;
-  readonly resolve: () => void;
+/** A write of one key: a set carrying its value, or a delete. */
+type Write = { kind: "set"; value: Uint8Array } | { kind: "delete"; value?: undefined };
+
+interface Queued {
+  readonly write: Write;
+  readonly promise: Promise<unknown>;
+  readonly resolve: (result: unknown) => void;
   readonly reject: (err: unknown) => void;
 }
 
 interface KeyState {
-  /** Settles when the write now running for the key settles. */
-  running: Promise<void>;
-  /** The value that write stores. */
-  runningValue: Uint8Array;
-  /** The write waiting for `running`; later sets of the key replace its value. */
-  next: Pending | null;
+  /** The write running for the key, and its settling. */
+  running: Write;
+  settled: Promise<unknown>;
+  /** Writes waiting for it, in issue order. A set never directly follows a set here: they collapse. */
+  readonly queue: Queued[];
 }
 
 /**
- * Orders operations per key in issue order over a store whose calls may
+ * Orders writes per key in issue order over a store whose calls may
  * otherwise overtake each other (network round trips, batches).
  *
  * Invariants:
- * - Writes of one key reach the inner store one at a time, in issue order, so
- *   the last set issued is the value that stays.
- * - A get issued while writes of its key are pending answers the value of
- *   the last set issued before it, once that set is durable, without a read.
- *   So a get pipelined behind a set on one connection sees exactly that set,
- *   never an older value and never a set issued after the get. If that write
- *   fails, the get reads the store.
- * - While a write of a key is running, further sets of that key collapse into
- *   one queued write carrying the newest value; every collapsed set is
- *   acknowledged (or failed) with that write, never before it is durable.
- * Keys with no write in flight pass straight through.
+ * - Writes (sets and deletes) of one key reach the inner store one at a
+ *   time, in issue order, so the last write issued decides what stays.
+ * - A get or exists issued while writes of its key are pending answers from
+ *   the last write issued before it, once that write has settled, without a
+ *   read: the value of a set, or absence after a delete. So a read pipelined
+ *   behind a write on one connection sees exactly that write, never an older
+ *   state and never a write issued after it. If that write fails, the read
+ *   goes to the store.
+ * - While a write of a key is running, a set that would queue directly
+ *   behind another queued set replaces its value instead; both are
+ *   acknowledged (or failed) with that one write, never before it is durable.
+ *   Deletes never collapse: each answers whether the key existed.
+ * Keys with no write in flight pass straight through. Listing and clear are
+ * not ordered here: the connection orders them (they wait for its earlier
+ * requests, and its later requests wait for a clear).
  */
 export class OrderedStore implements KvStore {
   readonly #inner: KvStore;
@@ -48,66 +54,101 @@ export class OrderedStore implements KvStore {
   }
 
   async get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
-    const state = this.#keys.get(byteString(key));
-    if (state !== undefined) {
-      // Capture now: later sets may replace the queued value before it lands.
-      const value = state.next ? state.next.value : state.runningValue;
-      const durable = state.next ? state.next.promise : state.running;
+    const latest = this.#latest(key);
+    if (latest !== undefined) {
+      // Capture now: a later set may replace a queued value before it lands.
+      const { value, settled } = latest;
       try {
-        await durable;
+        await settled;
         return value;
       } catch {
-        // The write failed and was answered internal; the store holds whatever it holds.
+        // The write failed and was answered so; the store holds whatever it holds.
       }
     }
     return this.#inner.get(key, cancel);
   }
 
+  async exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    const latest = this.#latest(key);
+    if (latest !== undefined) {
+      try {
+        await latest.settled;
+        return latest.value !== undefined;
+      } catch {
+        // As in get.
+      }
+    }
+    return this.#inner.exists(key, cancel);
+  }
+
   /**
-   * Only a write that starts at once carries `cancel`: a queued write may
+   * Only a write that starts at once carries `cancel`: a queued set may
    * carry sets collapsed into it from other requesters, so it always runs.
    */
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
-    const id = byteString(key);
-    const state = this.#keys.get(id);
-    if (state === undefined) {
-      const fresh: KeyState = { running: Promise.resolve(), runningValue: value, next: null };
-      this.#keys.set(id, fresh);
-      const running = this.#run(id, fresh, key, value, cancel);
-      fresh.running = running;
-      return running;
-    }
-    if (state.next !== null) {
-      state.next.value = value;
-      return state.next.promise;
-    }
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    state.next = { value, promise, resolve, reject };
-    return promise;
+    return this.#write(key, { kind: "set", value }, cancel) as Promise<void>;
   }
 
-  #run(id: string, state: KeyState, key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
-    const write = this.#inner.set(key, value, cancel);
-    write.then(
-      () => this.#advance(id, state, key),
-      () => this.#advance(id, state, key),
-    );
-    return write;
+  delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    return this.#write(key, { kind: "delete" }, cancel) as Promise<boolean>;
   }
 
-  #advance(id: string, state: KeyState, key: Uint8Array): void {
-    const next = state.next;
-    if (next === null) {
-      this.#keys.delete(id);
-      return;
-    }
-    state.next = null;
-    state.runningValue = next.value;
-    state.running = this.#run(id, state, key, next.value);
-    state.running.then(next.resolve, next.reject);
+  list(request: ListRequest, cancel?: Cancel): Promise<ListPage> {
+    return this.#inner.list(request, cancel);
+  }
+
+  clear(): Promise<number> {
+    return this.#inner.clear();
   }
 
   close(): Promise<void> {
     return this.#inner.close();
+  }
+
+  /** The last write issued for `key`, if one is pending: its value (undefined for a delete) and its settling. */
+  #latest(key: Uint8Array): { value: Uint8Array | undefined; settled: Promise<unknown> } | undefined {
+    const state = this.#keys.get(byteString(key));
+    if (state === undefined) return undefined;
+    const last = state.queue.at(-1);
+    if (last !== undefined) return { value: last.write.value, settled: last.promise };
+    return { value: state.running.value, settled: state.settled };
+  }
+
+  #write(key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
+    const id = byteString(key);
+    const state = this.#keys.get(id);
+    if (state === undefined) {
+      const fresh: KeyState = { running: write, settled: Promise.resolve(), queue: [] };
+      this.#keys.set(id, fresh);
+      fresh.settled = this.#run(id, fresh, key, write, cancel);
+      return fresh.settled;
+    }
+    const last = state.queue.at(-1);
+    if (last !== undefined && last.write.kind === "set" && write.kind === "set") {
+      last.write.value = write.value;
+      return last.promise;
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    state.queue.push({ write, promise, resolve, reject });
+    return promise;
+  }
+
+  #run(id: string, state: KeyState, key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
+    const done: Promise<unknown> =
+      write.kind === "set" ? this.#inner.set(key, write.value, cancel) : this.#inner.delete(key, cancel);
+    const advance = () => this.#advance(id, state, key);
+    done.then(advance, advance);
+    return done;
+  }
+
+  #advance(id: string, state: KeyState, key: Uint8Array): void {
+    const next = state.queue.shift();
+    if (next === undefined) {
+      this.#keys.delete(id);
+      return;
+    }
+    state.running = next.write;
+    state.settled = this.#run(id, state, key, next.write);
+    state.settled.then(next.resolve, next.reject);
   }
 }

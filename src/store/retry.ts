@@ -65,6 +65,20 @@ export async function retrying(
   }
 }
 
+/** {@link retrying} for one call whose answer is wanted: retries it on retryable failures, resolves its answer. */
+export async function retryingCall<T>(
+  policy: RetryPolicy,
+  what: string,
+  call: (budgetMs: number) => Promise<T>,
+): Promise<T> {
+  let answer: T | undefined;
+  await retrying(policy, what, async (budgetMs) => {
+    answer = await call(budgetMs);
+    return true;
+  });
+  return answer as T;
+}
+
 /** A queued request: every caller waiting on it is rejected together if it fails. */
 export interface BatchEntry {
   readonly waiters: readonly { reject(err: unknown): void }[];

@@ -1,0 +1,18 @@
+import type { KvStore } from "../../src/store/kv-store.js";
+
+/**
+ * A store that forwards every call to `inner` except those in `overrides`:
+ * tests wrap a real store to hold or break one operation.
+ */
+export function wrapping(inner: KvStore, overrides: Partial<KvStore>): KvStore {
+  return {
+    get: (key, cancel) => inner.get(key, cancel),
+    set: (key, value, cancel) => inner.set(key, value, cancel),
+    delete: (key, cancel) => inner.delete(key, cancel),
+    exists: (key, cancel) => inner.exists(key, cancel),
+    list: (request, cancel) => inner.list(request, cancel),
+    clear: () => inner.clear(),
+    close: () => inner.close(),
+    ...overrides,
+  };
+}
