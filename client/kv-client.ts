@@ -4,10 +4,17 @@ import { Fifo } from "../src/fifo.js";
 import { FrameDecoder } from "../src/net/frame-decoder.js";
 import { SocketWriter } from "../src/net/socket-writer.js";
 import {
+  ClearError,
   decodeResponse,
+  encodeClearRequest,
   encodeGetRequest,
+  encodeKeyRequest,
+  encodeListRequest,
   encodeSetRequest,
   GetError,
+  KeyError,
+  ListError,
+  type ReplyKind,
   type Response,
   SetError,
 } from "../src/protocol/codec.js";
@@ -23,13 +30,33 @@ export interface KvClientOptions {
   maxFrameBytes?: number;
 }
 
+/** What to list; see {@link KvClient.list}. */
+export interface ListOptions {
+  /** Only keys starting with these bytes. */
+  prefix?: Bytes;
+  /** Entries per page, 1-1000 (default 1000). */
+  pageSize?: number;
+  /** Start from this cursor, from an earlier page, instead of the beginning. */
+  cursor?: Uint8Array;
+}
+
+/** One page of a listing; no `cursor` means the listing is complete. */
+export interface ListPage<E> {
+  entries: E[];
+  cursor: Uint8Array | undefined;
+}
+
 interface Waiter {
-  readonly kind: "set" | "get";
+  readonly kind: ReplyKind;
   resolve(response: Response): void;
   reject(err: KvError): void;
 }
 
 const encoder = new TextEncoder();
+
+function unreachable(): KvError {
+  return new KvError(ErrorCode.Protocol, "unreachable: response kind checked on receipt");
+}
 const decoder = new TextDecoder();
 
 function toBytes(b: Bytes): Uint8Array {
@@ -102,10 +129,85 @@ export class KvClient implements AsyncDisposable {
   /** The value of `key`, or undefined if it has none. */
   async get(key: Bytes): Promise<Uint8Array | undefined> {
     const res = await this.#send("get", [encodeGetRequest(toBytes(key))]);
-    if (res.kind !== "get") throw new KvError(ErrorCode.Protocol, "unreachable: response kind checked on receipt");
+    if (res.kind !== "get") throw unreachable();
     if (res.error === GetError.Ok) return res.value;
     if (res.error === GetError.NotFound) return undefined;
     throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
+  }
+
+  /** Removes `key`; resolves false if it had no value. */
+  async delete(key: Bytes): Promise<boolean> {
+    const res = await this.#send("delete", [encodeKeyRequest("delete", toBytes(key))]);
+    return this.#found(res, "delete");
+  }
+
+  /** Whether `key` has a value. */
+  async exists(key: Bytes): Promise<boolean> {
+    const res = await this.#send("exists", [encodeKeyRequest("exists", toBytes(key))]);
+    return this.#found(res, "exists");
+  }
+
+  /**
+   * Every key (optionally under a prefix), page by page, as an async
+   * iterator: only one page is held at a time, so `for await` over a store
+   * of millions of keys runs in constant memory. Keys come in no particular
+   * order. Every key present for the whole listing comes exactly once; keys
+   * set or deleted meanwhile may or may not.
+   */
+  async *keys(options: ListOptions = {}): AsyncGenerator<Uint8Array> {
+    for await (const page of this.#pages(options, false)) yield* page.entries.map((e) => e.key);
+  }
+
+  /** Every entry, with its value, as {@link keys} lists keys. */
+  async *entries(options: ListOptions = {}): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
+    for await (const page of this.#pages(options, true))
+      yield* page.entries as { key: Uint8Array; value: Uint8Array }[];
+  }
+
+  /**
+   * One page of a listing, for callers that page themselves (say, across
+   * HTTP requests): pass the page's `cursor` back to get the next. A page may
+   * be short, even empty, and still have a cursor.
+   */
+  async listPage(
+    options: ListOptions & { values?: boolean } = {},
+  ): Promise<ListPage<{ key: Uint8Array; value?: Uint8Array }>> {
+    const res = await this.#send("list", [
+      encodeListRequest({
+        prefix: options.prefix === undefined ? undefined : toBytes(options.prefix),
+        limit: options.pageSize,
+        cursor: options.cursor,
+        values: options.values,
+      }),
+    ]);
+    if (res.kind !== "list") throw unreachable();
+    if (res.error === ListError.BadCursor) throw new KvError(ErrorCode.BadCursor, "server refused the cursor");
+    if (res.error !== ListError.Ok) throw new KvError(ErrorCode.ServerInternal, "server answered list with internal");
+    return { entries: options.values ? res.entries : res.keys.map((key) => ({ key })), cursor: res.cursor };
+  }
+
+  /** Removes every key; resolves how many were removed. Can take long on a large DynamoDB store. */
+  async clear(): Promise<number> {
+    const res = await this.#send("clear", [encodeClearRequest()]);
+    if (res.kind !== "clear") throw unreachable();
+    if (res.error === ClearError.Ok) return res.removed;
+    throw new KvError(ErrorCode.ServerInternal, "server answered clear with internal");
+  }
+
+  async *#pages(options: ListOptions, values: boolean) {
+    let cursor = options.cursor;
+    do {
+      const page = await this.listPage({ ...options, cursor, values });
+      yield page;
+      cursor = page.cursor;
+    } while (cursor !== undefined);
+  }
+
+  #found(res: Response, op: "delete" | "exists"): boolean {
+    if (res.kind !== op) throw unreachable();
+    if (res.error === KeyError.Ok) return true;
+    if (res.error === KeyError.NotFound) return false;
+    throw new KvError(ErrorCode.ServerInternal, `server answered ${op} with internal`);
   }
 
   /** The value of `key` decoded as UTF-8, or undefined. */
@@ -127,7 +229,7 @@ export class KvClient implements AsyncDisposable {
     await this.close();
   }
 
-  #send(kind: "set" | "get", parts: Uint8Array[]): Promise<Response> {
+  #send(kind: ReplyKind, parts: Uint8Array[]): Promise<Response> {
     if (this.#error !== null) return Promise.reject(this.#error);
     const { promise, resolve, reject } = Promise.withResolvers<Response>();
     this.#waiters.push({ kind, resolve, reject });

@@ -108,9 +108,9 @@ describe("decodeRequest", () => {
   }
 
   test("reports an unknown message type instead of defaulting it", () => {
-    // type = 9 (not in the closed enum) then set_req.
-    const req = decodeRequest(Uint8Array.of(0x08, 0x09, 0x12, 0x00));
-    expect(req).toMatchObject({ kind: "invalid", reply: "set", reason: "unknown msg_type 9" });
+    // type = 99 (not in the closed enum) then set_req.
+    const req = decodeRequest(Uint8Array.of(0x08, 0x63, 0x12, 0x00));
+    expect(req).toMatchObject({ kind: "invalid", reply: "set", reason: "unknown msg_type 99" });
   });
 
   test("throws KV_ERR_BAD_ENVELOPE for bytes that are not a protobuf message", () => {

@@ -40,4 +40,24 @@ describe("generated code", () => {
     const twin = schema("proto/wire/kv_bytes.proto");
     expect(twin).toBe(seed.replace(/\bstring\b/g, "bytes").replace("package kv.proto;", "package kv.proto.wire;"));
   });
+
+  test("proto/kv.proto keeps every message, field and enum value of the seed's schema unchanged", () => {
+    const declarations = (path: string) => {
+      const out: string[] = [];
+      let scope: string[] = [];
+      for (const raw of readFileSync(join(root, path), "utf8").split("\n")) {
+        const line = raw.replace(/\/\/.*$/, "").trim();
+        const open = /^(message|enum) (\w+) \{/.exec(line);
+        if (open && !line.endsWith("{}")) scope = [...scope, open[2] as string];
+        else if (open) continue;
+        else if (line === "}") scope = scope.slice(0, -1);
+        else if (line.includes("=")) out.push(`${scope.join(".")}: ${line}`);
+      }
+      return out;
+    };
+    const seed = declarations("test/seed-client/seed.proto");
+    const current = new Set(declarations("proto/kv.proto"));
+    expect(seed.length).toBeGreaterThan(20);
+    expect(seed.filter((d) => !current.has(d))).toEqual([]);
+  });
 });

@@ -28,6 +28,22 @@ export interface AnswerSink {
 export const WRITTEN: Uint8Array = new Uint8Array(0);
 
 /**
+ * An answer that must not overlap the connection's other requests: it is
+ * made (`run` is called) only once every earlier request on the connection
+ * has been answered, and no later frame is taken until it has been made.
+ * Operations over the whole store (a listing, a clear) use it, so they see
+ * the connection's earlier writes and its later requests see their effect.
+ */
+export class Deferred {
+  /** Makes the answer; a promise of one must never reject. */
+  readonly run: () => Answer | Promise<Answer>;
+
+  constructor(run: () => Answer | Promise<Answer>) {
+    this.run = run;
+  }
+}
+
+/**
  * What a connection hands each frame to. `net/` knows nothing of what frames
  * mean: the protocol layer implements this.
  */
@@ -45,7 +61,11 @@ export interface FrameHandler {
    * `cancel.aborted` turns true when the connection has closed, so work
    * queued for it and not started can be dropped.
    */
-  handle(frame: Uint8Array, sink?: AnswerSink, cancel?: { readonly aborted: boolean }): Answer | Promise<Answer>;
+  handle(
+    frame: Uint8Array,
+    sink?: AnswerSink,
+    cancel?: { readonly aborted: boolean },
+  ): Answer | Promise<Answer> | Deferred;
 }
 
 /** Per-connection limits. */
@@ -81,6 +101,9 @@ let nextConnectionId = 1;
  *   already accepted, then closes. Nothing else is affected.
  * - Once the socket has closed, nothing more is handed to the handler, and
  *   frames held unparsed are dropped.
+ * - A {@link Deferred} answer runs once every request before it is
+ *   answered, and the decoder takes no frame after it until it is answered;
+ *   one that has not started when the socket closes never runs.
  */
 export class Connection {
   /** A number for log lines. */
@@ -103,6 +126,8 @@ export class Connection {
   #head = 0;
   /** Sequence number the next request gets. */
   #tail = 0;
+  /** The Deferred answer waiting for earlier ones, or running; the decoder is stopped after it. */
+  #deferred: { readonly seq: number; readonly answer: Deferred; started: boolean } | null = null;
   #paused = false;
   #closing = false;
   #closed = false;
@@ -174,6 +199,7 @@ export class Connection {
     this.#decoder.discard();
     this.#writer.close();
     this.#ring.fill(undefined);
+    this.#deferred = null;
     this.#done.resolve();
   }
 
@@ -204,12 +230,19 @@ export class Connection {
     this.#counters.add(Counter.requests);
     if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
     const seq = this.#tail++;
-    let answer: Answer | Promise<Answer>;
+    let answer: Answer | Promise<Answer> | Deferred;
     try {
       answer = this.#handler.handle(frame, seq === this.#head ? this.#writer : undefined, this);
     } catch (err) {
       this.#tail--;
       throw err;
+    }
+    if (answer instanceof Deferred) {
+      this.#deferred = { seq, answer, started: false };
+      // Not from inside the decoder's callback: answering resumes the decoder.
+      if (seq === this.#head) queueMicrotask(() => this.#runDeferred());
+      this.#mustPause();
+      return true;
     }
     if (answer instanceof Promise) {
       answer.then(
@@ -237,6 +270,26 @@ export class Connection {
     this.#mask = mask;
   }
 
+  /** Runs the Deferred answer, whose turn has come: every request before it is answered. */
+  #runDeferred(): void {
+    const deferred = this.#deferred;
+    if (deferred === null || deferred.started || this.#closed) return;
+    deferred.started = true;
+    let answer: Answer | Promise<Answer>;
+    try {
+      answer = deferred.answer.run();
+    } catch (err) {
+      this.#broken(err);
+      return;
+    }
+    if (answer instanceof Promise) {
+      answer.then(
+        (a) => this.#complete(deferred.seq, a),
+        (err: unknown) => this.#broken(err),
+      );
+    } else this.#complete(deferred.seq, answer);
+  }
+
   #complete(seq: number, answer: Answer): void {
     if (this.#closed) return;
     this.#ring[seq & this.#mask] = answer;
@@ -252,8 +305,10 @@ export class Connection {
       if (answer === undefined) break;
       ring[this.#head & mask] = undefined;
       this.#write(answer);
+      if (this.#deferred?.seq === this.#head) this.#deferred = null;
       this.#head++;
     }
+    if (this.#deferred?.seq === this.#head) this.#runDeferred();
     this.#afterProgress();
   }
 
@@ -263,7 +318,11 @@ export class Connection {
   }
 
   #mustPause(): boolean {
-    if (this.inFlight < this.#options.maxInFlight && this.#writer.pendingBytes < this.#options.highWaterBytes) {
+    if (
+      this.#deferred === null &&
+      this.inFlight < this.#options.maxInFlight &&
+      this.#writer.pendingBytes < this.#options.highWaterBytes
+    ) {
       return false;
     }
     if (!this.#paused) {
@@ -276,7 +335,11 @@ export class Connection {
   #afterProgress(): void {
     if (this.#closed) return;
     const { maxInFlight, highWaterBytes } = this.#options;
-    if (this.inFlight <= maxInFlight / 2 && this.#writer.pendingBytes <= highWaterBytes / 2) {
+    if (
+      this.#deferred === null &&
+      this.inFlight <= maxInFlight / 2 &&
+      this.#writer.pendingBytes <= highWaterBytes / 2
+    ) {
       if (this.#decoder.heldBytes > 0) {
         try {
           if (this.#decoder.resume(this.#onFrame)) return;

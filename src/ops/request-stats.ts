@@ -2,9 +2,10 @@
 export type RequestResult = "ok" | "not_found" | "internal" | "refused";
 
 /** The ops and results counted, in slot order. */
-export const OPS = ["get", "set"] as const;
+export const OPS = ["get", "set", "delete", "exists", "list", "clear"] as const;
 export const RESULTS = ["ok", "not_found", "internal", "refused"] as const satisfies readonly RequestResult[];
-type Op = (typeof OPS)[number];
+/** An op counted by {@link RequestStats}. */
+export type Op = (typeof OPS)[number];
 
 /** Upper bounds of the latency buckets, in seconds (Prometheus histogram `le`). */
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -27,9 +28,10 @@ export class RequestStats {
   bytesIn = 0;
   bytesOut = 0;
 
-  /** Counts one finished request: two index lookups and an increment, no allocation. */
+  /** Counts one finished request: an index lookup or two and an increment, no allocation. */
   count(op: Op, result: RequestResult): void {
-    const slot = (op === "get" ? 0 : RESULTS.length) + RESULTS.indexOf(result);
+    const row = op === "get" ? 0 : op === "set" ? 1 : OPS.indexOf(op);
+    const slot = row * RESULTS.length + RESULTS.indexOf(result);
     this.counts[slot] = (this.counts[slot] as number) + 1;
   }
 

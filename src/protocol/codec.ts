@@ -1,4 +1,5 @@
 import { ErrorCode, isKvError, KvError } from "../errors.js";
+import { encodeFrame, encodeSmallFrame, type Field } from "./proto-writer.js";
 import { varintSize, writeVarint } from "./varint.js";
 import { Wire, WireReader } from "./wire-reader.js";
 
@@ -18,6 +19,14 @@ export const MsgType = {
   SetResponse: 2,
   GetRequest: 3,
   GetResponse: 4,
+  DeleteRequest: 5,
+  DeleteResponse: 6,
+  ExistsRequest: 7,
+  ExistsResponse: 8,
+  ListRequest: 9,
+  ListResponse: 10,
+  ClearRequest: 11,
+  ClearResponse: 12,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 
@@ -29,20 +38,57 @@ export type SetError = (typeof SetError)[keyof typeof SetError];
 export const GetError = { Ok: 1, NotFound: 2, Internal: 3 } as const;
 export type GetError = (typeof GetError)[keyof typeof GetError];
 
+/** `delete_response.error_t` and `exists_response.error_t` values. */
+export const KeyError = { Ok: 1, NotFound: 2, Internal: 3 } as const;
+export type KeyError = (typeof KeyError)[keyof typeof KeyError];
+
+/** `list_response.error_t` values. */
+export const ListError = { Ok: 1, Internal: 2, BadCursor: 3 } as const;
+export type ListError = (typeof ListError)[keyof typeof ListError];
+
+/** `clear_response.error_t` values. */
+export const ClearError = { Ok: 1, Internal: 2 } as const;
+export type ClearError = (typeof ClearError)[keyof typeof ClearError];
+
 /** Which response a request is answered with. */
-export type ReplyKind = "set" | "get";
+export type ReplyKind = "set" | "get" | "delete" | "exists" | "list" | "clear";
+
+/** Entries per list page when the request names none, and the most it may name. */
+export const LIST_PAGE_ENTRIES = 1000;
+
+/** A decoded list request. */
+export interface ListRequestFields {
+  readonly prefix: Uint8Array | undefined;
+  /** 1..{@link LIST_PAGE_ENTRIES}. */
+  readonly limit: number;
+  readonly cursor: Uint8Array | undefined;
+  readonly values: boolean;
+}
 
 /** A decoded request. Byte fields are views of the frame. */
 export type Request =
   | { readonly kind: "set"; readonly key: Uint8Array; readonly value: Uint8Array }
   | { readonly kind: "get"; readonly key: Uint8Array }
+  | { readonly kind: "delete"; readonly key: Uint8Array }
+  | { readonly kind: "exists"; readonly key: Uint8Array }
+  | ({ readonly kind: "list" } & ListRequestFields)
+  | { readonly kind: "clear" }
   /** A well-formed envelope that is not a usable request; answered with `internal`. */
   | { readonly kind: "invalid"; readonly reply: ReplyKind; readonly reason: string };
 
 /** A decoded response (client side). Byte fields are views of the frame. */
 export type Response =
   | { readonly kind: "set"; readonly error: SetError }
-  | { readonly kind: "get"; readonly error: GetError; readonly key?: Uint8Array; readonly value?: Uint8Array };
+  | { readonly kind: "get"; readonly error: GetError; readonly key?: Uint8Array; readonly value?: Uint8Array }
+  | { readonly kind: "delete" | "exists"; readonly error: KeyError }
+  | {
+      readonly kind: "list";
+      readonly error: ListError;
+      readonly keys: Uint8Array[];
+      readonly entries: { key: Uint8Array; value: Uint8Array }[];
+      readonly cursor: Uint8Array | undefined;
+    }
+  | { readonly kind: "clear"; readonly error: ClearError; readonly removed: number };
 
 interface DataFields {
   key?: Uint8Array;
@@ -55,6 +101,10 @@ const TAG_SET_REQ = 0x12; // req_envelope.set_req = 2
 const TAG_SET_RESP = 0x1a; // req_envelope.set_resp = 3
 const TAG_GET_REQ = 0x22; // req_envelope.get_req = 4
 const TAG_GET_RESP = 0x2a; // req_envelope.get_resp = 5
+const TAG_DELETE_RESP = 0x3a; // req_envelope.delete_resp = 7
+const TAG_EXISTS_RESP = 0x4a; // req_envelope.exists_resp = 9
+const TAG_LIST_RESP = 0x5a; // req_envelope.list_resp = 11
+const TAG_CLEAR_RESP = 0x6a; // req_envelope.clear_resp = 13
 const TAG_ERROR = 0x08; // *_response.error = 1
 const TAG_RESP_DATA = 0x12; // get_response.req = 2
 const TAG_KEY = 0x0a; // data.key = 1, get_request.key = 1
@@ -119,20 +169,40 @@ export function decodeRequest(frame: Uint8Array): Request {
   let setReqSeen = false;
   let setReqHasData = false;
   let getReqSeen = false;
+  let deleteReqSeen = false;
+  let existsReqSeen = false;
+  let list: ListFields | undefined;
+  let clearReqSeen = false;
   const data: DataFields = {};
   const getKey: DataFields = {};
+  const deleteKey: DataFields = {};
+  const existsKey: DataFields = {};
   try {
     const r = new WireReader(frame);
     while (r.more()) {
       r.tag();
       if (r.field === 1 && r.wire === Wire.varint) {
         type = r.int32();
-      } else if (r.field === 2 && r.wire === Wire.bytes) {
+      } else if (r.wire !== Wire.bytes) {
+        r.skip();
+      } else if (r.field === 2) {
         setReqSeen = true;
         if (readSetRequest(r.message(), data)) setReqHasData = true;
-      } else if (r.field === 4 && r.wire === Wire.bytes) {
+      } else if (r.field === 4) {
         getReqSeen = true;
         readKeyOnly(r.message(), getKey);
+      } else if (r.field === 6) {
+        deleteReqSeen = true;
+        readKeyOnly(r.message(), deleteKey);
+      } else if (r.field === 8) {
+        existsReqSeen = true;
+        readKeyOnly(r.message(), existsKey);
+      } else if (r.field === 10) {
+        list ??= {};
+        readListRequest(r.message(), list);
+      } else if (r.field === 12) {
+        clearReqSeen = true;
+        r.message();
       } else {
         r.skip();
       }
@@ -140,6 +210,17 @@ export function decodeRequest(frame: Uint8Array): Request {
   } catch (err) {
     throw wireError(err);
   }
+  const seen: ReplyKind = setReqSeen
+    ? "set"
+    : deleteReqSeen
+      ? "delete"
+      : existsReqSeen
+        ? "exists"
+        : list !== undefined
+          ? "list"
+          : clearReqSeen
+            ? "clear"
+            : "get";
 
   switch (type) {
     case MsgType.SetRequest:
@@ -152,14 +233,61 @@ export function decodeRequest(frame: Uint8Array): Request {
       if (!getReqSeen) return invalid("get", "get_request_t without get_req");
       if (getKey.key === undefined) return invalid("get", "get_req without its required field key");
       return { kind: "get", key: getKey.key };
+    case MsgType.DeleteRequest:
+      if (!deleteReqSeen) return invalid("delete", "delete_request_t without delete_req");
+      if (deleteKey.key === undefined) return invalid("delete", "delete_req without its required field key");
+      return { kind: "delete", key: deleteKey.key };
+    case MsgType.ExistsRequest:
+      if (!existsReqSeen) return invalid("exists", "exists_request_t without exists_req");
+      if (existsKey.key === undefined) return invalid("exists", "exists_req without its required field key");
+      return { kind: "exists", key: existsKey.key };
+    case MsgType.ListRequest: {
+      const l = list ?? {};
+      const limit = l.limit === undefined || l.limit === 0 ? LIST_PAGE_ENTRIES : Math.min(l.limit, LIST_PAGE_ENTRIES);
+      return { kind: "list", prefix: l.prefix, limit, cursor: l.cursor, values: l.values ?? false };
+    }
+    case MsgType.ClearRequest:
+      return { kind: "clear" };
     case MsgType.SetResponse:
-      return invalid("set", "set_response_t is a response, not a request");
     case MsgType.GetResponse:
-      return invalid("get", "get_response_t is a response, not a request");
+    case MsgType.DeleteResponse:
+    case MsgType.ExistsResponse:
+    case MsgType.ListResponse:
+    case MsgType.ClearResponse:
+      return invalid(RESPONSE_KIND[type] as ReplyKind, `msg_type ${type} is a response, not a request`);
     case undefined:
-      return invalid(setReqSeen ? "set" : "get", "req_envelope without its required field type");
+      return invalid(seen, "req_envelope without its required field type");
     default:
-      return invalid(setReqSeen ? "set" : "get", `unknown msg_type ${type}`);
+      return invalid(seen, `unknown msg_type ${type}`);
+  }
+}
+
+/** The kind of each response type, so one sent as a request is refused in its own type. */
+const RESPONSE_KIND: Record<number, ReplyKind> = {
+  [MsgType.SetResponse]: "set",
+  [MsgType.GetResponse]: "get",
+  [MsgType.DeleteResponse]: "delete",
+  [MsgType.ExistsResponse]: "exists",
+  [MsgType.ListResponse]: "list",
+  [MsgType.ClearResponse]: "clear",
+};
+
+interface ListFields {
+  prefix?: Uint8Array;
+  limit?: number;
+  cursor?: Uint8Array;
+  values?: boolean;
+}
+
+/** Reads a list_request; repeated occurrences merge, the last value of a field winning. */
+function readListRequest(r: WireReader, into: ListFields): void {
+  while (r.more()) {
+    r.tag();
+    if (r.field === 1 && r.wire === Wire.bytes) into.prefix = r.bytes();
+    else if (r.field === 2 && r.wire === Wire.varint) into.limit = r.int32() >>> 0;
+    else if (r.field === 3 && r.wire === Wire.bytes) into.cursor = r.bytes();
+    else if (r.field === 4 && r.wire === Wire.varint) into.values = r.varint() !== 0;
+    else r.skip();
   }
 }
 
@@ -186,9 +314,106 @@ export const Frames = {
   getInternal: statusFrame(MsgType.GetResponse, TAG_GET_RESP, GetError.Internal),
 } as const;
 
+/** Frames of the responses added after the seed's schema; shared, never mutated. */
+export const ApiFrames = {
+  deleteOk: statusFrame(MsgType.DeleteResponse, TAG_DELETE_RESP, KeyError.Ok),
+  deleteNotFound: statusFrame(MsgType.DeleteResponse, TAG_DELETE_RESP, KeyError.NotFound),
+  deleteInternal: statusFrame(MsgType.DeleteResponse, TAG_DELETE_RESP, KeyError.Internal),
+  existsOk: statusFrame(MsgType.ExistsResponse, TAG_EXISTS_RESP, KeyError.Ok),
+  existsNotFound: statusFrame(MsgType.ExistsResponse, TAG_EXISTS_RESP, KeyError.NotFound),
+  existsInternal: statusFrame(MsgType.ExistsResponse, TAG_EXISTS_RESP, KeyError.Internal),
+  listInternal: statusFrame(MsgType.ListResponse, TAG_LIST_RESP, ListError.Internal),
+  listBadCursor: statusFrame(MsgType.ListResponse, TAG_LIST_RESP, ListError.BadCursor),
+  clearInternal: statusFrame(MsgType.ClearResponse, TAG_CLEAR_RESP, ClearError.Internal),
+} as const;
+
+const INTERNAL: Record<ReplyKind, Uint8Array> = {
+  set: Frames.setInternal,
+  get: Frames.getInternal,
+  delete: ApiFrames.deleteInternal,
+  exists: ApiFrames.existsInternal,
+  list: ApiFrames.listInternal,
+  clear: ApiFrames.clearInternal,
+};
+
 /** The `internal` response frame for a request answered with `reply`. */
 export function internalFrame(reply: ReplyKind): Uint8Array {
-  return reply === "set" ? Frames.setInternal : Frames.getInternal;
+  return INTERNAL[reply];
+}
+
+/** Encodes a framed `list_response{ok, ...}`: entries with values, or keys alone. Large values are their own parts. */
+export function encodeListOk(
+  entries: readonly { key: Uint8Array; value?: Uint8Array }[],
+  values: boolean,
+  cursor: Uint8Array | undefined,
+): Uint8Array[] {
+  const fields: Field[] = [{ field: 1, varint: ListError.Ok }];
+  for (const e of entries) {
+    if (values) {
+      const value = e.value ?? new Uint8Array(0);
+      fields.push({
+        field: 2,
+        message: [
+          { field: 1, bytes: e.key },
+          { field: 2, bytes: value },
+        ],
+      });
+    } else fields.push({ field: 3, bytes: e.key });
+  }
+  if (cursor !== undefined) fields.push({ field: 4, bytes: cursor });
+  return encodeFrame([
+    { field: 1, varint: MsgType.ListResponse },
+    { field: 11, message: fields },
+  ]);
+}
+
+/** Encodes a framed `clear_response{ok, removed}`. */
+export function encodeClearOk(removed: number): Uint8Array {
+  return encodeSmallFrame([
+    { field: 1, varint: MsgType.ClearResponse },
+    {
+      field: 13,
+      message: [
+        { field: 1, varint: ClearError.Ok },
+        { field: 2, varint: removed },
+      ],
+    },
+  ]);
+}
+
+/** Encodes a framed delete or exists request. */
+export function encodeKeyRequest(kind: "delete" | "exists", key: Uint8Array): Uint8Array {
+  const type = kind === "delete" ? MsgType.DeleteRequest : MsgType.ExistsRequest;
+  return encodeSmallFrame([
+    { field: 1, varint: type },
+    { field: kind === "delete" ? 6 : 8, message: [{ field: 1, bytes: key }] },
+  ]);
+}
+
+/** Encodes a framed list request. */
+export function encodeListRequest(request: {
+  prefix?: Uint8Array;
+  limit?: number;
+  cursor?: Uint8Array;
+  values?: boolean;
+}): Uint8Array {
+  const fields: Field[] = [];
+  if (request.prefix !== undefined) fields.push({ field: 1, bytes: request.prefix });
+  if (request.limit !== undefined) fields.push({ field: 2, varint: request.limit });
+  if (request.cursor !== undefined) fields.push({ field: 3, bytes: request.cursor });
+  if (request.values) fields.push({ field: 4, varint: 1 });
+  return encodeSmallFrame([
+    { field: 1, varint: MsgType.ListRequest },
+    { field: 10, message: fields },
+  ]);
+}
+
+/** Encodes a framed clear request. */
+export function encodeClearRequest(): Uint8Array {
+  return encodeSmallFrame([
+    { field: 1, varint: MsgType.ClearRequest },
+    { field: 12, message: [] },
+  ]);
 }
 
 /** Values up to this size are copied into the header buffer; larger ones go out as their own part. */
@@ -341,6 +566,37 @@ function protocolError(reason: string, cause?: unknown): KvError {
   return new KvError(ErrorCode.Protocol, `bad response: ${reason}`, { cause });
 }
 
+interface ListResponseFields {
+  error?: number;
+  keys: Uint8Array[];
+  entries: { key: Uint8Array; value: Uint8Array }[];
+  cursor?: Uint8Array;
+}
+
+function readListResponse(r: WireReader, into: ListResponseFields): void {
+  while (r.more()) {
+    r.tag();
+    if (r.field === 1 && r.wire === Wire.varint) into.error = r.int32();
+    else if (r.field === 2 && r.wire === Wire.bytes) {
+      const entry: DataFields = {};
+      readData(r.message(), entry);
+      if (entry.key === undefined || entry.value === undefined) throw protocolError("list entry without key or value");
+      into.entries.push({ key: entry.key, value: entry.value });
+    } else if (r.field === 3 && r.wire === Wire.bytes) into.keys.push(r.bytes());
+    else if (r.field === 4 && r.wire === Wire.bytes) into.cursor = r.bytes();
+    else r.skip();
+  }
+}
+
+function readClearResponse(r: WireReader, into: { error?: number; removed?: number }): void {
+  while (r.more()) {
+    r.tag();
+    if (r.field === 1 && r.wire === Wire.varint) into.error = r.int32();
+    else if (r.field === 2 && r.wire === Wire.varint) into.removed = r.varint();
+    else r.skip();
+  }
+}
+
 function readStatus(r: WireReader, data: DataFields | null): number | undefined {
   let error: number | undefined;
   while (r.more()) {
@@ -360,6 +616,10 @@ export function decodeResponse(frame: Uint8Array): Response {
   let type: number | undefined;
   let setError: number | undefined;
   let getError: number | undefined;
+  let deleteError: number | undefined;
+  let existsError: number | undefined;
+  let clear: { error?: number; removed?: number } | undefined;
+  let list: ListResponseFields | undefined;
   const data: DataFields = {};
   let dataSeen = false;
   try {
@@ -372,10 +632,41 @@ export function decodeResponse(frame: Uint8Array): Response {
         const before = data.key !== undefined || data.value !== undefined;
         getError = readStatus(r.message(), data) ?? getError;
         dataSeen = before || data.key !== undefined || data.value !== undefined;
+      } else if (r.field === 7 && r.wire === Wire.bytes) deleteError = readStatus(r.message(), null);
+      else if (r.field === 9 && r.wire === Wire.bytes) existsError = readStatus(r.message(), null);
+      else if (r.field === 11 && r.wire === Wire.bytes) {
+        list ??= { keys: [], entries: [] };
+        readListResponse(r.message(), list);
+      } else if (r.field === 13 && r.wire === Wire.bytes) {
+        clear ??= {};
+        readClearResponse(r.message(), clear);
       } else r.skip();
     }
   } catch (err) {
     throw protocolError("malformed envelope", err);
+  }
+  if (type === MsgType.DeleteResponse || type === MsgType.ExistsResponse) {
+    const error = type === MsgType.DeleteResponse ? deleteError : existsError;
+    if (error !== KeyError.Ok && error !== KeyError.NotFound && error !== KeyError.Internal) {
+      throw protocolError(`msg_type ${type} with error ${error}`);
+    }
+    return { kind: type === MsgType.DeleteResponse ? "delete" : "exists", error };
+  }
+  if (type === MsgType.ListResponse) {
+    const error = list?.error;
+    if (error !== ListError.Ok && error !== ListError.Internal && error !== ListError.BadCursor) {
+      throw protocolError(`list_response with error ${error}`);
+    }
+    const l = list as ListResponseFields;
+    return { kind: "list", error, keys: l.keys, entries: l.entries, cursor: l.cursor };
+  }
+  if (type === MsgType.ClearResponse) {
+    const error = clear?.error;
+    if (error !== ClearError.Ok && error !== ClearError.Internal)
+      throw protocolError(`clear_response with error ${error}`);
+    if (error === ClearError.Ok && clear?.removed === undefined)
+      throw protocolError("clear_response ok without removed");
+    return { kind: "clear", error, removed: clear?.removed ?? 0 };
   }
   if (type === MsgType.SetResponse) {
     if (setError !== SetError.Ok && setError !== SetError.Internal) {

@@ -1,15 +1,19 @@
 import { asKvError, ErrorCode, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { type Answer, type AnswerSink, type FrameHandler, WRITTEN } from "../net/connection.js";
-import { RequestStats } from "../ops/request-stats.js";
+import { type Answer, type AnswerSink, Deferred, type FrameHandler, WRITTEN } from "../net/connection.js";
+import { type Op, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
 import { type Cancel, type KvStore, MAX_KEY_BYTES } from "../store/kv-store.js";
 import {
+  ApiFrames,
   decodeRequest,
+  encodeClearOk,
   encodeGetOk,
   encodeGetOkInto,
   encodeGetOkScratch,
+  encodeListOk,
   Frames,
+  type ListRequestFields,
   type ReplyKind,
   type Request,
   writeFrameInto,
@@ -27,6 +31,7 @@ const CLIENT_ERRORS: ReadonlySet<string> = new Set([
   ErrorCode.BadRequest,
   ErrorCode.KeyTooLarge,
   ErrorCode.ValueTooLarge,
+  ErrorCode.BadCursor,
 ]);
 
 /**
@@ -38,8 +43,10 @@ const CLIENT_ERRORS: ReadonlySet<string> = new Set([
  *   decoder, and either closes the connection. Every failure after decoding,
  *   a bug included, becomes an `internal` answer and a log line with its code
  *   and reason (never a value). A promised answer never rejects.
- * - With a store that answers synchronously (the memory store), answers are
- *   returned synchronously: no Promise or closure per request.
+ * - With a store that answers synchronously (the memory store), gets and
+ *   sets are answered synchronously: no Promise or closure per request.
+ * - A list or clear is answered {@link Deferred}: after every earlier
+ *   request on its connection, and before any later one starts.
  * - Backend failures are logged at warn, at most one line per code per second
  *   with a count of the rest; the client's own errors at debug.
  */
@@ -63,22 +70,82 @@ export class Dispatcher implements FrameHandler {
    * Decodes and answers one frame; throws only while decoding. With `sink`,
    * a get answered at once is encoded straight into it.
    */
-  handle(frame: Uint8Array, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> {
+  handle(frame: Uint8Array, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> | Deferred {
     // decodeRequest throws KV_ERR_BAD_ENVELOPE for the peer's bytes, or, for a bug, whatever the bug
     // threw; either closes the connection, which logs each for what it is (warn, or error).
     return this.dispatch(decodeRequest(frame), sink, cancel);
   }
 
   /** Answers a decoded request. */
-  dispatch(req: Request, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> {
+  dispatch(req: Request, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> | Deferred {
     switch (req.kind) {
       case "set":
         return this.#set(req.key, req.value, sink, cancel);
       case "get":
         return this.#get(req.key, sink, cancel);
+      case "delete":
+      case "exists":
+        return this.#keyOp(req.kind, req.key, cancel);
+      case "list":
+        return new Deferred(() => this.#list(req, cancel));
+      case "clear":
+        return new Deferred(() => this.#clear());
       case "invalid":
         return this.#fail(req.reply, new KvError(ErrorCode.BadRequest, req.reason));
     }
+  }
+
+  #keyOp(op: "delete" | "exists", key: Uint8Array, cancel?: Cancel): Answer | Promise<Answer> {
+    const limitError = this.#checkKey(key);
+    if (limitError) return this.#fail(op, limitError);
+    const started = performance.now();
+    const work = op === "delete" ? this.#store.delete(key, cancel) : this.#store.exists(key, cancel);
+    return settle(
+      work,
+      (found) => {
+        this.#timed(op, found ? "ok" : "not_found", started);
+        if (op === "delete") return found ? ApiFrames.deleteOk : ApiFrames.deleteNotFound;
+        return found ? ApiFrames.existsOk : ApiFrames.existsNotFound;
+      },
+      (err) => {
+        this.stats.observe(op, (performance.now() - started) / 1000);
+        return this.#fail(op, asKvError(err, ErrorCode.Storage, `${op} failed`));
+      },
+    );
+  }
+
+  #list(req: ListRequestFields, cancel?: Cancel): Answer | Promise<Answer> {
+    if (req.prefix !== undefined && req.prefix.length > this.#limits.maxKeyBytes) {
+      return this.#fail("list", new KvError(ErrorCode.KeyTooLarge, `prefix of ${req.prefix.length} bytes is too long`));
+    }
+    const started = performance.now();
+    return settle(
+      this.#store.list({ prefix: req.prefix, limit: req.limit, cursor: req.cursor, values: req.values }, cancel),
+      (page) => {
+        this.#timed("list", "ok", started);
+        return encodeListOk(page.entries, req.values, page.cursor);
+      },
+      (err) => {
+        this.stats.observe("list", (performance.now() - started) / 1000);
+        return this.#fail("list", asKvError(err, ErrorCode.Storage, "list failed"));
+      },
+    );
+  }
+
+  #clear(): Promise<Answer> {
+    const started = performance.now();
+    return settle(
+      this.#store.clear(),
+      (removed) => {
+        this.#timed("clear", "ok", started);
+        this.#log.info("store cleared", { removed });
+        return encodeClearOk(removed);
+      },
+      (err) => {
+        this.stats.observe("clear", (performance.now() - started) / 1000);
+        return this.#fail("clear", asKvError(err, ErrorCode.Storage, "clear failed"));
+      },
+    );
   }
 
   #set(key: Uint8Array, value: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
@@ -155,7 +222,7 @@ export class Dispatcher implements FrameHandler {
     );
   }
 
-  #timed(op: ReplyKind, result: "ok" | "not_found", started: number): void {
+  #timed(op: Op, result: "ok" | "not_found", started: number): void {
     this.stats.count(op, result);
     this.stats.observe(op, (performance.now() - started) / 1000);
   }
@@ -165,7 +232,7 @@ export class Dispatcher implements FrameHandler {
     const fields = { code: err.code, op: reply, reason: err.message };
     if (CLIENT_ERRORS.has(err.code)) this.#log.debug("request refused", fields);
     else this.#repeats.warn(err.code, "request failed", fields);
-    return errorFrame(reply);
+    return errorFrame(reply, err);
   }
 }
 

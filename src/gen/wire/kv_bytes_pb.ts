@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file wire/kv_bytes.proto.
  */
 export const file_wire_kv_bytes: GenFile = /*@__PURE__*/
-  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMIi8KC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YSJjCgxzZXRfcmVzcG9uc2USMgoFZXJyb3IYASACKA4yIy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZS5lcnJvcl90Ih8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACIhoKC2dldF9yZXF1ZXN0EgsKA2tleRgBIAIoDCKUAQoMZ2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5nZXRfcmVzcG9uc2UuZXJyb3JfdBIgCgNyZXEYAiABKAsyEy5rdi5wcm90by53aXJlLmRhdGEiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMi1AIKDHJlcV9lbnZlbG9wZRIyCgR0eXBlGAEgAigOMiQua3YucHJvdG8ud2lyZS5yZXFfZW52ZWxvcGUubXNnX3R5cGUSKwoHc2V0X3JlcRgCIAEoCzIaLmt2LnByb3RvLndpcmUuc2V0X3JlcXVlc3QSLQoIc2V0X3Jlc3AYAyABKAsyGy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZRIrCgdnZXRfcmVxGAQgASgLMhoua3YucHJvdG8ud2lyZS5nZXRfcmVxdWVzdBItCghnZXRfcmVzcBgFIAEoCzIbLmt2LnByb3RvLndpcmUuZ2V0X3Jlc3BvbnNlIlgKCG1zZ190eXBlEhEKDXNldF9yZXF1ZXN0X3QQARISCg5zZXRfcmVzcG9uc2VfdBACEhEKDWdldF9yZXF1ZXN0X3QQAxISCg5nZXRfcmVzcG9uc2VfdBAE");
+  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMIi8KC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YSJjCgxzZXRfcmVzcG9uc2USMgoFZXJyb3IYASACKA4yIy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZS5lcnJvcl90Ih8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACIhoKC2dldF9yZXF1ZXN0EgsKA2tleRgBIAIoDCKUAQoMZ2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5nZXRfcmVzcG9uc2UuZXJyb3JfdBIgCgNyZXEYAiABKAsyEy5rdi5wcm90by53aXJlLmRhdGEiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiHQoOZGVsZXRlX3JlcXVlc3QSCwoDa2V5GAEgAigMIngKD2RlbGV0ZV9yZXNwb25zZRI1CgVlcnJvchgBIAIoDjImLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlLmVycm9yX3QiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiHQoOZXhpc3RzX3JlcXVlc3QSCwoDa2V5GAEgAigMIngKD2V4aXN0c19yZXNwb25zZRI1CgVlcnJvchgBIAIoDjImLmt2LnByb3RvLndpcmUuZXhpc3RzX3Jlc3BvbnNlLmVycm9yX3QiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiTQoMbGlzdF9yZXF1ZXN0Eg4KBnByZWZpeBgBIAEoDBINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAwSDgoGdmFsdWVzGAQgASgIIrkBCg1saXN0X3Jlc3BvbnNlEjMKBWVycm9yGAEgAigOMiQua3YucHJvdG8ud2lyZS5saXN0X3Jlc3BvbnNlLmVycm9yX3QSJAoHZW50cmllcxgCIAMoCzITLmt2LnByb3RvLndpcmUuZGF0YRIMCgRrZXlzGAMgAygMEg4KBmN1cnNvchgEIAEoDCIvCgdlcnJvcl90EgYKAm9rEAESDAoIaW50ZXJuYWwQAhIOCgpiYWRfY3Vyc29yEAMiDwoNY2xlYXJfcmVxdWVzdCJ4Cg5jbGVhcl9yZXNwb25zZRI0CgVlcnJvchgBIAIoDjIlLmt2LnByb3RvLndpcmUuY2xlYXJfcmVzcG9uc2UuZXJyb3JfdBIPCgdyZW1vdmVkGAIgASgEIh8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACIpcHCgxyZXFfZW52ZWxvcGUSMgoEdHlwZRgBIAIoDjIkLmt2LnByb3RvLndpcmUucmVxX2VudmVsb3BlLm1zZ190eXBlEisKB3NldF9yZXEYAiABKAsyGi5rdi5wcm90by53aXJlLnNldF9yZXF1ZXN0Ei0KCHNldF9yZXNwGAMgASgLMhsua3YucHJvdG8ud2lyZS5zZXRfcmVzcG9uc2USKwoHZ2V0X3JlcRgEIAEoCzIaLmt2LnByb3RvLndpcmUuZ2V0X3JlcXVlc3QSLQoIZ2V0X3Jlc3AYBSABKAsyGy5rdi5wcm90by53aXJlLmdldF9yZXNwb25zZRIxCgpkZWxldGVfcmVxGAYgASgLMh0ua3YucHJvdG8ud2lyZS5kZWxldGVfcmVxdWVzdBIzCgtkZWxldGVfcmVzcBgHIAEoCzIeLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlEjEKCmV4aXN0c19yZXEYCCABKAsyHS5rdi5wcm90by53aXJlLmV4aXN0c19yZXF1ZXN0EjMKC2V4aXN0c19yZXNwGAkgASgLMh4ua3YucHJvdG8ud2lyZS5leGlzdHNfcmVzcG9uc2USLQoIbGlzdF9yZXEYCiABKAsyGy5rdi5wcm90by53aXJlLmxpc3RfcmVxdWVzdBIvCglsaXN0X3Jlc3AYCyABKAsyHC5rdi5wcm90by53aXJlLmxpc3RfcmVzcG9uc2USLwoJY2xlYXJfcmVxGAwgASgLMhwua3YucHJvdG8ud2lyZS5jbGVhcl9yZXF1ZXN0EjEKCmNsZWFyX3Jlc3AYDSABKAsyHS5rdi5wcm90by53aXJlLmNsZWFyX3Jlc3BvbnNlIoYCCghtc2dfdHlwZRIRCg1zZXRfcmVxdWVzdF90EAESEgoOc2V0X3Jlc3BvbnNlX3QQAhIRCg1nZXRfcmVxdWVzdF90EAMSEgoOZ2V0X3Jlc3BvbnNlX3QQBBIUChBkZWxldGVfcmVxdWVzdF90EAUSFQoRZGVsZXRlX3Jlc3BvbnNlX3QQBhIUChBleGlzdHNfcmVxdWVzdF90EAcSFQoRZXhpc3RzX3Jlc3BvbnNlX3QQCBISCg5saXN0X3JlcXVlc3RfdBAJEhMKD2xpc3RfcmVzcG9uc2VfdBAKEhMKD2NsZWFyX3JlcXVlc3RfdBALEhQKEGNsZWFyX3Jlc3BvbnNlX3QQDA");
 
 /**
  * @generated from message kv.proto.wire.data
@@ -164,6 +164,292 @@ export const get_response_error_tSchema: GenEnum<get_response_error_t> = /*@__PU
   enumDesc(file_wire_kv_bytes, 4, 0);
 
 /**
+ * Removes a key and its value.
+ *
+ * @generated from message kv.proto.wire.delete_request
+ */
+export type delete_request = Message<"kv.proto.wire.delete_request"> & {
+  /**
+   * @generated from field: required bytes key = 1;
+   */
+  key: Uint8Array;
+};
+
+/**
+ * Describes the message kv.proto.wire.delete_request.
+ * Use `create(delete_requestSchema)` to create a new message.
+ */
+export const delete_requestSchema: GenMessage<delete_request> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 5);
+
+/**
+ * @generated from message kv.proto.wire.delete_response
+ */
+export type delete_response = Message<"kv.proto.wire.delete_response"> & {
+  /**
+   * @generated from field: required kv.proto.wire.delete_response.error_t error = 1;
+   */
+  error: delete_response_error_t;
+};
+
+/**
+ * Describes the message kv.proto.wire.delete_response.
+ * Use `create(delete_responseSchema)` to create a new message.
+ */
+export const delete_responseSchema: GenMessage<delete_response> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 6);
+
+/**
+ * @generated from enum kv.proto.wire.delete_response.error_t
+ */
+export enum delete_response_error_t {
+  /**
+   * @generated from enum value: ok = 1;
+   */
+  ok = 1,
+
+  /**
+   * @generated from enum value: not_found = 2;
+   */
+  not_found = 2,
+
+  /**
+   * @generated from enum value: internal = 3;
+   */
+  internal = 3,
+}
+
+/**
+ * Describes the enum kv.proto.wire.delete_response.error_t.
+ */
+export const delete_response_error_tSchema: GenEnum<delete_response_error_t> = /*@__PURE__*/
+  enumDesc(file_wire_kv_bytes, 6, 0);
+
+/**
+ * Whether a key has a value; reads no value and decrypts nothing.
+ *
+ * @generated from message kv.proto.wire.exists_request
+ */
+export type exists_request = Message<"kv.proto.wire.exists_request"> & {
+  /**
+   * @generated from field: required bytes key = 1;
+   */
+  key: Uint8Array;
+};
+
+/**
+ * Describes the message kv.proto.wire.exists_request.
+ * Use `create(exists_requestSchema)` to create a new message.
+ */
+export const exists_requestSchema: GenMessage<exists_request> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 7);
+
+/**
+ * @generated from message kv.proto.wire.exists_response
+ */
+export type exists_response = Message<"kv.proto.wire.exists_response"> & {
+  /**
+   * @generated from field: required kv.proto.wire.exists_response.error_t error = 1;
+   */
+  error: exists_response_error_t;
+};
+
+/**
+ * Describes the message kv.proto.wire.exists_response.
+ * Use `create(exists_responseSchema)` to create a new message.
+ */
+export const exists_responseSchema: GenMessage<exists_response> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 8);
+
+/**
+ * @generated from enum kv.proto.wire.exists_response.error_t
+ */
+export enum exists_response_error_t {
+  /**
+   * @generated from enum value: ok = 1;
+   */
+  ok = 1,
+
+  /**
+   * @generated from enum value: not_found = 2;
+   */
+  not_found = 2,
+
+  /**
+   * @generated from enum value: internal = 3;
+   */
+  internal = 3,
+}
+
+/**
+ * Describes the enum kv.proto.wire.exists_response.error_t.
+ */
+export const exists_response_error_tSchema: GenEnum<exists_response_error_t> = /*@__PURE__*/
+  enumDesc(file_wire_kv_bytes, 8, 0);
+
+/**
+ * One page of a listing. Pages come in no particular order; a page may be
+ * short, even empty, and still have a cursor: only a response without one
+ * ends the listing.
+ *
+ * @generated from message kv.proto.wire.list_request
+ */
+export type list_request = Message<"kv.proto.wire.list_request"> & {
+  /**
+   * Only keys starting with these bytes.
+   *
+   * @generated from field: optional bytes prefix = 1;
+   */
+  prefix: Uint8Array;
+
+  /**
+   * Most entries in the page: 1-1000; absent or 0 means 1000, more is 1000.
+   *
+   * @generated from field: optional uint32 limit = 2;
+   */
+  limit: number;
+
+  /**
+   * The previous page's cursor; absent for the first page.
+   *
+   * @generated from field: optional bytes cursor = 3;
+   */
+  cursor: Uint8Array;
+
+  /**
+   * Whether to return values too (in `entries`, else keys in `keys`).
+   *
+   * @generated from field: optional bool values = 4;
+   */
+  values: boolean;
+};
+
+/**
+ * Describes the message kv.proto.wire.list_request.
+ * Use `create(list_requestSchema)` to create a new message.
+ */
+export const list_requestSchema: GenMessage<list_request> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 9);
+
+/**
+ * @generated from message kv.proto.wire.list_response
+ */
+export type list_response = Message<"kv.proto.wire.list_response"> & {
+  /**
+   * @generated from field: required kv.proto.wire.list_response.error_t error = 1;
+   */
+  error: list_response_error_t;
+
+  /**
+   * @generated from field: repeated kv.proto.wire.data entries = 2;
+   */
+  entries: data[];
+
+  /**
+   * @generated from field: repeated bytes keys = 3;
+   */
+  keys: Uint8Array[];
+
+  /**
+   * @generated from field: optional bytes cursor = 4;
+   */
+  cursor: Uint8Array;
+};
+
+/**
+ * Describes the message kv.proto.wire.list_response.
+ * Use `create(list_responseSchema)` to create a new message.
+ */
+export const list_responseSchema: GenMessage<list_response> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 10);
+
+/**
+ * @generated from enum kv.proto.wire.list_response.error_t
+ */
+export enum list_response_error_t {
+  /**
+   * @generated from enum value: ok = 1;
+   */
+  ok = 1,
+
+  /**
+   * @generated from enum value: internal = 2;
+   */
+  internal = 2,
+
+  /**
+   * @generated from enum value: bad_cursor = 3;
+   */
+  bad_cursor = 3,
+}
+
+/**
+ * Describes the enum kv.proto.wire.list_response.error_t.
+ */
+export const list_response_error_tSchema: GenEnum<list_response_error_t> = /*@__PURE__*/
+  enumDesc(file_wire_kv_bytes, 10, 0);
+
+/**
+ * Removes every key that existed when the clear started.
+ *
+ * @generated from message kv.proto.wire.clear_request
+ */
+export type clear_request = Message<"kv.proto.wire.clear_request"> & {
+};
+
+/**
+ * Describes the message kv.proto.wire.clear_request.
+ * Use `create(clear_requestSchema)` to create a new message.
+ */
+export const clear_requestSchema: GenMessage<clear_request> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 11);
+
+/**
+ * @generated from message kv.proto.wire.clear_response
+ */
+export type clear_response = Message<"kv.proto.wire.clear_response"> & {
+  /**
+   * @generated from field: required kv.proto.wire.clear_response.error_t error = 1;
+   */
+  error: clear_response_error_t;
+
+  /**
+   * Keys removed.
+   *
+   * @generated from field: optional uint64 removed = 2;
+   */
+  removed: bigint;
+};
+
+/**
+ * Describes the message kv.proto.wire.clear_response.
+ * Use `create(clear_responseSchema)` to create a new message.
+ */
+export const clear_responseSchema: GenMessage<clear_response> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 12);
+
+/**
+ * @generated from enum kv.proto.wire.clear_response.error_t
+ */
+export enum clear_response_error_t {
+  /**
+   * @generated from enum value: ok = 1;
+   */
+  ok = 1,
+
+  /**
+   * @generated from enum value: internal = 2;
+   */
+  internal = 2,
+}
+
+/**
+ * Describes the enum kv.proto.wire.clear_response.error_t.
+ */
+export const clear_response_error_tSchema: GenEnum<clear_response_error_t> = /*@__PURE__*/
+  enumDesc(file_wire_kv_bytes, 12, 0);
+
+/**
  * @generated from message kv.proto.wire.req_envelope
  */
 export type req_envelope = Message<"kv.proto.wire.req_envelope"> & {
@@ -191,6 +477,46 @@ export type req_envelope = Message<"kv.proto.wire.req_envelope"> & {
    * @generated from field: optional kv.proto.wire.get_response get_resp = 5;
    */
   getResp?: get_response | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.delete_request delete_req = 6;
+   */
+  deleteReq?: delete_request | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.delete_response delete_resp = 7;
+   */
+  deleteResp?: delete_response | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.exists_request exists_req = 8;
+   */
+  existsReq?: exists_request | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.exists_response exists_resp = 9;
+   */
+  existsResp?: exists_response | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.list_request list_req = 10;
+   */
+  listReq?: list_request | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.list_response list_resp = 11;
+   */
+  listResp?: list_response | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.clear_request clear_req = 12;
+   */
+  clearReq?: clear_request | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.clear_response clear_resp = 13;
+   */
+  clearResp?: clear_response | undefined;
 };
 
 /**
@@ -198,7 +524,7 @@ export type req_envelope = Message<"kv.proto.wire.req_envelope"> & {
  * Use `create(req_envelopeSchema)` to create a new message.
  */
 export const req_envelopeSchema: GenMessage<req_envelope> = /*@__PURE__*/
-  messageDesc(file_wire_kv_bytes, 5);
+  messageDesc(file_wire_kv_bytes, 13);
 
 /**
  * @generated from enum kv.proto.wire.req_envelope.msg_type
@@ -223,11 +549,51 @@ export enum req_envelope_msg_type {
    * @generated from enum value: get_response_t = 4;
    */
   get_response_t = 4,
+
+  /**
+   * @generated from enum value: delete_request_t = 5;
+   */
+  delete_request_t = 5,
+
+  /**
+   * @generated from enum value: delete_response_t = 6;
+   */
+  delete_response_t = 6,
+
+  /**
+   * @generated from enum value: exists_request_t = 7;
+   */
+  exists_request_t = 7,
+
+  /**
+   * @generated from enum value: exists_response_t = 8;
+   */
+  exists_response_t = 8,
+
+  /**
+   * @generated from enum value: list_request_t = 9;
+   */
+  list_request_t = 9,
+
+  /**
+   * @generated from enum value: list_response_t = 10;
+   */
+  list_response_t = 10,
+
+  /**
+   * @generated from enum value: clear_request_t = 11;
+   */
+  clear_request_t = 11,
+
+  /**
+   * @generated from enum value: clear_response_t = 12;
+   */
+  clear_response_t = 12,
 }
 
 /**
  * Describes the enum kv.proto.wire.req_envelope.msg_type.
  */
 export const req_envelope_msg_typeSchema: GenEnum<req_envelope_msg_type> = /*@__PURE__*/
-  enumDesc(file_wire_kv_bytes, 5, 0);
+  enumDesc(file_wire_kv_bytes, 13, 0);
 
