@@ -50,6 +50,8 @@ export interface Config {
   reusePort: boolean;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /** HTTP gateway port (the sibling brief's API and /v1/keys); undefined: off. */
+  httpPort: number | undefined;
   /** Admin HTTP port (health, metrics); undefined: none. */
   adminPort: number | undefined;
   adminHost: string;
@@ -212,6 +214,13 @@ const FLAGS = {
     placeholder: "error|warn|info|debug",
     help: "log verbosity (logs never contain values)",
   },
+  "http-port": {
+    env: "KV_HTTP_PORT",
+    type: "string",
+    default: "7080",
+    placeholder: "N|off",
+    help: "HTTP gateway port (/set, /get, ..., /v1/keys) on --host; 0 picks a free one; off disables it",
+  },
   "admin-port": {
     env: "KV_ADMIN_PORT",
     type: "string",
@@ -338,6 +347,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     frameRaw === undefined ? maxValueBytes + FRAME_HEADROOM : int("max-frame-bytes", frameRaw, 16, 0xffff_ffff);
 
   const adminPortRaw = get("admin-port");
+  const httpPortRaw = get("http-port") as string;
   const table = get("table") || undefined;
   const kmsKeyId = get("kms-key-id") || undefined;
   if ((table === undefined) !== (kmsKeyId === undefined)) {
@@ -376,6 +386,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     reusePort: values["reuse-port"] === true,
     logLevel,
     logFormat,
+    httpPort: httpPortRaw === "off" ? undefined : int("http-port", httpPortRaw, 0, 65535),
     adminPort:
       adminPortRaw === undefined || adminPortRaw === "" ? undefined : int("admin-port", adminPortRaw, 0, 65535),
     adminHost: get("admin-host") || host,

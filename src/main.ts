@@ -28,6 +28,7 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
   if (!config.reusePort) {
     if (config.port !== 0) ensurePortFree(config.host, config.port);
     if (config.adminPort) ensurePortFree(config.adminHost, config.adminPort, "admin");
+    if (config.httpPort) ensurePortFree(config.host, config.httpPort, "HTTP");
   }
   if (config.workers > 1) {
     const group = await startWorkers(config, argv, log);
@@ -41,7 +42,7 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
   const server = await startServer(config, log);
   const exited = Promise.withResolvers<number>();
   return {
-    line: `kvs listening on ${server.host}:${server.port} ${server.description}`,
+    line: `kvs listening on ${server.host}:${server.port}${server.httpPort === undefined ? "" : ` http=${server.host}:${server.httpPort}`} ${server.description}`,
     stop: () => {
       void server.stop().then(
         () => exited.resolve(0),

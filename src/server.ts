@@ -5,6 +5,7 @@ import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
 import { ensureKey } from "./crypto/kms-key.js";
 import { KmsKeyring } from "./crypto/kms-keyring.js";
 import { errorMessage } from "./errors.js";
+import { HttpGateway } from "./http/gateway.js";
 import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
 import { Counters } from "./metrics.js";
@@ -16,7 +17,7 @@ import { DeadlineStore } from "./store/deadline-store.js";
 import { DynamoDataClient } from "./store/dynamo-data-client.js";
 import { DynamoStore, type StoreFaults } from "./store/dynamo-store.js";
 import { ensureTable } from "./store/dynamo-table.js";
-import type { KvStore } from "./store/kv-store.js";
+import { type KvStore, MAX_KEY_BYTES } from "./store/kv-store.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { OrderedStore } from "./store/ordered-store.js";
 import type { SweepResult } from "./store/orphan-sweeper.js";
@@ -42,6 +43,8 @@ export interface KvServer extends AsyncDisposable {
   readonly table: string | undefined;
   /** Open client connections. */
   readonly connectionCount: number;
+  /** The HTTP gateway's port, or undefined when it is off. */
+  readonly httpPort: number | undefined;
   /** The admin port (/healthz, /readyz, /metrics), or undefined when there is none. */
   readonly adminPort: number | undefined;
   /** Runs one orphan-chunk sweep now (DynamoDB store only). */
@@ -196,6 +199,23 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     });
 
     cleanups.push(async () => listener.stop());
+    let gateway: HttpGateway | undefined;
+    if (config.httpPort !== undefined) {
+      const started = HttpGateway.start(
+        {
+          host: config.host,
+          port: config.httpPort,
+          reusePort: config.reusePort,
+          maxKeyBytes: MAX_KEY_BYTES,
+          maxValueBytes: config.maxValueBytes,
+        },
+        bounded,
+        dispatcher.stats,
+        log,
+      );
+      gateway = started;
+      cleanups.push(() => started.stop());
+    }
     let admin: AdminServer | undefined;
     if (config.adminPort !== undefined) {
       const cache = keyCache;
@@ -220,7 +240,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
         draining = true;
-        await listener.stop();
+        await Promise.all([listener.stop(), gateway?.stop()]);
         await cleanup();
       })();
       return stopping;
@@ -237,6 +257,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       get connectionCount() {
         return listener.connectionCount;
       },
+      httpPort: gateway?.port,
       adminPort: admin?.port,
       sweepOrphans: (olderThanMs) => sweep(olderThanMs),
       stop,

@@ -32,6 +32,9 @@ export async function startWorkers(config: Config, argv: readonly string[], log:
   const port = config.port === 0 ? await freePort() : config.port;
   // Workers get this process's own flags and environment, then the overrides: a later flag wins.
   const args = [...argv, "--workers", "1", "--port", String(port), "--reuse-port"];
+  // Every worker must bind the same HTTP and admin ports, so a "pick a free one" is picked here, once.
+  if (config.httpPort !== undefined) args.push("--http-port", String(config.httpPort || (await freePort())));
+  if (config.adminPort !== undefined) args.push("--admin-port", String(config.adminPort || (await freePort())));
   if (local.dynamodbEndpoint !== undefined) args.push("--dynamodb-endpoint", local.dynamodbEndpoint);
   if (local.kmsEndpoint !== undefined) args.push("--kms-endpoint", local.kmsEndpoint);
   const env = { ...process.env, [SUPERVISED_ENV]: "1" };

@@ -8,7 +8,8 @@ import { type KvServer, type ServerOverrides, startServer } from "../../src/serv
 /**
  * A config for tests: the server's own defaults (parsed from flags, ignoring
  * the environment), on a free loopback port, with a fresh table, the memory
- * store unless overridden, and no periodic sweep.
+ * store unless overridden, no periodic sweep and no HTTP gateway (give
+ * `httpPort: 0` for one on a free port).
  */
 export function testConfig(overrides: Partial<Config> = {}): Config {
   const args = ["--port", "0", "--store", "memory", "--table", `test-${randomBytes(6).toString("hex")}`];
@@ -21,6 +22,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     "0",
     "--log-level",
     "error",
+    "--http-port",
+    "off",
   );
   const parsed = parseConfig(args, {});
   if (parsed === "help" || parsed === "version") throw new Error("unreachable: no --help or --version given");

@@ -1,0 +1,300 @@
+import type { Server } from "bun";
+import { asKvError, ErrorCode, isKvError, KvError } from "../errors.js";
+import type { Logger } from "../log.js";
+import { listenError } from "../net/listener.js";
+import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
+import { RepeatLimiter } from "../repeat-limiter.js";
+import { type KvStore, MAX_LIST_LIMIT } from "../store/kv-store.js";
+import { errorResponse, httpError, jsonError } from "./error-response.js";
+import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
+import { parseQuery, percentDecode } from "./query.js";
+
+/** Where and how the gateway listens, and what it accepts. */
+export interface GatewayOptions {
+  host: string;
+  port: number;
+  reusePort: boolean;
+  maxKeyBytes: number;
+  maxValueBytes: number;
+}
+
+/** Seconds a connection may sit idle; a clear lifts it for its own request. */
+const IDLE_TIMEOUT_S = 60;
+
+const OCTETS = { "content-type": "application/octet-stream" };
+
+/** The brief's endpoints (all GET) and the listing shape of each listing one. */
+const LISTINGS: Record<string, ListShape> = { "/getKeys": "keys", "/getValues": "values", "/getAll": "items" };
+
+/**
+ * The HTTP face of the store, beside the TCP listener, on the same store
+ * stack (so per-key ordering and deadlines hold across both).
+ *
+ * - The sibling brief's endpoints, all GET, exactly as it specifies them:
+ *   `/set?k=&v=` 200; `/get?k=` 200 with the value or 404; `/rm?k=` 200 or
+ *   404; `/is?k=` 200 or 404; `/clear` 200 with `{"removed": N}`;
+ *   `/getKeys`, `/getValues`, `/getAll` 200 with streamed JSON, taking
+ *   `limit`, `cursor` and `encoding` (utf8 or base64).
+ * - A REST form: `PUT`, `GET`, `HEAD`, `DELETE /v1/keys/{key}` with raw
+ *   bodies, and `GET /v1/keys?prefix=&cursor=&limit=&values=1`, paged.
+ *
+ * Keys and values in URLs are percent-decoded to the exact bytes sent.
+ * Every failure answers `{"error": CODE, "message": TEXT}` with a 4xx for
+ * the client's mistakes and a 5xx for the server's (error-response.ts).
+ */
+export class HttpGateway {
+  readonly #server: Server<undefined>;
+
+  private constructor(server: Server<undefined>) {
+    this.#server = server;
+  }
+
+  /** Starts listening; throws a KV_ERR_CONFIG naming the port if it cannot. */
+  static start(options: GatewayOptions, store: KvStore, stats: RequestStats, log: Logger): HttpGateway {
+    const routes = new Routes(store, options, stats, log);
+    try {
+      const server = Bun.serve({
+        hostname: options.host,
+        port: options.port,
+        reusePort: options.reusePort,
+        idleTimeout: IDLE_TIMEOUT_S,
+        // Over the limit is refused by the handler with a JSON 413, before reading; Bun's own cap only backstops it.
+        maxRequestBodySize: options.maxValueBytes + 1,
+        fetch: (req, server) => routes.handle(req, server),
+        error: (err) => {
+          log.error("HTTP handler failed", { reason: err.message });
+          return jsonError(500, "internal", "the server failed to answer");
+        },
+      });
+      return new HttpGateway(server);
+    } catch (err) {
+      throw listenError(options.host, options.port, err, "HTTP");
+    }
+  }
+
+  /** The bound port. */
+  get port(): number {
+    return this.#server.port as number;
+  }
+
+  /** Stops taking connections and waits for requests in progress. */
+  async stop(): Promise<void> {
+    await this.#server.stop(false);
+  }
+}
+
+/** The gateway's request handling, apart from the socket. */
+class Routes {
+  readonly #repeats: RepeatLimiter;
+
+  constructor(
+    readonly store: KvStore,
+    readonly options: GatewayOptions,
+    readonly stats: RequestStats,
+    readonly log: Logger,
+  ) {
+    this.#repeats = new RepeatLimiter(log);
+  }
+
+  async handle(req: Request, server: Server<undefined>): Promise<Response> {
+    const url = req.url;
+    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+    const queryStart = url.indexOf("?", pathStart);
+    const path = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
+    const search = queryStart < 0 ? "" : url.slice(queryStart + 1);
+    const head = req.method === "HEAD";
+    let op: Op | undefined;
+    try {
+      if (path.startsWith("/v1/keys/")) {
+        const key = this.#key(percentDecode(path.slice("/v1/keys/".length), false));
+        switch (req.method) {
+          case "PUT":
+            op = "set";
+            return await this.#put(key, req);
+          case "GET":
+          case "HEAD":
+            op = head ? "exists" : "get";
+            return head ? await this.#exists(key, true) : await this.#get(key);
+          case "DELETE":
+            op = "delete";
+            return await this.#delete(key, 204);
+          default:
+            return methodNotAllowed("GET, HEAD, PUT, DELETE");
+        }
+      }
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        return path === "/v1/keys" || path in LISTINGS || BRIEF.has(path) ? methodNotAllowed("GET") : notFound();
+      }
+      const q = parseQuery(search);
+      switch (path) {
+        case "/set": {
+          op = "set";
+          const key = this.#key(q.get("k"));
+          const value = q.get("v");
+          if (value === undefined) throw new KvError(ErrorCode.BadRequest, "missing v");
+          return await this.#set(key, value, 200);
+        }
+        case "/get":
+          op = "get";
+          return await this.#get(this.#key(q.get("k")));
+        case "/rm":
+          op = "delete";
+          return await this.#delete(this.#key(q.get("k")), 200);
+        case "/is":
+          op = "exists";
+          return await this.#exists(this.#key(q.get("k")), head);
+        case "/clear": {
+          op = "clear";
+          // A clear of a large DynamoDB table outlasts any idle timeout; it is still making progress.
+          server.timeout(req, 0);
+          const removed = await this.store.clear();
+          this.log.info("store cleared", { removed, via: "http" });
+          this.#count(op, "ok");
+          return Response.json({ removed });
+        }
+        case "/v1/keys":
+          op = "list";
+          return await this.#list(q, q.get("values")?.[0] === 0x31 ? "items" : "keys", MAX_LIST_LIMIT);
+        default: {
+          const shape = LISTINGS[path];
+          if (shape === undefined) return notFound();
+          op = "list";
+          return await this.#list(q, shape, undefined);
+        }
+      }
+    } catch (err) {
+      const kv = asKvError(err, ErrorCode.Storage, "request failed");
+      const { status } = httpError(kv);
+      if (op !== undefined) this.#count(op, status < 500 ? "refused" : "internal");
+      const fields = { code: kv.code, op: op ?? "none", reason: kv.message };
+      if (status < 500) this.log.debug("HTTP request refused", fields);
+      else this.#repeats.warn(kv.code, "HTTP request failed", fields);
+      return errorResponse(kv, head);
+    }
+  }
+
+  #key(raw: Uint8Array | undefined): Uint8Array {
+    if (raw === undefined || raw.length === 0) throw new KvError(ErrorCode.BadRequest, "missing k (the key)");
+    if (raw.length > this.options.maxKeyBytes) {
+      throw new KvError(
+        ErrorCode.KeyTooLarge,
+        `key of ${raw.length} bytes exceeds the maximum of ${this.options.maxKeyBytes}`,
+      );
+    }
+    return raw;
+  }
+
+  async #set(key: Uint8Array, value: Uint8Array, status: 200 | 204): Promise<Response> {
+    if (value.length > this.options.maxValueBytes) throw tooLarge(value.length, this.options.maxValueBytes);
+    await this.store.set(key, value);
+    this.#count("set", "ok");
+    return new Response(null, { status });
+  }
+
+  async #put(key: Uint8Array, req: Request): Promise<Response> {
+    const max = this.options.maxValueBytes;
+    const declared = Number(req.headers.get("content-length") ?? Number.NaN);
+    if (declared > max) throw tooLarge(declared, max);
+    return this.#set(key, await readBody(req, max), 204);
+  }
+
+  async #get(key: Uint8Array): Promise<Response> {
+    const value = await this.store.get(key);
+    if (value === undefined) {
+      this.#count("get", "not_found");
+      return jsonError(404, "not_found", "no such key");
+    }
+    this.#count("get", "ok");
+    return new Response(value, { headers: OCTETS });
+  }
+
+  async #delete(key: Uint8Array, status: 200 | 204): Promise<Response> {
+    const removed = await this.store.delete(key);
+    this.#count("delete", removed ? "ok" : "not_found");
+    return removed ? new Response(null, { status }) : jsonError(404, "not_found", "no such key");
+  }
+
+  async #exists(key: Uint8Array, head: boolean): Promise<Response> {
+    const found = await this.store.exists(key);
+    this.#count("exists", found ? "ok" : "not_found");
+    return found ? new Response(null, { status: 200 }) : jsonError(404, "not_found", "no such key", head);
+  }
+
+  async #list(q: Map<string, Uint8Array>, shape: ListShape, maxLimit: number | undefined): Promise<Response> {
+    const text = (name: string) => {
+      const raw = q.get(name);
+      return raw === undefined ? undefined : new TextDecoder().decode(raw);
+    };
+    const encoding = text("encoding") ?? "utf8";
+    if (encoding !== "utf8" && encoding !== "base64") {
+      throw new KvError(ErrorCode.BadRequest, `encoding must be utf8 or base64, got ${JSON.stringify(encoding)}`);
+    }
+    const limitText = text("limit");
+    let limit: number | undefined = maxLimit;
+    if (limitText !== undefined) {
+      limit = Number(limitText);
+      if (!/^\d+$/.test(limitText) || limit < 1) {
+        throw new KvError(ErrorCode.BadRequest, `limit must be a positive integer, got ${JSON.stringify(limitText)}`);
+      }
+      if (maxLimit !== undefined) limit = Math.min(limit, maxLimit);
+    }
+    const cursorText = text("cursor");
+    const prefix = q.get("prefix");
+    if (prefix !== undefined && prefix.length > this.options.maxKeyBytes) {
+      throw new KvError(ErrorCode.KeyTooLarge, `prefix of ${prefix.length} bytes is too long`);
+    }
+    const values = shape !== "keys";
+    const response = await listingResponse(
+      (cursor, pageLimit) => this.store.list({ prefix, limit: pageLimit, cursor, values }),
+      {
+        shape,
+        encoding: encoding as Encoding,
+        limit,
+        cursor: cursorText === undefined || cursorText === "" ? undefined : cursorBytes(cursorText),
+        pageEntries: MAX_LIST_LIMIT,
+      },
+      this.log,
+    );
+    this.#count("list", "ok");
+    return response;
+  }
+
+  #count(op: Op, result: RequestResult): void {
+    this.stats.count(op, result);
+  }
+}
+
+/** The brief's single-key and clear endpoints, for telling a wrong method from a wrong path. */
+const BRIEF = new Set(["/set", "/get", "/rm", "/is", "/clear"]);
+
+function tooLarge(size: number, max: number): KvError {
+  return new KvError(ErrorCode.ValueTooLarge, `value of ${size} bytes exceeds the maximum of ${max}`);
+}
+
+/** Reads a request body of at most `max` bytes; refuses more without reading it all. */
+async function readBody(req: Request, max: number): Promise<Uint8Array> {
+  if (req.body === null) return new Uint8Array(0);
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for await (const part of req.body) {
+      size += part.length;
+      if (size > max) throw tooLarge(size, max);
+      parts.push(part);
+    }
+  } catch (err) {
+    if (isKvError(err)) throw err;
+    throw new KvError(ErrorCode.BadRequest, "the request body could not be read", { cause: err });
+  }
+  return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
+}
+
+function notFound(): Response {
+  return jsonError(404, "no_route", "no such endpoint; see the README's HTTP section");
+}
+
+function methodNotAllowed(allow: string): Response {
+  const res = jsonError(405, "method_not_allowed", `allowed: ${allow}`);
+  res.headers.set("allow", allow);
+  return res;
+}
