@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { toBase64 } from "../src/bytes.js";
 import { errorMessage, isKvError } from "../src/errors.js";
 import { KvClient } from "./kv-client.js";
 import { formatResults, verify } from "./verify.js";
@@ -9,6 +10,12 @@ Commands:
   set KEY VALUE        store VALUE under KEY
   set KEY --file PATH  store the bytes of PATH (- reads stdin)
   get KEY              print the value to stdout; exit 1 if not found
+  rm KEY               delete KEY; exit 1 if it was not there
+  exists KEY           exit 0 if KEY has a value, 1 if not (prints nothing to stdout)
+  keys [--prefix P] [--values] [--base64]
+                       print every key, one per line, as pages arrive (so \`keys | head\` works);
+                       --values prints KEY<TAB>VALUE; --base64 prints both base64 (safe for any bytes)
+  clear --yes          delete every key and print how many; --yes is required
   verify               run the end-to-end checks against a running server
   ping                 end-to-end check: one get through DynamoDB; exit 0 if the server answers it
   health               liveness: GET /healthz on the admin port; exit 0 on 200 (never touches DynamoDB)
@@ -17,7 +24,11 @@ Commands:
 Flags:
   --host ADDR   server address (default 127.0.0.1, env KV_HOST)
   --port N      server port (default 7070, env KV_PORT)
-  --admin-port N  the server's admin port, for health and ready (default 7071, env KV_ADMIN_PORT)`;
+  --admin-port N  the server's admin port, for health and ready (default 7071, env KV_ADMIN_PORT)
+  --prefix P      keys: only keys starting with P
+  --values        keys: print values too
+  --base64        keys: print keys and values as base64
+  --yes           clear: confirm`;
 
 /** The key `ping` reads; nothing needs to store it. */
 const PING_KEY = "__kvs_health__";
@@ -25,6 +36,47 @@ const PING_KEY = "__kvs_health__";
 async function readInput(path: string): Promise<Uint8Array> {
   if (path === "-") return new Uint8Array(await Bun.stdin.arrayBuffer());
   return new Uint8Array(await Bun.file(path).arrayBuffer());
+}
+
+/** Whether stdout's reader has gone (`keys | head`): EPIPE arrives as an error event. */
+let stdoutClosed = false;
+process.stdout.on("error", () => {
+  stdoutClosed = true;
+});
+
+/** Writes to stdout, waiting until it takes more; false once its reader has gone. */
+function writeOut(text: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (stdoutClosed) return resolve(false);
+    if (process.stdout.write(text)) return resolve(!stdoutClosed);
+    const done = () => {
+      process.stdout.off("drain", done);
+      process.stdout.off("error", done);
+      resolve(!stdoutClosed);
+    };
+    process.stdout.on("drain", done);
+    process.stdout.on("error", done);
+  });
+}
+
+/**
+ * Prints a listing line by line as pages arrive, a page at a time, waiting
+ * for stdout to take each one. A closed stdout (`keys | head`) ends the
+ * listing quietly.
+ */
+async function printListing(client: KvClient, prefix: string | undefined, withValues: boolean, base64: boolean) {
+  const text = (b: Uint8Array) => (base64 ? toBase64(b) : new TextDecoder().decode(b));
+  let cursor: Uint8Array | undefined;
+  do {
+    const page = await client.listPage({ prefix, cursor, values: withValues });
+    let lines = "";
+    for (const e of page.entries) {
+      lines += withValues ? `${text(e.key)}\t${text(e.value ?? new Uint8Array(0))}\n` : `${text(e.key)}\n`;
+    }
+    if (!(await writeOut(lines))) break;
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+  return 0;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -35,6 +87,10 @@ async function main(argv: string[]): Promise<number> {
         port: { type: "string" };
         file: { type: "string" };
         "admin-port": { type: "string" };
+        prefix: { type: "string" };
+        values: { type: "boolean" };
+        base64: { type: "boolean" };
+        yes: { type: "boolean" };
         help: { type: "boolean"; short: "h" };
       };
       allowPositionals: true;
@@ -48,6 +104,10 @@ async function main(argv: string[]): Promise<number> {
         port: { type: "string" },
         file: { type: "string" },
         "admin-port": { type: "string" },
+        prefix: { type: "string" },
+        values: { type: "boolean" },
+        base64: { type: "boolean" },
+        yes: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
       allowPositionals: true,
@@ -99,6 +159,27 @@ async function main(argv: string[]): Promise<number> {
         return 1;
       }
       await Bun.write(Bun.stdout, value);
+      return 0;
+    }
+    case "rm":
+    case "exists": {
+      const [key] = args;
+      if (key === undefined || args.length > 1) return usageError(`${command} needs exactly one KEY`);
+      await using client = await KvClient.connect({ host, port });
+      const found = command === "rm" ? await client.delete(key) : await client.exists(key);
+      if (command === "rm") console.error(found ? "deleted" : "not found");
+      return found ? 0 : 1;
+    }
+    case "keys": {
+      if (args.length > 0) return usageError("keys takes no arguments; use --prefix");
+      await using client = await KvClient.connect({ host, port });
+      return await printListing(client, values.prefix, values.values === true, values.base64 === true);
+    }
+    case "clear": {
+      if (args.length > 0) return usageError("clear takes no arguments");
+      if (values.yes !== true) return usageError("clear deletes every key: confirm with --yes");
+      await using client = await KvClient.connect({ host, port });
+      console.log(await client.clear());
       return 0;
     }
     case "verify": {

@@ -57,7 +57,7 @@ const CHECKS: Check[] = [
   [
     "non-UTF-8 bytes",
     async (c, p) => {
-      const key = Buffer.concat([Buffer.from(`${p}:`), Buffer.from([0xff, 0xfe, 0x00, 0xc3])]);
+      const key = binaryKey(p);
       const value = Buffer.from([0x80, 0x81, 0xff, 0x00, 0xed, 0xa0, 0x80]);
       await c.set(key, value);
       expectEqual(await c.get(key), value, "get");
@@ -82,7 +82,55 @@ const CHECKS: Check[] = [
       return `${n} sets and ${n} gets in flight at once, each get saw its set`;
     },
   ],
+  [
+    "delete and exists",
+    async (c, p) => {
+      await c.set(`${p}:gone`, "soon");
+      const before = await c.exists(`${p}:gone`);
+      const first = await c.delete(`${p}:gone`);
+      const second = await c.delete(`${p}:gone`);
+      const after = await c.get(`${p}:gone`);
+      if (!before || !first || second || after !== undefined || (await c.exists(`${p}:gone`))) {
+        throw new Error(
+          `exists ${before}, delete ${first} then ${second}, get after ${after === undefined ? "none" : "a value"}`,
+        );
+      }
+      return "exists, delete (ok, then not_found), get and exists after it agree";
+    },
+  ],
+  [
+    "listing under a prefix",
+    async (c, p) => {
+      const listed = new Set<string>();
+      for await (const key of c.keys({ prefix: `${p}:burst:`, pageSize: 100 }))
+        listed.add(new TextDecoder().decode(key));
+      // The keys index is eventually consistent: keys set a moment ago may still be missing, never doubled.
+      const missing = Array.from({ length: 1000 }, (_, i) => `${p}:burst:${i}`).filter((k) => !listed.has(k));
+      if (listed.size > 1000) throw new Error(`${listed.size} keys listed under a prefix that has 1000`);
+      return `${listed.size} of 1000 keys listed in pages of 100 (${missing.length} not yet in the index)`;
+    },
+  ],
+  [
+    "clean up",
+    async (c, p) => {
+      const keys: Uint8Array[] = [];
+      for await (const key of c.keys({ prefix: `${p}:` })) keys.push(key);
+      const removed = (await Promise.all(keys.map((k) => c.delete(k)))).filter(Boolean).length;
+      // Keys the index has not caught up with yet are deleted by name.
+      const named: (string | Uint8Array)[] = [`${p}:hello`, `${p}:ow`, `${p}:big`, binaryKey(p)];
+      for (let i = 0; i < 1000; i++) named.push(`${p}:burst:${i}`);
+      const late = (await Promise.all(named.map((k) => c.delete(k)))).filter(Boolean).length;
+      const left = (await Promise.all(named.map((k) => c.exists(k)))).filter(Boolean).length;
+      if (left > 0) throw new Error(`${left} keys left after deleting`);
+      return `deleted the ${removed + late} keys this run wrote`;
+    },
+  ],
 ];
+
+/** A key under the run's prefix that is not UTF-8. */
+function binaryKey(prefix: string): Uint8Array {
+  return Buffer.concat([Buffer.from(`${prefix}:`), Buffer.from([0xff, 0xfe, 0x00, 0xc3])]);
+}
 
 /** Runs every check against a server; each uses keys under a fresh random prefix. */
 export async function verify(host: string, port: number): Promise<CheckResult[]> {
