@@ -18,6 +18,9 @@ export interface GatewayOptions {
   maxValueBytes: number;
 }
 
+/** Room over --max-value-bytes before Bun's own body cap: enough for the handler to see the excess first. */
+const BODY_SLACK_BYTES = 1024 * 1024;
+
 /** Seconds a connection may sit idle; a clear lifts it for its own request. */
 const IDLE_TIMEOUT_S = 60;
 
@@ -58,8 +61,9 @@ export class HttpGateway {
         port: options.port,
         reusePort: options.reusePort,
         idleTimeout: IDLE_TIMEOUT_S,
-        // Over the limit is refused by the handler with a JSON 413, before reading; Bun's own cap only backstops it.
-        maxRequestBodySize: options.maxValueBytes + 1,
+        // The handler refuses a body over the limit with a JSON 413 (from Content-Length, or as a chunked body
+        // passes it); Bun's own cap, which answers a bare 413, only backstops it.
+        maxRequestBodySize: options.maxValueBytes + BODY_SLACK_BYTES,
         fetch: (req, server) => routes.handle(req, server),
         error: (err) => {
           log.error("HTTP handler failed", { reason: err.message });

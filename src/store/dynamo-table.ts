@@ -34,7 +34,11 @@ const ACTIVE_TIMEOUT_MS = 120_000;
  * until both are active. For local endpoints only: on AWS the table belongs
  * to template.yaml, and the service's role may not create or change tables.
  */
-export async function ensureTable(client: DynamoDBClient, table: string): Promise<"created" | "exists" | "indexed"> {
+export async function ensureTable(
+  client: DynamoDBClient,
+  table: string,
+  options: { addIndex: boolean } = { addIndex: true },
+): Promise<"created" | "exists" | "indexed"> {
   let description: TableDescription | undefined;
   try {
     description = (await client.send(new DescribeTableCommand({ TableName: table }))).Table;
@@ -46,6 +50,7 @@ export async function ensureTable(client: DynamoDBClient, table: string): Promis
       await indexActive(client, table);
       return "exists";
     }
+    if (!options.addIndex) return "exists";
     try {
       await client.send(
         new UpdateTableCommand({
