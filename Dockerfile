@@ -16,8 +16,8 @@ WORKDIR /app
 COPY --from=build /src/dist/kvs /src/dist/kvs-client /app/
 # The base image's unprivileged user; the server needs no writable files in AWS mode.
 USER bun
-ENV KV_HOST=0.0.0.0 KV_PORT=7070 KV_ADMIN_PORT=7071 KV_LOG_LEVEL=info KV_LOG_FORMAT=json
-EXPOSE 7070 7071
+ENV KV_HOST=0.0.0.0 KV_PORT=7070 KV_HTTP_PORT=7080 KV_ADMIN_PORT=7071 KV_LOG_LEVEL=info KV_LOG_FORMAT=json
+EXPOSE 7070 7080 7071
 # Liveness only (/healthz on the admin port): a DynamoDB outage must not make
 # every task unhealthy at once. The load balancer checks readiness (/readyz).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { RegoEngine, TemplateFile } from "@aws/cloudformation-validate";
 import { parse, type Tags } from "yaml";
 import { freePort } from "../src/local/free-port.js";
+import { KEYS_INDEX_DEFINITION } from "../src/store/dynamo-table.js";
 import { root } from "./support/process.js";
 
 // Runs the WASM validator and compiles binaries; this bound only turns a hang into a failure.
@@ -135,11 +136,16 @@ describe("template.yaml", () => {
     expect(missing).toEqual([]);
   });
 
-  test("the table is encrypted with the template's own key, has point-in-time recovery, and matches the service's key schema", () => {
+  test("the table is encrypted with the template's own key, has point-in-time recovery, and matches the service's key schema and keys index", () => {
     const table = props("Table");
     expect(table.BillingMode).toBe("PAY_PER_REQUEST");
     expect(table.KeySchema).toEqual([{ AttributeName: "pk", KeyType: "HASH" }]);
-    expect(table.AttributeDefinitions).toEqual([{ AttributeName: "pk", AttributeType: "B" }]);
+    expect(table.AttributeDefinitions).toEqual([
+      { AttributeName: "pk", AttributeType: "B" },
+      { AttributeName: "fmt", AttributeType: "N" },
+    ]);
+    // The same index the server creates in local mode.
+    expect(table.GlobalSecondaryIndexes).toEqual([KEYS_INDEX_DEFINITION]);
     expect(table.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
     expect(table.DeletionProtectionEnabled).toEqual({ Ref: "DeletionProtection" });
     expect(props("DataKey").EnableKeyRotation).toBe(true);
