@@ -1,5 +1,6 @@
 import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
+import { httpGateway, listing } from "./kv-api.js";
 import { runMicro } from "./micro.js";
 import { htmlReport } from "./report.js";
 import {
@@ -16,7 +17,7 @@ import {
 const USAGE = `Usage: bun run bench [flags]
 
 Scenarios (select with --filter): micro, front-end, slow-readers, concurrency, end-to-end, server-cost,
-large-values.
+large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve).
 
   --quick              every scenario briefly (under 60 s on 2 cores)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
@@ -96,6 +97,8 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["end-to-end", () => endToEnd(settings)],
   ["server-cost", () => serverCost(settings)],
   ["large-values", () => largeValues(settings)],
+  ["listing", () => listing(settings)],
+  ["http", () => httpGateway(settings)],
 ];
 for (const [name, run] of scenarios) {
   if (!filter.test(name)) continue;

@@ -16,6 +16,8 @@ export interface Target extends AsyncDisposable {
   peakRss(): number;
   /** CPU time (user + system) the server process has used, in ms. */
   cpuMs(): number;
+  /** The startup line the server printed. */
+  line: string;
   stop(): Promise<void>;
 }
 
@@ -76,7 +78,7 @@ async function waitForLine(proc: Subprocess<"ignore", "pipe", "pipe">, pattern: 
   }
 }
 
-function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: number): Target {
+function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: number, line = ""): Target {
   void (async () => {
     // Drain stderr so a chatty target never blocks on a full pipe.
     for await (const _ of proc.stderr) {
@@ -93,21 +95,38 @@ function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: nu
     rss: () => statusBytes(proc.pid, "VmRSS"),
     peakRss: () => statusBytes(proc.pid, "VmHWM"),
     cpuMs: () => cpuMsOf(proc.pid),
+    line,
     stop,
     [Symbol.asyncDispose]: stop,
   };
 }
 
-/** Starts `bun src/main.ts` with `args` (a free port is added). */
+/** Starts `bun src/main.ts` with `args` (a free port is added; the HTTP gateway is off unless `args` set it). */
 export async function startKvs(name: string, args: string[]): Promise<Target> {
-  const proc = Bun.spawn([process.execPath, "src/main.ts", "--port", "0", "--max-connections", "1000000", ...args], {
+  const http = args.includes("--http-port") ? [] : ["--http-port", "off"];
+  const proc = Bun.spawn(
+    [process.execPath, "src/main.ts", "--port", "0", "--max-connections", "1000000", ...http, ...args],
+    {
+      cwd: root,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  const m = await waitForLine(proc, /listening on [^ ]+:(\d+)[^\n]*\n/);
+  return wrap(name, proc, Number(m[1]), m[0]);
+}
+
+/** Starts the bare HTTP reference (bench/bare-http.ts). */
+export async function startBareHttp(): Promise<Target> {
+  const proc = Bun.spawn([process.execPath, "bench/bare-http.ts"], {
     cwd: root,
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
   });
-  const m = await waitForLine(proc, /listening on [^ ]+:(\d+)/);
-  return wrap(name, proc, Number(m[1]));
+  const m = await waitForLine(proc, /bare http listening on (\d+)/);
+  return wrap("bare http", proc, Number(m[1]));
 }
 
 /** Starts the echo reference server. */

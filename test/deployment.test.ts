@@ -145,7 +145,9 @@ describe("template.yaml", () => {
       { AttributeName: "fmt", AttributeType: "N" },
     ]);
     // The same index the server creates in local mode.
-    expect(table.GlobalSecondaryIndexes).toEqual([KEYS_INDEX_DEFINITION]);
+    expect(table.GlobalSecondaryIndexes).toEqual([
+      KEYS_INDEX_DEFINITION,
+    ] as unknown as typeof table.GlobalSecondaryIndexes);
     expect(table.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
     expect(table.DeletionProtectionEnabled).toEqual({ Ref: "DeletionProtection" });
     expect(props("DataKey").EnableKeyRotation).toBe(true);
@@ -250,10 +252,13 @@ describe("image and binary", () => {
     expect(help.exitCode).toBe(0);
     expect(help.stdout.toString()).toStartWith("Usage: kvs [flags]");
     const adminPort = String(await freePort());
-    const server = Bun.spawn([join(dist, "kvs"), "--store", "memory", "--port", "0", "--admin-port", adminPort], {
-      stdout: "pipe",
-      stderr: "pipe",
-    });
+    const server = Bun.spawn(
+      [join(dist, "kvs"), "--store", "memory", "--port", "0", "--http-port", "0", "--admin-port", adminPort],
+      {
+        stdout: "pipe",
+        stderr: "pipe",
+      },
+    );
     try {
       const reader = server.stdout.getReader();
       let line = "";

@@ -22,7 +22,10 @@ function tempDir(): string {
 }
 
 function runServer(args: string[], env: Record<string, string> = {}) {
-  const out = Bun.spawnSync([process.execPath, "src/main.ts", ...args], { cwd: root, env: { ...process.env, ...env } });
+  const out = Bun.spawnSync([process.execPath, "src/main.ts", ...args], {
+    cwd: root,
+    env: { ...process.env, KV_HTTP_PORT: "off", ...env },
+  });
   return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
 }
 
@@ -120,6 +123,7 @@ async function terminalServer(args: string[]) {
     cwd: root,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, KV_HTTP_PORT: "off" },
   });
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   let err = "";

@@ -51,7 +51,8 @@ export function parseQuery(search: string): Map<string, Uint8Array> {
   for (const part of search.split("&")) {
     if (part === "") continue;
     const eq = part.indexOf("=");
-    const name = decoder.decode(percentDecode(eq < 0 ? part : part.slice(0, eq), true));
+    const rawName = eq < 0 ? part : part.slice(0, eq);
+    const name = /[%+]/.test(rawName) ? decoder.decode(percentDecode(rawName, true)) : rawName;
     if (!params.has(name)) params.set(name, percentDecode(eq < 0 ? "" : part.slice(eq + 1), true));
   }
   return params;

@@ -15,14 +15,18 @@ export interface ServerProcess extends AsyncDisposable {
   stderr(): Promise<string>;
 }
 
-/** Starts `src/main.ts` with `args` and resolves once it printed its startup line. */
+/**
+ * Starts `src/main.ts` with `args` and resolves once it printed its startup
+ * line. The HTTP gateway is off unless `env` or `args` turn it on: its
+ * default port is fixed, and test files run side by side.
+ */
 export async function spawnServer(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
   const proc = Bun.spawn([process.execPath, "src/main.ts", ...args], {
     cwd: root,
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
-    env: { ...process.env, ...env },
+    env: { ...process.env, KV_HTTP_PORT: "off", ...env },
   });
   const reader = proc.stdout.getReader();
   const decoder = new TextDecoder();

@@ -1,0 +1,139 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KvClient } from "../client/kv-client.js";
+import type { BenchSettings, Row } from "./scenarios.js";
+import { startBareHttp, startKvs, type Target } from "./targets.js";
+
+const MiB = 1024 * 1024;
+
+/** Sets `n` keys of `valueBytes` through one pipelined connection, a window at a time. */
+async function fill(c: KvClient, n: number, valueBytes: number): Promise<void> {
+  const value = new Uint8Array(valueBytes).fill(0x61);
+  const window = 5000;
+  for (let first = 0; first < n; first += window) {
+    const sets: Promise<void>[] = [];
+    for (let i = first; i < Math.min(n, first + window); i++) sets.push(c.set(`key:${i}`, value));
+    await Promise.all(sets);
+  }
+}
+
+/** Runs `work` while sampling the target's RSS; resolves the work's duration and the highest RSS seen. */
+async function sampled(target: Target, work: () => Promise<void>): Promise<{ ms: number; peakRss: number }> {
+  let peakRss = target.rss();
+  const timer = setInterval(() => {
+    peakRss = Math.max(peakRss, target.rss());
+  }, 20);
+  const started = performance.now();
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  return { ms: performance.now() - started, peakRss: Math.max(peakRss, target.rss()) };
+}
+
+/**
+ * Listing and clear at scale: fill a store, list every key (and every
+ * value), then clear it; report keys/s, the server's RSS before and at its
+ * peak during each, and the clear's time. The memory store holds 1,000,000
+ * keys, DynamoDB Local 100,000 (quick: a tenth).
+ */
+export async function listing(s: BenchSettings): Promise<Row[]> {
+  const rows: Row[] = [];
+  const stores: [string, string[], number][] = [
+    ["memory", ["--store", "memory"], s.quick ? 100_000 : 1_000_000],
+    ["dynamodb-local", ["--store", "dynamodb"], s.quick ? 10_000 : 100_000],
+  ];
+  for (const [store, args, n] of stores) {
+    const dir = mkdtempSync(join(tmpdir(), "kvs-bench-list-"));
+    try {
+      await using target = await startKvs(`kvs ${store}`, [...args, "--data-dir", dir]);
+      await using c = await KvClient.connect({ port: target.port });
+      s.log(`listing: filling ${n} keys on ${store}`);
+      const filled = await sampled(target, () => fill(c, n, 16));
+      const baseline = target.rss();
+      for (const values of [false, true]) {
+        let count = 0;
+        const cpu = target.cpuMs();
+        const run = await sampled(target, async () => {
+          if (values) for await (const _ of c.entries()) count++;
+          else for await (const _ of c.keys()) count++;
+        });
+        rows.push({
+          store,
+          op: values ? "list keys+values" : "list keys",
+          keys: count,
+          "keys/s": Math.round(count / (run.ms / 1000)),
+          "server µs CPU/key": +(((target.cpuMs() - cpu) * 1000) / count).toFixed(2),
+          "RSS before MiB": +(baseline / MiB).toFixed(1),
+          "RSS peak MiB": +(run.peakRss / MiB).toFixed(1),
+        });
+      }
+      const cleared = await sampled(target, async () => {
+        const removed = await c.clear();
+        if (removed !== n) throw new Error(`clear removed ${removed} of ${n}`);
+      });
+      rows.push({
+        store,
+        op: "clear",
+        keys: n,
+        "keys/s": Math.round(n / (cleared.ms / 1000)),
+        "clear s": +(cleared.ms / 1000).toFixed(2),
+        "fill keys/s": Math.round(n / (filled.ms / 1000)),
+        "RSS peak MiB": +(cleared.peakRss / MiB).toFixed(1),
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return rows;
+}
+
+/** Runs wrk and returns requests/s. */
+async function wrk(url: string, durationS: number, connections: number): Promise<number> {
+  const proc = Bun.spawn(["wrk", "-t2", `-c${connections}`, `-d${durationS}s`, url], { stdout: "pipe" });
+  const out = await new Response(proc.stdout).text();
+  await proc.exited;
+  const m = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  if (!m) throw new Error(`wrk printed no rate:\n${out}`);
+  return Number(m[1]);
+}
+
+/**
+ * HTTP gateway on the memory store against a bare Bun.serve answering a
+ * constant, driven by wrk in the same run: GET /get and /set at 50
+ * connections. The target is at least 0.7× the bare server.
+ */
+export async function httpGateway(s: BenchSettings): Promise<Row[]> {
+  if (Bun.which("wrk") === null) {
+    s.log("http: wrk is not installed (apt-get install wrk); skipped");
+    return [];
+  }
+  const durationS = Math.max(1, Math.round(s.durationMs / 1000) * 2);
+  const rows: Row[] = [];
+  await using bare = await startBareHttp();
+  await using kvs = await startKvs("kvs http", ["--store", "memory", "--http-port", "0"]);
+  const m = /http=[^:]+:(\d+)/.exec(kvs.line);
+  const httpPort = Number(m?.[1]);
+  await fetch(`http://127.0.0.1:${httpPort}/set?k=key&v=${"v".repeat(24)}`);
+  const cases: [string, Target, string][] = [
+    ["bare Bun.serve", bare, `http://127.0.0.1:${bare.port}/`],
+    ["kvs /get", kvs, `http://127.0.0.1:${httpPort}/get?k=key`],
+    ["kvs /set", kvs, `http://127.0.0.1:${httpPort}/set?k=key&v=${"v".repeat(24)}`],
+  ];
+  let reference = 0;
+  for (const [name, target, url] of cases) {
+    const cpu = target.cpuMs();
+    const rate = await wrk(url, durationS, 50);
+    const cpuUs = ((target.cpuMs() - cpu) * 1000) / (rate * durationS);
+    if (reference === 0) reference = rate;
+    rows.push({
+      target: name,
+      "req/s": Math.round(rate),
+      "× bare": +(rate / reference).toFixed(2),
+      "server µs CPU/req": +cpuUs.toFixed(2),
+    });
+  }
+  return rows;
+}
