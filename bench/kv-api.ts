@@ -10,7 +10,7 @@ const MiB = 1024 * 1024;
 /** Sets `n` keys of `valueBytes` through one pipelined connection, a window at a time. */
 async function fill(c: KvClient, n: number, valueBytes: number): Promise<void> {
   const value = new Uint8Array(valueBytes).fill(0x61);
-  const window = 5000;
+  const window = 500;
   for (let first = 0; first < n; first += window) {
     const sets: Promise<void>[] = [];
     for (let i = first; i < Math.min(n, first + window); i++) sets.push(c.set(`key:${i}`, value));

@@ -1,4 +1,4 @@
-// A client built from the seed's schema (proto/kv.proto) with the C++ protobuf
+// A client built from the seed's schema (test/seed-client/seed.proto) with the C++ protobuf
 // runtime, as the brief's own test client would be. It checks pipelining,
 // byte-exact non-UTF-8 keys and values, not_found, and that a request missing
 // required fields is answered with internal on a connection that stays usable.
