@@ -35,7 +35,7 @@ describe("bun run client", () => {
     const out = await runCli(["verify", "--port", String(server.port)]);
     const text = new TextDecoder().decode(out.stdout);
     expect(text).toContain("PASS  pipelined burst");
-    expect(text).toContain("6 passed, 0 failed");
+    expect(text).toContain("9 passed, 0 failed");
     expect(out.code).toBe(0);
   });
 

@@ -243,7 +243,7 @@ describe("local mode", () => {
       expect(got.code).toBe(0);
       expect(new TextDecoder().decode(got.stdout)).toBe("hello");
       const verify = await runCli(["verify", "--port", port]);
-      expect(new TextDecoder().decode(verify.stdout)).toContain("6 passed, 0 failed");
+      expect(new TextDecoder().decode(verify.stdout)).toContain("9 passed, 0 failed");
       expect(verify.code).toBe(0);
 
       server.proc.kill("SIGTERM");
