@@ -4,7 +4,7 @@ import type { Logger } from "../log.js";
 import { listenError } from "../net/listener.js";
 import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { type KvStore, MAX_LIST_LIMIT } from "../store/kv-store.js";
+import { type KvStore, MAX_LIST_LIMIT, oversizedKey } from "../store/kv-store.js";
 import { errorResponse, httpError, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
 import { parseQuery, percentDecode } from "./query.js";
@@ -180,12 +180,8 @@ class Routes {
 
   #key(raw: Uint8Array | undefined): Uint8Array {
     if (raw === undefined || raw.length === 0) throw new KvError(ErrorCode.BadRequest, "missing k (the key)");
-    if (raw.length > this.options.maxKeyBytes) {
-      throw new KvError(
-        ErrorCode.KeyTooLarge,
-        `key of ${raw.length} bytes exceeds the maximum of ${this.options.maxKeyBytes}`,
-      );
-    }
+    const tooLong = oversizedKey(raw, this.options.maxKeyBytes);
+    if (tooLong) throw tooLong;
     return raw;
   }
 
@@ -248,9 +244,8 @@ class Routes {
     }
     const cursorText = text("cursor");
     const prefix = q.get("prefix");
-    if (prefix !== undefined && prefix.length > this.options.maxKeyBytes) {
-      throw new KvError(ErrorCode.KeyTooLarge, `prefix of ${prefix.length} bytes is too long`);
-    }
+    const prefixError = prefix && oversizedKey(prefix, this.options.maxKeyBytes, "prefix");
+    if (prefixError) throw prefixError;
     const values = shape !== "keys";
     const response = await listingResponse(
       (cursor, pageLimit) => this.store.list({ prefix, limit: pageLimit, cursor, values }),

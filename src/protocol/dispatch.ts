@@ -3,7 +3,7 @@ import type { Logger } from "../log.js";
 import { type Answer, type AnswerSink, Deferred, type FrameHandler, WRITTEN } from "../net/connection.js";
 import { type Op, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { type Cancel, type KvStore, MAX_KEY_BYTES } from "../store/kv-store.js";
+import { type Cancel, type KvStore, MAX_KEY_BYTES, oversizedKey } from "../store/kv-store.js";
 import {
   ApiFrames,
   decodeRequest,
@@ -115,9 +115,8 @@ export class Dispatcher implements FrameHandler {
   }
 
   #list(req: ListRequestFields, cancel?: Cancel): Answer | Promise<Answer> {
-    if (req.prefix !== undefined && req.prefix.length > this.#limits.maxKeyBytes) {
-      return this.#fail("list", new KvError(ErrorCode.KeyTooLarge, `prefix of ${req.prefix.length} bytes is too long`));
-    }
+    const prefixError = req.prefix && oversizedKey(req.prefix, this.#limits.maxKeyBytes, "prefix");
+    if (prefixError) return this.#fail("list", prefixError);
     const started = performance.now();
     return settle(
       this.#store.list({ prefix: req.prefix, limit: req.limit, cursor: req.cursor, values: req.values }, cancel),
@@ -207,11 +206,7 @@ export class Dispatcher implements FrameHandler {
   }
 
   #checkKey(key: Uint8Array): KvError | undefined {
-    if (key.length <= this.#limits.maxKeyBytes) return undefined;
-    return new KvError(
-      ErrorCode.KeyTooLarge,
-      `key of ${key.length} bytes exceeds the maximum of ${this.#limits.maxKeyBytes}`,
-    );
+    return oversizedKey(key, this.#limits.maxKeyBytes);
   }
 
   #checkValue(value: Uint8Array): KvError | undefined {

@@ -1,3 +1,5 @@
+import { ErrorCode, KvError } from "../errors.js";
+
 /**
  * The storage seam. Keys and values are bytes; a store never decodes them.
  *
@@ -88,3 +90,12 @@ export const MAX_PAGE_VALUE_BYTES = 1024 * 1024;
 
 /** Hard limit on key length: DynamoDB allows 2,048 bytes of partition key, and items need room for a prefix. */
 export const MAX_KEY_BYTES = 1024;
+
+/**
+ * The refusal of a key (or a listing prefix) longer than `max` bytes, or
+ * undefined when it fits: one check and one message for every front end.
+ */
+export function oversizedKey(bytes: Uint8Array, max: number, what: "key" | "prefix" = "key"): KvError | undefined {
+  if (bytes.length <= max) return undefined;
+  return new KvError(ErrorCode.KeyTooLarge, `${what} of ${bytes.length} bytes exceeds the maximum of ${max}`);
+}
