@@ -36,8 +36,14 @@ function buildClient(name: string, proto: string, source: string): string {
   return binary;
 }
 
-async function runClient(binary: string, port: number): Promise<{ stdout: string; stderr: string; code: number }> {
-  const proc = Bun.spawn([binary, String(port)], { stdout: "pipe", stderr: "pipe" });
+/** Runs a built client against a fresh server on the shared DynamoDB Local. */
+async function runClient(binary: string): Promise<{ stdout: string; stderr: string; code: number }> {
+  await using server = await startTestServer({
+    store: "dynamodb",
+    dynamodbEndpoint: backends.ddb.endpoint,
+    kmsEndpoint: backends.kms.endpoint,
+  });
+  const proc = Bun.spawn([binary, String(server.port)], { stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr, code] = await Promise.all([
     new Response(proc.stdout).text(),
     new Response(proc.stderr).text(),
@@ -51,12 +57,7 @@ describe("clients compiled by another protobuf runtime", () => {
     "C++ from the seed's own schema gets correct answers: pipelined, byte-exact, and past bad input",
     async () => {
       const binary = buildClient("seed_client", "test/seed-client/seed.proto", "test/seed-client/seed_client.cc");
-      await using server = await startTestServer({
-        store: "dynamodb",
-        dynamodbEndpoint: backends.ddb.endpoint,
-        kmsEndpoint: backends.kms.endpoint,
-      });
-      const { stdout, stderr, code } = await runClient(binary, server.port);
+      const { stdout, stderr, code } = await runClient(binary);
       // libprotobuf logs that proto2 string fields carry invalid UTF-8, and sends them anyway: the case under test.
       expect(stderr).not.toContain("FAIL");
       expect(stdout).toContain("all checks passed");
@@ -68,12 +69,7 @@ describe("clients compiled by another protobuf runtime", () => {
     "C++ from the current schema deletes, tests, lists in pages and clears, pipelined with gets and sets",
     async () => {
       const binary = buildClient("api_client", "proto/kv.proto", "test/seed-client/api_client.cc");
-      await using server = await startTestServer({
-        store: "dynamodb",
-        dynamodbEndpoint: backends.ddb.endpoint,
-        kmsEndpoint: backends.kms.endpoint,
-      });
-      const { stdout, stderr, code } = await runClient(binary, server.port);
+      const { stdout, stderr, code } = await runClient(binary);
       expect(stderr).not.toContain("FAIL");
       expect(stdout).toContain("all checks passed");
       expect(code).toBe(0);

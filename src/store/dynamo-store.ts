@@ -37,8 +37,14 @@ import {
   VERSION_BYTES,
   valueAad,
 } from "./item-format.js";
-import type { Cancel, KvStore, ListEntry, ListPage, ListRequest } from "./kv-store.js";
-import { MAX_PAGE_VALUE_BYTES } from "./kv-store.js";
+import {
+  type Cancel,
+  type KvStore,
+  type ListEntry,
+  type ListPage,
+  type ListRequest,
+  MAX_PAGE_VALUE_BYTES,
+} from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { DEFAULT_RETRY, type RetryPolicy, retrying, retryingCall } from "./retry.js";
 import { Semaphore } from "./semaphore.js";
@@ -83,12 +89,6 @@ export interface DynamoStoreOptions extends BatchSettings {
   /** Operations accepted and not finished; more wait, so memory stays bounded when DynamoDB is slow. */
   maxPending: number;
   faults?: StoreFaults;
-  /**
-   * How long after a clear starts its second pass over the keys index may
-   * begin (default 1 s): the index is updated asynchronously, so a key set
-   * just before the clear may reach it late.
-   */
-  indexSettleMs?: number;
 }
 
 /**
@@ -124,6 +124,13 @@ const LIST_VALUE_READS = 16;
 
 /** Scan segments a clear works through at once, each one page at a time. */
 const CLEAR_SEGMENTS = 8;
+
+/**
+ * How long after a clear starts its second pass over the keys index may
+ * begin: the index is updated asynchronously, so a key set just before the
+ * clear may reach it late.
+ */
+const INDEX_SETTLE_MS = 1_000;
 
 /** A clear logs its progress this often. */
 const CLEAR_PROGRESS_MS = 5_000;
@@ -263,11 +270,12 @@ export class DynamoStore implements KvStore {
     while (answered < page.keys.length && bytes < MAX_PAGE_VALUE_BYTES) {
       const window = page.keys.slice(answered, answered + LIST_VALUE_READS);
       const values = await Promise.all(window.map((k) => this.get(k.key, cancel)));
-      for (let i = 0; i < window.length && bytes < MAX_PAGE_VALUE_BYTES; i++) {
+      for (const [i, { key }] of window.entries()) {
+        if (bytes >= MAX_PAGE_VALUE_BYTES) break;
         const value = values[i];
         answered++;
         if (value === undefined) continue;
-        entries.push({ key: (window[i] as { key: Uint8Array }).key, value });
+        entries.push({ key, value });
         bytes += value.length;
       }
     }
@@ -286,7 +294,7 @@ export class DynamoStore implements KvStore {
     const started = Date.now();
     const progress = { removed: 0, logged: started };
     await this.#clearPass(progress);
-    const settle = started + (this.#o.indexSettleMs ?? 1_000) - Date.now();
+    const settle = started + INDEX_SETTLE_MS - Date.now();
     if (settle > 0) await Bun.sleep(settle);
     await this.#clearPass(progress);
     this.#o.log.info("clear done", { removed: progress.removed, ms: Date.now() - started });

@@ -121,7 +121,7 @@ export function decodeCursor(cursor: Uint8Array): ListPosition {
   return { totalSegments, segments };
 }
 
-/** One page of index entries, as a {@link scanKeys} pass returns it. */
+/** One key found in the keys index, as {@link listKeys} returns it. */
 export interface ScannedKey {
   /** The user's key: the head's `pk` without its kind byte. */
   readonly key: Uint8Array;
