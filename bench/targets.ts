@@ -14,8 +14,10 @@ export interface Target extends AsyncDisposable {
   rss(): number;
   /** Peak resident set size of the server process so far, in bytes. */
   peakRss(): number;
-  /** CPU time (user + system) the server process has used, in ms. */
+  /** CPU time (user + system) the server process and its children (workers, DynamoDB Local) have used, in ms. */
   cpuMs(): number;
+  /** CPU time of the server process alone, in ms: without an embedded DynamoDB Local's. */
+  ownCpuMs(): number;
   /** The startup line the server printed. */
   line: string;
   stop(): Promise<void>;
@@ -95,6 +97,13 @@ function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: nu
     rss: () => statusBytes(proc.pid, "VmRSS"),
     peakRss: () => statusBytes(proc.pid, "VmHWM"),
     cpuMs: () => cpuMsOf(proc.pid),
+    ownCpuMs: () => {
+      try {
+        return ownCpuMs(proc.pid);
+      } catch {
+        return 0;
+      }
+    },
     line,
     stop,
     [Symbol.asyncDispose]: stop,

@@ -7,7 +7,7 @@ import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import { BatchReader } from "./batch-reader.js";
-import { BatchWriter } from "./batch-writer.js";
+import { BatchWriter, MAX_BATCH_WRITE_ITEMS } from "./batch-writer.js";
 import type { DataPlane } from "./data-plane.js";
 import { DynamoCallError } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
@@ -124,6 +124,14 @@ const LIST_VALUE_READS = 16;
 
 /** Scan segments a clear works through at once, each one page at a time. */
 const CLEAR_SEGMENTS = 8;
+
+/**
+ * Deletes one clear segment has in flight: two BatchWriteItems, so at most
+ * 16 over the clear. Unbounded, a segment's whole 1,000-key page would be
+ * queued at once, and on a slow or throttled table the queued calls outlived
+ * their retry budget and failed the clear (measured on DynamoDB Local).
+ */
+const CLEAR_DELETES_IN_FLIGHT = 2 * MAX_BATCH_WRITE_ITEMS;
 
 /**
  * How long after a clear starts its second pass over the keys index may
@@ -362,15 +370,17 @@ export class DynamoStore implements KvStore {
     const segment = async (position: ListPosition | undefined): Promise<void> => {
       while (position !== undefined) {
         const page = await listKeys(this.#scanIndex, position, { prefix: undefined, limit: 1000, maxRounds: 1 });
-        const removed = await Promise.all(
-          page.keys.map(async (k) => {
-            const pk = k.indexKey[Attr.pk]?.B as Uint8Array;
-            if (k.format === ItemFormat.chunked) return this.#deleteHead(pk);
-            await this.#writer.delete({ [Attr.pk]: { B: pk } });
-            return true;
-          }),
-        );
-        for (const r of removed) if (r) progress.removed++;
+        for (let first = 0; first < page.keys.length; first += CLEAR_DELETES_IN_FLIGHT) {
+          const removed = await Promise.all(
+            page.keys.slice(first, first + CLEAR_DELETES_IN_FLIGHT).map(async (k) => {
+              const pk = k.indexKey[Attr.pk]?.B as Uint8Array;
+              if (k.format === ItemFormat.chunked) return this.#deleteHead(pk);
+              await this.#writer.delete({ [Attr.pk]: { B: pk } });
+              return true;
+            }),
+          );
+          for (const r of removed) if (r) progress.removed++;
+        }
         if (Date.now() - progress.logged >= CLEAR_PROGRESS_MS) {
           progress.logged = Date.now();
           log.info("clear in progress", { removed: progress.removed });
