@@ -1,10 +1,10 @@
 import { parseArgs } from "node:util";
 import { toBase64 } from "../src/bytes.js";
 import { errorMessage, isKvError } from "../src/errors.js";
-import { KvClient } from "./kv-client.js";
+import { type ClientTlsOptions, KvClient, type KvClientOptions, parseServerUrl } from "./kv-client.js";
 import { formatResults, verify } from "./verify.js";
 
-const USAGE = `Usage: bun run client <command> [--host ADDR] [--port N]
+const USAGE = `Usage: bun run client <command> [--host ADDR] [--port N] [--url kvs[s]://HOST:PORT] [--tls ...]
 
 Commands:
   set KEY VALUE        store VALUE under KEY
@@ -24,6 +24,13 @@ Commands:
 Flags:
   --host ADDR   server address (default 127.0.0.1, env KV_HOST)
   --port N      server port (default 7070, env KV_PORT)
+  --url URL     server as kvs://HOST[:PORT] or, over TLS, kvss://HOST[:PORT] (port 7443); instead of --host/--port
+                (env KV_URL)
+  --tls         speak TLS (implied by kvss:// and by the flags below); trusts the system's CAs unless --tls-ca
+  --tls-ca FILE         PEM CA bundle that signed the server's certificate (env KV_CLIENT_TLS_CA)
+  --tls-cert FILE       PEM client certificate, for servers started with --tls-ca (env KV_CLIENT_TLS_CERT)
+  --tls-key FILE        PEM key of --tls-cert (env KV_CLIENT_TLS_KEY)
+  --tls-server-name N   name the server's certificate must carry, when it is not the host
   --admin-port N  the server's admin port, for health and ready (default 7071, env KV_ADMIN_PORT)
   --prefix P      keys: only keys starting with P
   --values        keys: print values too
@@ -79,12 +86,72 @@ async function printListing(client: KvClient, prefix: string | undefined, withVa
   return 0;
 }
 
+/** Reads a PEM file named by a flag, naming the flag if it cannot. */
+async function pem(flag: string, path: string): Promise<string> {
+  try {
+    return await Bun.file(path).text();
+  } catch (err) {
+    throw new Error(`${flag}: cannot read ${path}: ${errorMessage(err)}`);
+  }
+}
+
+/** Where to connect and how, from --url or --host/--port, and the TLS flags (then their env twins). */
+async function serverTarget(values: {
+  host?: string;
+  port?: string;
+  url?: string;
+  tls?: boolean;
+  "tls-ca"?: string;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  "tls-server-name"?: string;
+}): Promise<KvClientOptions> {
+  const env = process.env;
+  const hostFlags = values.host !== undefined || values.port !== undefined;
+  if (values.url !== undefined && hostFlags) throw new Error("give --url or --host/--port, not both");
+  // --host/--port on the command line win over KV_URL in the environment.
+  const url = values.url ?? (hostFlags ? undefined : env.KV_URL);
+  let host: string;
+  let port: number;
+  let tlsFromUrl = false;
+  if (url !== undefined) {
+    ({ host, port, tls: tlsFromUrl } = parseServerUrl(url));
+  } else {
+    host = values.host ?? env.KV_HOST ?? "127.0.0.1";
+    const portText = values.port ?? env.KV_PORT ?? "7070";
+    port = Number(portText);
+    if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
+      throw new Error(`--port must be 1-65535, got ${JSON.stringify(portText)}`);
+    }
+  }
+  const ca = values["tls-ca"] ?? env.KV_CLIENT_TLS_CA;
+  const cert = values["tls-cert"] ?? env.KV_CLIENT_TLS_CERT;
+  const key = values["tls-key"] ?? env.KV_CLIENT_TLS_KEY;
+  const serverName = values["tls-server-name"];
+  if ((cert === undefined) !== (key === undefined)) throw new Error("--tls-cert and --tls-key go together");
+  const tls: ClientTlsOptions = {};
+  if (ca !== undefined) tls.ca = await pem("--tls-ca", ca);
+  if (cert !== undefined && key !== undefined) {
+    tls.cert = await pem("--tls-cert", cert);
+    tls.key = await pem("--tls-key", key);
+  }
+  if (serverName !== undefined) tls.serverName = serverName;
+  const useTls = tlsFromUrl || values.tls === true || Object.keys(tls).length > 0;
+  return useTls ? { host, port, tls } : { host, port };
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<
     typeof parseArgs<{
       options: {
         host: { type: "string" };
         port: { type: "string" };
+        url: { type: "string" };
+        tls: { type: "boolean" };
+        "tls-ca": { type: "string" };
+        "tls-cert": { type: "string" };
+        "tls-key": { type: "string" };
+        "tls-server-name": { type: "string" };
         file: { type: "string" };
         "admin-port": { type: "string" };
         prefix: { type: "string" };
@@ -102,6 +169,12 @@ async function main(argv: string[]): Promise<number> {
       options: {
         host: { type: "string" },
         port: { type: "string" },
+        url: { type: "string" },
+        tls: { type: "boolean" },
+        "tls-ca": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "tls-server-name": { type: "string" },
         file: { type: "string" },
         "admin-port": { type: "string" },
         prefix: { type: "string" },
@@ -122,13 +195,14 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return values.help ? 0 : 2;
   }
-  const host = values.host ?? process.env.KV_HOST ?? "127.0.0.1";
-  const portText = values.port ?? process.env.KV_PORT ?? "7070";
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
-    console.error(`--port must be 1-65535, got ${JSON.stringify(portText)}`);
+  let target: KvClientOptions;
+  try {
+    target = await serverTarget(values);
+  } catch (err) {
+    console.error(`${errorMessage(err)}\n\n${USAGE}`);
     return 2;
   }
+  const host = target.host ?? "127.0.0.1";
   const [command, ...args] = positionals;
 
   const usageError = (msg: string) => {
@@ -144,7 +218,7 @@ async function main(argv: string[]): Promise<number> {
         return usageError("set needs exactly one of VALUE or --file PATH");
       }
       const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
-      await using client = await KvClient.connect({ host, port });
+      await using client = await KvClient.connect(target);
       await client.set(key, bytes);
       console.error("ok");
       return 0;
@@ -152,7 +226,7 @@ async function main(argv: string[]): Promise<number> {
     case "get": {
       const [key] = args;
       if (key === undefined || args.length > 1) return usageError("get needs exactly one KEY");
-      await using client = await KvClient.connect({ host, port });
+      await using client = await KvClient.connect(target);
       const value = await client.get(key);
       if (value === undefined) {
         console.error("not found");
@@ -165,26 +239,26 @@ async function main(argv: string[]): Promise<number> {
     case "exists": {
       const [key] = args;
       if (key === undefined || args.length > 1) return usageError(`${command} needs exactly one KEY`);
-      await using client = await KvClient.connect({ host, port });
+      await using client = await KvClient.connect(target);
       const found = command === "rm" ? await client.delete(key) : await client.exists(key);
       if (command === "rm") console.error(found ? "deleted" : "not found");
       return found ? 0 : 1;
     }
     case "keys": {
       if (args.length > 0) return usageError("keys takes no arguments; use --prefix");
-      await using client = await KvClient.connect({ host, port });
+      await using client = await KvClient.connect(target);
       return await printListing(client, values.prefix, values.values === true, values.base64 === true);
     }
     case "clear": {
       if (args.length > 0) return usageError("clear takes no arguments");
       if (values.yes !== true) return usageError("clear deletes every key: confirm with --yes");
-      await using client = await KvClient.connect({ host, port });
+      await using client = await KvClient.connect(target);
       console.log(await client.clear());
       return 0;
     }
     case "verify": {
       if (args.length > 0) return usageError("verify takes no arguments");
-      const results = await verify(host, port);
+      const results = await verify(target);
       console.log(formatResults(results));
       return results.every((r) => r.ok) ? 0 : 1;
     }
@@ -203,7 +277,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case "ping": {
       if (args.length > 0) return usageError("ping takes no arguments");
-      await using client = await KvClient.connect({ host, port });
+      await using client = await KvClient.connect(target);
       // A get exercises the whole path: socket, DynamoDB and, if the key exists, KMS.
       await client.get(PING_KEY);
       console.error("ok");

@@ -22,12 +22,67 @@ import {
 /** Keys and values: bytes, or strings sent as UTF-8. */
 export type Bytes = Uint8Array | string;
 
+/**
+ * TLS settings. PEM text or bytes; read files with `Bun.file(path).text()`.
+ * Without `ca` the server must present a certificate the system trusts (an
+ * ACM certificate on the load balancer does).
+ */
+export interface ClientTlsOptions {
+  /** CA bundle that signed the server's certificate, replacing the system's. */
+  ca?: string | Uint8Array;
+  /** Client certificate chain, for servers that require one (`--tls-ca`). */
+  cert?: string | Uint8Array;
+  /** Private key of `cert`. */
+  key?: string | Uint8Array;
+  /** Name the server's certificate must carry, when it differs from `host` (an IP address, a tunnel). */
+  serverName?: string;
+}
+
 /** Connection settings. */
 export interface KvClientOptions {
   host?: string;
   port: number;
+  /** Speak TLS: `true` with the system's CAs, or with these settings. */
+  tls?: boolean | ClientTlsOptions;
   /** Largest response frame accepted (default 80 MiB: a 64 MiB value plus framing). */
   maxFrameBytes?: number;
+}
+
+/** The default port of `kvs://` URLs (the server's default). */
+export const DEFAULT_PORT = 7070;
+/** The default port of `kvss://` URLs (the template's TLS listener). */
+export const DEFAULT_TLS_PORT = 7443;
+
+/**
+ * Parses `kvs://HOST[:PORT]` (plaintext, port 7070) or `kvss://HOST[:PORT]`
+ * (TLS, port 7443) into connection settings. IPv6 hosts go in brackets.
+ * Throws `KV_ERR_CONFIG` on anything else.
+ */
+export function parseServerUrl(url: string): { host: string; port: number; tls: boolean } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new KvError(
+      ErrorCode.Config,
+      `not a server URL: ${JSON.stringify(url)} (expected kvs://HOST:PORT or kvss://HOST:PORT)`,
+    );
+  }
+  const tls = parsed.protocol === "kvss:";
+  if (!tls && parsed.protocol !== "kvs:") {
+    throw new KvError(
+      ErrorCode.Config,
+      `unknown scheme ${parsed.protocol} in ${JSON.stringify(url)} (use kvs:// or kvss://)`,
+    );
+  }
+  if (parsed.hostname === "" || (parsed.pathname !== "" && parsed.pathname !== "/") || parsed.search || parsed.hash) {
+    throw new KvError(
+      ErrorCode.Config,
+      `a server URL is kvs[s]://HOST[:PORT] and nothing more, got ${JSON.stringify(url)}`,
+    );
+  }
+  const host = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname;
+  return { host, port: parsed.port === "" ? (tls ? DEFAULT_TLS_PORT : DEFAULT_PORT) : Number(parsed.port), tls };
 }
 
 /** What to list; see {@link KvClient.list}. */
@@ -87,14 +142,39 @@ export class KvClient implements AsyncDisposable {
     this.#decoder = new FrameDecoder(maxFrameBytes);
   }
 
-  /** Opens a connection. */
-  static async connect(options: KvClientOptions): Promise<KvClient> {
+  /**
+   * Opens a connection to `options`, or to a `kvs://` or `kvss://` URL. With
+   * TLS it resolves once the handshake is done, and rejects with
+   * `KV_ERR_TLS` if the server's certificate does not verify.
+   */
+  static async connect(options: KvClientOptions | string): Promise<KvClient> {
+    if (typeof options === "string") options = parseServerUrl(options);
     let client: KvClient | undefined;
     const maxFrameBytes = options.maxFrameBytes ?? 80 * 1024 * 1024;
+    const host = options.host ?? "127.0.0.1";
+    // Never an empty object: Bun.connect treats `tls: {}` as no TLS at all, silently speaking plaintext.
+    const tls =
+      options.tls === undefined || options.tls === false
+        ? undefined
+        : { ...(options.tls === true ? {} : options.tls), rejectUnauthorized: true };
+    // Bun drops bytes written to a TLS socket before its handshake ends, so nothing is sent until then.
+    const handshake = Promise.withResolvers<void>();
+    // Settled on every close, awaited only with TLS.
+    handshake.promise.catch(() => {});
     const socket = await Bun.connect<undefined>({
-      hostname: options.host ?? "127.0.0.1",
+      hostname: host,
       port: options.port,
+      ...(tls === undefined ? {} : { tls }),
       socket: {
+        handshake(_s, success, authorizationError) {
+          if (success && authorizationError === null) return handshake.resolve();
+          const why = (authorizationError as (Error & { code?: string }) | null)?.code ?? "handshake failed";
+          handshake.reject(
+            new KvError(ErrorCode.Tls, `TLS handshake with ${host}:${options.port} failed: ${why}`, {
+              cause: authorizationError,
+            }),
+          );
+        },
         data(_s, chunk) {
           client?.onData(chunk);
         },
@@ -102,14 +182,28 @@ export class KvClient implements AsyncDisposable {
           client?.onDrain();
         },
         close() {
+          handshake.reject(
+            new KvError(ErrorCode.Tls, `${host}:${options.port} closed the connection during the TLS handshake`),
+          );
           client?.onClose();
         },
         error(_s, err) {
-          client?.fail(new KvError(ErrorCode.ConnectionClosed, `socket error: ${err.message}`, { cause: err }));
+          // A TLS alert (a server refusing our certificate) arrives as an error naming it.
+          const code = /ALERT|SSL routines/.test(err.message) ? ErrorCode.Tls : ErrorCode.ConnectionClosed;
+          const why = code === ErrorCode.Tls ? "the server refused the TLS session" : "socket error";
+          client?.fail(new KvError(code, `${why}: ${err.message}`, { cause: err }));
         },
       },
     });
     socket.setNoDelay(true);
+    if (tls !== undefined) {
+      try {
+        await handshake.promise;
+      } catch (err) {
+        socket.terminate();
+        throw err;
+      }
+    }
     client = new KvClient(socket, maxFrameBytes);
     return client;
   }

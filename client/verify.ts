@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { errorMessage } from "../src/errors.js";
-import { KvClient } from "./kv-client.js";
+import { KvClient, type KvClientOptions } from "./kv-client.js";
 
 /** One verification step's outcome. */
 export interface CheckResult {
@@ -133,10 +133,10 @@ function binaryKey(prefix: string): Uint8Array {
 }
 
 /** Runs every check against a server; each uses keys under a fresh random prefix. */
-export async function verify(host: string, port: number): Promise<CheckResult[]> {
+export async function verify(target: KvClientOptions): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const prefix = `verify:${randomBytes(6).toString("hex")}`;
-  await using client = await KvClient.connect({ host, port });
+  await using client = await KvClient.connect(target);
   for (const [name, run] of CHECKS) {
     const start = performance.now();
     try {

@@ -2,6 +2,7 @@ import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import { LogFormat, type LogLevel } from "./log.js";
+import type { TlsFiles } from "./net/tls-material.js";
 import { MAX_BATCH_GET_KEYS } from "./store/batch-reader.js";
 import { MAX_BATCH_WRITE_ITEMS } from "./store/batch-writer.js";
 
@@ -55,6 +56,10 @@ export interface Config {
   /** Admin HTTP port (health, metrics); undefined: none. */
   adminPort: number | undefined;
   adminHost: string;
+  /** Seconds between `request latency` log lines (for CloudWatch metric filters); 0: none. */
+  latencyLogIntervalSeconds: number;
+  /** TLS for the TCP listener and the HTTP gateway; undefined: plaintext. */
+  tls: TlsFiles | undefined;
 }
 
 /** Frame bytes allowed beyond --max-value-bytes: room for a 1 KiB key and the envelope. */
@@ -233,6 +238,26 @@ const FLAGS = {
     placeholder: "ADDR",
     help: "address of the admin port (default: --host)",
   },
+  "latency-log-interval-s": {
+    env: "KV_LATENCY_LOG_INTERVAL_S",
+    type: "string",
+    default: "0",
+    placeholder: "SECONDS",
+    help: "log per-op request counts and p50/p99 latency this often (CloudWatch metric filters); 0 never",
+  },
+  "tls-cert": {
+    env: "KV_TLS_CERT",
+    type: "string",
+    placeholder: "FILE",
+    help: "PEM certificate chain: serve TLS on the TCP port and the HTTP gateway (with --tls-key; SIGHUP re-reads)",
+  },
+  "tls-key": { env: "KV_TLS_KEY", type: "string", placeholder: "FILE", help: "PEM private key of --tls-cert" },
+  "tls-ca": {
+    env: "KV_TLS_CA",
+    type: "string",
+    placeholder: "FILE",
+    help: "PEM CA bundle: require client certificates signed by it (mutual TLS)",
+  },
   "log-format": {
     env: "KV_LOG_FORMAT",
     type: "string",
@@ -359,6 +384,22 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     );
   }
 
+  const tlsCert = get("tls-cert") || undefined;
+  const tlsKey = get("tls-key") || undefined;
+  const tlsCa = get("tls-ca") || undefined;
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new KvError(
+      ErrorCode.Config,
+      `${tlsCert === undefined ? "--tls-key" : "--tls-cert"} was given without ${tlsCert === undefined ? "--tls-cert" : "--tls-key"}: TLS needs both`,
+    );
+  }
+  if (tlsCa !== undefined && tlsCert === undefined) {
+    throw new KvError(
+      ErrorCode.Config,
+      "--tls-ca needs --tls-cert and --tls-key: mutual TLS is TLS with client certificates",
+    );
+  }
+
   return {
     host,
     port: int("port", get("port") as string, 0, 65535),
@@ -390,6 +431,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     adminPort:
       adminPortRaw === undefined || adminPortRaw === "" ? undefined : int("admin-port", adminPortRaw, 0, 65535),
     adminHost: get("admin-host") || host,
+    latencyLogIntervalSeconds: int("latency-log-interval-s", get("latency-log-interval-s") as string, 0, 86_400),
+    tls:
+      tlsCert === undefined || tlsKey === undefined
+        ? undefined
+        : { cert: tlsCert, key: tlsKey, ...(tlsCa === undefined ? {} : { ca: tlsCa }) },
   };
 }
 

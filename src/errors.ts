@@ -34,6 +34,8 @@ export const ErrorCode = {
   ServerInternal: "KV_ERR_SERVER_INTERNAL",
   /** The connection closed before a response arrived (client side). */
   ConnectionClosed: "KV_ERR_CONNECTION_CLOSED",
+  /** The TLS handshake failed: the server's certificate is untrusted or expired, or it refused ours (client side). */
+  Tls: "KV_ERR_TLS",
   /** The peer sent bytes that break the protocol (client side). */
   Protocol: "KV_ERR_PROTOCOL",
   /** Bad flags or environment. */

@@ -3,6 +3,7 @@ import { type Config, helpText, parseConfig } from "./config.js";
 import { errorMessage, isKvError } from "./errors.js";
 import { createLogger, type Logger } from "./log.js";
 import { ensurePortFree } from "./net/listener.js";
+import { loadTlsMaterial } from "./net/tls-material.js";
 import { startServer } from "./server.js";
 import { SUPERVISED_ENV, startWorkers } from "./supervisor.js";
 
@@ -17,6 +18,8 @@ interface Running {
   line: string;
   /** Starts the graceful stop. */
   stop(): void;
+  /** Re-reads the TLS files (SIGHUP). */
+  reload(): void;
   /** Open connections (workers: the worker count), for the stop log line. */
   count(): number;
   /** Settles with the exit code once everything has stopped. */
@@ -30,11 +33,14 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
     if (config.adminPort) ensurePortFree(config.adminHost, config.adminPort, "admin");
     if (config.httpPort) ensurePortFree(config.host, config.httpPort, "HTTP");
   }
+  // A bad certificate fails here, before workers or local services start.
+  if (config.tls !== undefined) loadTlsMaterial(config.tls);
   if (config.workers > 1) {
     const group = await startWorkers(config, argv, log);
     return {
       line: `kvs listening on ${config.host}:${group.port} workers=${config.workers} ${group.description}`,
       stop: () => group.stop(),
+      reload: () => group.reload(),
       count: () => config.workers,
       exited: group.exited,
     };
@@ -42,7 +48,14 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
   const server = await startServer(config, log);
   const exited = Promise.withResolvers<number>();
   return {
-    line: `kvs listening on ${server.host}:${server.port}${server.httpPort === undefined ? "" : ` http=${server.host}:${server.httpPort}`} ${server.description}`,
+    line: `kvs listening on ${server.host}:${server.port}${server.tls === undefined ? "" : ` ${server.tls}`}${server.httpPort === undefined ? "" : ` http=${server.host}:${server.httpPort}`} ${server.description}`,
+    reload: () => {
+      try {
+        server.reloadTls();
+      } catch (err) {
+        log.error("TLS reload failed; still serving the previous certificate", { reason: errorMessage(err) });
+      }
+    },
     stop: () => {
       void server.stop().then(
         () => exited.resolve(0),
@@ -117,6 +130,9 @@ async function main(): Promise<number> {
   }
   console.log(running.line);
   onStopRequest(log, running);
+  // SIGHUP re-reads the certificate (certbot and cert-manager rotate files in place). Without TLS it keeps
+  // its default meaning: a closed terminal stops the server.
+  if (config.tls !== undefined) process.on("SIGHUP", () => running.reload());
   const code = await running.exited;
   log.info("stopped");
   return code;

@@ -12,6 +12,12 @@ export const Counter = {
   connectionsClosed: "connections.closed",
   requests: "requests",
   protocolErrors: "protocol.errors",
+  tlsHandshakeFailures: "tls.handshake_failures",
+  tlsReloads: "tls.reloads",
+  tlsReloadFailures: "tls.reload_failures",
+  sweeps: "sweep.runs",
+  sweepFailures: "sweep.failures",
+  sweepDeleted: "sweep.deleted",
   bytesIn: "bytes.in",
   bytesOut: "bytes.out",
 } as const;
@@ -33,6 +39,26 @@ export class Counters {
   /** Current value of `name`. */
   get(name: Counter): number {
     return this.#values[name];
+  }
+
+  /** Failed backend calls and retries, by `service|operation|kind`: written only on failures, never per request. */
+  readonly #outcomes = new Map<string, number>();
+
+  /**
+   * Counts a failed backend call (`throttle` or `error`, by the service's
+   * operation name) or a retry (by what was retried: `write`, `read`, `delete`...).
+   */
+  outcome(service: "dynamodb" | "kms", operation: string, kind: "throttle" | "error" | "retry"): void {
+    const key = `${service}|${operation}|${kind}`;
+    this.#outcomes.set(key, (this.#outcomes.get(key) ?? 0) + 1);
+  }
+
+  /** Every {@link outcome} counted so far. */
+  *outcomes(): Generator<{ service: string; operation: string; kind: string; count: number }> {
+    for (const [key, count] of this.#outcomes) {
+      const [service = "", operation = "", kind = ""] = key.split("|");
+      yield { service, operation, kind, count };
+    }
   }
 
   /** A copy of every counter that is not zero. */

@@ -4,14 +4,16 @@ import { type Config, LOCAL_DEFAULTS, StoreKind } from "./config.js";
 import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
 import { ensureKey } from "./crypto/kms-key.js";
 import { KmsKeyring } from "./crypto/kms-keyring.js";
-import { errorMessage } from "./errors.js";
+import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import { HttpGateway } from "./http/gateway.js";
 import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
-import { Counters } from "./metrics.js";
+import { Counter, Counters } from "./metrics.js";
 import { Listener } from "./net/listener.js";
+import { loadTlsMaterial, type TlsMaterial } from "./net/tls-material.js";
 import { AdminServer } from "./ops/admin-server.js";
-import { Metrics } from "./ops/prometheus.js";
+import { LatencyReporter } from "./ops/latency-reporter.js";
+import { type MetricSources, Metrics } from "./ops/prometheus.js";
 import { Dispatcher } from "./protocol/dispatch.js";
 import { DeadlineStore } from "./store/deadline-store.js";
 import { DynamoDataClient } from "./store/dynamo-data-client.js";
@@ -47,6 +49,14 @@ export interface KvServer extends AsyncDisposable {
   readonly httpPort: number | undefined;
   /** The admin port (/healthz, /readyz, /metrics), or undefined when there is none. */
   readonly adminPort: number | undefined;
+  /** `tls` or `mtls` when the data ports serve TLS, else undefined. */
+  readonly tls: "tls" | "mtls" | undefined;
+  /**
+   * Re-reads the TLS files and serves new connections with them; open
+   * connections keep theirs. Throws `KV_ERR_CONFIG`, keeping the current
+   * certificate, if the files are bad or TLS is off.
+   */
+  reloadTls(): void;
   /** Runs one orphan-chunk sweep now (DynamoDB store only). */
   sweepOrphans(olderThanMs?: number): Promise<SweepResult>;
   /** Graceful stop: stop accepting, answer in-flight requests, close, stop local services. Idempotent. */
@@ -85,6 +95,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
   };
 
   try {
+    // Before anything slow starts: a bad certificate fails in milliseconds, not after DynamoDB Local.
+    let tls: TlsMaterial | undefined = config.tls === undefined ? undefined : loadTlsMaterial(config.tls);
     let store: KvStore;
     let description: string;
     let dynamodbEndpoint: string | undefined;
@@ -92,6 +104,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     let table: string | undefined;
     let deadlineMs: number | undefined;
     let keyCache: DataKeyCache | undefined;
+    let batchQueues: MetricSources["batchQueues"];
     let backendReady: () => Promise<boolean> = async () => true;
     let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
 
@@ -139,13 +152,20 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       });
       // Fails fast on a wrong key or missing permission, and warms the cache.
       await keys.encryptionKey(0, 0);
-      const data = await DynamoDataClient.create(ddbClient, { callTimeoutMs: config.callTimeoutMs });
+      const data = await DynamoDataClient.create(ddbClient, {
+        callTimeoutMs: config.callTimeoutMs,
+        onFailure: (op, throttled) => counters.outcome("dynamodb", op, throttled ? "throttle" : "error"),
+      });
       keyCache = keys;
       backendReady = readinessProbe(data, table, config.callTimeoutMs, overrides.readyRecentMs ?? READY_RECENT_MS);
       const dynamo = new DynamoStore({
         client: ddbClient,
         data,
-        retry: { ...DEFAULT_RETRY, maxElapsedMs: config.requestTimeoutMs },
+        retry: {
+          ...DEFAULT_RETRY,
+          maxElapsedMs: config.requestTimeoutMs,
+          onRetry: (what) => counters.outcome("dynamodb", what, "retry"),
+        },
         table,
         encryptionScope,
         keys,
@@ -159,6 +179,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         windowMs: config.batchWindowMs,
       });
       store = dynamo;
+      batchQueues = () => dynamo.batchQueues;
       deadlineMs = config.requestTimeoutMs;
       sweep = (olderThanMs) => dynamo.sweepOrphans(olderThanMs);
       if (config.sweepIntervalSeconds > 0) {
@@ -188,6 +209,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     const bounded = deadlineMs === undefined ? ordered : new DeadlineStore(ordered, { timeoutMs: deadlineMs });
 
     const dispatcher = new Dispatcher(bounded, log, { maxValueBytes: config.maxValueBytes });
+    if (config.latencyLogIntervalSeconds > 0) {
+      const reporter = new LatencyReporter(dispatcher.stats, log, config.latencyLogIntervalSeconds * 1000);
+      cleanups.push(async () => reporter.stop());
+    }
     let draining = false;
     const listener = Listener.start(dispatcher, log, counters, {
       host: config.host,
@@ -198,6 +223,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       maxConnections: config.maxConnections,
       idleTimeoutSeconds: config.idleTimeoutSeconds,
       reusePort: config.reusePort,
+      tls,
     });
 
     cleanups.push(async () => listener.stop());
@@ -210,6 +236,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           reusePort: config.reusePort,
           maxKeyBytes: MAX_KEY_BYTES,
           maxValueBytes: config.maxValueBytes,
+          tls,
         },
         bounded,
         dispatcher.stats,
@@ -227,6 +254,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         connections: () => listener.connectionCount,
         inFlight: () => listener.inFlight,
         keyCache: cache === undefined ? undefined : () => ({ hits: cache.hits, misses: cache.misses }),
+        batchQueues,
+        tlsNotAfter: tls === undefined ? undefined : () => (tls as TlsMaterial).notAfter,
       });
       const started = AdminServer.start(
         { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
@@ -261,6 +290,23 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       },
       httpPort: gateway?.port,
       adminPort: admin?.port,
+      tls: tls === undefined ? undefined : tls.mutual ? "mtls" : "tls",
+      reloadTls() {
+        try {
+          if (config.tls === undefined || tls === undefined) {
+            throw new KvError(ErrorCode.Config, "TLS is off (no --tls-cert); restart with it to turn TLS on");
+          }
+          const next = loadTlsMaterial(config.tls);
+          listener.reloadTls(next);
+          gateway?.reloadTls(next);
+          tls = next;
+          counters.add(Counter.tlsReloads);
+          log.info("TLS certificate reloaded", { subject: next.subject, not_after: next.notAfter.toISOString() });
+        } catch (err) {
+          counters.add(Counter.tlsReloadFailures);
+          throw err;
+        }
+      },
       sweepOrphans: (olderThanMs) => sweep(olderThanMs),
       stop,
       [Symbol.asyncDispose]: stop,

@@ -17,6 +17,8 @@ export interface WorkerGroup {
   readonly exited: Promise<number>;
   /** Asks every worker to stop gracefully. */
   stop(): void;
+  /** Passes SIGHUP on to every worker: each re-reads its TLS files. */
+  reload(): void;
 }
 
 /**
@@ -85,7 +87,10 @@ export async function startWorkers(config: Config, argv: readonly string[], log:
     await exited;
     throw err;
   }
-  return { port, description, exited, stop };
+  const reload = () => {
+    for (const w of workers) if (w.exitCode === null) w.kill("SIGHUP");
+  };
+  return { port, description, exited, stop, reload };
 }
 
 async function firstLine(stream: ReadableStream<Uint8Array>): Promise<string> {

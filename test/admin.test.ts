@@ -13,10 +13,21 @@ setDefaultTimeout(60_000);
 
 const backends = useBackends();
 let ddb: FaultProxy;
+let kms: FaultProxy;
 beforeAll(() => {
   ddb = new FaultProxy(backends.ddb.endpoint);
+  kms = new FaultProxy(backends.kms.endpoint);
 });
-afterAll(() => ddb?.stop());
+afterAll(async () => {
+  await ddb?.stop();
+  await kms?.stop();
+});
+
+/** The value of one sample line of the Prometheus text, or undefined if absent. */
+function sample(metrics: string, line: string): number | undefined {
+  const hit = metrics.split("\n").find((l) => l.startsWith(`${line} `));
+  return hit === undefined ? undefined : Number(hit.slice(line.length + 1));
+}
 
 async function get(port: number, path: string, method = "GET") {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method });
@@ -108,5 +119,43 @@ describe("the admin port", () => {
     expect(metrics).toMatch(/kvs_data_key_cache_total\{result="hit"\} [1-9]/);
     expect(metrics).toMatch(/kvs_request_duration_seconds_count\{op="set"\} 1/);
     expect(metrics).toContain('kvs_request_duration_seconds_bucket{op="get",le="+Inf"} 1');
+  });
+
+  test("on DynamoDB: throttles, failures and retries by operation, sweeps and batcher queues are metrics", async () => {
+    const config = testConfig({
+      store: "dynamodb",
+      dynamodbEndpoint: ddb.endpoint,
+      kmsEndpoint: kms.endpoint,
+      adminPort: 0,
+      requestTimeoutMs: 20_000,
+    });
+    await using server = await startServer(config, silentLogger);
+    const port = server.adminPort as number;
+    await using c = await KvClient.connect({ port: server.port });
+
+    // Two throttled BatchWriteItems, then success: the set lands after two retries.
+    let throttles = 0;
+    ddb.rule = (op) => (op === "BatchWriteItem" && throttles++ < 2 ? "throttle" : undefined);
+    await c.set("k", "v");
+    ddb.rule = undefined;
+    await server.sweepOrphans();
+
+    // A second server on the same table has a cold key cache: its get needs a KMS Decrypt, which fails.
+    kms.rule = (op) => (op === "Decrypt" ? "error500" : undefined);
+    await using cold = await startServer({ ...config, adminPort: 0, requestTimeoutMs: 3_000 }, silentLogger);
+    await using c2 = await KvClient.connect({ port: cold.port });
+    await expect(c2.get("k")).rejects.toThrow();
+    kms.rule = undefined;
+
+    const m = (await get(port, "/metrics")).text;
+    const failures = 'kvs_backend_failures_total{service="dynamodb",operation="BatchWriteItem",kind="throttle"}';
+    expect(sample(m, failures)).toBe(2);
+    expect(sample(m, 'kvs_dynamodb_retries_total{what="write"}')).toBe(2);
+    expect(sample(m, 'kvs_orphan_sweeps_total{result="ok"}')).toBe(1);
+    expect(sample(m, "kvs_orphan_chunks_deleted_total")).toBe(0);
+    expect(sample(m, 'kvs_batch_queue_depth{batcher="write"}')).toBe(0);
+    expect(sample(m, 'kvs_batches_in_flight{batcher="read"}')).toBe(0);
+    const coldMetrics = (await get(cold.adminPort as number, "/metrics")).text;
+    expect(sample(coldMetrics, 'kvs_backend_failures_total{service="kms",operation="Decrypt",kind="error"}')).toBe(1);
   });
 });

@@ -238,6 +238,105 @@ describe("template.yaml", () => {
       HealthCheckPort: { Ref: "AdminPort" },
     });
     expect(props("LoadBalancer").Type).toBe("network");
+    // Client addresses reach the tasks (and their log lines); the task security group above still admits
+    // only the load balancer's group, which AWS honours with preservation on.
+    expect(tg.TargetGroupAttributes).toContainEqual({ Key: "preserve_client_ip.enabled", Value: "true" });
+  });
+});
+
+/**
+ * Evaluates an expression of the template's Rules section as CloudFormation
+ * does before a deployment, for the functions it uses; any other function
+ * fails the test, so a rule this cannot check is never passed by default.
+ */
+function evaluateRule(expr: Json, params: Record<string, string>): Json {
+  if (expr === null || typeof expr !== "object") return typeof expr === "number" ? String(expr) : expr;
+  if (Array.isArray(expr)) return expr.map((e) => evaluateRule(e, params));
+  const [fn, arg] = Object.entries(expr)[0] as [string, Json];
+  const args = Array.isArray(arg) ? arg : [arg];
+  const truth = (e: Json) => {
+    const v = evaluateRule(e, params);
+    if (typeof v !== "boolean") throw new Error(`not a condition: ${JSON.stringify(e)}`);
+    return v;
+  };
+  switch (fn) {
+    case "Ref": {
+      const v = params[arg as string];
+      if (v === undefined) throw new Error(`rule refers to unknown parameter ${String(arg)}`);
+      return v;
+    }
+    case "Fn::Equals":
+      return String(evaluateRule(args[0] as Json, params)) === String(evaluateRule(args[1] as Json, params));
+    case "Fn::Not":
+      return !truth(args[0] as Json);
+    case "Fn::And":
+      return args.every(truth);
+    case "Fn::Or":
+      return args.some(truth);
+    case "Fn::Contains": {
+      const list = evaluateRule(args[0] as Json, params) as Json[];
+      return list.map(String).includes(String(evaluateRule(args[1] as Json, params)));
+    }
+    default:
+      throw new Error(`the rules evaluator does not know ${fn}`);
+  }
+}
+
+/** The AssertDescriptions a deployment with `overrides` (over the defaults) would be refused with. */
+function ruleViolations(overrides: Record<string, string>): string[] {
+  const params: Record<string, string> = {
+    VpcId: "vpc-0123",
+    SubnetIds: "subnet-a,subnet-b",
+    LoadBalancerSubnetIds: "subnet-a,subnet-b",
+    ImageUri: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kvs:1.0.0",
+  };
+  for (const [name, spec] of Object.entries(parameters)) {
+    const def = (spec as Obj).Default;
+    if (def !== undefined) params[name] = String(def);
+  }
+  Object.assign(params, overrides);
+  const refused: string[] = [];
+  for (const rule of Object.values(template.Rules as Obj) as Obj[]) {
+    if (rule.RuleCondition !== undefined && evaluateRule(rule.RuleCondition, params) !== true) continue;
+    for (const a of rule.Assertions as Obj[]) {
+      if (evaluateRule(a.Assert as Json, params) !== true) refused.push(a.AssertDescription as string);
+    }
+  }
+  return refused;
+}
+
+describe("template.yaml Rules", () => {
+  const arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123";
+
+  test("the defaults and the README's deployment pass", () => {
+    expect(ruleViolations({})).toEqual([]);
+    expect(ruleViolations({ TaskSize: "1vcpu-2gb", Workers: "1", MinCount: "2", MaxCount: "10" })).toEqual([]);
+    expect(ruleViolations({ TaskSize: "4vcpu-8gb", Workers: "4", CertificateArn: arn })).toEqual([]);
+    // TlsPort is unused without a certificate, so it may equal ServicePort then.
+    expect(ruleViolations({ TlsPort: "7070" })).toEqual([]);
+  });
+
+  test.each([
+    [{ MinCount: "5", MaxCount: "3" }, "MinCount must not exceed MaxCount."],
+    [{ TaskSize: "1vcpu-2gb", Workers: "2" }, "Workers must not exceed"],
+    [{ TaskSize: "0.5vcpu-1gb", Workers: "4" }, "Workers must not exceed"],
+    [{ TaskSize: "2vcpu-4gb", Workers: "3" }, "Workers must not exceed"],
+    [{ AdminPort: "7070" }, "AdminPort and ServicePort must differ."],
+    [{ CertificateArn: arn, TlsPort: "7070" }, "TlsPort and ServicePort"],
+  ])("a deliberately bad parameter set %p is refused", (overrides, message) => {
+    const refused = ruleViolations(overrides);
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toContain(message);
+  });
+
+  test("MinCount above MaxCount is refused for every MinCount the template allows, and equal counts pass", () => {
+    const max = Number((parameters.MinCount as Obj).MaxValue);
+    for (let min = 1; min <= max; min++) {
+      expect(ruleViolations({ MinCount: String(min), MaxCount: String(min) })).toEqual([]);
+      expect(ruleViolations({ MinCount: String(min), MaxCount: String(min + 7) })).toEqual([]);
+      if (min > 1) expect(ruleViolations({ MinCount: String(min), MaxCount: String(min - 1) })).not.toEqual([]);
+      if (min > 1) expect(ruleViolations({ MinCount: String(min), MaxCount: "1" })).not.toEqual([]);
+    }
   });
 });
 

@@ -46,8 +46,14 @@ export class KmsKeyring implements DataKeyProvider {
       }
       return { plaintext: out.Plaintext, wrapped: out.CiphertextBlob };
     } catch (err) {
+      this.#countFailure("GenerateDataKey", err);
       throw asKvError(err, ErrorCode.Kms, `KMS GenerateDataKey failed${timedOut(err, this.#timeoutMs)}`);
     }
+  }
+
+  #countFailure(op: string, err: unknown): void {
+    const throttled = err instanceof Error && KMS_THROTTLING.has(err.name);
+    this.#counters.outcome("kms", op, throttled ? "throttle" : "error");
   }
 
   async unwrap(wrapped: Uint8Array): Promise<Uint8Array> {
@@ -60,6 +66,7 @@ export class KmsKeyring implements DataKeyProvider {
       if (out.Plaintext?.length !== 32) throw new KvError(ErrorCode.Kms, "Decrypt returned no usable key");
       return out.Plaintext;
     } catch (err) {
+      this.#countFailure("Decrypt", err);
       // A blob KMS refuses as invalid means the stored data key was altered.
       if (err instanceof Error && (err.name === "InvalidCiphertextException" || err.name === "IncorrectKeyException")) {
         throw new KvError(ErrorCode.Integrity, `KMS refused the stored data key: ${err.name}`, { cause: err });
@@ -68,6 +75,9 @@ export class KmsKeyring implements DataKeyProvider {
     }
   }
 }
+
+/** KMS's throttling error codes (the SDK's own retries have run out by the time one reaches us). */
+const KMS_THROTTLING = new Set(["ThrottlingException", "LimitExceededException", "TooManyRequestsException"]);
 
 function timedOut(err: unknown, ms: number): string {
   return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError")

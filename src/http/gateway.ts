@@ -2,6 +2,7 @@ import type { Server } from "bun";
 import { asKvError, ErrorCode, isKvError, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { listenError } from "../net/listener.js";
+import type { TlsMaterial } from "../net/tls-material.js";
 import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
 import { type KvStore, MAX_LIST_LIMIT, oversizedKey } from "../store/kv-store.js";
@@ -16,6 +17,8 @@ export interface GatewayOptions {
   reusePort: boolean;
   maxKeyBytes: number;
   maxValueBytes: number;
+  /** Serve HTTPS with this material (mutual TLS when it has a CA); undefined: plain HTTP. */
+  tls?: TlsMaterial;
 }
 
 /** Room over --max-value-bytes before Bun's own body cap: enough for the handler to see the excess first. */
@@ -47,34 +50,47 @@ const LISTINGS: Record<string, ListShape> = { "/getKeys": "keys", "/getValues": 
  * the client's mistakes and a 5xx for the server's (error-response.ts).
  */
 export class HttpGateway {
-  readonly #server: Server<undefined>;
+  #server: Server<undefined>;
+  readonly #serve: (tls: TlsMaterial | undefined, port: number) => Server<undefined>;
+  readonly #options: GatewayOptions;
+  /** Servers replaced by a reload, finishing their requests. */
+  readonly #retiring = new Set<Promise<void>>();
 
-  private constructor(server: Server<undefined>) {
-    this.#server = server;
+  private constructor(
+    serve: (tls: TlsMaterial | undefined, port: number) => Server<undefined>,
+    options: GatewayOptions,
+  ) {
+    this.#serve = serve;
+    this.#options = options;
+    this.#server = serve(options.tls, options.port);
   }
 
   /** Starts listening; throws a KV_ERR_CONFIG naming the port if it cannot. */
   static start(options: GatewayOptions, store: KvStore, stats: RequestStats, log: Logger): HttpGateway {
     const routes = new Routes(store, options, stats, log);
-    try {
-      const server = Bun.serve({
-        hostname: options.host,
-        port: options.port,
-        reusePort: options.reusePort,
-        idleTimeout: IDLE_TIMEOUT_S,
-        // The handler refuses a body over the limit with a JSON 413 (from Content-Length, or as a chunked body
-        // passes it); Bun's own cap, which answers a bare 413, only backstops it.
-        maxRequestBodySize: options.maxValueBytes + BODY_SLACK_BYTES,
-        fetch: (req, server) => routes.handle(req, server),
-        error: (err) => {
-          log.error("HTTP handler failed", { reason: err.message });
-          return jsonError(500, "internal", "the server failed to answer");
-        },
-      });
-      return new HttpGateway(server);
-    } catch (err) {
-      throw listenError(options.host, options.port, err, "HTTP");
-    }
+    const serve = (tls: TlsMaterial | undefined, port: number) => {
+      try {
+        return Bun.serve({
+          hostname: options.host,
+          port,
+          // TLS binds with SO_REUSEPORT so that a reload can bind its successor beside it (see Listener).
+          reusePort: options.reusePort || tls !== undefined,
+          idleTimeout: IDLE_TIMEOUT_S,
+          // The handler refuses a body over the limit with a JSON 413 (from Content-Length, or as a chunked body
+          // passes it); Bun's own cap, which answers a bare 413, only backstops it.
+          maxRequestBodySize: options.maxValueBytes + BODY_SLACK_BYTES,
+          ...(tls === undefined ? {} : { tls: tls.options }),
+          fetch: (req, server) => routes.handle(req, server),
+          error: (err) => {
+            log.error("HTTP handler failed", { reason: err.message });
+            return jsonError(500, "internal", "the server failed to answer");
+          },
+        });
+      } catch (err) {
+        throw listenError(options.host, port, err, "HTTP");
+      }
+    };
+    return new HttpGateway(serve, options);
   }
 
   /** The bound port. */
@@ -82,9 +98,28 @@ export class HttpGateway {
     return this.#server.port as number;
   }
 
+  /**
+   * Serves new connections with `tls`: the successor binds the port beside
+   * the current server, which then stops accepting and finishes its
+   * requests. Throws, keeping the current material, if the gateway is plain
+   * HTTP or the bind fails.
+   */
+  reloadTls(tls: TlsMaterial): void {
+    if (this.#options.tls === undefined) {
+      throw new KvError(ErrorCode.Config, "the HTTP gateway was started without TLS; restart to turn it on");
+    }
+    const next = this.#serve(tls, this.port);
+    const previous = this.#server;
+    this.#server = next;
+    const retiring = previous.stop(false).then(() => {
+      this.#retiring.delete(retiring);
+    });
+    this.#retiring.add(retiring);
+  }
+
   /** Stops taking connections and waits for requests in progress. */
   async stop(): Promise<void> {
-    await this.#server.stop(false);
+    await Promise.all([this.#server.stop(false), ...this.#retiring]);
   }
 }
 

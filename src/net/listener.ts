@@ -2,7 +2,9 @@ import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions }
 import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
+import { RepeatLimiter } from "../repeat-limiter.js";
 import { Connection, type ConnectionOptions, type FrameHandler } from "./connection.js";
+import type { TlsMaterial } from "./tls-material.js";
 
 /**
  * Throws, naming the address, if `host:port` cannot be bound now. Run before
@@ -51,31 +53,51 @@ export interface ListenerOptions extends ConnectionOptions {
   idleTimeoutSeconds: number;
   /** Share the port with other processes (SO_REUSEPORT), for `--workers`. */
   reusePort: boolean;
+  /** Serve TLS with this material; undefined: plaintext. */
+  tls?: TlsMaterial;
 }
 
-/** A TCP listener: one {@link Connection} per socket, each handing its frames to one handler. */
+/**
+ * A TCP listener: one {@link Connection} per socket, each handing its frames
+ * to one handler. With TLS, {@link Listener.reloadTls} swaps the certificate
+ * without dropping a connection.
+ */
 export class Listener {
-  readonly #server: TCPSocketListener<Connection | undefined>;
+  #server: TCPSocketListener<Connection | undefined>;
   readonly #connections: Set<Connection>;
   readonly #log: Logger;
+  readonly #listenOptions: TCPSocketListenOptions<Connection | undefined>;
+  readonly #options: ListenerOptions;
   #stopping: Promise<void> | null = null;
 
-  private constructor(server: TCPSocketListener<Connection | undefined>, connections: Set<Connection>, log: Logger) {
+  private constructor(
+    server: TCPSocketListener<Connection | undefined>,
+    connections: Set<Connection>,
+    log: Logger,
+    listenOptions: TCPSocketListenOptions<Connection | undefined>,
+    options: ListenerOptions,
+  ) {
     this.#server = server;
     this.#connections = connections;
     this.#log = log;
+    this.#listenOptions = listenOptions;
+    this.#options = options;
   }
 
   /** Starts listening. */
   static start(handler: FrameHandler, log: Logger, counters: Counters, options: ListenerOptions): Listener {
     const connections = new Set<Connection>();
+    const repeats = new RepeatLimiter(log);
+    const mutual = options.tls?.mutual === true;
     const listenOptions = {
       hostname: options.host,
       port: options.port,
       // A second server on a taken port must fail, not split traffic, unless --workers asked for SO_REUSEPORT.
-      exclusive: !options.reusePort,
+      // TLS binds with SO_REUSEPORT too: a certificate reload binds its successor beside it, so the port is
+      // never closed. main.ts checks the port is free first, so only a second kvs could share it.
+      exclusive: !options.reusePort && options.tls === undefined,
       // Bun honours reusePort on listeners, but its TCPSocketListenOptions type omits it.
-      reusePort: options.reusePort,
+      reusePort: options.reusePort || options.tls !== undefined,
       // A client may send its requests and then shut down its write side; it still gets every answer.
       allowHalfOpen: true,
       // Plain Uint8Array chunks: views cut from them are cheaper than Buffer views.
@@ -97,6 +119,21 @@ export class Listener {
           socket.data = conn;
           connections.add(conn);
           counters.add(Counter.connectionsOpened);
+        },
+        handshake(socket, success, authorizationError) {
+          if (success && (authorizationError === null || !mutual)) return;
+          counters.add(Counter.tlsHandshakeFailures);
+          // OpenSSL's verdict, e.g. CERT_HAS_EXPIRED or UNABLE_TO_VERIFY_LEAF_SIGNATURE.
+          const reason = (authorizationError as (Error & { code?: string }) | null)?.code ?? "handshake failed";
+          repeats.warn(`tls:${reason}`, "TLS handshake refused", {
+            remote: socket.remoteAddress,
+            reason,
+            conn: socket.data?.id,
+          });
+          // Bun already closes a client whose certificate failed verification under rejectUnauthorized;
+          // closing here as well keeps mutual TLS a property of this code, not of a runtime default.
+          if (socket.data !== undefined) socket.data.destroy();
+          else socket.terminate();
         },
         data(socket, chunk) {
           if (options.idleTimeoutSeconds > 0) socket.timeout(options.idleTimeoutSeconds);
@@ -132,14 +169,40 @@ export class Listener {
           conn.onClose();
         },
       } satisfies SocketHandler<Connection | undefined>,
-    };
+    } as TCPSocketListenOptions<Connection | undefined>;
     let server: TCPSocketListener<Connection | undefined>;
     try {
-      server = Bun.listen<Connection | undefined>(listenOptions as TCPSocketListenOptions<Connection | undefined>);
+      server = Bun.listen<Connection | undefined>(
+        options.tls === undefined ? listenOptions : { ...listenOptions, tls: options.tls.options },
+      );
     } catch (err) {
       throw listenError(options.host, options.port, err);
     }
-    return new Listener(server, connections, log);
+    return new Listener(server, connections, log, listenOptions, options);
+  }
+
+  /**
+   * Serves new connections with `tls` from now on. The successor binds the
+   * same port beside the current listener (SO_REUSEPORT) before that one
+   * stops accepting, so no connect is refused, and open connections keep
+   * their session. Throws, leaving the current material in place, if the
+   * listener is plaintext or the bind fails.
+   */
+  reloadTls(tls: TlsMaterial): void {
+    if (this.#options.tls === undefined) {
+      throw new KvError(ErrorCode.Config, "the TCP listener was started without TLS; restart to turn it on");
+    }
+    if (this.#stopping !== null) return;
+    let next: TCPSocketListener<Connection | undefined>;
+    try {
+      next = Bun.listen<Connection | undefined>({ ...this.#listenOptions, port: this.port, tls: tls.options });
+    } catch (err) {
+      throw listenError(this.host, this.port, err);
+    }
+    const previous = this.#server;
+    this.#server = next;
+    // Stops accepting only; its connections live on in #connections.
+    previous.stop(false);
   }
 
   /** The bound port (useful with port 0). */

@@ -12,6 +12,10 @@ export interface MetricSources {
   inFlight(): number;
   /** Data-key cache hits and misses, when the store encrypts. */
   keyCache?: () => { hits: number; misses: number };
+  /** Requests waiting in the DynamoDB batchers and batches in flight, on the DynamoDB store. */
+  batchQueues?: () => { write: { queued: number; inFlight: number }; read: { queued: number; inFlight: number } };
+  /** When the served TLS certificate expires, when the server serves TLS. */
+  tlsNotAfter?: () => Date;
 }
 
 /** The backend calls kept in {@link Counters}, as service and operation labels. */
@@ -77,6 +81,74 @@ export class Metrics {
       },
     });
     new PromCounter({
+      name: "kvs_backend_failures_total",
+      help: "Failed DynamoDB and KMS calls by operation and kind (throttle, error: 5xx, 4xx, network, timeout)",
+      labelNames: ["service", "operation", "kind"],
+      registers,
+      collect() {
+        this.reset();
+        for (const o of sources.counters.outcomes()) {
+          if (o.kind !== "retry") this.inc({ service: o.service, operation: o.operation, kind: o.kind }, o.count);
+        }
+      },
+    });
+    new PromCounter({
+      name: "kvs_dynamodb_retries_total",
+      help: "DynamoDB work retried after a failure or unprocessed items, by what was retried (write, read, delete...)",
+      labelNames: ["what"],
+      registers,
+      collect() {
+        this.reset();
+        for (const o of sources.counters.outcomes()) if (o.kind === "retry") this.inc({ what: o.operation }, o.count);
+      },
+    });
+    new PromCounter({
+      name: "kvs_orphan_sweeps_total",
+      help: "Orphan-chunk sweeps by result",
+      labelNames: ["result"],
+      registers,
+      collect() {
+        this.reset();
+        const failed = sources.counters.get(Counter.sweepFailures);
+        this.inc({ result: "ok" }, sources.counters.get(Counter.sweeps) - failed);
+        this.inc({ result: "error" }, failed);
+      },
+    });
+    new PromCounter({
+      name: "kvs_orphan_chunks_deleted_total",
+      help: "Chunk items of replaced or deleted large values that sweeps removed",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.counters.get(Counter.sweepDeleted));
+      },
+    });
+    if (sources.batchQueues !== undefined) {
+      const queues = sources.batchQueues;
+      new Gauge({
+        name: "kvs_batch_queue_depth",
+        help: "Requests waiting in a DynamoDB batcher (write: BatchWriteItem, read: BatchGetItem) for a batch",
+        labelNames: ["batcher"],
+        registers,
+        collect() {
+          const q = queues();
+          this.set({ batcher: "write" }, q.write.queued);
+          this.set({ batcher: "read" }, q.read.queued);
+        },
+      });
+      new Gauge({
+        name: "kvs_batches_in_flight",
+        help: "DynamoDB batches sent and not yet settled, by batcher",
+        labelNames: ["batcher"],
+        registers,
+        collect() {
+          const q = queues();
+          this.set({ batcher: "write" }, q.write.inFlight);
+          this.set({ batcher: "read" }, q.read.inFlight);
+        },
+      });
+    }
+    new PromCounter({
       name: "kvs_bytes_total",
       help: "Bytes read from and written to client connections",
       labelNames: ["direction"],
@@ -96,6 +168,37 @@ export class Metrics {
         this.inc(sources.counters.get(Counter.protocolErrors));
       },
     });
+    if (sources.tlsNotAfter !== undefined) {
+      const notAfter = sources.tlsNotAfter;
+      new Gauge({
+        name: "kvs_tls_certificate_expiry_timestamp_seconds",
+        help: "When the served TLS certificate expires (Unix time); alert well before it",
+        registers,
+        collect() {
+          this.set(notAfter().getTime() / 1000);
+        },
+      });
+      new PromCounter({
+        name: "kvs_tls_handshake_failures_total",
+        help: "TLS handshakes that failed or presented a client certificate that did not verify",
+        registers,
+        collect() {
+          this.reset();
+          this.inc(sources.counters.get(Counter.tlsHandshakeFailures));
+        },
+      });
+      new PromCounter({
+        name: "kvs_tls_reloads_total",
+        help: "Certificate reloads (SIGHUP) by result; a failed one keeps the previous certificate",
+        labelNames: ["result"],
+        registers,
+        collect() {
+          this.reset();
+          this.inc({ result: "ok" }, sources.counters.get(Counter.tlsReloads));
+          this.inc({ result: "error" }, sources.counters.get(Counter.tlsReloadFailures));
+        },
+      });
+    }
     if (sources.keyCache !== undefined) {
       const read = sources.keyCache;
       new PromCounter({

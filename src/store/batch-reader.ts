@@ -56,6 +56,16 @@ export class BatchReader {
     this.#scheduler = new FlushScheduler(options.windowMs, (partial) => this.#flush(partial));
   }
 
+  /** Requests waiting for a batch. */
+  get queued(): number {
+    return this.#pending.size;
+  }
+
+  /** Batches sent and not yet settled. */
+  get batchesInFlight(): number {
+    return this.#inFlight;
+  }
+
   /** The item whose partition key is `pk`. */
   get(pk: Uint8Array): Promise<Item> {
     const id = byteString(pk);

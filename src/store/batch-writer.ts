@@ -82,6 +82,16 @@ export class BatchWriter {
     return this.#enqueue({ delete: key }, 64);
   }
 
+  /** Requests waiting for a batch. */
+  get queued(): number {
+    return this.#pending.size;
+  }
+
+  /** Batches sent and not yet settled. */
+  get batchesInFlight(): number {
+    return this.#inFlight;
+  }
+
   /** Resolves once nothing is pending or in flight. */
   drained(): Promise<void> {
     if (this.#pending.size === 0 && this.#inFlight === 0) return Promise.resolve();

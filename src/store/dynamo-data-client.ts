@@ -53,6 +53,8 @@ export class DynamoCallError extends Error {
 export interface DynamoDataClientOptions {
   /** Limit on one HTTP call, from sending to the last body byte. */
   callTimeoutMs: number;
+  /** Told of every failed call, for metrics; `throttled` for DynamoDB's throttling codes. */
+  onFailure?: (op: DataOperation, throttled: boolean) => void;
 }
 
 const decoder = new TextDecoder();
@@ -95,6 +97,7 @@ export class DynamoDataClient implements DataPlane {
   readonly #signer: RequestSigner;
   readonly #sdk: DynamoDBClient;
   readonly #callTimeoutMs: number;
+  readonly #onFailure: ((op: DataOperation, throttled: boolean) => void) | undefined;
   /** When a call last got an answer from DynamoDB (any 2xx/4xx with a body), ms since the epoch; 0 never. */
   lastAnswerAt = 0;
 
@@ -108,6 +111,7 @@ export class DynamoDataClient implements DataPlane {
     this.#path = url.pathname || "/";
     this.#signer = signer;
     this.#callTimeoutMs = options.callTimeoutMs;
+    this.#onFailure = options.onFailure;
   }
 
   /**
@@ -247,6 +251,16 @@ export class DynamoDataClient implements DataPlane {
    * remaining budget) or `callTimeoutMs`, whichever is less.
    */
   async call(op: DataOperation, body: string, timeoutMs = Number.POSITIVE_INFINITY): Promise<unknown> {
+    if (this.#onFailure === undefined) return this.#call(op, body, timeoutMs);
+    try {
+      return await this.#call(op, body, timeoutMs);
+    } catch (err) {
+      this.#onFailure(op, err instanceof DynamoCallError && THROTTLING.has(err.name));
+      throw err;
+    }
+  }
+
+  async #call(op: DataOperation, body: string, timeoutMs: number): Promise<unknown> {
     const request: HttpRequest = {
       method: "POST",
       protocol: this.#protocol,

@@ -310,16 +310,33 @@ export class DynamoStore implements KvStore {
   }
 
   /** Deletes chunk items no head points to, older than `olderThanMs`. */
-  sweepOrphans(olderThanMs = ORPHAN_GRACE_MS): Promise<SweepResult> {
-    return sweepOrphans({
-      client: this.#o.client,
-      table: this.#o.table,
-      counters: this.#o.counters,
-      calls: this.#calls,
-      reader: this.#reader,
-      writer: this.#writer,
-      olderThanMs,
-    });
+  async sweepOrphans(olderThanMs = ORPHAN_GRACE_MS): Promise<SweepResult> {
+    const { counters } = this.#o;
+    counters.add(Counter.sweeps);
+    try {
+      const result = await sweepOrphans({
+        client: this.#o.client,
+        table: this.#o.table,
+        counters,
+        calls: this.#calls,
+        reader: this.#reader,
+        writer: this.#writer,
+        olderThanMs,
+      });
+      counters.add(Counter.sweepDeleted, result.deleted);
+      return result;
+    } catch (err) {
+      counters.add(Counter.sweepFailures);
+      throw err;
+    }
+  }
+
+  /** Requests waiting in the batchers for a batch, and batches in flight, for metrics. */
+  get batchQueues(): { write: { queued: number; inFlight: number }; read: { queued: number; inFlight: number } } {
+    return {
+      write: { queued: this.#writer.queued, inFlight: this.#writer.batchesInFlight },
+      read: { queued: this.#reader.queued, inFlight: this.#reader.batchesInFlight },
+    };
   }
 
   /** Waits until every accepted write has landed or failed. */

@@ -9,6 +9,8 @@ export interface RetryPolicy {
   maxDelayMs: number;
   /** Give up once this much time has passed since the first attempt. */
   maxElapsedMs: number;
+  /** Told of each retry, with what is retried (`write`, `read`, `delete`...), for metrics. */
+  onRetry?: (what: string) => void;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { baseDelayMs: 25, maxDelayMs: 1_000, maxElapsedMs: 10_000 };
@@ -61,6 +63,7 @@ export async function retrying(
       }
       throw new KvError(ErrorCode.Storage, `DynamoDB left ${what}s unprocessed for ${policy.maxElapsedMs} ms`);
     }
+    policy.onRetry?.(what);
     await Bun.sleep(delay);
   }
 }
