@@ -13,11 +13,13 @@ import {
   serverCost,
   slowReaders,
 } from "./scenarios.js";
+import { tlsCost } from "./tls-cost.js";
 
 const USAGE = `Usage: bun run bench [flags]
 
 Scenarios (select with --filter): micro, front-end, slow-readers, concurrency, end-to-end, server-cost,
-large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve).
+large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve), tls (TLS and mTLS cost
+on the pipelined front end, beside redis with TLS).
 
   --quick              every scenario briefly (under 60 s on 2 cores)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
@@ -99,6 +101,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["large-values", () => largeValues(settings)],
   ["listing", () => listing(settings)],
   ["http", () => httpGateway(settings)],
+  ["tls", () => tlsCost(settings)],
 ];
 for (const [name, run] of scenarios) {
   if (!filter.test(name)) continue;

@@ -11,6 +11,10 @@
  *   kvs and echo, RESP for redis), never decoded;
  * - no Promise, closure or object per request; latency is per batch (the
  *   time from its write to its last reply), kept in a fixed histogram.
+ *
+ * With `KV_LOAD_TLS_CA` (a PEM file) it speaks TLS, verifying the server as
+ * `localhost`; `KV_LOAD_TLS_CERT` and `KV_LOAD_TLS_KEY` add a client
+ * certificate. Sending starts once every handshake is done.
  */
 import { encodeGetRequest, encodeSetRequest } from "../src/protocol/codec.js";
 
@@ -170,13 +174,41 @@ function send(socket: { write(b: Uint8Array): number; end(): void }, s: State): 
   s.unsent = written < batch.length ? batch.subarray(Math.max(0, written)) : null;
 }
 
+const tlsCa = process.env.KV_LOAD_TLS_CA;
+const tls =
+  tlsCa === undefined
+    ? undefined
+    : {
+        ca: await Bun.file(tlsCa).text(),
+        serverName: "localhost",
+        rejectUnauthorized: true,
+        ...(process.env.KV_LOAD_TLS_CERT === undefined
+          ? {}
+          : {
+              cert: await Bun.file(process.env.KV_LOAD_TLS_CERT).text(),
+              key: await Bun.file(process.env.KV_LOAD_TLS_KEY as string).text(),
+            }),
+      };
+/** Settles when every TLS handshake is done: Bun drops bytes written before one ends. */
+let handshakes = tls === undefined ? conns : 0;
+const allShaken = Promise.withResolvers<void>();
+if (handshakes === conns) allShaken.resolve();
+
 const sockets = await Promise.all(
   Array.from({ length: conns }, () =>
     Bun.connect<State>({
       hostname: "127.0.0.1",
       port,
+      ...(tls === undefined ? {} : { tls }),
       data: undefined as unknown as State,
       socket: {
+        handshake(_socket, success, authorizationError) {
+          if (!success || authorizationError !== null) {
+            console.error(`TLS handshake failed: ${authorizationError?.message ?? "unknown"}`);
+            process.exit(1);
+          }
+          if (++handshakes === conns) allShaken.resolve();
+        },
         open(socket) {
           socket.setNoDelay(true);
           socket.data = {
@@ -219,6 +251,7 @@ const sockets = await Promise.all(
   ),
 );
 
+await allShaken.promise;
 const started = performance.now();
 for (const socket of sockets) send(socket, socket.data);
 await Bun.sleep(durationMs);

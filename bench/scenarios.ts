@@ -73,8 +73,8 @@ interface PipelineResult {
 
 const root = join(import.meta.dir, "..");
 
-/** Runs the lean generator of bench/pipeline-load.ts in its own process against `port`. */
-async function pipelineLoad(
+/** Runs the lean generator of bench/pipeline-load.ts in its own process against `port`; `env` carries its TLS settings. */
+export async function pipelineLoad(
   protocol: "kvs" | "echo" | "redis",
   port: number,
   conns: number,
@@ -82,6 +82,7 @@ async function pipelineLoad(
   op: "set" | "get",
   durationMs: number,
   valueBytes: number,
+  env: Record<string, string> = {},
 ): Promise<PipelineResult> {
   const proc = Bun.spawn(
     [
@@ -95,7 +96,7 @@ async function pipelineLoad(
       String(durationMs),
       String(valueBytes),
     ],
-    { cwd: root, stdout: "pipe", stderr: "pipe" },
+    { cwd: root, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } },
   );
   const [out, err, code] = await Promise.all([
     new Response(proc.stdout).text(),

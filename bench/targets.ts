@@ -151,12 +151,22 @@ export async function startEcho(): Promise<Target> {
 }
 
 /** Starts redis-server with persistence off, or returns undefined when it is not installed. */
-export async function startRedis(): Promise<Target | undefined> {
+export async function startRedis(tls?: { cert: string; key: string; ca: string }): Promise<Target | undefined> {
   const bin = Bun.which("redis-server");
   if (bin === null) return undefined;
   const port = await freePort();
+  // With TLS, the TLS port is the only one (Debian's redis-server is built with TLS); clients need no certificate.
+  const ports =
+    tls === undefined
+      ? ["--port", String(port)]
+      : ["--port", "0", "--tls-port", String(port), "--tls-cert-file", tls.cert, "--tls-key-file", tls.key].concat([
+          "--tls-ca-cert-file",
+          tls.ca,
+          "--tls-auth-clients",
+          "no",
+        ]);
   const proc = Bun.spawn(
-    [bin, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "30000"],
+    [bin, ...ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "30000"],
     { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
   );
   let exited = false;
