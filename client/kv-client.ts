@@ -2,6 +2,7 @@ import type { Socket } from "bun";
 import { ErrorCode, errorMessage, KvError } from "../src/errors.js";
 import { Fifo } from "../src/fifo.js";
 import { FrameDecoder } from "../src/net/frame-decoder.js";
+import { KEEPALIVE_IDLE_MS } from "../src/net/listener.js";
 import { SocketWriter } from "../src/net/socket-writer.js";
 import {
   ClearError,
@@ -196,6 +197,9 @@ export class KvClient implements AsyncDisposable {
       },
     });
     socket.setNoDelay(true);
+    // Probes after a minute of silence: an idle connection stays open through the AWS NLB's 350 s idle
+    // timeout, and a server host that vanished is noticed (the next request fails instead of hanging).
+    socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
     if (tls !== undefined) {
       try {
         await handshake.promise;

@@ -107,6 +107,15 @@ describe("template.yaml", () => {
     }
   });
 
+  test("passes cfn-lint with no error or warning", () => {
+    // cfn-lint is Python (pip install cfn-lint); these machines have it, and its checks differ from the validator's.
+    const bin = Bun.which("cfn-lint");
+    if (bin === null) throw new Error("cfn-lint is not installed: pip install cfn-lint");
+    const run = Bun.spawnSync([bin, "--format", "parseable", join(root, "template.yaml")], { stderr: "pipe" });
+    expect(run.stdout.toString() + run.stderr.toString()).toBe("");
+    expect(run.exitCode).toBe(0);
+  });
+
   test("every Ref, GetAtt, Sub and Condition names something the template defines", () => {
     const missing: string[] = [];
     const known = (name: string) => name in parameters || name in resources || PSEUDO.has(name);

@@ -61,6 +61,18 @@ describe("TCP keepalive", () => {
     const line = ss.stdout.toString();
     expect(line).toMatch(/timer:\(keepalive,(59|60)sec/);
   });
+
+  test("client sockets probe a silent server after a minute too, so an idle client outlives the NLB's 350 s timeout", async () => {
+    await using server = await startServer(
+      testConfig(),
+      createLogger("error", () => {}),
+    );
+    await using c = await KvClient.connect({ port: server.port });
+    expect(await c.get("k")).toBeUndefined();
+    // The client's end: its source port is ephemeral, its destination the server's port.
+    const ss = Bun.spawnSync(["ss", "-tnoH", "state", "established", `( dport = :${server.port} )`]);
+    expect(ss.stdout.toString()).toMatch(/timer:\(keepalive,(59|60)sec/);
+  });
 });
 
 describe("failures that are not the client's", () => {
