@@ -461,5 +461,117 @@ export async function largeValues(s: BenchSettings): Promise<Row[]> {
     s.log(`large values: ${mib} MiB: set ${round(mb / setSec, 1)} MB/s, get ${round(mb / getSec, 1)} MB/s`);
     await client.close();
   }
+  rows.push(...(await largeValueMemory(s, ddb.endpoint, kms.endpoint)));
+  rows.push(await smallGetsBesideLargeTransfers(s));
   return rows;
+}
+
+/** A server on `args`, warmed with a 1 MiB set and get, and its peak RSS (VmHWM) once warm. */
+async function warmServer(args: string[]): Promise<{ target: Target; baseline: number }> {
+  const target = await startKvs("kvs", args);
+  await using c = await KvClient.connect({ port: target.port });
+  await c.set("warm-up", new Uint8Array(2 ** 20));
+  await c.get("warm-up");
+  return { target, baseline: target.peakRss() };
+}
+
+/**
+ * Server memory per large transfer (issue targets): a fresh server for each
+ * of one 64 MiB set, one 64 MiB get, and ten concurrent 64 MiB sets on ten
+ * connections, each reporting its peak RSS above its warm baseline.
+ */
+async function largeValueMemory(s: BenchSettings, ddbEndpoint: string, kmsEndpoint: string): Promise<Row[]> {
+  const mib = s.quick ? 16 : 64;
+  const size = mib * 2 ** 20;
+  const value = new Uint8Array(size);
+  for (let i = 0; i < size; i += 4096) value[i] = i & 0xff;
+  const args = onDynamo("bench-large-memory", ddbEndpoint, kmsEndpoint);
+  const rows: Row[] = [];
+  const row = (what: string, baseline: number, peak: number, ms: number, failures: number, values: number) => {
+    rows.push({
+      "value MiB": mib,
+      case: what,
+      "MB/s": round((values * size) / 1e6 / (ms / 1000), 1),
+      "server peak RSS before MiB": round(baseline / 2 ** 20),
+      "server peak RSS MiB": round(peak / 2 ** 20),
+      "peak - before MiB": round((peak - baseline) / 2 ** 20),
+      failures,
+    });
+    s.log(`large values: ${what}: +${round((peak - baseline) / 2 ** 20)} MiB, ${failures} failed`);
+  };
+  {
+    const { target, baseline } = await warmServer(args);
+    await using _ = target;
+    await using c = await KvClient.connect({ port: target.port });
+    const started = performance.now();
+    await c.set("one", value);
+    row(`one ${mib} MiB set`, baseline, target.peakRss(), performance.now() - started, 0, 1);
+  }
+  {
+    // The same table: the value set above is there to read.
+    const { target, baseline } = await warmServer(args);
+    await using _ = target;
+    await using c = await KvClient.connect({ port: target.port });
+    const started = performance.now();
+    const got = await c.get("one");
+    if (got?.length !== size) throw new Error("the 64 MiB value came back wrong");
+    row(`one ${mib} MiB get`, baseline, target.peakRss(), performance.now() - started, 0, 1);
+  }
+  {
+    const { target, baseline } = await warmServer(args);
+    await using _ = target;
+    const n = s.quick ? 3 : 10;
+    const clients = await Promise.all(Array.from({ length: n }, () => KvClient.connect({ port: target.port })));
+    const started = performance.now();
+    const outcomes = await Promise.allSettled(clients.map((c, i) => c.set(`concurrent-${i}`, value)));
+    const ms = performance.now() - started;
+    await Promise.all(clients.map((c) => c.close()));
+    const failures = outcomes.filter((o) => o.status === "rejected").length;
+    row(`${n} concurrent ${mib} MiB sets`, baseline, target.peakRss(), ms, failures, n - failures);
+  }
+  return rows;
+}
+
+/**
+ * Latency of small gets on one connection of a memory-store server while
+ * another connection sets and gets 64 MiB values back to back: the p50, p99
+ * and worst of the small gets (issue target: p99 ≤ 10 ms).
+ */
+async function smallGetsBesideLargeTransfers(s: BenchSettings): Promise<Row> {
+  const mib = s.quick ? 16 : 64;
+  await using target = await startKvs("kvs memory", ["--store", "memory", "--log-level", "error"]);
+  await using small = await KvClient.connect({ port: target.port });
+  await using large = await KvClient.connect({ port: target.port });
+  await small.set("small", "v".repeat(24));
+  const value = new Uint8Array(mib * 2 ** 20).fill(7);
+  let transfers = 0;
+  let stop = false;
+  const background = (async () => {
+    while (!stop) {
+      await large.set("large", value);
+      await large.get("large");
+      transfers++;
+    }
+  })();
+  const latencies: number[] = [];
+  const until = performance.now() + Math.max(3000, s.durationMs * 2);
+  while (performance.now() < until || transfers < 2) {
+    const t = performance.now();
+    await small.get("small");
+    latencies.push(performance.now() - t);
+  }
+  stop = true;
+  await background;
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0, 2);
+  s.log(`large values: small gets beside ${mib} MiB transfers: p99 ${at(0.99)} ms over ${latencies.length}`);
+  return {
+    "value MiB": mib,
+    case: `small gets beside ${mib} MiB set+get (memory store)`,
+    "small gets": latencies.length,
+    "large transfers": transfers,
+    "p50 ms": at(0.5),
+    "p99 ms": at(0.99),
+    "max ms": at(1),
+  };
 }

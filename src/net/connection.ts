@@ -13,8 +13,36 @@ export interface ConnectionSocket {
   readonly remoteAddress: string;
 }
 
-/** One response: a frame, possibly in several parts (a large value is its own part). */
-export type Answer = Uint8Array | readonly Uint8Array[];
+/**
+ * An answer written piece by piece: `head`, then the pieces `next` resolves,
+ * in order, until it resolves undefined. The pieces must add up to exactly
+ * `length` bytes: `head`'s length prefix has promised them. The connection
+ * pulls a piece only while its unsent output is under the high-water mark,
+ * so a reader that stops reading holds the server to one piece.
+ */
+export class StreamedAnswer {
+  readonly head: Uint8Array;
+  readonly length: number;
+  /** The next piece, or undefined after the last; a rejection closes the connection. */
+  readonly next: () => Promise<Uint8Array | undefined>;
+  /** Told when the connection stops pulling early (it closed, or a piece failed). */
+  readonly cancel: () => void;
+
+  constructor(
+    head: Uint8Array,
+    length: number,
+    next: () => Promise<Uint8Array | undefined>,
+    cancel: () => void = () => {},
+  ) {
+    this.head = head;
+    this.length = length;
+    this.next = next;
+    this.cancel = cancel;
+  }
+}
+
+/** One response: a frame, possibly in several parts (a large value is its own part), or a streamed one. */
+export type Answer = Uint8Array | readonly Uint8Array[] | StreamedAnswer;
 
 /** Room in the output to encode an answer into directly (the connection's writer). */
 export interface AnswerSink {
@@ -126,6 +154,8 @@ export class Connection {
   #head = 0;
   /** Sequence number the next request gets. */
   #tail = 0;
+  /** The streamed answer being written: no later answer is written until it ends. */
+  #streaming: { readonly answer: StreamedAnswer; remaining: number; pulling: boolean } | null = null;
   /** The Deferred answer waiting for earlier ones, or running; the decoder is stopped after it. */
   #deferred: { readonly seq: number; readonly answer: Deferred; started: boolean } | null = null;
   #paused = false;
@@ -200,6 +230,7 @@ export class Connection {
     this.#writer.close();
     this.#ring.fill(undefined);
     this.#deferred = null;
+    this.#stopStreaming();
     this.#done.resolve();
   }
 
@@ -249,6 +280,8 @@ export class Connection {
         (a) => this.#complete(seq, a),
         (err: unknown) => this.#broken(err),
       );
+    } else if (answer instanceof StreamedAnswer) {
+      this.#complete(seq, answer);
     } else if (seq === this.#head) {
       // Nothing ahead of it: written (copied into the writer's stage) at once; WRITTEN is empty.
       this.#write(answer);
@@ -296,25 +329,97 @@ export class Connection {
     if (seq === this.#head) this.#release();
   }
 
-  /** Writes every ready answer at the head of the ring, in order. */
+  /** Writes every ready answer at the head of the ring, in order; a streamed one holds the rest back until it ends. */
   #release(): void {
     const ring = this.#ring;
     const mask = this.#mask;
-    while (this.#head < this.#tail) {
+    while (this.#head < this.#tail && this.#streaming === null) {
       const answer = ring[this.#head & mask];
       if (answer === undefined) break;
       ring[this.#head & mask] = undefined;
+      if (answer instanceof StreamedAnswer) {
+        this.#startStreaming(answer);
+        break;
+      }
       this.#write(answer);
       if (this.#deferred?.seq === this.#head) this.#deferred = null;
       this.#head++;
     }
-    if (this.#deferred?.seq === this.#head) this.#runDeferred();
+    if (this.#streaming === null && this.#deferred?.seq === this.#head) this.#runDeferred();
     this.#afterProgress();
   }
 
-  #write(answer: Answer): void {
+  #write(answer: Uint8Array | readonly Uint8Array[]): void {
     if (answer instanceof Uint8Array) this.#writer.write(answer);
     else for (const part of answer) this.#writer.write(part);
+  }
+
+  /** Writes a streamed answer's head and starts pulling its pieces; the head of the ring stays on it until it ends. */
+  #startStreaming(answer: StreamedAnswer): void {
+    this.#writer.write(answer.head);
+    this.#streaming = { answer, remaining: answer.length, pulling: false };
+    this.#pull();
+  }
+
+  /** Pulls the streamed answer's next piece if nothing is pulled yet and the output is below the high-water mark. */
+  #pull(): void {
+    const stream = this.#streaming;
+    if (stream === null || stream.pulling || this.#closed) return;
+    if (this.#writer.pendingBytes >= this.#options.highWaterBytes) return; // resumed by #afterProgress on idle
+    stream.pulling = true;
+    stream.answer.next().then(
+      (piece) => {
+        stream.pulling = false;
+        if (this.#streaming !== stream) return;
+        if (piece === undefined) {
+          if (stream.remaining !== 0) {
+            this.#streamBroken(new Error(`a streamed answer ended ${stream.remaining} bytes short`));
+            return;
+          }
+          this.#streaming = null;
+          if (this.#deferred?.seq === this.#head) this.#deferred = null;
+          this.#head++;
+          this.#release();
+          return;
+        }
+        if (piece.length > stream.remaining) {
+          this.#streamBroken(new Error("a streamed answer overran its length"));
+          return;
+        }
+        stream.remaining -= piece.length;
+        this.#writer.write(piece);
+        this.#pull();
+      },
+      (err: unknown) => {
+        stream.pulling = false;
+        if (this.#streaming === stream) this.#streamBroken(err);
+      },
+    );
+  }
+
+  /**
+   * A streamed answer failed midway: its length prefix promised bytes that
+   * cannot be sent, so nothing after it can be framed. Close the connection.
+   */
+  #streamBroken(err: unknown): void {
+    this.#log.warn("closing connection: a streamed answer failed midway", {
+      reason: errorMessage(err),
+      code: isKvError(err) ? err.code : undefined,
+      conn: this.id,
+    });
+    this.#stopStreaming();
+    this.destroy();
+  }
+
+  #stopStreaming(): void {
+    const stream = this.#streaming;
+    if (stream === null) return;
+    this.#streaming = null;
+    try {
+      stream.answer.cancel();
+    } catch {
+      // A cancel that throws has nothing left to cancel.
+    }
   }
 
   #mustPause(): boolean {
@@ -334,6 +439,7 @@ export class Connection {
 
   #afterProgress(): void {
     if (this.#closed) return;
+    if (this.#streaming !== null) this.#pull();
     const { maxInFlight, highWaterBytes } = this.#options;
     if (
       this.#deferred === null &&
@@ -390,5 +496,6 @@ export class Connection {
 
 /** A synchronous answer may be a scratch view: one that must wait is copied. */
 function copyOf(answer: Answer): Answer {
+  if (answer instanceof StreamedAnswer) return answer;
   return answer instanceof Uint8Array ? answer.slice() : answer.map((p) => p.slice());
 }

@@ -433,12 +433,36 @@ function encodeWithData(
   value: Uint8Array,
   alloc: (n: number) => Uint8Array = fresh,
 ): Uint8Array | Uint8Array[] {
-  const dataLen = 1 + varintSize(key.length) + key.length + 1 + varintSize(value.length) + value.length;
+  if (value.length > INLINE_VALUE_BYTES) {
+    return [encodeDataHead(type, outerTag, innerPrefix, dataTag, key, value.length, alloc), value];
+  }
+  const head = encodeDataHead(type, outerTag, innerPrefix, dataTag, key, value.length, alloc, value.length);
+  head.set(value, head.length - value.length);
+  return head;
+}
+
+/**
+ * A framed envelope carrying `data{key, value}` up to the value's first byte:
+ * length prefix, type, the outer message's tag and length, `innerPrefix`,
+ * the data tag and length, the key, and the value's tag and length. The
+ * value's `valueLength` bytes follow it on the wire; `room` extra bytes are
+ * allocated at the end for a caller that copies the value in.
+ */
+function encodeDataHead(
+  type: MsgType,
+  outerTag: number,
+  innerPrefix: readonly number[],
+  dataTag: number,
+  key: Uint8Array,
+  valueLength: number,
+  alloc: (n: number) => Uint8Array = fresh,
+  room = 0,
+): Uint8Array {
+  const dataLen = 1 + varintSize(key.length) + key.length + 1 + varintSize(valueLength) + valueLength;
   const innerLen = innerPrefix.length + 1 + varintSize(dataLen) + dataLen;
   const envLen = 2 + 1 + varintSize(innerLen) + innerLen;
-  const inline = value.length <= INLINE_VALUE_BYTES;
   const total = varintSize(envLen) + envLen;
-  const head = alloc(inline ? total : total - value.length);
+  const head = alloc(total - valueLength + room);
   let p = writeVarint(head, 0, envLen);
   head[p++] = TAG_TYPE;
   head[p++] = type;
@@ -452,9 +476,7 @@ function encodeWithData(
   head.set(key, p);
   p += key.length;
   head[p++] = TAG_VALUE;
-  p = writeVarint(head, p, value.length);
-  if (!inline) return [head, value];
-  head.set(value, p);
+  writeVarint(head, p, valueLength);
   return head;
 }
 
@@ -466,6 +488,19 @@ const GET_OK_PREFIX = [TAG_ERROR, GetError.Ok] as const;
 
 function fresh(n: number): Uint8Array {
   return new Uint8Array(n);
+}
+
+/**
+ * The start of a framed `get_response{ok, req{key, value}}` whose value of
+ * `valueLength` bytes is sent after it, piece by piece: a streamed get.
+ */
+export function encodeGetOkHead(key: Uint8Array, valueLength: number): Uint8Array {
+  return encodeDataHead(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, valueLength);
+}
+
+/** The start of a framed `set_request` whose value of `valueLength` bytes follows it: a streamed upload. */
+export function encodeSetRequestHead(key: Uint8Array, valueLength: number): Uint8Array {
+  return encodeDataHead(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, valueLength);
 }
 
 /** Encodes a framed `get_response{ok, req{key, value}}`; a large value is its own part, uncopied. */

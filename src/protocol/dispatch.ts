@@ -1,14 +1,22 @@
 import { asKvError, ErrorCode, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { type Answer, type AnswerSink, Deferred, type FrameHandler, WRITTEN } from "../net/connection.js";
+import {
+  type Answer,
+  type AnswerSink,
+  Deferred,
+  type FrameHandler,
+  StreamedAnswer,
+  WRITTEN,
+} from "../net/connection.js";
 import { type Op, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { type Cancel, type KvStore, MAX_KEY_BYTES, oversizedKey } from "../store/kv-store.js";
+import { type Cancel, isValueStream, type KvStore, MAX_KEY_BYTES, oversizedKey } from "../store/kv-store.js";
 import {
   ApiFrames,
   decodeRequest,
   encodeClearOk,
   encodeGetOk,
+  encodeGetOkHead,
   encodeGetOkInto,
   encodeGetOkScratch,
   encodeListOk,
@@ -193,10 +201,18 @@ export class Dispatcher implements FrameHandler {
     }
     const started = performance.now();
     return settle(
-      store.get(key, cancel),
+      store.getStream !== undefined ? store.getStream(key, cancel) : store.get(key, cancel),
       (value) => {
         this.#timed("get", value === undefined ? "not_found" : "ok", started);
-        return value === undefined ? Frames.getNotFound : encodeGetOk(key, value);
+        if (value === undefined) return Frames.getNotFound;
+        if (!isValueStream(value)) return encodeGetOk(key, value);
+        // A large value goes out as its chunks arrive: the frame's length is known from the value's size.
+        return new StreamedAnswer(
+          encodeGetOkHead(key, value.size),
+          value.size,
+          () => value.next(),
+          () => value.cancel(),
+        );
       },
       (err) => {
         this.stats.observe("get", (performance.now() - started) / 1000);

@@ -1,5 +1,12 @@
 import { ErrorCode, KvError } from "../errors.js";
-import type { Cancel, KvStore, ListPage, ListRequest } from "./kv-store.js";
+import {
+  type Cancel,
+  isValueStream,
+  type KvStore,
+  type ListPage,
+  type ListRequest,
+  type ValueStream,
+} from "./kv-store.js";
 
 /** Deadline settings. */
 export interface DeadlineOptions {
@@ -43,6 +50,23 @@ export class DeadlineStore implements KvStore {
 
   get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
     return this.#bounded("get", this.#timeoutMs, this.#inner.get(key, cancel));
+  }
+
+  /**
+   * The head and first piece within `timeoutMs`, and each later piece within
+   * `timeoutMs` of being asked for: a stream is paced by its reader, so the
+   * whole has no deadline, but no piece waits on DynamoDB longer than one.
+   */
+  async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    const inner = this.#inner;
+    const work = inner.getStream !== undefined ? inner.getStream(key, cancel) : inner.get(key, cancel);
+    const result = await this.#bounded("get", this.#timeoutMs, work);
+    if (!isValueStream(result)) return result;
+    return {
+      size: result.size,
+      next: () => this.#bounded("get (a piece of a large value)", this.#timeoutMs, result.next()),
+      cancel: () => result.cancel(),
+    };
   }
 
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {

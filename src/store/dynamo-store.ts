@@ -44,6 +44,7 @@ import {
   type ListPage,
   type ListRequest,
   MAX_PAGE_VALUE_BYTES,
+  type ValueStream,
 } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { DEFAULT_RETRY, type RetryPolicy, retrying, retryingCall } from "./retry.js";
@@ -93,18 +94,10 @@ export interface DynamoStoreOptions extends BatchSettings {
 
 /**
  * Chunks encrypted and in flight at once per value (3 MiB of plaintext). The
- * SDK turns each window into JSON with base64 blobs, several times its size
+ * data client turns each window into JSON with base64 blobs, several times its size
  * in transient strings, so the window, not the value, sets that overhead.
  */
 const CHUNK_WINDOW = 8;
-
-/**
- * Values at least this large run a full garbage collection after each
- * window. JSC collects lazily, and without this a 32 MiB get peaked at about
- * 5× its size in RSS, mostly dead SDK strings; with it, under 2×. The cost is
- * a pause of a few milliseconds per 3 MiB window, on large-value traffic only.
- */
-const COLLECT_FROM_BYTES = 8 * 1024 * 1024;
 
 /**
  * A chunked set that has not committed this long after its first chunk gives
@@ -143,6 +136,43 @@ const INDEX_SETTLE_MS = 1_000;
 /** A clear logs its progress this often. */
 const CLEAR_PROGRESS_MS = 5_000;
 
+/**
+ * Values at least this large are answered by {@link DynamoStore.getStream}
+ * as a stream, a few chunks at a time; smaller ones whole. Below it a read
+ * that finds its version replaced restarts invisibly, as before.
+ */
+export const STREAM_FROM_BYTES = 4 * 1024 * 1024;
+
+/** Chunks a streamed read keeps read and decrypted ahead of its reader (1.5 MiB of plaintext). */
+const READ_AHEAD_CHUNKS = 4;
+
+/**
+ * A replaced value's chunks are deleted this long after the commit, not at
+ * once, so a streamed read that started on the old version can finish it.
+ * A process that stops deletes what it has retired at once (close); one that
+ * dies leaves them to the orphan sweep.
+ */
+export const RETIRED_CHUNKS_GRACE_MS = 5 * 60_000;
+
+/** Least time between two {@link collectSoon} requests. */
+const COLLECT_EVERY_MS = 20;
+let lastCollect = 0;
+
+/**
+ * Large-value traffic leaves megabytes of transient JSON and base64 strings
+ * per window of chunks, which JSC collects lazily (a 64 MiB get or set then
+ * peaked at several times its size). This asks for a collection without
+ * waiting for it: `Bun.gc(false)` schedules one and returns (measured: 0.05
+ * ms), where `Bun.gc(true)`, used before, ran a full collection on the
+ * request path and paused every connection (7-9 ms per call).
+ */
+function collectSoon(): void {
+  const now = performance.now();
+  if (now - lastCollect < COLLECT_EVERY_MS) return;
+  lastCollect = now;
+  Bun.gc(false);
+}
+
 /** Times a get re-reads the head after finding the version it was reading replaced. */
 const MAX_VERSION_RETRIES = 5;
 
@@ -168,6 +198,8 @@ export class DynamoStore implements KvStore {
   readonly #calls: Semaphore;
   readonly #admission: Semaphore;
   readonly #retry: RetryPolicy;
+  /** Replaced versions whose chunks are due for deletion, by timer. */
+  readonly #retired = new Map<Timer, { ver: Uint8Array; count: number }>();
 
   constructor(options: DynamoStoreOptions) {
     this.#o = options;
@@ -204,15 +236,43 @@ export class DynamoStore implements KvStore {
         const value = await this.#readChunks(key, head, dataKey);
         if (value !== MISSING) return value;
         // A chunk is gone: either the version was replaced (retry) or the data is damaged.
-        const again = await this.#reader.get(headPk(key));
-        const now = again === undefined ? undefined : parseHead(again);
-        const replaced = now === undefined || now.format !== ItemFormat.chunked || !sameBytes(now.ver, head.ver);
-        if (!replaced) throw new KvError(ErrorCode.Integrity, "a chunk of the current version is missing");
-        if (attempt >= MAX_VERSION_RETRIES) {
-          throw new KvError(ErrorCode.Storage, "the value changed under every read attempt");
-        }
+        await this.#checkReplaced(key, head, attempt);
       }
     });
+  }
+
+  getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    return this.#admission.run(async () => {
+      notCancelled(cancel);
+      for (let attempt = 0; ; attempt++) {
+        const item = await this.#reader.get(headPk(key));
+        if (item === undefined) return undefined;
+        const head = parseHead(item);
+        const dataKey = await this.#o.keys.decryptionKey(head.wrappedKey);
+        if (head.format === ItemFormat.single) {
+          return open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, valueAad(this.#o.encryptionScope, key));
+        }
+        if (head.size < STREAM_FROM_BYTES) {
+          const value = await this.#readChunks(key, head, dataKey);
+          if (value !== MISSING) return value;
+        } else {
+          const stream = new ChunkStream(head.count, head.size, (i) => this.#readChunk(key, head, dataKey, i));
+          // The first chunk is read before answering, so a version replaced before the read began is retried here.
+          if (await stream.ready()) return stream;
+        }
+        await this.#checkReplaced(key, head, attempt);
+      }
+    });
+  }
+
+  /** After a chunk went missing: throws unless the head now names another version and retries are left. */
+  async #checkReplaced(key: Uint8Array, head: Extract<Head, { format: 2 }>, attempt: number): Promise<void> {
+    const again = await this.#reader.get(headPk(key));
+    const now = again === undefined ? undefined : parseHead(again);
+    const replaced = now === undefined || now.format !== ItemFormat.chunked || !sameBytes(now.ver, head.ver);
+    if (!replaced) throw new KvError(ErrorCode.Integrity, "a chunk of the current version is missing");
+    if (attempt >= MAX_VERSION_RETRIES)
+      throw new KvError(ErrorCode.Storage, "the value changed under every read attempt");
   }
 
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
@@ -339,8 +399,16 @@ export class DynamoStore implements KvStore {
     };
   }
 
-  /** Waits until every accepted write has landed or failed. */
+  /** Deletes retired chunks now, then waits until every accepted write has landed or failed. */
   async close(): Promise<void> {
+    const retired = [...this.#retired];
+    this.#retired.clear();
+    await Promise.all(
+      retired.map(([timer, { ver, count }]) => {
+        clearTimeout(timer);
+        return this.#deleteRetired(ver, count);
+      }),
+    );
     await this.#writer.drained();
   }
 
@@ -410,7 +478,7 @@ export class DynamoStore implements KvStore {
   }
 
   async #setChunked(key: Uint8Array, value: Uint8Array): Promise<void> {
-    const { table, encryptionScope, keys, counters, data, log } = this.#o;
+    const { table, encryptionScope, keys, counters, data } = this.#o;
     const size = value.length;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
     const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -425,7 +493,7 @@ export class DynamoStore implements KvStore {
         puts.push(this.#writer.put(chunkItem(key, ver, i, { ...sealed, ts: started })));
       }
       await Promise.all(puts);
-      if (size >= COLLECT_FROM_BYTES) Bun.gc(true);
+      collectSoon();
     }
 
     if (Date.now() - started > COMMIT_DEADLINE_MS) {
@@ -462,11 +530,8 @@ export class DynamoStore implements KvStore {
 
     const previous = old === undefined ? undefined : safeHead(old);
     if (previous?.format === ItemFormat.chunked && !sameBytes(previous.ver, ver)) {
-      void this.#deleteChunks(previous.ver, previous.count).catch((err: unknown) => {
-        log.warn("could not delete a replaced value's chunks; the orphan sweep will", {
-          reason: errorMessage(err),
-        });
-      });
+      // Not at once: a streamed read of the old version may still be going.
+      this.#retire(previous.ver, previous.count);
     }
   }
 
@@ -476,31 +541,122 @@ export class DynamoStore implements KvStore {
     head: Extract<Head, { format: 2 }>,
     dataKey: Uint8Array,
   ): Promise<Uint8Array | typeof MISSING> {
-    const { encryptionScope } = this.#o;
     const out = new Uint8Array(head.size);
     for (let first = 0; first < head.count; first += CHUNK_WINDOW) {
       const last = Math.min(head.count, first + CHUNK_WINDOW);
-      const reads: Promise<AttributeMap | undefined>[] = [];
-      for (let i = first; i < last; i++) reads.push(this.#reader.get(chunkPk(head.ver, i)));
-      const items = await Promise.all(reads);
+      const reads: Promise<Uint8Array | typeof MISSING>[] = [];
+      for (let i = first; i < last; i++) reads.push(this.#readChunk(key, head, dataKey, i));
+      const plains = await Promise.all(reads);
       for (let i = first; i < last; i++) {
-        const item = items[i - first];
-        if (item === undefined) return MISSING;
-        const iv = item[Attr.iv]?.B;
-        const ciphertext = item[Attr.ct]?.B;
-        if (!iv || !ciphertext) throw new KvError(ErrorCode.Integrity, `chunk ${i} lacks iv or ct`);
-        const plain = open(
-          dataKey,
-          { iv, ciphertext },
-          chunkAad(encryptionScope, key, head.ver, i, head.count, head.size),
-        );
-        const expected = Math.min(CHUNK_BYTES, head.size - i * CHUNK_BYTES);
-        if (plain.length !== expected) throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
+        const plain = plains[i - first] as Uint8Array | typeof MISSING;
+        if (plain === MISSING) return MISSING;
         out.set(plain, i * CHUNK_BYTES);
       }
-      if (head.size >= COLLECT_FROM_BYTES) Bun.gc(true);
     }
     return out;
+  }
+
+  /** Reads and decrypts chunk `i` of `head`, checking its AAD and length; MISSING if the item is gone. */
+  async #readChunk(
+    key: Uint8Array,
+    head: Extract<Head, { format: 2 }>,
+    dataKey: Uint8Array,
+    i: number,
+  ): Promise<Uint8Array | typeof MISSING> {
+    const item = await this.#reader.get(chunkPk(head.ver, i));
+    if (item === undefined) return MISSING;
+    const iv = item[Attr.iv]?.B;
+    const ciphertext = item[Attr.ct]?.B;
+    if (!iv || !ciphertext) throw new KvError(ErrorCode.Integrity, `chunk ${i} lacks iv or ct`);
+    const plain = open(
+      dataKey,
+      { iv, ciphertext },
+      chunkAad(this.#o.encryptionScope, key, head.ver, i, head.count, head.size),
+    );
+    const expected = Math.min(CHUNK_BYTES, head.size - i * CHUNK_BYTES);
+    if (plain.length !== expected) throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
+    return plain;
+  }
+
+  /** Deletes a replaced version's chunks after {@link RETIRED_CHUNKS_GRACE_MS}, or at close. */
+  #retire(ver: Uint8Array, count: number): void {
+    const timer = setTimeout(() => {
+      this.#retired.delete(timer);
+      this.#deleteRetired(ver, count);
+    }, RETIRED_CHUNKS_GRACE_MS);
+    timer.unref();
+    this.#retired.set(timer, { ver, count });
+  }
+
+  #deleteRetired(ver: Uint8Array, count: number): Promise<void> {
+    return this.#deleteChunks(ver, count).then(
+      () => {},
+      (err: unknown) => {
+        this.#o.log.warn("could not delete a replaced value's chunks; the orphan sweep will", {
+          reason: errorMessage(err),
+        });
+      },
+    );
+  }
+}
+
+/**
+ * The chunks of one version, read in order with {@link READ_AHEAD_CHUNKS}
+ * read and decrypted ahead of the reader. A chunk found missing after the
+ * first (the version was deleted, or swept, while being read) rejects.
+ */
+class ChunkStream implements ValueStream {
+  readonly size: number;
+  readonly #count: number;
+  readonly #read: (i: number) => Promise<Uint8Array | typeof MISSING>;
+  readonly #ahead: Promise<Uint8Array | typeof MISSING>[] = [];
+  /** Index of the next chunk to start reading. */
+  #started = 0;
+  /** Index of the next chunk to hand out. */
+  #handed = 0;
+  #cancelled = false;
+
+  constructor(count: number, size: number, read: (i: number) => Promise<Uint8Array | typeof MISSING>) {
+    this.#count = count;
+    this.size = size;
+    this.#read = read;
+    this.#fill();
+  }
+
+  /** Whether the first chunk is there (false: it is missing, and the caller may retry on a newer version). */
+  async ready(): Promise<boolean> {
+    const first = this.#ahead[0];
+    return first !== undefined && (await first) !== MISSING;
+  }
+
+  async next(): Promise<Uint8Array | undefined> {
+    if (this.#handed === this.#count || this.#cancelled) return undefined;
+    const read = this.#ahead.shift() as Promise<Uint8Array | typeof MISSING>;
+    const index = this.#handed++;
+    this.#fill();
+    const plain = await read;
+    collectSoon();
+    if (plain === MISSING) {
+      this.cancel();
+      throw new KvError(ErrorCode.Storage, `chunk ${index} was deleted while the value was being read`);
+    }
+    return plain;
+  }
+
+  cancel(): void {
+    this.#cancelled = true;
+    // Reads in flight finish on their own; their results are dropped. Rejections are the reader's to see, or no one's.
+    for (const read of this.#ahead) read.catch(() => {});
+    this.#ahead.length = 0;
+  }
+
+  #fill(): void {
+    while (!this.#cancelled && this.#started < this.#count && this.#ahead.length < READ_AHEAD_CHUNKS) {
+      const read = this.#read(this.#started++);
+      // Until the reader awaits it, a failure must not count as unhandled.
+      read.catch(() => {});
+      this.#ahead.push(read);
+    }
   }
 }
 

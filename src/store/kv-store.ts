@@ -28,6 +28,13 @@ export interface KvStore {
   readonly getSync?: (key: Uint8Array) => Uint8Array | undefined;
   /** Present on stores that apply a set at once: `set` without a Promise. */
   readonly setSync?: (key: Uint8Array, value: Uint8Array) => void;
+  /**
+   * Present on stores that can read a large value piece by piece: resolves
+   * a small value whole, a large one as a {@link ValueStream}, or undefined
+   * when the key is absent. Same ordering and consistency as `get`; the
+   * stream reads the version the head named when it was called.
+   */
+  getStream?(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined>;
   /** Removes `key` (for a large value, its chunks too); resolves false when it was absent. */
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean>;
   /** Whether `key` has a value. Reads no value bytes and decrypts nothing. */
@@ -48,6 +55,24 @@ export interface KvStore {
   clear(): Promise<number>;
   /** Waits for in-flight work, then releases resources. */
   close(): Promise<void>;
+}
+
+/**
+ * A value read piece by piece, in order. The pieces add up to `size` bytes.
+ * A piece that cannot be had (a chunk that fails authentication, was
+ * deleted, or cannot be read in time) rejects `next`, and the stream is over.
+ */
+export interface ValueStream {
+  readonly size: number;
+  /** The next piece, or undefined after the last. One call at a time. */
+  next(): Promise<Uint8Array | undefined>;
+  /** Stops reading ahead; the reader will not call `next` again. */
+  cancel(): void;
+}
+
+/** Whether a `getStream` result is a stream (else a whole value, or undefined). */
+export function isValueStream(v: Uint8Array | ValueStream | undefined): v is ValueStream {
+  return v !== undefined && !(v instanceof Uint8Array);
 }
 
 /** Whether the requester of an operation is gone (an AbortSignal fits). */

@@ -1,5 +1,5 @@
 import { byteString } from "../bytes.js";
-import type { Cancel, KvStore, ListPage, ListRequest } from "./kv-store.js";
+import type { Cancel, KvStore, ListPage, ListRequest, ValueStream } from "./kv-store.js";
 
 /** A write of one key: a set carrying its value, or a delete. */
 type Write = { kind: "set"; value: Uint8Array } | { kind: "delete"; value?: undefined };
@@ -66,6 +66,22 @@ export class OrderedStore implements KvStore {
       }
     }
     return this.#inner.get(key, cancel);
+  }
+
+  /** As {@link get}, but a large value from the store comes as a stream when the store can stream it. */
+  async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    const latest = this.#latest(key);
+    if (latest !== undefined) {
+      const { value, settled } = latest;
+      try {
+        await settled;
+        return value;
+      } catch {
+        // As in get.
+      }
+    }
+    const inner = this.#inner;
+    return inner.getStream !== undefined ? inner.getStream(key, cancel) : inner.get(key, cancel);
   }
 
   async exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {

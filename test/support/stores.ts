@@ -5,7 +5,10 @@ import type { KvStore } from "../../src/store/kv-store.js";
  * tests wrap a real store to hold or break one operation.
  */
 export function wrapping(inner: KvStore, overrides: Partial<KvStore>): KvStore {
+  const getStream = inner.getStream?.bind(inner);
   return {
+    // Streamed reads pass through too, unless a test overrides get (the dispatcher prefers getStream).
+    ...(getStream !== undefined && overrides.get === undefined ? { getStream } : {}),
     get: (key, cancel) => inner.get(key, cancel),
     set: (key, value, cancel) => inner.set(key, value, cancel),
     delete: (key, cancel) => inner.delete(key, cancel),

@@ -1,0 +1,174 @@
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { type AttributeValue, GetItemCommand, PutItemCommand } from "@aws-sdk/client-dynamodb";
+import type { Socket } from "bun";
+import { KvClient } from "../client/kv-client.js";
+import { ErrorCode } from "../src/errors.js";
+import { FrameDecoder } from "../src/net/frame-decoder.js";
+import { decodeResponse, encodeGetRequest, GetError } from "../src/protocol/codec.js";
+import { STREAM_FROM_BYTES } from "../src/store/dynamo-store.js";
+import { CHUNK_BYTES, chunkPk, headPk } from "../src/store/item-format.js";
+import type { ValueStream } from "../src/store/kv-store.js";
+import { useBackends } from "./support/backends.js";
+import { startTestServer } from "./support/harness.js";
+import { wrapping } from "./support/stores.js";
+
+// Moves tens of MiB through DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
+setDefaultTimeout(120_000);
+
+const backends = useBackends();
+const MiB = 1024 * 1024;
+
+function dynamo(table = `stream-${randomBytes(4).toString("hex")}`) {
+  return {
+    store: "dynamodb" as const,
+    dynamodbEndpoint: backends.ddb.endpoint,
+    kmsEndpoint: backends.kms.endpoint,
+    table,
+  };
+}
+
+/** A value whose every 4 KiB page says which value and page it is, so a mix of two is visible. */
+function patterned(size: number, tag: number): Uint8Array {
+  const v = new Uint8Array(size);
+  for (let i = 0; i < size; i++) v[i] = (tag * 31 + (i >> 12)) & 0xff;
+  return v;
+}
+
+function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
+}
+
+/**
+ * A raw connection that sends one get and collects its answer, and can stop
+ * reading (its socket paused) to play a client that does not read.
+ */
+async function rawGet(port: number, key: string) {
+  const decoder = new FrameDecoder(256 * MiB);
+  const frame = Promise.withResolvers<Uint8Array>();
+  const closed = Promise.withResolvers<void>();
+  const firstBytes = Promise.withResolvers<void>();
+  let received = 0;
+  const socket: Socket<undefined> = await Bun.connect<undefined>({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data(_s, chunk) {
+        received += chunk.length;
+        firstBytes.resolve();
+        decoder.push(chunk, (f) => {
+          frame.resolve(f.slice());
+        });
+      },
+      close() {
+        closed.resolve();
+        frame.reject(new Error("closed before the answer was whole"));
+      },
+    },
+  });
+  socket.write(encodeGetRequest(new TextEncoder().encode(key)));
+  return {
+    socket,
+    frame: frame.promise,
+    closed: closed.promise,
+    firstBytes: firstBytes.promise,
+    received: () => received,
+  };
+}
+
+describe("streamed gets", () => {
+  test("values at and above the streaming threshold come back byte-exact at every chunk boundary", async () => {
+    await using server = await startTestServer(dynamo());
+    await using c = await KvClient.connect({ port: server.port });
+    const base = Math.ceil(STREAM_FROM_BYTES / CHUNK_BYTES) * CHUNK_BYTES;
+    const sizes = [STREAM_FROM_BYTES - 1, STREAM_FROM_BYTES, STREAM_FROM_BYTES + 1, base - 1, base, base + 1];
+    const values = sizes.map((n, i) => patterned(n, i + 1));
+    await Promise.all(values.map((v, i) => c.set(`s${i}`, v)));
+    const got = await Promise.all(values.map((_, i) => c.get(`s${i}`)));
+    for (const [i, v] of values.entries()) expect(same(got[i], v)).toBe(true);
+    // Pipelined small requests behind a streamed answer come back after it, in order.
+    const [big, small] = await Promise.all([c.get("s5"), c.set("after", "x").then(() => c.getString("after"))]);
+    expect(same(big, values[5] as Uint8Array)).toBe(true);
+    expect(small).toBe("x");
+  });
+
+  test("a streamed read of a value replaced midway finishes the version it started, whole", async () => {
+    await using server = await startTestServer(dynamo());
+    await using c = await KvClient.connect({ port: server.port });
+    const old = patterned(12 * MiB, 1);
+    const replacement = patterned(12 * MiB + 77, 2);
+    await c.set("hot", old);
+    const reader = await rawGet(server.port, "hot");
+    await reader.firstBytes;
+    // Stop reading: the server holds its place in the old version while the value is replaced.
+    reader.socket.pause();
+    await c.set("hot", replacement);
+    expect(same(await c.get("hot"), replacement)).toBe(true);
+    reader.socket.resume();
+    const answer = decodeResponse(await reader.frame);
+    expect(answer.kind === "get" && answer.error === GetError.Ok && same(answer.value, old)).toBe(true);
+    reader.socket.end();
+  });
+
+  test("a chunk that fails authentication midway closes the connection: the promised length cannot be kept", async () => {
+    const settings = dynamo();
+    await using server = await startTestServer(settings);
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("v", patterned(8 * MiB, 3));
+    const head = await backends.client.send(
+      new GetItemCommand({ TableName: settings.table, Key: { pk: { B: headPk(new TextEncoder().encode("v")) } } }),
+    );
+    const ver = head.Item?.ver?.B as Uint8Array;
+    const key = { pk: { B: chunkPk(ver, 15) } };
+    const chunk = (await backends.client.send(new GetItemCommand({ TableName: settings.table, Key: key })))
+      .Item as Record<string, AttributeValue>;
+    const ct = Uint8Array.from(chunk.ct?.B ?? []);
+    ct[10] = (ct[10] as number) ^ 1;
+    await backends.client.send(new PutItemCommand({ TableName: settings.table, Item: { ...chunk, ct: { B: ct } } }));
+
+    await expect(c.get("v")).rejects.toMatchObject({ code: ErrorCode.ConnectionClosed });
+    await using again = await KvClient.connect({ port: server.port });
+    await again.set("fine", "still serving");
+    expect(await again.getString("fine")).toBe("still serving");
+  });
+
+  test("a client that stops reading holds the server to its window: pieces are pulled only as the output drains", async () => {
+    const piece = new Uint8Array(CHUNK_BYTES).fill(9);
+    const pieces = 512; // 190 MiB, far more than socket buffers and the window
+    let pulled = 0;
+    await using server = await startTestServer(
+      {},
+      {
+        wrapStore: (inner) =>
+          wrapping(inner, {
+            async getStream() {
+              const stream: ValueStream = {
+                size: pieces * piece.length,
+                next: async () => {
+                  if (pulled === pieces) return undefined;
+                  pulled++;
+                  return piece;
+                },
+                cancel: () => {},
+              };
+              return stream;
+            },
+          }),
+      },
+    );
+    const reader = await rawGet(server.port, "huge");
+    await reader.firstBytes;
+    reader.socket.pause();
+    // While the reader is paused, let the server do whatever it will: 200 round trips on another connection.
+    await using other = await KvClient.connect({ port: server.port });
+    for (let i = 0; i < 200; i++) await other.set(`k${i}`, "v");
+    const pulledBytes = pulled * piece.length;
+    const inSockets = 16 * MiB; // loopback send and receive buffers, generously
+    expect(pulledBytes - reader.received()).toBeLessThan(inSockets + 2 * MiB);
+    expect(pulled).toBeLessThan(pieces);
+    reader.socket.resume();
+    const answer = decodeResponse(await reader.frame);
+    expect(answer.kind === "get" && answer.value?.length === pieces * piece.length).toBe(true);
+    reader.socket.end();
+  });
+});
