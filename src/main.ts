@@ -128,11 +128,12 @@ async function main(): Promise<number> {
     log.error("startup failed", { reason: errorMessage(err) });
     return 1;
   }
-  console.log(running.line);
+  // Handlers first, then the line: whoever waits for the line may signal at once.
   onStopRequest(log, running);
   // SIGHUP re-reads the certificate (certbot and cert-manager rotate files in place). Without TLS it keeps
   // its default meaning: a closed terminal stops the server.
   if (config.tls !== undefined) process.on("SIGHUP", () => running.reload());
+  console.log(running.line);
   const code = await running.exited;
   log.info("stopped");
   return code;

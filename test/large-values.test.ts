@@ -6,6 +6,7 @@ import { Attr, CHUNK_BYTES, chunkPk, headPk, ItemKind } from "../src/store/item-
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { spawnServer } from "./support/process.js";
+import { patterned, same } from "./support/values.js";
 import { expectInternal } from "./support/wire.js";
 
 // Starts DynamoDB Local and moves tens of MiB through it; tests wait on events, and this bound only turns a hang into a failure.
@@ -45,17 +46,6 @@ function childArgs(table: string): string[] {
 
 function freshTable(): string {
   return `large-${randomBytes(4).toString("hex")}`;
-}
-
-/** A value whose every 4 KiB page says which value and page it is, so a mix of two is visible. */
-function patterned(size: number, tag: number): Uint8Array {
-  const v = new Uint8Array(size);
-  for (let i = 0; i < size; i++) v[i] = (tag * 31 + (i >> 12)) & 0xff;
-  return v;
-}
-
-function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
 }
 
 async function chunkItems(table: string): Promise<Record<string, AttributeValue>[]> {

@@ -50,6 +50,7 @@ describe("--idle-timeout", () => {
 
 /** Checks that ss shows a keepalive timer set to a minute, counted down by at most the few seconds a busy CI takes. */
 function expectKeepaliveTimer(ssLine: string): void {
+  expect(ssLine).toMatch(/timer:\(keepalive,\d+sec/);
   const seconds = Number(/timer:\(keepalive,(\d+)sec/.exec(ssLine)?.[1]);
   expect(seconds).toBeGreaterThan(45);
   expect(seconds).toBeLessThanOrEqual(60);

@@ -12,6 +12,7 @@ import type { ValueStream } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
+import { patterned, same } from "./support/values.js";
 
 // Moves tens of MiB through DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(120_000);
@@ -26,17 +27,6 @@ function dynamo(table = `stream-${randomBytes(4).toString("hex")}`) {
     kmsEndpoint: backends.kms.endpoint,
     table,
   };
-}
-
-/** A value whose every 4 KiB page says which value and page it is, so a mix of two is visible. */
-function patterned(size: number, tag: number): Uint8Array {
-  const v = new Uint8Array(size);
-  for (let i = 0; i < size; i++) v[i] = (tag * 31 + (i >> 12)) & 0xff;
-  return v;
-}
-
-function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
 }
 
 /**

@@ -223,25 +223,15 @@ export class DynamoStore implements KvStore {
   }
 
   get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
-    return this.#admission.run(async () => {
-      notCancelled(cancel);
-      for (let attempt = 0; ; attempt++) {
-        const item = await this.#reader.get(headPk(key));
-        if (item === undefined) return undefined;
-        const head = parseHead(item);
-        const dataKey = await this.#o.keys.decryptionKey(head.wrappedKey);
-        if (head.format === ItemFormat.single) {
-          return open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, valueAad(this.#o.encryptionScope, key));
-        }
-        const value = await this.#readChunks(key, head, dataKey);
-        if (value !== MISSING) return value;
-        // A chunk is gone: either the version was replaced (retry) or the data is damaged.
-        await this.#checkReplaced(key, head, attempt);
-      }
-    });
+    return this.#read(key, Number.POSITIVE_INFINITY, cancel) as Promise<Uint8Array | undefined>;
   }
 
   getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    return this.#read(key, STREAM_FROM_BYTES, cancel);
+  }
+
+  /** Reads `key`'s value: whole, or as a stream when it has at least `streamFrom` bytes. */
+  #read(key: Uint8Array, streamFrom: number, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
     return this.#admission.run(async () => {
       notCancelled(cancel);
       for (let attempt = 0; ; attempt++) {
@@ -252,7 +242,7 @@ export class DynamoStore implements KvStore {
         if (head.format === ItemFormat.single) {
           return open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, valueAad(this.#o.encryptionScope, key));
         }
-        if (head.size < STREAM_FROM_BYTES) {
+        if (head.size < streamFrom) {
           const value = await this.#readChunks(key, head, dataKey);
           if (value !== MISSING) return value;
         } else {
@@ -260,6 +250,7 @@ export class DynamoStore implements KvStore {
           // The first chunk is read before answering, so a version replaced before the read began is retried here.
           if (await stream.ready()) return stream;
         }
+        // A chunk is gone: either the version was replaced (retry) or the data is damaged.
         await this.#checkReplaced(key, head, attempt);
       }
     });

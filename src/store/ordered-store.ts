@@ -1,6 +1,9 @@
 import { byteString } from "../bytes.js";
 import type { Cancel, KvStore, ListPage, ListRequest, ValueStream } from "./kv-store.js";
 
+/** What {@link OrderedStore} answers a read from when no write of its key is pending. */
+const NO_PENDING = Symbol("no pending write");
+
 /** A write of one key: a set carrying its value, or a delete. */
 type Write = { kind: "set"; value: Uint8Array } | { kind: "delete"; value?: undefined };
 
@@ -54,47 +57,39 @@ export class OrderedStore implements KvStore {
   }
 
   async get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
-    const latest = this.#latest(key);
-    if (latest !== undefined) {
-      // Capture now: a later set may replace a queued value before it lands.
-      const { value, settled } = latest;
-      try {
-        await settled;
-        return value;
-      } catch {
-        // The write failed and was answered so; the store holds whatever it holds.
-      }
-    }
-    return this.#inner.get(key, cancel);
+    const pending = await this.#pendingValue(key);
+    return pending !== NO_PENDING ? pending : this.#inner.get(key, cancel);
   }
 
   /** As {@link get}, but a large value from the store comes as a stream when the store can stream it. */
   async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
-    const latest = this.#latest(key);
-    if (latest !== undefined) {
-      const { value, settled } = latest;
-      try {
-        await settled;
-        return value;
-      } catch {
-        // As in get.
-      }
-    }
+    const pending = await this.#pendingValue(key);
+    if (pending !== NO_PENDING) return pending;
     const inner = this.#inner;
     return inner.getStream !== undefined ? inner.getStream(key, cancel) : inner.get(key, cancel);
   }
 
-  async exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+  /**
+   * What the last write of `key` issued so far leaves, once it has settled:
+   * the value of a set, undefined after a delete; NO_PENDING when no write is
+   * pending or that write failed (the store then holds whatever it holds).
+   */
+  async #pendingValue(key: Uint8Array): Promise<Uint8Array | undefined | typeof NO_PENDING> {
     const latest = this.#latest(key);
-    if (latest !== undefined) {
-      try {
-        await latest.settled;
-        return latest.value !== undefined;
-      } catch {
-        // As in get.
-      }
+    if (latest === undefined) return NO_PENDING;
+    // Captured now: a later set may replace a queued value before it lands.
+    const { value, settled } = latest;
+    try {
+      await settled;
+      return value;
+    } catch {
+      return NO_PENDING;
     }
-    return this.#inner.exists(key, cancel);
+  }
+
+  async exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    const pending = await this.#pendingValue(key);
+    return pending !== NO_PENDING ? pending !== undefined : this.#inner.exists(key, cancel);
   }
 
   /**
