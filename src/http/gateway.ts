@@ -1,11 +1,11 @@
 import type { Server } from "bun";
-import { asKvError, ErrorCode, isKvError, KvError } from "../errors.js";
+import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { listenError } from "../net/listener.js";
 import type { TlsMaterial } from "../net/tls-material.js";
 import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { type KvStore, MAX_LIST_LIMIT, oversizedKey } from "../store/kv-store.js";
+import { isValueStream, type KvStore, MAX_LIST_LIMIT, oversizedKey, type ValueStream } from "../store/kv-store.js";
 import { errorResponse, httpError, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
 import { parseQuery, percentDecode } from "./query.js";
@@ -123,6 +123,39 @@ export class HttpGateway {
   }
 }
 
+/**
+ * A large value as a response body, piece by piece as the store reads it,
+ * a piece pulled only when the body stream wants one (so a slow client
+ * holds the server to one piece). Bun sends such a body chunked (it drops a
+ * Content-Length given with a stream), so the size goes in `x-value-size`.
+ * A piece that fails midway aborts the response without the last chunk,
+ * which HTTP clients report as an error.
+ */
+function streamedValue(value: ValueStream, log: Logger): Response {
+  const body = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const piece = await value.next();
+          if (piece === undefined) controller.close();
+          else controller.enqueue(piece);
+        } catch (err) {
+          log.warn("aborting an HTTP response: a streamed value failed midway", { reason: errorMessage(err) });
+          value.cancel();
+          controller.error(err);
+        }
+      },
+      cancel() {
+        value.cancel();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return new Response(body, {
+    headers: { "content-type": "application/octet-stream", "x-value-size": String(value.size) },
+  });
+}
+
 /** The gateway's request handling, apart from the socket. */
 class Routes {
   readonly #repeats: RepeatLimiter;
@@ -237,14 +270,20 @@ class Routes {
   }
 
   async #get(key: Uint8Array): Promise<Response> {
-    const getSync = this.store.getSync;
-    const value = getSync !== undefined ? getSync(key) : await this.store.get(key);
+    const { getSync, getStream } = this.store;
+    const value =
+      getSync !== undefined
+        ? getSync(key)
+        : getStream !== undefined
+          ? await getStream.call(this.store, key)
+          : await this.store.get(key);
     if (value === undefined) {
       this.#count("get", "not_found");
       return jsonError(404, "not_found", "no such key");
     }
     this.#count("get", "ok");
-    return new Response(value, OCTET_INIT);
+    if (!isValueStream(value)) return new Response(value, OCTET_INIT);
+    return streamedValue(value, this.log);
   }
 
   async #delete(key: Uint8Array, status: 200 | 204): Promise<Response> {
