@@ -5,7 +5,14 @@ import { listenError } from "../net/listener.js";
 import type { TlsMaterial } from "../net/tls-material.js";
 import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { isValueStream, type KvStore, MAX_LIST_LIMIT, oversizedKey, type ValueStream } from "../store/kv-store.js";
+import {
+  isValueStream,
+  type KvStore,
+  MAX_LIST_LIMIT,
+  oversizedKey,
+  readValue,
+  type ValueStream,
+} from "../store/kv-store.js";
 import { errorResponse, httpError, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
 import { parseQuery, percentDecode } from "./query.js";
@@ -270,13 +277,8 @@ class Routes {
   }
 
   async #get(key: Uint8Array): Promise<Response> {
-    const { getSync, getStream } = this.store;
-    const value =
-      getSync !== undefined
-        ? getSync(key)
-        : getStream !== undefined
-          ? await getStream.call(this.store, key)
-          : await this.store.get(key);
+    const getSync = this.store.getSync;
+    const value = getSync !== undefined ? getSync(key) : await readValue(this.store, key);
     if (value === undefined) {
       this.#count("get", "not_found");
       return jsonError(404, "not_found", "no such key");

@@ -10,7 +10,7 @@ import {
 } from "../net/connection.js";
 import { type Op, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { type Cancel, isValueStream, type KvStore, MAX_KEY_BYTES, oversizedKey } from "../store/kv-store.js";
+import { type Cancel, isValueStream, type KvStore, MAX_KEY_BYTES, oversizedKey, readValue } from "../store/kv-store.js";
 import {
   ApiFrames,
   decodeRequest,
@@ -201,7 +201,7 @@ export class Dispatcher implements FrameHandler {
     }
     const started = performance.now();
     return settle(
-      store.getStream !== undefined ? store.getStream(key, cancel) : store.get(key, cancel),
+      readValue(store, key, cancel),
       (value) => {
         this.#timed("get", value === undefined ? "not_found" : "ok", started);
         if (value === undefined) return Frames.getNotFound;

@@ -5,6 +5,7 @@ import {
   type KvStore,
   type ListPage,
   type ListRequest,
+  readValue,
   type ValueStream,
 } from "./kv-store.js";
 
@@ -58,9 +59,7 @@ export class DeadlineStore implements KvStore {
    * whole has no deadline, but no piece waits on DynamoDB longer than one.
    */
   async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
-    const inner = this.#inner;
-    const work = inner.getStream !== undefined ? inner.getStream(key, cancel) : inner.get(key, cancel);
-    const result = await this.#bounded("get", this.#timeoutMs, work);
+    const result = await this.#bounded("get", this.#timeoutMs, readValue(this.#inner, key, cancel));
     if (!isValueStream(result)) return result;
     return {
       size: result.size,

@@ -70,6 +70,18 @@ export interface ValueStream {
   cancel(): void;
 }
 
+/**
+ * Reads `key` from `store` as a stream when the store can stream (a large
+ * value then comes as a {@link ValueStream}), else whole with `get`.
+ */
+export function readValue(
+  store: KvStore,
+  key: Uint8Array,
+  cancel?: Cancel,
+): Promise<Uint8Array | ValueStream | undefined> {
+  return store.getStream !== undefined ? store.getStream(key, cancel) : store.get(key, cancel);
+}
+
 /** Whether a `getStream` result is a stream (else a whole value, or undefined). */
 export function isValueStream(v: Uint8Array | ValueStream | undefined): v is ValueStream {
   return v !== undefined && !(v instanceof Uint8Array);

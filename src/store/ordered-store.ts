@@ -1,5 +1,5 @@
 import { byteString } from "../bytes.js";
-import type { Cancel, KvStore, ListPage, ListRequest, ValueStream } from "./kv-store.js";
+import { type Cancel, type KvStore, type ListPage, type ListRequest, readValue, type ValueStream } from "./kv-store.js";
 
 /** What {@link OrderedStore} answers a read from when no write of its key is pending. */
 const NO_PENDING = Symbol("no pending write");
@@ -65,8 +65,7 @@ export class OrderedStore implements KvStore {
   async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
     const pending = await this.#pendingValue(key);
     if (pending !== NO_PENDING) return pending;
-    const inner = this.#inner;
-    return inner.getStream !== undefined ? inner.getStream(key, cancel) : inner.get(key, cancel);
+    return readValue(this.#inner, key, cancel);
   }
 
   /**
