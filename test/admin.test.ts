@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { KvClient } from "../client/kv-client.js";
 import { silentLogger } from "../src/log.js";
 import { startServer } from "../src/server.js";
 import type { KvStore } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
-import { FaultProxy } from "./support/fault-proxy.js";
+import { useFaultProxies } from "./support/fault-proxy.js";
 import { testConfig } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
 
@@ -12,16 +12,7 @@ import { wrapping } from "./support/stores.js";
 setDefaultTimeout(60_000);
 
 const backends = useBackends();
-let ddb: FaultProxy;
-let kms: FaultProxy;
-beforeAll(() => {
-  ddb = new FaultProxy(backends.ddb.endpoint);
-  kms = new FaultProxy(backends.kms.endpoint);
-});
-afterAll(async () => {
-  await ddb?.stop();
-  await kms?.stop();
-});
+const proxies = useFaultProxies(backends);
 
 /** The value of one sample line of the Prometheus text, or undefined if absent. */
 function sample(metrics: string, line: string): number | undefined {
@@ -89,7 +80,7 @@ describe("the admin port", () => {
     await using server = await startServer(
       testConfig({
         store: "dynamodb",
-        dynamodbEndpoint: ddb.endpoint,
+        dynamodbEndpoint: proxies.ddb.endpoint,
         kmsEndpoint: backends.kms.endpoint,
         adminPort: 0,
         callTimeoutMs: 300,
@@ -103,11 +94,11 @@ describe("the admin port", () => {
     expect(await c.getString("k")).toBe("v");
     expect((await get(port, "/readyz")).status).toBe(200);
 
-    ddb.rule = () => "hang";
+    proxies.ddb.rule = () => "hang";
     expect(await get(port, "/readyz")).toMatchObject({ status: 503, text: "backend unavailable\n" });
     expect((await get(port, "/healthz")).status).toBe(200);
-    ddb.rule = undefined;
-    ddb.releaseHung();
+    proxies.ddb.rule = undefined;
+    proxies.ddb.releaseHung();
     // The probe's verdict is reused for a moment; ask until a fresh probe answers.
     let ready = 0;
     for (let i = 0; i < 50 && ready !== 200; i++) ready = (await get(port, "/readyz")).status;
@@ -124,8 +115,8 @@ describe("the admin port", () => {
   test("on DynamoDB: throttles, failures and retries by operation, sweeps and batcher queues are metrics", async () => {
     const config = testConfig({
       store: "dynamodb",
-      dynamodbEndpoint: ddb.endpoint,
-      kmsEndpoint: kms.endpoint,
+      dynamodbEndpoint: proxies.ddb.endpoint,
+      kmsEndpoint: proxies.kms.endpoint,
       adminPort: 0,
       requestTimeoutMs: 20_000,
     });
@@ -135,17 +126,17 @@ describe("the admin port", () => {
 
     // Two throttled BatchWriteItems, then success: the set lands after two retries.
     let throttles = 0;
-    ddb.rule = (op) => (op === "BatchWriteItem" && throttles++ < 2 ? "throttle" : undefined);
+    proxies.ddb.rule = (op) => (op === "BatchWriteItem" && throttles++ < 2 ? "throttle" : undefined);
     await c.set("k", "v");
-    ddb.rule = undefined;
+    proxies.ddb.rule = undefined;
     await server.sweepOrphans();
 
     // A second server on the same table has a cold key cache: its get needs a KMS Decrypt, which fails.
-    kms.rule = (op) => (op === "Decrypt" ? "error500" : undefined);
+    proxies.kms.rule = (op) => (op === "Decrypt" ? "error500" : undefined);
     await using cold = await startServer({ ...config, adminPort: 0, requestTimeoutMs: 3_000 }, silentLogger);
     await using c2 = await KvClient.connect({ port: cold.port });
     await expect(c2.get("k")).rejects.toThrow();
-    kms.rule = undefined;
+    proxies.kms.rule = undefined;
 
     const m = (await get(port, "/metrics")).text;
     const failures = 'kvs_backend_failures_total{service="dynamodb",operation="BatchWriteItem",kind="throttle"}';

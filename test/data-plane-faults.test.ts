@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { ScanCommand } from "@aws-sdk/client-dynamodb";
 import type { AwsCredentialIdentity } from "@smithy/types";
 import { KvClient } from "../client/kv-client.js";
@@ -8,30 +8,14 @@ import { encodeGetRequest } from "../src/protocol/codec.js";
 import { type ServerOverrides, startServer } from "../src/server.js";
 import { useBackends } from "./support/backends.js";
 import { CapturingLog } from "./support/capturing-log.js";
-import { FaultProxy } from "./support/fault-proxy.js";
+import { useFaultProxies } from "./support/fault-proxy.js";
 import { RawConnection, startTestServer, testConfig } from "./support/harness.js";
 
 // Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
 
 const backends = useBackends();
-let ddb: FaultProxy;
-let kms: FaultProxy;
-
-beforeAll(() => {
-  ddb = new FaultProxy(backends.ddb.endpoint);
-  kms = new FaultProxy(backends.kms.endpoint);
-});
-afterEach(() => {
-  ddb.rule = undefined;
-  kms.rule = undefined;
-  ddb.releaseHung();
-  kms.releaseHung();
-});
-afterAll(async () => {
-  await ddb?.stop();
-  await kms?.stop();
-});
+const proxies = useFaultProxies(backends);
 
 /**
  * A server on DynamoDB Local and the local KMS, each behind its fault proxy.
@@ -43,8 +27,8 @@ function serverBehindProxies(config: Partial<Config> = {}, wiring: ServerOverrid
   return startTestServer(
     {
       store: "dynamodb",
-      dynamodbEndpoint: ddb.endpoint,
-      kmsEndpoint: kms.endpoint,
+      dynamodbEndpoint: proxies.ddb.endpoint,
+      kmsEndpoint: proxies.kms.endpoint,
       requestTimeoutMs: 20_000,
       callTimeoutMs: 400,
       ...config,
@@ -77,23 +61,23 @@ describe("DynamoDB faults between the server and DynamoDB Local", () => {
   test("throttling errors and 500s are retried until every set is stored and every get answers", async () => {
     await using server = await serverBehindProxies();
     await using c = await KvClient.connect({ port: server.port });
-    ddb.rule = (op, n) => (BATCH_OPS.has(op) && n % 3 !== 0 ? (n % 2 ? "throttle" : "error500") : undefined);
+    proxies.ddb.rule = (op, n) => (BATCH_OPS.has(op) && n % 3 !== 0 ? (n % 2 ? "throttle" : "error500") : undefined);
     const outcomes = await setMany(c, "t", 200);
     expect(outcomes.every((o) => o.status === "fulfilled")).toBe(true);
     expect(await expectAckedReadable(c, "t", outcomes)).toBe(200);
-    expect(ddb.injected.get("throttle")).toBeGreaterThan(0);
-    expect(ddb.injected.get("error500")).toBeGreaterThan(0);
+    expect(proxies.ddb.injected.get("throttle")).toBeGreaterThan(0);
+    expect(proxies.ddb.injected.get("error500")).toBeGreaterThan(0);
   });
 
   test("unprocessed items and keys are retried until written and read", async () => {
     await using server = await serverBehindProxies();
     await using c = await KvClient.connect({ port: server.port });
-    ddb.rule = (op) => (BATCH_OPS.has(op) ? "unprocessed" : undefined);
+    proxies.ddb.rule = (op) => (BATCH_OPS.has(op) ? "unprocessed" : undefined);
     const outcomes = await setMany(c, "u", 120);
     expect(outcomes.every((o) => o.status === "fulfilled")).toBe(true);
     expect(await expectAckedReadable(c, "u", outcomes)).toBe(120);
-    expect(ddb.injected.get("unprocessed")).toBeGreaterThan(2);
-    ddb.rule = undefined;
+    expect(proxies.ddb.injected.get("unprocessed")).toBeGreaterThan(2);
+    proxies.ddb.rule = undefined;
     const scan = await backends.client.send(new ScanCommand({ TableName: server.table, Select: "COUNT" }));
     expect(scan.Count).toBe(120);
   });
@@ -101,12 +85,12 @@ describe("DynamoDB faults between the server and DynamoDB Local", () => {
   test("connections reset and bodies cut short mid-response never turn into a false ok", async () => {
     await using server = await serverBehindProxies();
     await using c = await KvClient.connect({ port: server.port });
-    ddb.rule = (op, n) => (BATCH_OPS.has(op) && n % 2 === 1 ? (n % 4 === 1 ? "reset" : "truncate") : undefined);
+    proxies.ddb.rule = (op, n) => (BATCH_OPS.has(op) && n % 2 === 1 ? (n % 4 === 1 ? "reset" : "truncate") : undefined);
     const outcomes = await setMany(c, "r", 150);
     // Both are retried within the deadline; whatever was answered ok must be stored.
     expect(await expectAckedReadable(c, "r", outcomes)).toBe(150);
-    expect(ddb.injected.get("reset")).toBeGreaterThan(0);
-    expect(ddb.injected.get("truncate")).toBeGreaterThan(0);
+    expect(proxies.ddb.injected.get("reset")).toBeGreaterThan(0);
+    expect(proxies.ddb.injected.get("truncate")).toBeGreaterThan(0);
   });
 
   test("answers damaged in transit are caught by x-amz-crc32 and read again, never taken as not found", async () => {
@@ -114,10 +98,10 @@ describe("DynamoDB faults between the server and DynamoDB Local", () => {
     await using c = await KvClient.connect({ port: server.port });
     const outcomes = await setMany(c, "c", 50);
     expect(outcomes.every((o) => o.status === "fulfilled")).toBe(true);
-    ddb.rule = (op, n) => (op === "BatchGetItem" && n % 2 === 1 ? "corrupt" : undefined);
+    proxies.ddb.rule = (op, n) => (op === "BatchGetItem" && n % 2 === 1 ? "corrupt" : undefined);
     const got = await Promise.all(Array.from({ length: 50 }, (_, i) => c.getString(`c${i}`)));
     expect(got).toEqual(Array.from({ length: 50 }, (_, i) => `value-c${i}`));
-    expect(ddb.injected.get("corrupt")).toBeGreaterThan(0);
+    expect(proxies.ddb.injected.get("corrupt")).toBeGreaterThan(0);
   });
 
   test("a DynamoDB that never answers gets internal at the deadline, and the server recovers by itself", async () => {
@@ -125,7 +109,7 @@ describe("DynamoDB faults between the server and DynamoDB Local", () => {
     await using server = await serverBehindProxies({ requestTimeoutMs: 1_000, callTimeoutMs: 300, maxPending: 4 });
     await using c = await KvClient.connect({ port: server.port });
     await c.set("before", "stored before the stall");
-    ddb.rule = () => "hang";
+    proxies.ddb.rule = () => "hang";
     const started = performance.now();
     // Sets and gets pipelined on one connection, gets of the same keys behind the sets.
     const ops: Promise<unknown>[] = [];
@@ -136,13 +120,13 @@ describe("DynamoDB faults between the server and DynamoDB Local", () => {
     // Answered by the deadline, not by something sooner; the upper bound only rules out a hang.
     expect(elapsed).toBeGreaterThanOrEqual(900);
     expect(elapsed).toBeLessThan(10_000);
-    expect(ddb.injected.get("hang")).toBeGreaterThan(0);
+    expect(proxies.ddb.injected.get("hang")).toBeGreaterThan(0);
     // The server gave up its hung calls by itself (call timeouts): nothing piles up while DynamoDB stalls.
-    ddb.rule = () => undefined;
-    await ddb.callersGaveUp();
+    proxies.ddb.rule = () => undefined;
+    await proxies.ddb.callersGaveUp();
 
-    ddb.rule = undefined;
-    ddb.releaseHung();
+    proxies.ddb.rule = undefined;
+    proxies.ddb.releaseHung();
     await c.set("after", "the stall is over");
     expect(await c.getString("after")).toBe("the stall is over");
     expect(await c.getString("before")).toBe("stored before the stall");
@@ -156,8 +140,8 @@ describe("a connection that closes", () => {
     await using server = await startServer(
       testConfig({
         store: "dynamodb",
-        dynamodbEndpoint: ddb.endpoint,
-        kmsEndpoint: kms.endpoint,
+        dynamodbEndpoint: proxies.ddb.endpoint,
+        kmsEndpoint: proxies.kms.endpoint,
         maxPending: 2,
         readBatch: 1,
         requestTimeoutMs: 60_000,
@@ -165,21 +149,21 @@ describe("a connection that closes", () => {
       }),
       captured.log,
     );
-    ddb.rule = (op) => (op === "GetItem" ? "hang" : undefined);
-    const before = ddb.count("GetItem");
+    proxies.ddb.rule = (op) => (op === "GetItem" ? "hang" : undefined);
+    const before = proxies.ddb.count("GetItem");
     const raw = await RawConnection.open(server.port);
     const get = encodeGetRequest(new TextEncoder().encode("gone"));
     raw.send(new Uint8Array(Buffer.concat(Array.from({ length: 40 }, () => get))));
     // Two started and hang at DynamoDB; 38 wait for a place.
-    await ddb.seen("GetItem", before + 2);
+    await proxies.ddb.seen("GetItem", before + 2);
     raw.terminate();
     await captured.next(/connection closed/);
-    ddb.rule = undefined;
-    ddb.releaseHung();
+    proxies.ddb.rule = undefined;
+    proxies.ddb.releaseHung();
     // A get on a new connection waits behind whatever is still queued, so once it is answered the queue is empty.
     await using c = await KvClient.connect({ port: server.port });
     expect(await c.get("probe")).toBeUndefined();
-    expect(ddb.count("GetItem") - before).toBe(3);
+    expect(proxies.ddb.count("GetItem") - before).toBe(3);
   });
 });
 
@@ -188,10 +172,11 @@ describe("KMS faults between the server and the local KMS", () => {
     // The SDK backs off from KMS throttling from 500 ms: the deadline must leave room for two retries.
     await using server = await serverBehindProxies({ requestTimeoutMs: 15_000 }, { keyCache: { maxAgeMs: 1 } });
     await using c = await KvClient.connect({ port: server.port });
-    kms.rule = (op, n) => (op === "GenerateDataKey" && n % 3 !== 0 ? (n % 2 ? "throttle" : "error500") : undefined);
+    proxies.kms.rule = (op, n) =>
+      op === "GenerateDataKey" && n % 3 !== 0 ? (n % 2 ? "throttle" : "error500") : undefined;
     for (let i = 0; i < 5; i++) await c.set(`k${i}`, "v");
-    expect(kms.injected.get("throttle")).toBeGreaterThan(0);
-    expect(kms.injected.get("error500")).toBeGreaterThan(0);
+    expect(proxies.kms.injected.get("throttle")).toBeGreaterThan(0);
+    expect(proxies.kms.injected.get("error500")).toBeGreaterThan(0);
   });
 
   test("a KMS that never answers fails sets at the deadline while cached keys keep serving, then recovers", async () => {
@@ -199,16 +184,16 @@ describe("KMS faults between the server and the local KMS", () => {
     await using server = await serverBehindProxies({ requestTimeoutMs: 1_000 }, { keyCache: { maxAgeMs: 1 } });
     await using c = await KvClient.connect({ port: server.port });
     await c.set("cached", "readable without KMS");
-    kms.rule = () => "hang";
+    proxies.kms.rule = () => "hang";
     const started = performance.now();
     const [set, get] = await Promise.allSettled([c.set("new", "x"), c.getString("cached")]);
     expectInternalAnswer(set as PromiseSettledResult<unknown>);
     expect(get).toEqual({ status: "fulfilled", value: "readable without KMS" });
     expect(performance.now() - started).toBeLessThan(10_000);
     // The KMS call itself was abandoned at the deadline, not left hanging.
-    await kms.callersGaveUp();
-    kms.rule = undefined;
-    kms.releaseHung();
+    await proxies.kms.callersGaveUp();
+    proxies.kms.rule = undefined;
+    proxies.kms.releaseHung();
     await c.set("new", "after KMS came back");
     expect(await c.getString("new")).toBe("after KMS came back");
   });
@@ -226,14 +211,14 @@ describe("credentials", () => {
     });
     await using server = await serverBehindProxies({}, { credentials });
     await using c = await KvClient.connect({ port: server.port });
-    const seenBefore = ddb.accessKeys.length;
+    const seenBefore = proxies.ddb.accessKeys.length;
     let sets = 0;
-    while (ddb.accessKeys.length - seenBefore < 3 && sets < 20_000) {
+    while (proxies.ddb.accessKeys.length - seenBefore < 3 && sets < 20_000) {
       await c.set(`cred${sets % 50}`, `v${sets}`);
       sets++;
     }
-    expect(ddb.accessKeys.length - seenBefore).toBeGreaterThanOrEqual(3);
-    expect(ddb.accessKeys.slice(seenBefore).every((k) => k.startsWith("AKIDSHORTLIVED"))).toBe(true);
+    expect(proxies.ddb.accessKeys.length - seenBefore).toBeGreaterThanOrEqual(3);
+    expect(proxies.ddb.accessKeys.slice(seenBefore).every((k) => k.startsWith("AKIDSHORTLIVED"))).toBe(true);
     expect(await c.getString(`cred${(sets - 1) % 50}`)).toBe(`v${sets - 1}`);
   });
 });

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
 import { encodeGetRequest } from "../src/protocol/codec.js";
-import { accepts, root, runCli, spawnServer } from "./support/process.js";
+import { accepts, root, runCli, runServer, spawnServer, untilLine } from "./support/process.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
@@ -19,31 +19,6 @@ function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), "kvs-proc-"));
   dirs.push(d);
   return d;
-}
-
-function runServer(args: string[], env: Record<string, string> = {}) {
-  const out = Bun.spawnSync([process.execPath, "src/main.ts", ...args], {
-    cwd: root,
-    env: { ...process.env, KV_HTTP_PORT: "off", ...env },
-  });
-  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
-}
-
-/** Reads `stream` until its text so far matches `pattern`; resolves with that text. */
-async function untilLine(stream: ReadableStream<Uint8Array>, pattern: RegExp): Promise<string> {
-  const reader = stream.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  try {
-    while (!pattern.test(text)) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`stream ended before ${pattern}: ${text}`);
-      text += decoder.decode(value, { stream: true });
-    }
-    return text;
-  } finally {
-    reader.releaseLock();
-  }
 }
 
 /** Waits, within a bound, until nothing listens at `endpoint` (a child's exit has no event we can observe). */

@@ -10,7 +10,7 @@ import { Counter } from "../src/metrics.js";
 import { encodeSetRequest } from "../src/protocol/codec.js";
 import { makeCerts, type TestCerts } from "./support/certs.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
-import { root, runCli, spawnServer } from "./support/process.js";
+import { runCli, runServer, spawnServer, untilLine } from "./support/process.js";
 
 let certs: TestCerts;
 const pem: Record<string, string> = {};
@@ -210,67 +210,30 @@ describe("certificate reload", () => {
       files.key,
     ]);
     expect(proc.line).toContain(" tls ");
-    const stderr = lines(proc.proc.stderr);
     copyFileSync(certs.rotated.cert, files.cert);
     copyFileSync(certs.rotated.key, files.key);
     proc.proc.kill("SIGHUP");
-    await stderr.waitFor(/TLS certificate reloaded/);
+    await untilLine(proc.proc.stderr, /TLS certificate reloaded/);
     expect(await peerCommonName(proc.port)).toBe("kvs-rotated");
 
     // A bad file on the next SIGHUP is logged and changes nothing; the server keeps running.
     writeFileSync(files.key, "not a key");
     proc.proc.kill("SIGHUP");
-    await stderr.waitFor(/TLS reload failed/);
+    await untilLine(proc.proc.stderr, /TLS reload failed/);
     expect(await peerCommonName(proc.port)).toBe("kvs-rotated");
     expect(proc.proc.exitCode).toBeNull();
   });
 });
 
-/** Reads a stream line by line and waits for a line matching a pattern. */
-function lines(stream: ReadableStream<Uint8Array>) {
-  const seen: string[] = [];
-  let wake: (() => void) | undefined;
-  void (async () => {
-    const decoder = new TextDecoder();
-    let rest = "";
-    for await (const chunk of stream) {
-      rest += decoder.decode(chunk, { stream: true });
-      const parts = rest.split("\n");
-      rest = parts.pop() ?? "";
-      seen.push(...parts);
-      wake?.();
-    }
-  })();
-  return {
-    async waitFor(pattern: RegExp): Promise<string> {
-      for (;;) {
-        const hit = seen.findIndex((l) => pattern.test(l));
-        if (hit >= 0) return seen.splice(0, hit + 1).at(-1) as string;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-      }
-    },
-  };
-}
-
 describe("TLS settings", () => {
-  async function startupFailure(args: string[]): Promise<{ code: number; stderr: string }> {
-    const proc = Bun.spawn([process.execPath, "src/main.ts", "--store", "memory", "--port", "0", ...args], {
-      cwd: root,
-      stdout: "ignore",
-      stderr: "pipe",
-      env: { ...process.env, KV_HTTP_PORT: "off" },
-    });
-    const [code, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
-    return { code, stderr };
-  }
+  /** The server's exit code and stderr for `args` on the memory store. */
+  const startupFailure = (args: string[]) => runServer(["--store", "memory", "--port", "0", ...args]);
 
   test("a certificate without its key, or a CA without a certificate, exits 2 naming the flag", async () => {
-    const noKey = await startupFailure(["--tls-cert", certs.server.cert]);
+    const noKey = startupFailure(["--tls-cert", certs.server.cert]);
     expect(noKey).toMatchObject({ code: 2 });
     expect(noKey.stderr).toContain("--tls-cert was given without --tls-key");
-    const caOnly = await startupFailure(["--tls-ca", certs.ca]);
+    const caOnly = startupFailure(["--tls-ca", certs.ca]);
     expect(caOnly).toMatchObject({ code: 2 });
     expect(caOnly.stderr).toContain("--tls-ca needs --tls-cert and --tls-key");
   });
@@ -297,7 +260,7 @@ describe("TLS settings", () => {
       "--tls-ca",
     ],
   ])("%s fails the startup with a message naming it", async (_name, args, message) => {
-    const { code, stderr } = await startupFailure(args());
+    const { code, stderr } = startupFailure(args());
     expect(code).toBe(1);
     expect(stderr).toContain(message);
   });
@@ -305,7 +268,7 @@ describe("TLS settings", () => {
   test("a second server on a TLS server's port fails at startup, though TLS binds with SO_REUSEPORT", async () => {
     const tlsArgs = ["--tls-cert", certs.server.cert, "--tls-key", certs.server.key];
     await using first = await spawnServer(["--store", "memory", "--port", "0", ...tlsArgs]);
-    const second = await startupFailure(["--port", String(first.port), ...tlsArgs]);
+    const second = startupFailure(["--port", String(first.port), ...tlsArgs]);
     expect(second.code).toBe(1);
     expect(second.stderr).toContain(`cannot listen on 127.0.0.1:${first.port}: the port is in use`);
   });

@@ -1,4 +1,6 @@
+import { afterAll, afterEach, beforeAll } from "bun:test";
 import type { Server } from "bun";
+import type { Backends } from "./backends.js";
 
 /**
  * What the proxy does to one request:
@@ -234,4 +236,35 @@ export class FaultProxy implements AsyncDisposable {
     }
     return jsonResponse(out, 200, "application/x-amz-json-1.0");
   }
+}
+
+/** A {@link FaultProxy} in front of each of a test file's backends. */
+export interface FaultProxies {
+  ddb: FaultProxy;
+  kms: FaultProxy;
+}
+
+/**
+ * Puts a fault proxy in front of the file's DynamoDB Local and of its KMS
+ * endpoint before its tests, clears their rules and releases hung calls
+ * after each test (so one test's faults never reach the next), and stops
+ * them after the file.
+ */
+export function useFaultProxies(backends: Backends): FaultProxies {
+  const proxies = {} as FaultProxies;
+  beforeAll(() => {
+    proxies.ddb = new FaultProxy(backends.ddb.endpoint);
+    proxies.kms = new FaultProxy(backends.kms.endpoint);
+  });
+  afterEach(() => {
+    for (const proxy of [proxies.ddb, proxies.kms]) {
+      proxy.rule = undefined;
+      proxy.releaseHung();
+    }
+  });
+  afterAll(async () => {
+    await proxies.ddb?.stop();
+    await proxies.kms?.stop();
+  });
+  return proxies;
 }

@@ -79,3 +79,29 @@ export function accepts(endpoint: string): Promise<boolean> {
   const url = new URL(endpoint);
   return canConnect(url.hostname, Number(url.port));
 }
+
+/** Runs `bun run server` with `args` to its exit (for startup failures, --help); returns its exit code and output. */
+export function runServer(args: string[], env: Record<string, string> = {}) {
+  const out = Bun.spawnSync([process.execPath, "src/main.ts", ...args], {
+    cwd: root,
+    env: { ...process.env, KV_HTTP_PORT: "off", ...env },
+  });
+  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
+}
+
+/** Reads `stream` until its text so far matches `pattern`; resolves with that text. */
+export async function untilLine(stream: ReadableStream<Uint8Array>, pattern: RegExp): Promise<string> {
+  const reader = stream.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  try {
+    while (!pattern.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`stream ended before ${pattern}: ${text}`);
+      text += decoder.decode(value, { stream: true });
+    }
+    return text;
+  } finally {
+    reader.releaseLock();
+  }
+}
