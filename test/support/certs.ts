@@ -57,62 +57,17 @@ export async function makeCerts(): Promise<TestCerts> {
   writeFileSync(p("ca.cnf"), CA_CONFIG);
   writeFileSync(p("index.txt"), "");
   writeFileSync(p("serial"), "1000\n");
+  // A self-signed CA, and a key with a signing request for each name (the server's carry localhost and 127.0.0.1).
+  const ca = (name: string, cn: string) =>
+    openssl(dir, "req", "-x509", ...newKey, "-keyout", `${name}.key`, "-out", `${name}.pem`, "-days", "2", "-subj", cn);
+  const request = (name: string, cn: string, ...extra: string[]) =>
+    openssl(dir, "req", ...newKey, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", cn, ...extra);
   await Promise.all([
-    openssl(
-      dir,
-      "req",
-      "-x509",
-      ...newKey,
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=kvs-test-ca",
-    ),
-    openssl(
-      dir,
-      "req",
-      "-x509",
-      ...newKey,
-      "-keyout",
-      "other-ca.key",
-      "-out",
-      "other-ca.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=other-ca",
-    ),
-    openssl(
-      dir,
-      "req",
-      ...newKey,
-      "-keyout",
-      "server.key",
-      "-out",
-      "server.csr",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      san,
-    ),
-    openssl(
-      dir,
-      "req",
-      ...newKey,
-      "-keyout",
-      "rotated.key",
-      "-out",
-      "rotated.csr",
-      "-subj",
-      "/CN=kvs-rotated",
-      "-addext",
-      san,
-    ),
-    openssl(dir, "req", ...newKey, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=kvs-client"),
+    ca("ca", "/CN=kvs-test-ca"),
+    ca("other-ca", "/CN=other-ca"),
+    request("server", "/CN=localhost", "-addext", san),
+    request("rotated", "/CN=kvs-rotated", "-addext", san),
+    request("client", "/CN=kvs-client"),
   ]);
   const sign = (csr: string, out: string, ca = "ca") =>
     openssl(
