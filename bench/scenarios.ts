@@ -74,7 +74,7 @@ interface PipelineResult {
 const root = join(import.meta.dir, "..");
 
 /** Runs the lean generator of bench/pipeline-load.ts in its own process against `port`; `env` carries its TLS settings. */
-export async function pipelineLoad(
+async function pipelineLoad(
   protocol: "kvs" | "echo" | "redis",
   port: number,
   conns: number,
@@ -107,20 +107,55 @@ export async function pipelineLoad(
   return JSON.parse(out.trim().split("\n").pop() as string) as PipelineResult;
 }
 
-/** redis-benchmark's own figure for the same load, when it is installed: the check that the generator saturates. */
-async function redisBenchmark(
+/** What one {@link pipelinedStep} measured: the generator's figures and the server's CPU over them. */
+export interface StepResult extends PipelineResult {
+  opsPerSec: number;
+  /** Server CPU over the step, as a percentage of one core. */
+  cpuPercent: number;
+  /** Server CPU per request, in µs. */
+  cpuUsPerReq: number;
+}
+
+/** One pipelined load step against `target` (bench/pipeline-load.ts), with the server's CPU over it. */
+export async function pipelinedStep(
+  target: Target,
+  protocol: "kvs" | "echo" | "redis",
+  conns: number,
+  depth: number,
+  op: "set" | "get",
+  s: BenchSettings,
+  env: Record<string, string> = {},
+): Promise<StepResult> {
+  const cpuBefore = target.cpuMs();
+  const r = await pipelineLoad(protocol, target.port, conns, depth, op, s.durationMs, s.valueBytes, env);
+  const cpuMs = target.cpuMs() - cpuBefore;
+  return {
+    ...r,
+    opsPerSec: r.ops / r.seconds,
+    cpuPercent: (cpuMs / (r.seconds * 1000)) * 100,
+    cpuUsPerReq: r.ops ? (cpuMs * 1000) / r.ops : 0,
+  };
+}
+
+/**
+ * redis-benchmark's own figure for the same load, when it is installed: the
+ * check that the generator saturates. `extraArgs` adds its TLS flags.
+ */
+export async function redisBenchmark(
   port: number,
   conns: number,
   depth: number,
   op: "set" | "get",
   valueBytes: number,
   requests: number,
+  extraArgs: string[] = [],
 ): Promise<number | undefined> {
   const bin = Bun.which("redis-benchmark");
   if (bin === null) return undefined;
   // As many requests as our generator made, so both runs take about as long.
   const n = Math.max(10_000, requests);
   const args = ["-p", String(port), "-P", String(depth), "-c", String(conns), "-t", op, "-d", String(valueBytes)];
+  args.push(...extraArgs);
   const run = Bun.spawnSync([bin, ...args, "-n", String(n), "-r", "10000", "--csv"], {
     stdout: "pipe",
     stderr: "pipe",
@@ -160,10 +195,8 @@ export async function frontEnd(s: BenchSettings): Promise<Row[]> {
       for (const conns of s.connections) {
         for (const depth of s.depths) {
           for (const op of ["set", "get"] as const) {
-            const cpuBefore = target.cpuMs();
-            const r = await pipelineLoad(protocol, target.port, conns, depth, op, s.durationMs, s.valueBytes);
-            const cpuMs = target.cpuMs() - cpuBefore;
-            const opsPerSec = r.ops / r.seconds;
+            const r = await pipelinedStep(target, protocol, conns, depth, op, s);
+            const opsPerSec = r.opsPerSec;
             const shape = `${conns}×${depth} ${op}`;
             if (name === "redis") redisOps.set(shape, opsPerSec);
             const reference = redisOps.get(shape);
@@ -175,14 +208,12 @@ export async function frontEnd(s: BenchSettings): Promise<Row[]> {
               "ops/s": round(opsPerSec),
               "p50 ms": round(r.p50Ms, 2),
               "p99 ms": round(r.p99Ms, 2),
-              "server CPU %": round((cpuMs / (r.seconds * 1000)) * 100),
-              "server CPU µs / req": r.ops ? round((cpuMs * 1000) / r.ops, 2) : 0,
+              "server CPU %": round(r.cpuPercent),
+              "server CPU µs / req": round(r.cpuUsPerReq, 2),
               "÷ redis": reference ? round(opsPerSec / reference, 2) : "",
               errors: r.errors,
             });
-            s.log(
-              `front end: ${name} ${shape}: ${round(opsPerSec)} ops/s, ${round((cpuMs * 1000) / r.ops, 2)} µs CPU/req`,
-            );
+            s.log(`front end: ${name} ${shape}: ${round(opsPerSec)} ops/s, ${round(r.cpuUsPerReq, 2)} µs CPU/req`);
             if (name === "redis") {
               const check = await redisBenchmark(target.port, conns, depth, op, s.valueBytes, r.ops);
               if (check !== undefined) {

@@ -1,5 +1,5 @@
 import { makeCerts } from "../test/support/certs.js";
-import { type BenchSettings, pipelineLoad, type Row } from "./scenarios.js";
+import { type BenchSettings, pipelinedStep, type Row, redisBenchmark } from "./scenarios.js";
 import { startKvs, startRedis, type Target } from "./targets.js";
 
 const round = (n: number, d = 0) => Number(n.toFixed(d));
@@ -40,10 +40,8 @@ export async function tlsCost(s: BenchSettings): Promise<Row[]> {
       for (const conns of connections) {
         for (const depth of s.depths) {
           for (const op of ["set", "get"] as const) {
-            const cpuBefore = target.cpuMs();
-            const r = await pipelineLoad(protocol, target.port, conns, depth, op, s.durationMs, s.valueBytes, env);
-            const cpuMs = target.cpuMs() - cpuBefore;
-            const opsPerSec = r.ops / r.seconds;
+            const r = await pipelinedStep(target, protocol, conns, depth, op, s, env);
+            const opsPerSec = r.opsPerSec;
             const shape = `${protocol} ${conns}×${depth} ${op}`;
             if (!name.includes("tls")) plain.set(shape, opsPerSec);
             const reference = plain.get(shape);
@@ -55,10 +53,19 @@ export async function tlsCost(s: BenchSettings): Promise<Row[]> {
               "ops/s": round(opsPerSec),
               "× plaintext": reference === undefined ? "" : round(opsPerSec / reference, 2),
               "p99 ms": round(r.p99Ms, 2),
-              "server CPU µs / req": r.ops ? round((cpuMs * 1000) / r.ops, 2) : 0,
+              "server CPU µs / req": round(r.cpuUsPerReq, 2),
               errors: r.errors,
             });
             s.log(`tls: ${name} ${conns}×${depth} ${op}: ${round(opsPerSec)} ops/s`);
+            if (protocol === "redis") {
+              // The saturation check: redis-benchmark's own figure for the same load and the same TLS.
+              const tlsArgs = name.includes("tls") ? ["--tls", "--cacert", certs.ca] : [];
+              const check = await redisBenchmark(target.port, conns, depth, op, s.valueBytes, r.ops, tlsArgs);
+              if (check !== undefined) {
+                rows.push({ target: `${name} (redis-benchmark)`, op, conns, depth, "ops/s": round(check) });
+                s.log(`tls: redis-benchmark on ${name} ${conns}×${depth} ${op}: ${round(check)} ops/s`);
+              }
+            }
           }
         }
       }
