@@ -33,9 +33,10 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
     if (config.adminPort) ensurePortFree(config.adminHost, config.adminPort, "admin");
     if (config.httpPort) ensurePortFree(config.host, config.httpPort, "HTTP");
   }
-  // A bad certificate fails here, before workers or local services start.
-  if (config.tls !== undefined) loadTlsMaterial(config.tls);
   if (config.workers > 1) {
+    // A bad certificate fails here, before local services and workers start (startServer checks it
+    // first thing itself, so a single process reads the files once).
+    if (config.tls !== undefined) loadTlsMaterial(config.tls);
     const group = await startWorkers(config, argv, log);
     return {
       line: `kvs listening on ${config.host}:${group.port} workers=${config.workers} ${group.description}`,
