@@ -169,7 +169,9 @@ export class KvClient implements AsyncDisposable {
       socket: {
         handshake(_s, success, authorizationError) {
           if (success && authorizationError === null) return handshake.resolve();
-          const why = (authorizationError as (Error & { code?: string }) | null)?.code ?? "handshake failed";
+          let why = (authorizationError as (Error & { code?: string }) | null)?.code ?? "handshake failed";
+          // A plaintext server reads the ClientHello as a bad frame and hangs up.
+          if (why === "ECONNRESET") why += " (is the server serving TLS on this port?)";
           handshake.reject(
             new KvError(ErrorCode.Tls, `TLS handshake with ${host}:${options.port} failed: ${why}`, {
               cause: authorizationError,
@@ -184,7 +186,10 @@ export class KvClient implements AsyncDisposable {
         },
         close() {
           handshake.reject(
-            new KvError(ErrorCode.Tls, `${host}:${options.port} closed the connection during the TLS handshake`),
+            new KvError(
+              ErrorCode.Tls,
+              `${host}:${options.port} closed the connection during the TLS handshake (is it serving TLS on this port?)`,
+            ),
           );
           client?.onClose();
         },

@@ -94,6 +94,13 @@ describe("TLS on the TCP port", () => {
     });
   });
 
+  test("a TLS client on a plaintext port fails to connect with KV_ERR_TLS, asking whether the port serves TLS", async () => {
+    await using server = await startTestServer();
+    const attempt = KvClient.connect({ host: "127.0.0.1", port: server.port, tls: { ca: pem.ca } });
+    await expect(attempt).rejects.toMatchObject({ code: ErrorCode.Tls });
+    await expect(attempt).rejects.toThrow(/is (the server|it) serving TLS on this port\?/);
+  });
+
   test("a plaintext request to a TLS port is not answered, and the connection closes", async () => {
     await using server = await startTestServer(tlsConfig(false));
     await using raw = await RawConnection.open(server.port);
