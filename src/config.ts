@@ -27,6 +27,10 @@ export interface Config {
   /** Largest value a set may store. */
   maxValueBytes: number;
   maxFrameBytes: number;
+  /** Bytes held for clients across all connections before those reading large frames pause. */
+  maxBufferedBytes: number;
+  /** Frames at least this long are read as they arrive: a set's value goes to the store chunk by chunk. */
+  streamFromBytes: number;
   maxConnections: number;
   idleTimeoutSeconds: number;
   /** Items per BatchWriteItem; 1 writes each value alone with PutItem. */
@@ -133,6 +137,20 @@ const FLAGS = {
     type: "string",
     placeholder: "N",
     help: "largest accepted frame; larger closes the connection (default max-value-bytes + 64 KiB)",
+  },
+  "max-buffered-bytes": {
+    env: "KV_MAX_BUFFERED_BYTES",
+    type: "string",
+    default: String(256 * 1024 * 1024),
+    placeholder: "N",
+    help: "bytes held for clients across connections (frames being read, chunks in flight, answers unsent); past it, connections reading large frames pause",
+  },
+  "stream-from-bytes": {
+    env: "KV_STREAM_FROM_BYTES",
+    type: "string",
+    default: String(4 * 1024 * 1024),
+    placeholder: "N",
+    help: "frames at least this long are read as they arrive, a set's value going to DynamoDB chunk by chunk",
   },
   "max-connections": {
     env: "KV_MAX_CONNECTIONS",
@@ -370,6 +388,8 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const frameRaw = get("max-frame-bytes");
   const maxFrameBytes =
     frameRaw === undefined ? maxValueBytes + FRAME_HEADROOM : int("max-frame-bytes", frameRaw, 16, 0xffff_ffff);
+  const maxBufferedBytes = int("max-buffered-bytes", get("max-buffered-bytes") as string, 1024 * 1024, 2 ** 50);
+  const streamFromBytes = int("stream-from-bytes", get("stream-from-bytes") as string, 1024, 0xffff_ffff);
 
   const adminPortRaw = get("admin-port");
   const httpPortRaw = get("http-port") as string;
@@ -413,6 +433,8 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     dataDir: get("data-dir") as string,
     maxValueBytes,
     maxFrameBytes,
+    maxBufferedBytes,
+    streamFromBytes,
     maxConnections: int("max-connections", get("max-connections") as string, 1, 10_000_000),
     idleTimeoutSeconds: int("idle-timeout", get("idle-timeout") as string, 0, 86_400),
     writeBatch: int("write-batch", get("write-batch") as string, 1, MAX_BATCH_WRITE_ITEMS),

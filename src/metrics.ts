@@ -20,6 +20,8 @@ export const Counter = {
   sweepDeleted: "sweep.deleted",
   bytesIn: "bytes.in",
   bytesOut: "bytes.out",
+  budgetPauses: "budget.pauses",
+  streamedFrames: "frames.streamed",
 } as const;
 export type Counter = (typeof Counter)[keyof typeof Counter];
 

@@ -9,6 +9,7 @@ import { HttpGateway } from "./http/gateway.js";
 import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
 import { Counter, Counters } from "./metrics.js";
+import { ByteBudget } from "./net/byte-budget.js";
 import { Listener } from "./net/listener.js";
 import { loadTlsMaterial, type TlsMaterial } from "./net/tls-material.js";
 import { AdminServer } from "./ops/admin-server.js";
@@ -45,6 +46,8 @@ export interface KvServer extends AsyncDisposable {
   readonly table: string | undefined;
   /** Open client connections. */
   readonly connectionCount: number;
+  /** Bytes held for clients across connections, against --max-buffered-bytes. */
+  readonly budget: { readonly used: number; readonly limit: number; readonly waiting: number };
   /** The HTTP gateway's port, or undefined when it is off. */
   readonly httpPort: number | undefined;
   /** The admin port (/healthz, /readyz, /metrics), or undefined when there is none. */
@@ -208,7 +211,11 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     // Above the ordering layer, so a request answered at its deadline still holds its key's place in line.
     const bounded = deadlineMs === undefined ? ordered : new DeadlineStore(ordered, { timeoutMs: deadlineMs });
 
-    const dispatcher = new Dispatcher(bounded, log, { maxValueBytes: config.maxValueBytes });
+    const dispatcher = new Dispatcher(bounded, log, {
+      maxValueBytes: config.maxValueBytes,
+      streamFromBytes: config.streamFromBytes,
+    });
+    const budget = new ByteBudget(config.maxBufferedBytes);
     if (config.latencyLogIntervalSeconds > 0) {
       const reporter = new LatencyReporter(dispatcher.stats, log, config.latencyLogIntervalSeconds * 1000);
       cleanups.push(async () => reporter.stop());
@@ -220,6 +227,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       maxFrameBytes: config.maxFrameBytes,
       maxInFlight: MAX_IN_FLIGHT,
       highWaterBytes: HIGH_WATER_BYTES,
+      budget,
       maxConnections: config.maxConnections,
       idleTimeoutSeconds: config.idleTimeoutSeconds,
       reusePort: config.reusePort,
@@ -256,6 +264,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         keyCache: cache === undefined ? undefined : () => ({ hits: cache.hits, misses: cache.misses }),
         batchQueues,
         tlsNotAfter: tls === undefined ? undefined : () => (tls as TlsMaterial).notAfter,
+        budget: () => budget,
       });
       const started = AdminServer.start(
         { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
@@ -288,6 +297,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       get connectionCount() {
         return listener.connectionCount;
       },
+      budget,
       httpPort: gateway?.port,
       adminPort: admin?.port,
       tls: tls === undefined ? undefined : tls.mutual ? "mtls" : "tls",

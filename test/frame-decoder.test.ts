@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { ErrorCode } from "../src/errors.js";
-import { FrameDecoder } from "../src/net/frame-decoder.js";
+import { FrameDecoder, FrameMode } from "../src/net/frame-decoder.js";
 import { varintSize, writeVarint } from "../src/protocol/varint.js";
 import { expectKvError } from "./support/wire.js";
 
@@ -181,5 +181,104 @@ describe("FrameDecoder", () => {
   test("a decoder refuses a maximum it cannot represent", () => {
     expect(() => new FrameDecoder(-1)).toThrow(RangeError);
     expect(() => new FrameDecoder(2 ** 32)).toThrow(RangeError);
+  });
+
+  test("a streamed frame's body comes out in order as views of the chunks, whatever the cuts, with frames around it whole", () => {
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { maxLength: 30 }), (cutsRaw) => {
+        const big = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff);
+        const [first, second] = [Uint8Array.of(1, 2, 3), Uint8Array.of(4)];
+        const small = [first, second];
+        const bytes = concat([frame(first), frame(big), frame(second)]);
+        const cuts = [...new Set(cutsRaw.map((c) => c % bytes.length))].sort((a, b) => a - b);
+        const frames: Uint8Array[] = [];
+        const pieces: Uint8Array[] = [];
+        let lasts = 0;
+        const asked: number[] = [];
+        const decoder = new FrameDecoder(1 << 20);
+        const consumer = {
+          frame: (f: Uint8Array) => {
+            frames.push(f.slice());
+          },
+          begin: (length: number) => {
+            asked.push(length);
+            return length >= 1000 ? FrameMode.stream : FrameMode.buffer;
+          },
+          piece: (p: Uint8Array, last: boolean) => {
+            pieces.push(p.slice());
+            if (last) lasts++;
+          },
+        };
+        let at = 0;
+        for (const c of [...cuts, bytes.length]) {
+          decoder.push(bytes.slice(at, c), consumer);
+          at = c;
+        }
+        const streamed = concat(pieces);
+        if (asked.includes(5000)) {
+          // The big frame spanned chunks: streamed, never assembled.
+          expect(streamed).toEqual(big);
+          expect(lasts).toBe(1);
+          expect(frames).toEqual(small);
+        } else {
+          // It lay whole in one chunk: handed out whole, as any frame.
+          expect(pieces).toEqual([]);
+          expect(frames).toEqual([first, big, second]);
+        }
+        expect(decoder.idle).toBe(true);
+        expect(decoder.assemblyBytes).toBe(0);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test("a piece callback that returns true pauses the decoder right after that piece until resume", () => {
+    const body = new Uint8Array(3000).fill(5);
+    const bytes = concat([frame(body), frame(Uint8Array.of(9))]);
+    const decoder = new FrameDecoder(1 << 20);
+    const got: number[] = [];
+    const frames: Uint8Array[] = [];
+    const consumer = {
+      frame: (f: Uint8Array) => {
+        frames.push(f.slice());
+      },
+      begin: () => FrameMode.stream,
+      piece: (p: Uint8Array) => {
+        got.push(p.length);
+        return true;
+      },
+    };
+    // Each chunk's share of the body is one piece, and each pause holds what follows it.
+    expect(decoder.push(bytes.subarray(0, 1000), consumer)).toBe(true);
+    expect(decoder.heldBytes).toBe(0);
+    expect(decoder.push(bytes.subarray(1000), consumer)).toBe(true);
+    expect(got).toEqual([998, 2002]);
+    // Paused after the last piece: the small frame behind it waits.
+    expect(frames).toEqual([]);
+    expect(decoder.heldBytes).toBe(2);
+    expect(decoder.resume(consumer)).toBe(false);
+    expect(frames).toEqual([Uint8Array.of(9)]);
+  });
+
+  test("begin is asked only about frames that span chunks, and buffer assembles them as before", () => {
+    const asked: number[] = [];
+    const frames: Uint8Array[] = [];
+    const decoder = new FrameDecoder(1 << 20);
+    const consumer = {
+      frame: (f: Uint8Array) => {
+        frames.push(f.slice());
+      },
+      begin: (length: number) => {
+        asked.push(length);
+        return FrameMode.buffer;
+      },
+    };
+    const whole = new Uint8Array(100).fill(1);
+    const split = new Uint8Array(200).fill(2);
+    const bytes = concat([frame(whole), frame(split)]);
+    decoder.push(bytes.subarray(0, 150), consumer);
+    decoder.push(bytes.subarray(150), consumer);
+    expect(asked).toEqual([200]);
+    expect(frames).toEqual([whole, split]);
   });
 });

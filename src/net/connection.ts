@@ -1,7 +1,8 @@
 import { ErrorCode, errorMessage, isKvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
-import { FrameDecoder } from "./frame-decoder.js";
+import type { ByteBudget } from "./byte-budget.js";
+import { type FrameConsumer, FrameDecoder, FrameMode } from "./frame-decoder.js";
 import { SocketWriter } from "./socket-writer.js";
 
 /** The part of a Bun socket a connection drives. */
@@ -72,6 +73,25 @@ export class Deferred {
 }
 
 /**
+ * One large frame taken as it arrives, instead of assembled whole. The
+ * connection writes its body's bytes in order, then asks for its answer.
+ */
+export interface FrameStream {
+  /**
+   * Takes the body's next bytes: a view valid only during the call. Returns
+   * true when it can take no more for now; it then calls the `ready` it was
+   * made with once it can, and the connection reads nothing until then.
+   */
+  write(bytes: Uint8Array): boolean;
+  /** The body is complete: the frame's answer, as {@link FrameHandler.handle} gives one (and may throw as it does). */
+  end(): Answer | Promise<Answer> | Deferred;
+  /** The connection closed before the body was complete. */
+  abort(): void;
+  /** Bytes it holds in memory, for the connection's byte budget. */
+  readonly heldBytes: number;
+}
+
+/**
  * What a connection hands each frame to. `net/` knows nothing of what frames
  * mean: the protocol layer implements this.
  */
@@ -94,6 +114,12 @@ export interface FrameHandler {
     sink?: AnswerSink,
     cancel?: { readonly aborted: boolean },
   ): Answer | Promise<Answer> | Deferred;
+  /**
+   * Asked about each frame of `length` bytes that spans reads: a stream to
+   * take it as it arrives, or undefined to have it assembled and handed to
+   * `handle`. The stream calls `ready` when it can take more after refusing.
+   */
+  stream?(length: number, ready: () => void, cancel: { readonly aborted: boolean }): FrameStream | undefined;
 }
 
 /** Per-connection limits. */
@@ -103,7 +129,12 @@ export interface ConnectionOptions {
   maxInFlight: number;
   /** Unsent response bytes; past this no further frame is taken until `drain`. */
   highWaterBytes: number;
+  /** Shared by every connection of a server: bytes held across them all. */
+  budget?: ByteBudget;
 }
+
+/** Frames at least this long are counted against the byte budget until answered. */
+const BUDGETED_FRAME_BYTES = 64 * 1024;
 
 /** Ring slots a connection starts with. */
 const INITIAL_RING = 16;
@@ -158,6 +189,17 @@ export class Connection {
   #streaming: { readonly answer: StreamedAnswer; remaining: number; pulling: boolean } | null = null;
   /** The Deferred answer waiting for earlier ones, or running; the decoder is stopped after it. */
   #deferred: { readonly seq: number; readonly answer: Deferred; started: boolean } | null = null;
+  /** The large frame being taken as it arrives, if any. */
+  #inbound: FrameStream | null = null;
+  /** The inbound stream refused more and has not called ready yet. */
+  #inboundBlocked = false;
+  /** Waiting for the byte budget to let this connection read on. */
+  #budgetBlocked = false;
+  /** What this connection has counted in the byte budget. */
+  #charged = 0;
+  /** Large frames read and not yet answered, by sequence number, and their total. */
+  readonly #largeFrames = new Map<number, number>();
+  #largeFrameBytes = 0;
   #paused = false;
   #closing = false;
   #closed = false;
@@ -183,7 +225,10 @@ export class Connection {
       onIdle: () => this.#afterProgress(),
       onWritten: (bytes) => counters.add(Counter.bytesOut, bytes),
     });
+    this.#consumer = { frame: this.#onFrame, begin: this.#begin, piece: this.#piece };
   }
+
+  readonly #consumer: FrameConsumer;
 
   /** Requests accepted and not yet answered. */
   get inFlight(): number {
@@ -210,10 +255,12 @@ export class Connection {
     this.#counters.add(Counter.bytesIn, chunk.length);
     if (this.#closing) return;
     try {
-      this.#decoder.push(chunk, this.#onFrame);
+      this.#decoder.push(chunk, this.#consumer);
     } catch (err) {
       this.#streamError(err);
+      return;
     }
+    this.#checkBudget();
   }
 
   /** Socket `drain` event. */
@@ -231,6 +278,16 @@ export class Connection {
     this.#ring.fill(undefined);
     this.#deferred = null;
     this.#stopStreaming();
+    this.#inbound?.abort();
+    this.#inbound = null;
+    this.#largeFrames.clear();
+    this.#largeFrameBytes = 0;
+    const budget = this.#options.budget;
+    if (budget !== undefined) {
+      budget.release(this);
+      budget.add(-this.#charged);
+      this.#charged = 0;
+    }
     this.#done.resolve();
   }
 
@@ -268,6 +325,56 @@ export class Connection {
       this.#tail--;
       throw err;
     }
+    if (frame.length >= BUDGETED_FRAME_BYTES) this.#holdLarge(seq, frame.length);
+    return this.#place(seq, answer);
+  };
+
+  /** A frame spanning reads begins: taken as it arrives if the handler streams it, else assembled. */
+  readonly #begin = (length: number): FrameMode => {
+    if (this.#handler.stream === undefined) return FrameMode.buffer;
+    let stream: FrameStream | undefined;
+    const ready = () => {
+      if (this.#inbound !== stream || !this.#inboundBlocked) return;
+      this.#inboundBlocked = false;
+      this.#afterProgress();
+    };
+    stream = this.#handler.stream(length, ready, this);
+    if (stream === undefined) return FrameMode.buffer;
+    this.#counters.add(Counter.streamedFrames);
+    this.#inbound = stream;
+    return FrameMode.stream;
+  };
+
+  /** A piece of the inbound stream's frame; its last piece makes the frame's answer. */
+  readonly #piece = (bytes: Uint8Array, last: boolean): boolean => {
+    const stream = this.#inbound as FrameStream;
+    const full = stream.write(bytes);
+    if (!last) {
+      if (full) {
+        this.#inboundBlocked = true;
+        this.#pauseSocket();
+      }
+      return full;
+    }
+    this.#inbound = null;
+    this.#counters.add(Counter.requests);
+    if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
+    const seq = this.#tail++;
+    // What the stream holds (a frame kept whole, or a window of chunks) counts until the answer.
+    const held = stream.heldBytes;
+    let answer: Answer | Promise<Answer> | Deferred;
+    try {
+      answer = stream.end();
+    } catch (err) {
+      this.#tail--;
+      throw err;
+    }
+    if (held > 0) this.#holdLarge(seq, held);
+    return this.#place(seq, answer);
+  };
+
+  /** Puts request `seq`'s answer in line; returns true to stop the decoder after it. */
+  #place(seq: number, answer: Answer | Promise<Answer> | Deferred): boolean {
     if (answer instanceof Deferred) {
       this.#deferred = { seq, answer, started: false };
       // Not from inside the decoder's callback: answering resumes the decoder.
@@ -285,12 +392,30 @@ export class Connection {
     } else if (seq === this.#head) {
       // Nothing ahead of it: written (copied into the writer's stage) at once; WRITTEN is empty.
       this.#write(answer);
-      this.#head++;
+      this.#advance();
     } else {
       this.#ring[seq & this.#mask] = copyOf(answer);
     }
     return this.#mustPause();
-  };
+  }
+
+  /** Counts a large frame's bytes against the budget until request `seq` is answered. */
+  #holdLarge(seq: number, bytes: number): void {
+    this.#largeFrames.set(seq, bytes);
+    this.#largeFrameBytes += bytes;
+  }
+
+  /** The request at the head of the line is answered: move to the next. */
+  #advance(): void {
+    if (this.#largeFrames.size > 0) {
+      const bytes = this.#largeFrames.get(this.#head);
+      if (bytes !== undefined) {
+        this.#largeFrames.delete(this.#head);
+        this.#largeFrameBytes -= bytes;
+      }
+    }
+    this.#head++;
+  }
 
   /** Doubles the ring, moving each pending or ready answer to its slot under the new mask. */
   #growRing(): void {
@@ -343,7 +468,7 @@ export class Connection {
       }
       this.#write(answer);
       if (this.#deferred?.seq === this.#head) this.#deferred = null;
-      this.#head++;
+      this.#advance();
     }
     if (this.#streaming === null && this.#deferred?.seq === this.#head) this.#runDeferred();
     this.#afterProgress();
@@ -378,7 +503,7 @@ export class Connection {
           }
           this.#streaming = null;
           if (this.#deferred?.seq === this.#head) this.#deferred = null;
-          this.#head++;
+          this.#advance();
           this.#release();
           return;
         }
@@ -430,12 +555,45 @@ export class Connection {
     ) {
       return false;
     }
+    this.#pauseSocket();
+    return true;
+  }
+
+  #pauseSocket(): void {
     if (!this.#paused) {
       this.#paused = true;
       this.#socket.pause();
     }
-    return true;
   }
+
+  /**
+   * Brings the byte budget up to date with what this connection holds, and,
+   * if it is in the middle of a frame, asks whether it may read on; if not,
+   * pauses the socket until the budget wakes it.
+   */
+  #checkBudget(): void {
+    const budget = this.#options.budget;
+    if (budget === undefined || this.#closed) return;
+    const held =
+      this.#decoder.assemblyBytes + (this.#inbound?.heldBytes ?? 0) + this.#largeFrameBytes + this.#writer.pendingBytes;
+    if (held !== this.#charged) {
+      budget.add(held - this.#charged);
+      this.#charged = held;
+    }
+    if (this.#decoder.idle) {
+      if (budget.holder === this) budget.release(this);
+      return;
+    }
+    if (this.#budgetBlocked || budget.admit(this, this.#budgetWake)) return;
+    this.#budgetBlocked = true;
+    this.#counters.add(Counter.budgetPauses);
+    this.#pauseSocket();
+  }
+
+  readonly #budgetWake = (): void => {
+    this.#budgetBlocked = false;
+    this.#afterProgress();
+  };
 
   #afterProgress(): void {
     if (this.#closed) return;
@@ -443,22 +601,28 @@ export class Connection {
     const { maxInFlight, highWaterBytes } = this.#options;
     if (
       this.#deferred === null &&
+      !this.#inboundBlocked &&
+      !this.#budgetBlocked &&
       this.inFlight <= maxInFlight / 2 &&
       this.#writer.pendingBytes <= highWaterBytes / 2
     ) {
       if (this.#decoder.heldBytes > 0) {
         try {
-          if (this.#decoder.resume(this.#onFrame)) return;
+          if (this.#decoder.resume(this.#consumer)) {
+            this.#checkBudget();
+            return;
+          }
         } catch (err) {
           this.#streamError(err);
           return;
         }
       }
-      if (this.#paused && !this.#closing) {
+      this.#checkBudget();
+      if (this.#paused && !this.#closing && !this.#budgetBlocked) {
         this.#paused = false;
         this.#socket.resume();
       }
-    }
+    } else this.#checkBudget();
     if (this.#closing && this.inFlight === 0 && this.#decoder.heldBytes === 0) {
       this.#writer.flush();
       if (this.#writer.pendingBytes === 0) this.#socket.end();

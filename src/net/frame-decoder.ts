@@ -7,6 +7,18 @@ const MAX_VARINT_BYTES = 5;
 const INITIAL_ASSEMBLY_BYTES = 64 * 1024;
 
 /**
+ * How a frame whose body is not all in the chunk at hand is read, as its
+ * consumer's `begin` decides: assembled whole and handed to `frame`, handed
+ * to `piece` as it arrives, or not yet (the decoder pauses before the body
+ * and asks again on the next `resume` or `push`).
+ */
+export const FrameMode = { buffer: 0, stream: 1, wait: 2 } as const;
+export type FrameMode = (typeof FrameMode)[keyof typeof FrameMode];
+
+/** Body length known, mode not decided yet. */
+const UNDECIDED = -1;
+
+/**
  * Splits a byte stream into size-delimited frames: each frame is a base-128
  * varint length followed by that many bytes (protobuf's `writeDelimitedTo`).
  *
@@ -29,6 +41,12 @@ const INITIAL_ASSEMBLY_BYTES = 64 * 1024;
  *   decoder stops right after that frame and holds the unparsed rest of the
  *   chunk (and any chunk pushed while paused) until `resume`, so a consumer
  *   never receives more frames than it accepted.
+ * - A consumer with `begin` decides how each frame that spans chunks is
+ *   read. A streamed frame's body goes to `piece` as views of the chunks, in
+ *   order, with nothing copied or held, and `last` on the piece that ends it;
+ *   `piece` returning true pauses the decoder right after that piece, as
+ *   `frame` does. A frame that lies whole in one chunk always goes to
+ *   `frame`, whatever its length.
  */
 export class FrameDecoder {
   /** Largest accepted frame body, in bytes. */
@@ -36,6 +54,10 @@ export class FrameDecoder {
 
   /** Body length of the frame being read, or -1 while reading a length prefix. */
   #length = -1;
+  /** How the body of the frame being read is read, once decided. */
+  #mode: FrameMode | typeof UNDECIDED = UNDECIDED;
+  /** Body bytes of a streamed frame handed out so far. */
+  #streamed = 0;
   /** Partial length prefix carried across chunks. */
   #prefixValue = 0;
   #prefixBytes = 0;
@@ -58,6 +80,11 @@ export class FrameDecoder {
     return this.#filled + this.#prefixBytes;
   }
 
+  /** Bytes allocated to assemble the frame being read (at least {@link bufferedBytes}). */
+  get assemblyBytes(): number {
+    return this.#body?.length ?? 0;
+  }
+
   /** Bytes received but not parsed yet, because a frame callback paused the decoder. */
   get heldBytes(): number {
     return this.#heldBytes;
@@ -67,11 +94,12 @@ export class FrameDecoder {
    * Parses what a pause left unparsed, as `push` would, until it is all
    * consumed or `onFrame` asks to pause again. Returns whether it paused again.
    */
-  resume(onFrame: FrameCallback): boolean {
+  resume(onFrame: FrameCallback | FrameConsumer): boolean {
+    const consumer = consumerOf(onFrame);
     while (this.#held.length > 0) {
       const chunk = this.#held.shift() as Uint8Array;
       this.#heldBytes -= chunk.length;
-      if (this.#parse(chunk, onFrame)) return true;
+      if (this.#parse(chunk, consumer)) return true;
     }
     return false;
   }
@@ -82,6 +110,8 @@ export class FrameDecoder {
     this.#heldBytes = 0;
     this.#body = null;
     this.#filled = 0;
+    this.#length = -1;
+    this.#mode = UNDECIDED;
   }
 
   /** Whether the decoder is between frames: no partial prefix or body is held. */
@@ -95,13 +125,13 @@ export class FrameDecoder {
    * {@link KvError} with code `KV_ERR_FRAME_TOO_LARGE` or `KV_ERR_BAD_FRAME`
    * on a bad length prefix. Returns whether the decoder is paused.
    */
-  push(chunk: Uint8Array, onFrame: FrameCallback): boolean {
+  push(chunk: Uint8Array, onFrame: FrameCallback | FrameConsumer): boolean {
     if (this.#held.length > 0) {
       // Paused: keep the chunk behind what is already held.
       this.#hold(chunk);
       return true;
     }
-    return this.#parse(chunk, onFrame);
+    return this.#parse(chunk, consumerOf(onFrame));
   }
 
   #hold(rest: Uint8Array): void {
@@ -117,7 +147,7 @@ export class FrameDecoder {
     this.#heldBytes += rest.length;
   }
 
-  #parse(chunk: Uint8Array, onFrame: FrameCallback): boolean {
+  #parse(chunk: Uint8Array, consumer: FrameConsumer): boolean {
     const end = chunk.length;
     let pos = 0;
     for (;;) {
@@ -154,22 +184,49 @@ export class FrameDecoder {
         this.#prefixValue = 0;
         this.#prefixBytes = 0;
         this.#length = value;
+        this.#mode = UNDECIDED;
       }
 
       const length = this.#length;
-      const body = this.#body;
-      if (body === null) {
+      if (this.#mode === UNDECIDED) {
         const available = end - pos;
         if (available >= length) {
           this.#length = -1;
           const start = pos;
           pos += length;
-          if (onFrame(chunk.subarray(start, pos)) === true) {
+          if (consumer.frame(chunk.subarray(start, pos)) === true) {
             this.#holdRest(chunk.subarray(pos));
             return true;
           }
           continue;
         }
+        const mode = consumer.begin?.(length) ?? FrameMode.buffer;
+        if (mode === FrameMode.wait) {
+          this.#holdRest(chunk.subarray(pos));
+          return true;
+        }
+        this.#mode = mode;
+        this.#streamed = 0;
+      }
+
+      if (this.#mode === FrameMode.stream) {
+        const take = Math.min(length - this.#streamed, end - pos);
+        if (take === 0) return false;
+        this.#streamed += take;
+        const last = this.#streamed === length;
+        if (last) this.#length = -1;
+        const start = pos;
+        pos += take;
+        if ((consumer.piece as PieceCallback)(chunk.subarray(start, pos), last) === true) {
+          this.#holdRest(chunk.subarray(pos));
+          return true;
+        }
+        continue;
+      }
+
+      const body = this.#body;
+      if (body === null) {
+        const available = end - pos;
         // The frame is split: copy its head out of this chunk so the chunk is not pinned.
         const assembly = new Uint8Array(Math.min(length, Math.max(available, INITIAL_ASSEMBLY_BYTES)));
         assembly.set(chunk.subarray(pos));
@@ -193,7 +250,7 @@ export class FrameDecoder {
       this.#body = null;
       this.#filled = 0;
       this.#length = -1;
-      if (onFrame(target) === true) {
+      if (consumer.frame(target) === true) {
         this.#holdRest(chunk.subarray(pos));
         return true;
       }
@@ -203,3 +260,18 @@ export class FrameDecoder {
 
 /** Receives one frame body; returning exactly `true` pauses the decoder right after it. */
 export type FrameCallback = (body: Uint8Array) => unknown;
+
+/** Receives a piece of a streamed frame's body; returning exactly `true` pauses the decoder right after it. */
+export type PieceCallback = (bytes: Uint8Array, last: boolean) => unknown;
+
+/** What a decoder hands frames to; without `begin`, every frame is assembled whole. */
+export interface FrameConsumer {
+  readonly frame: FrameCallback;
+  /** Decides how a frame of `length` bytes that spans chunks is read; `piece` must be given to return `stream`. */
+  readonly begin?: (length: number) => FrameMode;
+  readonly piece?: PieceCallback;
+}
+
+function consumerOf(onFrame: FrameCallback | FrameConsumer): FrameConsumer {
+  return typeof onFrame === "function" ? { frame: onFrame } : onFrame;
+}

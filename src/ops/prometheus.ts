@@ -16,6 +16,8 @@ export interface MetricSources {
   batchQueues?: () => { write: { queued: number; inFlight: number }; read: { queued: number; inFlight: number } };
   /** When the served TLS certificate expires, when the server serves TLS. */
   tlsNotAfter?: () => Date;
+  /** The byte budget shared by the server's connections. */
+  budget?: () => { readonly used: number; readonly limit: number };
 }
 
 /** The backend calls kept in {@link Counters}, as service and operation labels. */
@@ -159,6 +161,43 @@ export class Metrics {
         this.inc({ direction: "out" }, sources.counters.get(Counter.bytesOut));
       },
     });
+    new PromCounter({
+      name: "kvs_streamed_frames_total",
+      help: "Frames of at least --stream-from-bytes read as they arrived instead of buffered whole",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.counters.get(Counter.streamedFrames));
+      },
+    });
+    new PromCounter({
+      name: "kvs_budget_pauses_total",
+      help: "Times a connection stopped reading mid-frame because the byte budget (--max-buffered-bytes) was spent",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.counters.get(Counter.budgetPauses));
+      },
+    });
+    if (sources.budget !== undefined) {
+      const budget = sources.budget;
+      new Gauge({
+        name: "kvs_buffered_bytes",
+        help: "Bytes held for clients: frames being read, large requests in progress, chunks in flight, answers unsent",
+        registers,
+        collect() {
+          this.set(budget().used);
+        },
+      });
+      new Gauge({
+        name: "kvs_buffered_bytes_limit",
+        help: "The byte budget (--max-buffered-bytes)",
+        registers,
+        collect() {
+          this.set(budget().limit);
+        },
+      });
+    }
     new PromCounter({
       name: "kvs_protocol_errors_total",
       help: "Connections closed for bytes that break the protocol",

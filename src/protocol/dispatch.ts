@@ -5,6 +5,7 @@ import {
   type AnswerSink,
   Deferred,
   type FrameHandler,
+  type FrameStream,
   StreamedAnswer,
   WRITTEN,
 } from "../net/connection.js";
@@ -27,12 +28,18 @@ import {
   writeFrameInto,
 } from "./codec.js";
 import { errorFrame } from "./error-response.js";
+import { StreamedSet, type StreamedSetHost } from "./streamed-set.js";
 
 /** Limits a dispatcher enforces before touching the store. */
 export interface DispatchLimits {
   maxKeyBytes: number;
   maxValueBytes: number;
+  /** Frames at least this long that span reads are read as they arrive (see {@link StreamedSet}). */
+  streamFromBytes: number;
 }
+
+/** Frames from this length up are streamed unless the dispatcher is told otherwise. */
+export const STREAM_SETS_FROM_BYTES = 4 * 1024 * 1024;
 
 /** Codes that are the client's doing: logged at debug, so a noisy client cannot flood the log. */
 const CLIENT_ERRORS: ReadonlySet<string> = new Set([
@@ -69,7 +76,12 @@ export class Dispatcher implements FrameHandler {
   constructor(store: KvStore, log: Logger, limits: Partial<DispatchLimits> = {}, stats = new RequestStats()) {
     this.#store = store;
     this.#log = log;
-    this.#limits = { maxKeyBytes: MAX_KEY_BYTES, maxValueBytes: Number.MAX_SAFE_INTEGER, ...limits };
+    this.#limits = {
+      maxKeyBytes: MAX_KEY_BYTES,
+      maxValueBytes: Number.MAX_SAFE_INTEGER,
+      streamFromBytes: STREAM_SETS_FROM_BYTES,
+      ...limits,
+    };
     this.#repeats = new RepeatLimiter(log);
     this.stats = stats;
   }
@@ -82,6 +94,43 @@ export class Dispatcher implements FrameHandler {
     // decodeRequest throws KV_ERR_BAD_ENVELOPE for the peer's bytes, or, for a bug, whatever the bug
     // threw; either closes the connection, which logs each for what it is (warn, or error).
     return this.dispatch(decodeRequest(frame), sink, cancel);
+  }
+
+  /**
+   * Takes a frame of at least `streamFromBytes` as it arrives: a set's value
+   * goes to the store as it comes, any other frame is kept whole. `ready` is
+   * called when the stream, having asked to pause, can take more.
+   */
+  stream(length: number, ready: () => void, cancel?: Cancel): FrameStream | undefined {
+    if (length < this.#limits.streamFromBytes) return undefined;
+    return new StreamedSet(this.#streamHost, length, ready, cancel);
+  }
+
+  readonly #streamHost: StreamedSetHost = this.#makeStreamHost();
+
+  /** The dispatcher's side of a streamed set; the store is read when used (fields initialise before the constructor). */
+  #makeStreamHost(): StreamedSetHost {
+    const store = (): KvStore => this.#store;
+    return {
+      get store(): KvStore {
+        return store();
+      },
+      handleWhole: (frame) => this.handle(frame),
+      refuseSet: (key, valueLength) => this.#checkKey(key) ?? this.#checkValueLength(valueLength),
+      answerSet: (work, started) =>
+        settle(
+          work,
+          () => {
+            this.#timed("set", "ok", started);
+            return Frames.setOk;
+          },
+          (err) => {
+            this.stats.observe("set", (performance.now() - started) / 1000);
+            return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
+          },
+        ),
+      fail: (reply, err) => this.#fail(reply, err),
+    };
   }
 
   /** Answers a decoded request. */
@@ -226,10 +275,14 @@ export class Dispatcher implements FrameHandler {
   }
 
   #checkValue(value: Uint8Array): KvError | undefined {
-    if (value.length <= this.#limits.maxValueBytes) return undefined;
+    return this.#checkValueLength(value.length);
+  }
+
+  #checkValueLength(length: number): KvError | undefined {
+    if (length <= this.#limits.maxValueBytes) return undefined;
     return new KvError(
       ErrorCode.ValueTooLarge,
-      `value of ${value.length} bytes exceeds the maximum of ${this.#limits.maxValueBytes}`,
+      `value of ${length} bytes exceeds the maximum of ${this.#limits.maxValueBytes}`,
     );
   }
 

@@ -6,7 +6,9 @@ import {
   type ListPage,
   type ListRequest,
   readValue,
+  type ValueSink,
   type ValueStream,
+  writeValue,
 } from "./kv-store.js";
 
 /** Deadline settings. */
@@ -71,6 +73,33 @@ export class DeadlineStore implements KvStore {
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
     const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
     return this.#bounded("set", ms, this.#inner.set(key, value, cancel));
+  }
+
+  /**
+   * Each wait for room in the sink's window, and its end (the last chunks
+   * and the commit), within `timeoutMs`. A wait that runs out abandons the
+   * upload: the rest of the bytes are dropped and `end` rejects with
+   * `KV_ERR_TIMEOUT`, so a stalled backend never leaves a connection paused.
+   */
+  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
+    const inner = writeValue(this.#inner, key, size, cancel);
+    const ms = this.#timeoutMs;
+    let failure: KvError | undefined;
+    return {
+      get heldBytes() {
+        return inner.heldBytes;
+      },
+      write: (bytes) => failure !== undefined || inner.write(bytes),
+      ready: () => {
+        if (failure !== undefined) return Promise.resolve();
+        return this.#bounded("set (room for the next bytes)", ms, inner.ready()).catch((err: unknown) => {
+          failure = err as KvError;
+          inner.abort();
+        });
+      },
+      abort: () => inner.abort(),
+      end: () => (failure !== undefined ? Promise.reject(failure) : this.#bounded("set", ms, inner.end())),
+    };
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {

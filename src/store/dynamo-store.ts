@@ -8,6 +8,7 @@ import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import { BatchReader } from "./batch-reader.js";
 import { BatchWriter, MAX_BATCH_WRITE_ITEMS } from "./batch-writer.js";
+import { ChunkUpload } from "./chunk-upload.js";
 import type { DataPlane } from "./data-plane.js";
 import { DynamoCallError } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
@@ -39,11 +40,13 @@ import {
 } from "./item-format.js";
 import {
   type Cancel,
+  CollectingSink,
   type KvStore,
   type ListEntry,
   type ListPage,
   type ListRequest,
   MAX_PAGE_VALUE_BYTES,
+  type ValueSink,
   type ValueStream,
 } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
@@ -200,6 +203,8 @@ export class DynamoStore implements KvStore {
   readonly #retry: RetryPolicy;
   /** Replaced versions whose chunks are due for deletion, by timer. */
   readonly #retired = new Map<Timer, { ver: Uint8Array; count: number }>();
+  /** Streamed sets not yet settled (writing chunks, or deleting an abandoned upload's). */
+  readonly #uploads = new Set<Promise<void>>();
 
   constructor(options: DynamoStoreOptions) {
     this.#o = options;
@@ -400,6 +405,8 @@ export class DynamoStore implements KvStore {
         return this.#deleteRetired(ver, count);
       }),
     );
+    // Every connection has closed by now, so every upload has finished or been abandoned.
+    await Promise.all(this.#uploads);
     await this.#writer.drained();
   }
 
@@ -469,7 +476,7 @@ export class DynamoStore implements KvStore {
   }
 
   async #setChunked(key: Uint8Array, value: Uint8Array): Promise<void> {
-    const { table, encryptionScope, keys, counters, data } = this.#o;
+    const { encryptionScope, keys } = this.#o;
     const size = value.length;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
     const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -486,7 +493,73 @@ export class DynamoStore implements KvStore {
       await Promise.all(puts);
       collectSoon();
     }
+    await this.#commitChunked(key, ver, dataKey.wrapped, count, size, started);
+  }
 
+  /**
+   * A sink that writes a large value's chunks as its bytes arrive (see
+   * {@link ChunkUpload}); a value small enough for one item is collected
+   * and set whole. The upload holds one admission slot until its chunks
+   * are written; the commit, a single PutItem, needs none, so a commit
+   * waiting its turn behind another write of the key never holds one.
+   */
+  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
+    if (size + key.length + 512 <= MAX_ITEM_BYTES)
+      return new CollectingSink(size, (value) => this.set(key, value, cancel));
+    const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
+    const ver = new Uint8Array(randomBytes(VERSION_BYTES));
+    const admitted = Promise.withResolvers<void>();
+    const settled = Promise.withResolvers<void>();
+    this.#uploads.add(settled.promise);
+    settled.promise.then(() => this.#uploads.delete(settled.promise));
+    this.#admission
+      .run(() => {
+        admitted.resolve();
+        return settled.promise;
+      })
+      .catch(() => {});
+    const upload = new ChunkUpload({
+      key,
+      size,
+      ver,
+      scope: this.#o.encryptionScope,
+      dataKey: admitted.promise.then(() => this.#o.keys.encryptionKey(count, size)),
+      admitted: admitted.promise,
+      put: (item) => this.#writer.put(item).finally(collectSoon),
+      commit: (wrappedKey, n, started) => this.#commitChunked(key, ver, wrappedKey, n, size, started),
+      discard: (n) => this.#discard(ver, n),
+      settled: () => settled.resolve(),
+      deadlineMs: COMMIT_DEADLINE_MS,
+    });
+    return upload;
+  }
+
+  /** Deletes an abandoned upload's chunks; what cannot be deleted is left to the orphan sweep. */
+  #discard(ver: Uint8Array, count: number): Promise<void> {
+    return this.#deleteChunks(ver, count).then(
+      () => {},
+      (err: unknown) => {
+        this.#o.log.warn("could not delete an abandoned upload's chunks; the orphan sweep will", {
+          reason: errorMessage(err),
+        });
+      },
+    );
+  }
+
+  /**
+   * Switches `key`'s head to version `ver`, whose `count` chunks are written:
+   * the commit point of a chunked set. Refused once the chunks are older
+   * than {@link COMMIT_DEADLINE_MS}.
+   */
+  async #commitChunked(
+    key: Uint8Array,
+    ver: Uint8Array,
+    wrappedKey: Uint8Array,
+    count: number,
+    size: number,
+    started: number,
+  ): Promise<void> {
+    const { table, counters, data } = this.#o;
     if (Date.now() - started > COMMIT_DEADLINE_MS) {
       throw new KvError(ErrorCode.Storage, "chunks took too long to write; the set was not committed");
     }
@@ -494,7 +567,7 @@ export class DynamoStore implements KvStore {
 
     // The commit point. The condition makes a retry of a commit that already
     // landed fail instead of returning our own head as the "old" one.
-    const head = chunkedHeadItem(key, { wrappedKey: dataKey.wrapped, ver, count, size, ts: Date.now() });
+    const head = chunkedHeadItem(key, { wrappedKey, ver, count, size, ts: Date.now() });
     let old: AttributeMap | undefined;
     await retrying(this.#retry, "commit of a chunked value", async (budgetMs) => {
       counters.add(Counter.dynamoPutItem);

@@ -35,6 +35,13 @@ export interface KvStore {
    * stream reads the version the head named when it was called.
    */
   getStream?(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined>;
+  /**
+   * Present on stores that can take a large value piece by piece: a sink
+   * for a value of exactly `size` bytes under `key`. Nothing is visible
+   * until its `end` resolves; ordering and durability as `set`, the write
+   * being issued when `end` is called.
+   */
+  setStream?(key: Uint8Array, size: number, cancel?: Cancel): ValueSink;
   /** Removes `key` (for a large value, its chunks too); resolves false when it was absent. */
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean>;
   /** Whether `key` has a value. Reads no value bytes and decrypts nothing. */
@@ -68,6 +75,90 @@ export interface ValueStream {
   next(): Promise<Uint8Array | undefined>;
   /** Stops reading ahead; the reader will not call `next` again. */
   cancel(): void;
+}
+
+/**
+ * A value written piece by piece. The writer calls `write` with the value's
+ * bytes in order, then `end` once, after exactly `size` bytes; or `abort`
+ * instead, at any point before `end`.
+ *
+ * A sink that fails midway (a chunk that cannot be written, a deadline)
+ * takes and drops the rest of the bytes, and `end` rejects: nothing is
+ * committed, so the old value, if any, stays.
+ */
+export interface ValueSink {
+  /**
+   * Takes the next bytes: a view valid only during the call, copied if
+   * kept. Returns false when the sink's window is full: the writer waits for
+   * `ready` before writing again.
+   */
+  write(bytes: Uint8Array): boolean;
+  /** Settles when the window has room again (or the sink has failed); never rejects. */
+  ready(): Promise<void>;
+  /** Commits the value once every byte is durable; rejects, committing nothing, if any step failed. */
+  end(): Promise<void>;
+  /**
+   * Writes every byte, then resolves the commit without making it, where the
+   * sink can split the two: the ordering layer issues the commit in turn.
+   */
+  finish?(): Promise<() => Promise<void>>;
+  /** Gives up: nothing is committed, and what was written is deleted or left to the orphan sweep. */
+  abort(): void;
+  /** Bytes of the value held in memory now: a partial chunk and chunks in flight. */
+  readonly heldBytes: number;
+}
+
+/**
+ * A sink for `size` bytes under `key`: the store's own when it can stream,
+ * else one that collects the value and sets it whole at `end`.
+ */
+export function writeValue(store: KvStore, key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
+  return store.setStream !== undefined
+    ? store.setStream(key, size, cancel)
+    : new CollectingSink(size, (value) => store.set(key, value, cancel));
+}
+
+/** Collects a value whole, then hands it to `commit` at `end`: the sink of a store that cannot stream. */
+export class CollectingSink implements ValueSink {
+  #value: Uint8Array | null;
+  #filled = 0;
+  readonly #commit: (value: Uint8Array) => Promise<void>;
+
+  constructor(size: number, commit: (value: Uint8Array) => Promise<void>) {
+    this.#value = new Uint8Array(size);
+    this.#commit = commit;
+  }
+
+  get heldBytes(): number {
+    return this.#value?.length ?? 0;
+  }
+
+  write(bytes: Uint8Array): boolean {
+    const value = this.#value;
+    if (value === null) return true;
+    if (bytes.length > value.length - this.#filled) throw new RangeError("more bytes written than the sink's size");
+    value.set(bytes, this.#filled);
+    this.#filled += bytes.length;
+    return true;
+  }
+
+  ready(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  end(): Promise<void> {
+    const value = this.#value;
+    if (value === null) return Promise.reject(new KvError(ErrorCode.Unavailable, "the value was abandoned"));
+    if (this.#filled !== value.length) {
+      return Promise.reject(new RangeError(`end after ${this.#filled} of ${value.length} bytes`));
+    }
+    this.#value = null;
+    return this.#commit(value);
+  }
+
+  abort(): void {
+    this.#value = null;
+  }
 }
 
 /**

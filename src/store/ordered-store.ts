@@ -1,11 +1,26 @@
 import { byteString } from "../bytes.js";
-import { type Cancel, type KvStore, type ListPage, type ListRequest, readValue, type ValueStream } from "./kv-store.js";
+import {
+  type Cancel,
+  type KvStore,
+  type ListPage,
+  type ListRequest,
+  readValue,
+  type ValueSink,
+  type ValueStream,
+  writeValue,
+} from "./kv-store.js";
 
 /** What {@link OrderedStore} answers a read from when no write of its key is pending. */
 const NO_PENDING = Symbol("no pending write");
 
-/** A write of one key: a set carrying its value, or a delete. */
-type Write = { kind: "set"; value: Uint8Array } | { kind: "delete"; value?: undefined };
+/**
+ * A write of one key: a set carrying its value, a delete, or the commit of
+ * a streamed set (whose value is not held: `run` finishes writing and commits it).
+ */
+type Write =
+  | { kind: "set"; value: Uint8Array }
+  | { kind: "delete"; value?: undefined }
+  | { kind: "stream"; value?: undefined; run: () => Promise<void> };
 
 interface Queued {
   readonly write: Write;
@@ -77,10 +92,12 @@ export class OrderedStore implements KvStore {
     const latest = this.#latest(key);
     if (latest === undefined) return NO_PENDING;
     // Captured now: a later set may replace a queued value before it lands.
-    const { value, settled } = latest;
+    const { write, settled } = latest;
+    const { kind, value } = write;
     try {
       await settled;
-      return value;
+      // A streamed set's value is in the store, not here: read it from there.
+      return kind === "stream" ? NO_PENDING : value;
     } catch {
       return NO_PENDING;
     }
@@ -103,6 +120,31 @@ export class OrderedStore implements KvStore {
     return this.#write(key, { kind: "delete" }, cancel) as Promise<boolean>;
   }
 
+  /**
+   * The inner store's sink, whose commit is ordered here: the write is
+   * issued when `end` is called. Writing the last chunks starts at once;
+   * only the commit waits for the key's earlier writes.
+   */
+  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
+    const inner = writeValue(this.#inner, key, size, cancel);
+    const write = (run: () => Promise<void>) => this.#write(key, { kind: "stream", run }) as Promise<void>;
+    return {
+      get heldBytes() {
+        return inner.heldBytes;
+      },
+      write: (bytes) => inner.write(bytes),
+      ready: () => inner.ready(),
+      abort: () => inner.abort(),
+      end: () => {
+        if (inner.finish === undefined) return write(() => inner.end());
+        const finishing = inner.finish();
+        // Awaited by the write when its turn comes.
+        finishing.catch(() => {});
+        return write(() => finishing.then((commit) => commit()));
+      },
+    };
+  }
+
   list(request: ListRequest, cancel?: Cancel): Promise<ListPage> {
     return this.#inner.list(request, cancel);
   }
@@ -115,13 +157,13 @@ export class OrderedStore implements KvStore {
     return this.#inner.close();
   }
 
-  /** The last write issued for `key`, if one is pending: its value (undefined for a delete) and its settling. */
-  #latest(key: Uint8Array): { value: Uint8Array | undefined; settled: Promise<unknown> } | undefined {
+  /** The last write issued for `key`, if one is pending, and its settling. */
+  #latest(key: Uint8Array): { write: Write; settled: Promise<unknown> } | undefined {
     const state = this.#keys.get(byteString(key));
     if (state === undefined) return undefined;
     const last = state.queue.at(-1);
-    if (last !== undefined) return { value: last.write.value, settled: last.promise };
-    return { value: state.running.value, settled: state.settled };
+    if (last !== undefined) return { write: last.write, settled: last.promise };
+    return { write: state.running, settled: state.settled };
   }
 
   #write(key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
@@ -145,7 +187,11 @@ export class OrderedStore implements KvStore {
 
   #run(id: string, state: KeyState, key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
     const done: Promise<unknown> =
-      write.kind === "set" ? this.#inner.set(key, write.value, cancel) : this.#inner.delete(key, cancel);
+      write.kind === "set"
+        ? this.#inner.set(key, write.value, cancel)
+        : write.kind === "delete"
+          ? this.#inner.delete(key, cancel)
+          : write.run();
     const advance = () => this.#advance(id, state, key);
     done.then(advance, advance);
     return done;

@@ -6,9 +6,11 @@ import type { KvStore } from "../../src/store/kv-store.js";
  */
 export function wrapping(inner: KvStore, overrides: Partial<KvStore>): KvStore {
   const getStream = inner.getStream?.bind(inner);
+  const setStream = inner.setStream?.bind(inner);
   return {
-    // Streamed reads pass through too, unless a test overrides get (the dispatcher prefers getStream).
+    // Streamed reads and writes pass through too, unless a test overrides get or set (the dispatcher prefers the streams).
     ...(getStream !== undefined && overrides.get === undefined ? { getStream } : {}),
+    ...(setStream !== undefined && overrides.set === undefined ? { setStream } : {}),
     get: (key, cancel) => inner.get(key, cancel),
     set: (key, value, cancel) => inner.set(key, value, cancel),
     delete: (key, cancel) => inner.delete(key, cancel),

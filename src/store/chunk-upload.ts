@@ -1,0 +1,209 @@
+import { seal } from "../crypto/envelope.js";
+import type { DataKey } from "../crypto/key-cache.js";
+import { asKvError, ErrorCode, KvError } from "../errors.js";
+import type { AttributeMap } from "./dynamo-json.js";
+import { CHUNK_BYTES, chunkAad, chunkItem } from "./item-format.js";
+import type { ValueSink } from "./kv-store.js";
+
+/**
+ * Chunks a streamed set has encrypted and in flight at once (1.5 MiB of
+ * plaintext). Past it `write` answers false and the writer waits, so an
+ * upload holds this many chunks and one partial chunk, whatever the size.
+ */
+export const UPLOAD_WINDOW_CHUNKS = 4;
+
+/** What a {@link ChunkUpload} needs from its store. */
+export interface ChunkUploadParts {
+  readonly key: Uint8Array;
+  readonly size: number;
+  /** The new version's id: every chunk's item key and AAD name it. */
+  readonly ver: Uint8Array;
+  /** The table name bound into AADs. */
+  readonly scope: string;
+  /** The data key every chunk is sealed under; asked for once. */
+  readonly dataKey: Promise<DataKey>;
+  /** Settles when the store admits the upload; no chunk is written before. */
+  readonly admitted: Promise<void>;
+  /** Writes one chunk item. */
+  put(item: AttributeMap): Promise<void>;
+  /** Switches the head to the new version: the commit point. `started` is when the first byte came. */
+  commit(wrappedKey: Uint8Array, count: number, started: number): Promise<void>;
+  /** Deletes chunks `0..count-1` of the version after a failed or abandoned upload; best effort. */
+  discard(count: number): Promise<void>;
+  /** Told once the upload holds nothing more: finished, failed or abandoned (its cleanup done). */
+  settled(): void;
+  /** How long the upload may take from its first byte to its commit, in ms. */
+  readonly deadlineMs: number;
+}
+
+/**
+ * A large value written as it arrives: each {@link CHUNK_BYTES} of plaintext
+ * is sealed and written as its own chunk item as soon as it is complete, with
+ * at most {@link UPLOAD_WINDOW_CHUNKS} writes in flight.
+ *
+ * Invariants:
+ * - Nothing is visible until the commit (`end`, or `finish`'s commit): the
+ *   head still names the old version, so a failed or abandoned upload
+ *   leaves the old value readable and only orphan chunks behind, which it
+ *   deletes itself (the orphan sweep removes any it could not).
+ * - After the first failure the rest of the bytes are taken and dropped,
+ *   and `end`/`finish` reject with that failure.
+ * - The commit is refused once `deadlineMs` has passed since the first byte:
+ *   the orphan sweep may delete chunks older than its grace period, and a
+ *   head must never point at swept chunks.
+ */
+export class ChunkUpload implements ValueSink {
+  readonly #p: ChunkUploadParts;
+  readonly #count: number;
+  readonly #started = Date.now();
+  /** The chunk being filled, or null between chunks. */
+  #partial: Uint8Array | null = null;
+  #filled = 0;
+  /** Index of the next chunk to send. */
+  #next = 0;
+  #received = 0;
+  #inFlight = 0;
+  #inFlightBytes = 0;
+  #failure: KvError | undefined;
+  #state: "open" | "finishing" | "done" = "open";
+  #waiters: (() => void)[] = [];
+
+  constructor(parts: ChunkUploadParts) {
+    this.#p = parts;
+    this.#count = Math.max(1, Math.ceil(parts.size / CHUNK_BYTES));
+    // Awaited by each chunk; until then a failure must not count as unhandled.
+    parts.dataKey.catch(() => {});
+  }
+
+  get heldBytes(): number {
+    return (this.#partial?.length ?? 0) + this.#inFlightBytes;
+  }
+
+  write(bytes: Uint8Array): boolean {
+    if (this.#state !== "open") return true;
+    if (bytes.length > this.#p.size - this.#received) throw new RangeError("more bytes written than the value's size");
+    this.#received += bytes.length;
+    if (this.#failure !== undefined) return true;
+    if (Date.now() - this.#started > this.#p.deadlineMs) {
+      this.#fail(new KvError(ErrorCode.Timeout, `the value took more than ${this.#p.deadlineMs} ms to arrive`));
+      return true;
+    }
+    let from = 0;
+    while (from < bytes.length) {
+      if (this.#partial === null) {
+        this.#partial = new Uint8Array(Math.min(CHUNK_BYTES, this.#p.size - this.#next * CHUNK_BYTES));
+        this.#filled = 0;
+      }
+      const take = Math.min(bytes.length - from, this.#partial.length - this.#filled);
+      this.#partial.set(bytes.subarray(from, from + take), this.#filled);
+      this.#filled += take;
+      from += take;
+      if (this.#filled === this.#partial.length) this.#send();
+    }
+    return this.#inFlight < UPLOAD_WINDOW_CHUNKS;
+  }
+
+  ready(): Promise<void> {
+    if (this.#inFlight < UPLOAD_WINDOW_CHUNKS || this.#failure !== undefined || this.#state !== "open") {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  async end(): Promise<void> {
+    const commit = await this.finish();
+    await commit();
+  }
+
+  async finish(): Promise<() => Promise<void>> {
+    if (this.#state !== "open") throw new RangeError("finish after end or abort");
+    if (this.#received !== this.#p.size) {
+      throw new RangeError(`finish after ${this.#received} of ${this.#p.size} bytes`);
+    }
+    this.#state = "finishing";
+    await this.#idle();
+    if (this.#failure !== undefined) {
+      await this.#cleanUp();
+      throw this.#failure;
+    }
+    let wrapped: Uint8Array;
+    try {
+      wrapped = (await this.#p.dataKey).wrapped;
+    } catch (err) {
+      await this.#cleanUp();
+      throw asKvError(err, ErrorCode.Kms, "no data key for the value");
+    }
+    this.#state = "done";
+    this.#p.settled();
+    return () => this.#p.commit(wrapped, this.#count, this.#started);
+  }
+
+  abort(): void {
+    if (this.#state === "done") return;
+    const wasOpen = this.#state === "open";
+    this.#state = "done";
+    this.#partial = null;
+    this.#fail(new KvError(ErrorCode.Unavailable, "the upload was abandoned"));
+    // A finishing upload cleans up when its writes settle; an open one does it here.
+    if (wasOpen) this.#idle().then(() => this.#cleanUp());
+  }
+
+  #send(): void {
+    const plain = this.#partial as Uint8Array;
+    this.#partial = null;
+    const index = this.#next++;
+    // The plaintext and its ciphertext are held until the write settles.
+    const held = 2 * plain.length;
+    this.#inFlight++;
+    this.#inFlightBytes += held;
+    this.#sendChunk(index, plain).then(
+      () => this.#settle(held),
+      (err: unknown) => {
+        this.#fail(asKvError(err, ErrorCode.Storage, `chunk ${index} could not be written`));
+        this.#settle(held);
+      },
+    );
+  }
+
+  async #sendChunk(index: number, plain: Uint8Array): Promise<void> {
+    await this.#p.admitted;
+    const dataKey = await this.#p.dataKey;
+    if (this.#failure !== undefined) return;
+    const { key, ver, scope, size } = this.#p;
+    const sealed = seal(dataKey.plaintext, plain, chunkAad(scope, key, ver, index, this.#count, size));
+    await this.#p.put(chunkItem(key, ver, index, { ...sealed, ts: this.#started }));
+  }
+
+  #settle(held: number): void {
+    this.#inFlight--;
+    this.#inFlightBytes -= held;
+    this.#wake();
+  }
+
+  #fail(err: KvError): void {
+    this.#failure ??= err;
+    this.#partial = null;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Settles once no chunk write is in flight. */
+  async #idle(): Promise<void> {
+    while (this.#inFlight > 0) await new Promise<void>((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Deletes what was sent, then tells the store the upload is over. */
+  async #cleanUp(): Promise<void> {
+    this.#state = "done";
+    try {
+      if (this.#next > 0) await this.#p.discard(this.#next);
+    } finally {
+      this.#p.settled();
+    }
+  }
+}
