@@ -1,3 +1,4 @@
+import { open, rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { toBase64 } from "../src/bytes.js";
 import { errorMessage, isKvError } from "../src/errors.js";
@@ -8,8 +9,8 @@ const USAGE = `Usage: bun run client <command> [--host ADDR] [--port N] [--url k
 
 Commands:
   set KEY VALUE        store VALUE under KEY
-  set KEY --file PATH  store the bytes of PATH (- reads stdin)
-  get KEY              print the value to stdout; exit 1 if not found
+  set KEY --file PATH  store the bytes of PATH, streamed: never held whole (- reads stdin, held whole)
+  get KEY [--out PATH] write the value to PATH, or stdout, as it arrives; exit 1 if not found
   rm KEY               delete KEY; exit 1 if it was not there
   exists KEY           exit 0 if KEY has a value, 1 if not (prints nothing to stdout)
   keys [--prefix P] [--values] [--base64]
@@ -35,7 +36,8 @@ Flags:
   --prefix P      keys: only keys starting with P
   --values        keys: print values too
   --base64        keys: print keys and values as base64
-  --yes           clear: confirm`;
+  --yes           clear: confirm
+  --out PATH      get: write the value to PATH instead of stdout`;
 
 /** The key `ping` reads; nothing needs to store it. */
 const PING_KEY = "__kvs_health__";
@@ -52,7 +54,7 @@ process.stdout.on("error", () => {
 });
 
 /** Writes to stdout, waiting until it takes more; false once its reader has gone. */
-function writeOut(text: string): Promise<boolean> {
+function writeOut(text: string | Uint8Array): Promise<boolean> {
   return new Promise((resolve) => {
     if (stdoutClosed) return resolve(false);
     if (process.stdout.write(text)) return resolve(!stdoutClosed);
@@ -153,6 +155,7 @@ async function main(argv: string[]): Promise<number> {
         "tls-key": { type: "string" };
         "tls-server-name": { type: "string" };
         file: { type: "string" };
+        out: { type: "string" };
         "admin-port": { type: "string" };
         prefix: { type: "string" };
         values: { type: "boolean" };
@@ -176,6 +179,7 @@ async function main(argv: string[]): Promise<number> {
         "tls-key": { type: "string" },
         "tls-server-name": { type: "string" },
         file: { type: "string" },
+        out: { type: "string" },
         "admin-port": { type: "string" },
         prefix: { type: "string" },
         values: { type: "boolean" },
@@ -217,6 +221,18 @@ async function main(argv: string[]): Promise<number> {
       if ((value === undefined) === (values.file === undefined) || args.length > 2) {
         return usageError("set needs exactly one of VALUE or --file PATH");
       }
+      if (values.file !== undefined && values.file !== "-") {
+        // A file is streamed: its size is known up front, and its bytes go out as they are read.
+        const file = Bun.file(values.file);
+        if (!(await file.exists())) {
+          console.error(`cannot read ${values.file}: no such file`);
+          return 1;
+        }
+        await using client = await KvClient.connect(target);
+        await client.setFrom(key, file.size, file.stream());
+        console.error("ok");
+        return 0;
+      }
       const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
       await using client = await KvClient.connect(target);
       await client.set(key, bytes);
@@ -227,12 +243,21 @@ async function main(argv: string[]): Promise<number> {
       const [key] = args;
       if (key === undefined || args.length > 1) return usageError("get needs exactly one KEY");
       await using client = await KvClient.connect(target);
-      const value = await client.get(key);
-      if (value === undefined) {
+      const out = values.out === undefined ? undefined : await open(values.out, "w");
+      let found: boolean;
+      try {
+        found = await client.getTo(key, async (piece) => {
+          if (out !== undefined) await out.write(piece);
+          else if (!(await writeOut(piece))) throw new Error("stdout closed");
+        });
+      } finally {
+        await out?.close();
+      }
+      if (!found) {
+        if (values.out !== undefined) await rm(values.out, { force: true });
         console.error("not found");
         return 1;
       }
-      await Bun.write(Bun.stdout, value);
       return 0;
     }
     case "rm":

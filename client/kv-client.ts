@@ -1,7 +1,7 @@
 import type { Socket } from "bun";
 import { ErrorCode, errorMessage, KvError } from "../src/errors.js";
 import { Fifo } from "../src/fifo.js";
-import { FrameDecoder } from "../src/net/frame-decoder.js";
+import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/net/frame-decoder.js";
 import { KEEPALIVE_IDLE_MS } from "../src/net/listener.js";
 import { SocketWriter } from "../src/net/socket-writer.js";
 import {
@@ -12,6 +12,7 @@ import {
   encodeKeyRequest,
   encodeListRequest,
   encodeSetRequest,
+  encodeSetRequestHead,
   GetError,
   KeyError,
   ListError,
@@ -19,6 +20,7 @@ import {
   type Response,
   SetError,
 } from "../src/protocol/codec.js";
+import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/protocol/value-head.js";
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
 export type Bytes = Uint8Array | string;
@@ -106,6 +108,26 @@ interface Waiter {
   readonly kind: ReplyKind;
   resolve(response: Response): void;
   reject(err: KvError): void;
+  /** For {@link KvClient.getTo}: where a large value's pieces go as they arrive. */
+  readonly sink?: (piece: Uint8Array) => void | Promise<void>;
+}
+
+/** Unsent bytes an upload lets the socket hold before it waits for `drain`. */
+const UPLOAD_HIGH_WATER_BYTES = 1024 * 1024;
+
+/** Answers at least this long to a {@link KvClient.getTo} are taken as they arrive. */
+const STREAM_ANSWERS_FROM_BYTES = 64 * 1024;
+
+/** An answer to `getTo` being read as it arrives. */
+interface InboundGet {
+  readonly length: number;
+  readonly sink: (piece: Uint8Array) => void | Promise<void>;
+  /** The answer's bytes until its value is found, or all of them if it has an unexpected shape. */
+  head: Uint8Array;
+  received: number;
+  layout: SetLayout | undefined;
+  whole: boolean;
+  failure: unknown;
 }
 
 const encoder = new TextEncoder();
@@ -137,10 +159,18 @@ export class KvClient implements AsyncDisposable {
   #idle: (() => void)[] = [];
   readonly #closed = Promise.withResolvers<void>();
 
+  /** While an upload writes its frame, other requests' bytes wait here, in order. */
+  #held: Uint8Array[] | null = null;
+  /** Called when the socket has taken more (an upload waiting for room). */
+  #drained: (() => void)[] = [];
+  #inbound: InboundGet | null = null;
+  readonly #consumer: FrameConsumer;
+
   private constructor(socket: Socket<undefined>, maxFrameBytes: number) {
     this.#socket = socket;
     this.#writer = new SocketWriter(socket);
     this.#decoder = new FrameDecoder(maxFrameBytes);
+    this.#consumer = { frame: this.#onFrame, begin: this.#begin, piece: this.#piece };
   }
 
   /**
@@ -227,6 +257,64 @@ export class KvClient implements AsyncDisposable {
     const res = await this.#send("set", encodeSetRequest(toBytes(key), toBytes(value)));
     if (res.kind === "set" && res.error === SetError.Ok) return;
     throw new KvError(ErrorCode.ServerInternal, "server answered set with internal");
+  }
+
+  /**
+   * Stores a value of exactly `size` bytes read from `source` piece by piece
+   * (a file's stream, say): neither this process nor the server holds it
+   * whole. Requests issued meanwhile are sent after it, in order. A source
+   * that fails or ends short leaves a frame that cannot be finished: the
+   * connection is closed and the call rejects.
+   */
+  async setFrom(key: Bytes, size: number, source: AsyncIterable<Uint8Array>): Promise<void> {
+    if (this.#held !== null) throw new KvError(ErrorCode.Protocol, "one upload at a time per connection");
+    const answer = this.#send("set", [encodeSetRequestHead(toBytes(key), size)]);
+    answer.catch(() => {});
+    this.#held = [];
+    let sent = 0;
+    try {
+      for await (const piece of source) {
+        if (this.#error !== null) throw this.#error;
+        if (piece.length > size - sent) throw new RangeError(`the source has more than ${size} bytes`);
+        this.#writer.write(piece);
+        sent += piece.length;
+        while (this.#writer.pendingBytes > UPLOAD_HIGH_WATER_BYTES && this.#error === null) {
+          await new Promise<void>((resolve) => this.#drained.push(resolve));
+        }
+      }
+      if (sent !== size) throw new RangeError(`the source ended after ${sent} of ${size} bytes`);
+    } catch (err) {
+      const failure =
+        err instanceof KvError
+          ? err
+          : new KvError(ErrorCode.Protocol, `upload failed, connection closed: ${errorMessage(err)}`, { cause: err });
+      this.fail(failure);
+      this.#socket.end();
+      throw failure;
+    } finally {
+      const held = this.#held;
+      this.#held = null;
+      for (const part of held) this.#writer.write(part);
+    }
+    const res = await answer;
+    if (res.kind === "set" && res.error === SetError.Ok) return;
+    throw new KvError(ErrorCode.ServerInternal, "server answered set with internal");
+  }
+
+  /**
+   * Hands the value of `key` to `sink` as it arrives, piece by piece, in
+   * order; the connection reads no further while a promise `sink` returned
+   * is pending. Resolves true, or false when the key has no value. A sink
+   * that throws makes the call reject once the answer has been read.
+   */
+  async getTo(key: Bytes, sink: (piece: Uint8Array) => void | Promise<void>): Promise<boolean> {
+    const res = await this.#send("get", [encodeGetRequest(toBytes(key))], sink);
+    if (res.kind !== "get") throw unreachable();
+    if (res.error === GetError.NotFound) return false;
+    if (res.error !== GetError.Ok) throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
+    // An answer small enough to come whole was not streamed: hand its value over now.
+    if (res.value !== undefined) await sink(res.value);
+    return true;
   }
 
   /** The value of `key`, or undefined if it has none. */
@@ -332,27 +420,134 @@ export class KvClient implements AsyncDisposable {
     await this.close();
   }
 
-  #send(kind: ReplyKind, parts: Uint8Array[]): Promise<Response> {
+  #send(kind: ReplyKind, parts: Uint8Array[], sink?: Waiter["sink"]): Promise<Response> {
     if (this.#error !== null) return Promise.reject(this.#error);
     const { promise, resolve, reject } = Promise.withResolvers<Response>();
-    this.#waiters.push({ kind, resolve, reject });
-    for (const part of parts) this.#writer.write(part);
+    this.#waiters.push({ kind, resolve, reject, sink });
+    if (this.#held !== null) this.#held.push(...parts.map((p) => p.slice()));
+    else for (const part of parts) this.#writer.write(part);
     return promise;
+  }
+
+  /** A large answer begins: streamed to its getTo's sink, else assembled. */
+  readonly #begin = (length: number): FrameMode => {
+    const sink = this.#waiters.peek()?.sink;
+    if (sink === undefined || length < STREAM_ANSWERS_FROM_BYTES) return FrameMode.buffer;
+    this.#inbound = {
+      length,
+      sink,
+      head: new Uint8Array(Math.min(length, 4096)),
+      received: 0,
+      layout: undefined,
+      whole: false,
+      failure: undefined,
+    };
+    return FrameMode.stream;
+  };
+
+  /** A piece of a streamed answer; returns true to stop reading until the sink has taken it. */
+  readonly #piece = (bytes: Uint8Array, last: boolean): boolean => {
+    const inbound = this.#inbound as InboundGet;
+    const at = inbound.received;
+    inbound.received += bytes.length;
+    let pending: void | Promise<void> | undefined;
+    if (inbound.layout === undefined) {
+      if (at + bytes.length > inbound.head.length) {
+        const grown = new Uint8Array(Math.min(inbound.length, Math.max(at + bytes.length, inbound.head.length * 2)));
+        grown.set(inbound.head.subarray(0, at));
+        inbound.head = grown;
+      }
+      inbound.head.set(bytes, at);
+      if (!inbound.whole) {
+        const head = scanValueHead(inbound.head.subarray(0, inbound.received), inbound.length, GET_OK_SHAPE);
+        if (head.kind === "buffer") inbound.whole = true;
+        else if (head.kind === "stream") {
+          inbound.layout = head;
+          pending = this.#toSink(inbound, inbound.head.subarray(head.valueStart, inbound.received), head.valueStart);
+          inbound.head = new Uint8Array(0);
+        }
+      }
+    } else pending = this.#toSink(inbound, bytes, at);
+    if (last) {
+      this.#inbound = null;
+      const settle = () => {
+        if (inbound.layout === undefined) return this.#onFrame(inbound.head);
+        const waiter = this.#waiters.shift() as Waiter;
+        if (this.#waiters.length === 0) this.#notifyIdle();
+        if (inbound.failure !== undefined) {
+          waiter.reject(
+            new KvError(ErrorCode.Protocol, `the value's sink failed: ${errorMessage(inbound.failure)}`, {
+              cause: inbound.failure,
+            }),
+          );
+        } else waiter.resolve({ kind: "get", error: GetError.Ok });
+      };
+      if (pending instanceof Promise) {
+        const settleSafely = () => {
+          try {
+            settle();
+          } catch (err) {
+            this.#streamFailed(err);
+          }
+        };
+        pending.then(settleSafely, settleSafely);
+        return this.#pauseFor(pending);
+      }
+      settle();
+      return false;
+    }
+    return pending instanceof Promise ? this.#pauseFor(pending) : false;
+  };
+
+  /** Hands the value's part of `bytes` (at answer offset `at`) to the sink; a sink that failed gets no more. */
+  #toSink(inbound: InboundGet, bytes: Uint8Array, at: number): void | Promise<void> {
+    const layout = inbound.layout as SetLayout;
+    const take = Math.min(bytes.length, layout.valueStart + layout.valueLength - at);
+    if (take <= 0 || inbound.failure !== undefined) return;
+    try {
+      const done = inbound.sink(bytes.subarray(0, take));
+      if (done instanceof Promise) {
+        return done.catch((err: unknown) => {
+          inbound.failure ??= err;
+        });
+      }
+    } catch (err) {
+      inbound.failure ??= err;
+    }
+  }
+
+  /** Stops reading until `work` settles, then goes on with what the decoder holds. */
+  #pauseFor(work: Promise<unknown>): true {
+    this.#socket.pause();
+    work.then(() => {
+      try {
+        if (this.#decoder.resume(this.#consumer)) return;
+      } catch (err) {
+        this.#streamFailed(err);
+        return;
+      }
+      this.#socket.resume();
+    });
+    return true;
   }
 
   private onData(chunk: Uint8Array): void {
     try {
-      this.#decoder.push(chunk, this.#onFrame);
+      this.#decoder.push(chunk, this.#consumer);
     } catch (err) {
-      this.fail(
-        err instanceof KvError && err.code === ErrorCode.Protocol
-          ? err
-          : new KvError(ErrorCode.Protocol, `bad response stream: ${errorMessage(err)}`, {
-              cause: err,
-            }),
-      );
-      this.#socket.end();
+      this.#streamFailed(err);
     }
+  }
+
+  #streamFailed(err: unknown): void {
+    this.fail(
+      err instanceof KvError && err.code === ErrorCode.Protocol
+        ? err
+        : new KvError(ErrorCode.Protocol, `bad response stream: ${errorMessage(err)}`, {
+            cause: err,
+          }),
+    );
+    this.#socket.end();
   }
 
   readonly #onFrame = (frame: Uint8Array): void => {
@@ -369,6 +564,9 @@ export class KvClient implements AsyncDisposable {
 
   private onDrain(): void {
     this.#writer.drain();
+    const drained = this.#drained;
+    this.#drained = [];
+    for (const resume of drained) resume();
   }
 
   private onClose(): void {
@@ -380,6 +578,9 @@ export class KvClient implements AsyncDisposable {
   /** Rejects every outstanding and future call with `err`. */
   private fail(err: KvError): void {
     this.#error ??= err;
+    const drained = this.#drained;
+    this.#drained = [];
+    for (const resume of drained) resume();
     for (const waiter of this.#waiters.drain()) waiter.reject(err);
     this.#notifyIdle();
   }

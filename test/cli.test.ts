@@ -1,8 +1,13 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
+import { Counter } from "../src/metrics.js";
 import { startTestServer } from "./support/harness.js";
 import { runCli } from "./support/process.js";
+import { patterned, same } from "./support/values.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
@@ -28,6 +33,31 @@ describe("bun run client", () => {
     expect(await c.get("blob")).toEqual(bytes);
     const out = await runCli(["get", "blob", "--port", String(server.port)]);
     expect(out.stdout).toEqual(bytes);
+  });
+
+  test("set --file streams a file and get --out or stdout writes the value as it arrives, byte for byte", async () => {
+    await using server = await startTestServer({ streamFromBytes: 1024 });
+    const port = String(server.port);
+    const dir = mkdtempSync(join(tmpdir(), "kvs-cli-"));
+    try {
+      const value = patterned(9 * 1024 * 1024 + 3, 4);
+      const input = join(dir, "in.bin");
+      await Bun.write(input, value);
+      expect((await runCli(["set", "file-key", "--file", input, "--port", port])).code).toBe(0);
+      // The file went out as a stream, and the server took it as one.
+      expect(server.counters.get(Counter.streamedFrames)).toBe(1);
+      const output = join(dir, "out.bin");
+      expect((await runCli(["get", "file-key", "--out", output, "--port", port])).code).toBe(0);
+      expect(same(new Uint8Array(await Bun.file(output).arrayBuffer()), value)).toBe(true);
+      const piped = await runCli(["get", "file-key", "--port", port]);
+      expect(same(piped.stdout, value)).toBe(true);
+      const missing = await runCli(["get", "nope", "--out", join(dir, "none.bin"), "--port", port]);
+      expect(missing.code).toBe(1);
+      expect(await Bun.file(join(dir, "none.bin")).exists()).toBe(false);
+      expect((await runCli(["set", "k", "--file", join(dir, "absent"), "--port", port])).code).toBe(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("verify passes against a working server and prints its table", async () => {
