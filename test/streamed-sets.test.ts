@@ -9,7 +9,7 @@ import { decodeResponse, encodeGetRequest, GetError, SetError } from "../src/pro
 import { varintSize, writeVarint } from "../src/protocol/varint.js";
 import { UPLOAD_WINDOW_CHUNKS } from "../src/store/chunk-upload.js";
 import { CHUNK_BYTES, ItemKind } from "../src/store/item-format.js";
-import type { ValueSink } from "../src/store/kv-store.js";
+import type { KvStore, ValueSink } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
@@ -107,6 +107,28 @@ async function chunkItems(table: string): Promise<number> {
   return (out.Items ?? []).filter((item) => item.pk?.B?.[0] === ItemKind.chunk).length;
 }
 
+/** A store whose streamed sets go through `watch`, which wraps each sink (tests observe or hold its calls). */
+function watchingSinks(watch: (sink: ValueSink) => Partial<ValueSink>) {
+  return {
+    wrapStore: (inner: KvStore) =>
+      wrapping(inner, {
+        setStream(key, size, cancel): ValueSink {
+          const sink = inner.setStream?.(key, size, cancel) as ValueSink;
+          return {
+            get heldBytes() {
+              return sink.heldBytes;
+            },
+            write: (b) => sink.write(b),
+            ready: () => sink.ready(),
+            end: () => sink.end(),
+            abort: () => sink.abort(),
+            ...watch(sink),
+          };
+        },
+      }),
+  };
+}
+
 /** Resolves once `condition` holds, checking after each turn of the event loop. */
 async function until(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setImmediate(resolve));
@@ -120,32 +142,21 @@ describe("streamed sets", () => {
     let overruns = 0;
     await using server = await startTestServer(
       { ...dynamo(), streamFromBytes: 1024, maxBufferedBytes: budget },
-      {
-        wrapStore: (inner) =>
-          wrapping(inner, {
-            setStream(key, size, cancel): ValueSink {
-              const sink = inner.setStream?.(key, size, cancel) as ValueSink;
-              let full = false;
-              return {
-                get heldBytes() {
-                  return sink.heldBytes;
-                },
-                write(b) {
-                  if (full) overruns++;
-                  full = !sink.write(b);
-                  if (full) fulls++;
-                  return !full;
-                },
-                ready: async () => {
-                  await sink.ready();
-                  full = false;
-                },
-                end: () => sink.end(),
-                abort: () => sink.abort(),
-              };
-            },
-          }),
-      },
+      watchingSinks((sink) => {
+        let full = false;
+        return {
+          write(b) {
+            if (full) overruns++;
+            full = !sink.write(b);
+            if (full) fulls++;
+            return !full;
+          },
+          ready: async () => {
+            await sink.ready();
+            full = false;
+          },
+        };
+      }),
     );
     await using c = await KvClient.connect({ port: server.port });
     const window = UPLOAD_WINDOW_CHUNKS * CHUNK_BYTES;
@@ -195,27 +206,13 @@ describe("streamed sets", () => {
     let bytes = 0;
     const server = await startTestServer(
       { ...settings, streamFromBytes: 1024 },
-      {
-        wrapStore: (inner) =>
-          wrapping(inner, {
-            setStream(key, size, cancel): ValueSink {
-              const sink = inner.setStream?.(key, size, cancel) as ValueSink;
-              return {
-                get heldBytes() {
-                  return sink.heldBytes;
-                },
-                write(b) {
-                  bytes += b.length;
-                  if (bytes >= 3 * MiB) written.resolve();
-                  return sink.write(b);
-                },
-                ready: () => sink.ready(),
-                end: () => sink.end(),
-                abort: () => sink.abort(),
-              };
-            },
-          }),
-      },
+      watchingSinks((sink) => ({
+        write(b) {
+          bytes += b.length;
+          if (bytes >= 3 * MiB) written.resolve();
+          return sink.write(b);
+        },
+      })),
     );
     try {
       await using c = await KvClient.connect({ port: server.port });
@@ -276,24 +273,11 @@ describe("streamed sets", () => {
     let stall = false;
     await using server = await startTestServer(
       { ...settings, streamFromBytes: 1024, requestTimeoutMs: 500 },
-      {
-        wrapStore: (inner) =>
-          wrapping(inner, {
-            setStream(key, size, cancel): ValueSink {
-              const sink = inner.setStream?.(key, size, cancel) as ValueSink;
-              return {
-                get heldBytes() {
-                  return sink.heldBytes;
-                },
-                // A backend that never frees the window.
-                write: (b) => (stall ? false : sink.write(b)),
-                ready: () => (stall ? new Promise<void>(() => {}) : sink.ready()),
-                end: () => sink.end(),
-                abort: () => sink.abort(),
-              };
-            },
-          }),
-      },
+      // A backend that never frees the window.
+      watchingSinks((sink) => ({
+        write: (b) => (stall ? false : sink.write(b)),
+        ready: () => (stall ? new Promise<void>(() => {}) : sink.ready()),
+      })),
     );
     stall = true;
     const raw = await rawClient(server.port);

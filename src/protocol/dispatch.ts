@@ -117,18 +117,7 @@ export class Dispatcher implements FrameHandler {
       },
       handleWhole: (frame) => this.handle(frame),
       refuseSet: (key, valueLength) => this.#checkKey(key) ?? this.#checkValueLength(valueLength),
-      answerSet: (work, started) =>
-        settle(
-          work,
-          () => {
-            this.#timed("set", "ok", started);
-            return Frames.setOk;
-          },
-          (err) => {
-            this.stats.observe("set", (performance.now() - started) / 1000);
-            return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
-          },
-        ),
+      answerSet: (work, started) => this.#answerSet(work, started),
       fail: (reply, err) => this.#fail(reply, err),
     };
   }
@@ -217,9 +206,13 @@ export class Dispatcher implements FrameHandler {
         return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
       }
     }
-    const started = performance.now();
+    return this.#answerSet(store.set(key, value, cancel), performance.now());
+  }
+
+  /** The answer to a set once the store's `work` settles, counted and timed from `started`. */
+  #answerSet(work: Promise<void>, started: number): Promise<Answer> {
     return settle(
-      store.set(key, value, cancel),
+      work,
       () => {
         this.#timed("set", "ok", started);
         return Frames.setOk;

@@ -527,23 +527,11 @@ export class DynamoStore implements KvStore {
       admitted: admitted.promise,
       put: (item) => this.#writer.put(item).finally(collectSoon),
       commit: (wrappedKey, n, started) => this.#commitChunked(key, ver, wrappedKey, n, size, started),
-      discard: (n) => this.#discard(ver, n),
+      discard: (n) => this.#deleteChunksOrLeave(ver, n, "an abandoned upload's"),
       settled: () => settled.resolve(),
       deadlineMs: COMMIT_DEADLINE_MS,
     });
     return upload;
-  }
-
-  /** Deletes an abandoned upload's chunks; what cannot be deleted is left to the orphan sweep. */
-  #discard(ver: Uint8Array, count: number): Promise<void> {
-    return this.#deleteChunks(ver, count).then(
-      () => {},
-      (err: unknown) => {
-        this.#o.log.warn("could not delete an abandoned upload's chunks; the orphan sweep will", {
-          reason: errorMessage(err),
-        });
-      },
-    );
   }
 
   /**
@@ -653,12 +641,15 @@ export class DynamoStore implements KvStore {
   }
 
   #deleteRetired(ver: Uint8Array, count: number): Promise<void> {
+    return this.#deleteChunksOrLeave(ver, count, "a replaced value's");
+  }
+
+  /** Deletes chunks `0..count-1` of `ver`; what cannot be deleted is logged and left to the orphan sweep. Never rejects. */
+  #deleteChunksOrLeave(ver: Uint8Array, count: number, whose: string): Promise<void> {
     return this.#deleteChunks(ver, count).then(
       () => {},
       (err: unknown) => {
-        this.#o.log.warn("could not delete a replaced value's chunks; the orphan sweep will", {
-          reason: errorMessage(err),
-        });
+        this.#o.log.warn(`could not delete ${whose} chunks; the orphan sweep will`, { reason: errorMessage(err) });
       },
     );
   }
