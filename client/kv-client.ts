@@ -424,7 +424,8 @@ export class KvClient implements AsyncDisposable {
     if (this.#error !== null) return Promise.reject(this.#error);
     const { promise, resolve, reject } = Promise.withResolvers<Response>();
     this.#waiters.push({ kind, resolve, reject, sink });
-    if (this.#held !== null) this.#held.push(...parts.map((p) => p.slice()));
+    // Held as they are, as the writer holds large parts: encoders here return fresh bytes.
+    if (this.#held !== null) this.#held.push(...parts);
     else for (const part of parts) this.#writer.write(part);
     return promise;
   }

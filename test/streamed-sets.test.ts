@@ -9,7 +9,7 @@ import { decodeResponse, encodeGetRequest, GetError, SetError } from "../src/pro
 import { varintSize, writeVarint } from "../src/protocol/varint.js";
 import { UPLOAD_WINDOW_CHUNKS } from "../src/store/chunk-upload.js";
 import { CHUNK_BYTES, ItemKind } from "../src/store/item-format.js";
-import type { KvStore, ValueSink } from "../src/store/kv-store.js";
+import { forwardingSink, type KvStore, type ValueSink } from "../src/store/kv-store.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
@@ -108,22 +108,13 @@ async function chunkItems(table: string): Promise<number> {
 }
 
 /** A store whose streamed sets go through `watch`, which wraps each sink (tests observe or hold its calls). */
-function watchingSinks(watch: (sink: ValueSink) => Partial<ValueSink>) {
+function watchingSinks(watch: (sink: ValueSink) => Parameters<typeof forwardingSink>[1]) {
   return {
     wrapStore: (inner: KvStore) =>
       wrapping(inner, {
         setStream(key, size, cancel): ValueSink {
           const sink = inner.setStream?.(key, size, cancel) as ValueSink;
-          return {
-            get heldBytes() {
-              return sink.heldBytes;
-            },
-            write: (b) => sink.write(b),
-            ready: () => sink.ready(),
-            end: () => sink.end(),
-            abort: () => sink.abort(),
-            ...watch(sink),
-          };
+          return forwardingSink(sink, watch(sink));
         },
       }),
   };

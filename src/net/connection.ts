@@ -315,9 +315,7 @@ export class Connection {
 
   /** Handles one frame; returns true to stop the decoder after it. */
   readonly #onFrame = (frame: Uint8Array): boolean => {
-    this.#counters.add(Counter.requests);
-    if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
-    const seq = this.#tail++;
+    const seq = this.#nextSeq();
     let answer: Answer | Promise<Answer> | Deferred;
     try {
       answer = this.#handler.handle(frame, seq === this.#head ? this.#writer : undefined, this);
@@ -357,9 +355,7 @@ export class Connection {
       return full;
     }
     this.#inbound = null;
-    this.#counters.add(Counter.requests);
-    if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
-    const seq = this.#tail++;
+    const seq = this.#nextSeq();
     // What the stream holds (a frame kept whole, or a window of chunks) counts until the answer.
     const held = stream.heldBytes;
     let answer: Answer | Promise<Answer> | Deferred;
@@ -372,6 +368,13 @@ export class Connection {
     if (held > 0) this.#holdLarge(seq, held);
     return this.#place(seq, answer);
   };
+
+  /** Counts a request and gives it the next sequence number, growing the ring if it is full. */
+  #nextSeq(): number {
+    this.#counters.add(Counter.requests);
+    if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
+    return this.#tail++;
+  }
 
   /** Puts request `seq`'s answer in line; returns true to stop the decoder after it. */
   #place(seq: number, answer: Answer | Promise<Answer> | Deferred): boolean {
@@ -606,18 +609,17 @@ export class Connection {
       this.inFlight <= maxInFlight / 2 &&
       this.#writer.pendingBytes <= highWaterBytes / 2
     ) {
+      let pausedAgain = false;
       if (this.#decoder.heldBytes > 0) {
         try {
-          if (this.#decoder.resume(this.#consumer)) {
-            this.#checkBudget();
-            return;
-          }
+          pausedAgain = this.#decoder.resume(this.#consumer);
         } catch (err) {
           this.#streamError(err);
           return;
         }
       }
       this.#checkBudget();
+      if (pausedAgain) return;
       if (this.#paused && !this.#closing && !this.#budgetBlocked) {
         this.#paused = false;
         this.#socket.resume();

@@ -8,15 +8,11 @@ const INITIAL_ASSEMBLY_BYTES = 64 * 1024;
 
 /**
  * How a frame whose body is not all in the chunk at hand is read, as its
- * consumer's `begin` decides: assembled whole and handed to `frame`, handed
- * to `piece` as it arrives, or not yet (the decoder pauses before the body
- * and asks again on the next `resume` or `push`).
+ * consumer's `begin` decides: assembled whole and handed to `frame`, or
+ * handed to `piece` as it arrives.
  */
-export const FrameMode = { buffer: 0, stream: 1, wait: 2 } as const;
+export const FrameMode = { buffer: 0, stream: 1 } as const;
 export type FrameMode = (typeof FrameMode)[keyof typeof FrameMode];
-
-/** Body length known, mode not decided yet. */
-const UNDECIDED = -1;
 
 /**
  * Splits a byte stream into size-delimited frames: each frame is a base-128
@@ -54,8 +50,8 @@ export class FrameDecoder {
 
   /** Body length of the frame being read, or -1 while reading a length prefix. */
   #length = -1;
-  /** How the body of the frame being read is read, once decided. */
-  #mode: FrameMode | typeof UNDECIDED = UNDECIDED;
+  /** How the body of the frame being read is read. */
+  #mode: FrameMode = FrameMode.buffer;
   /** Body bytes of a streamed frame handed out so far. */
   #streamed = 0;
   /** Partial length prefix carried across chunks. */
@@ -111,7 +107,6 @@ export class FrameDecoder {
     this.#body = null;
     this.#filled = 0;
     this.#length = -1;
-    this.#mode = UNDECIDED;
   }
 
   /** Whether the decoder is between frames: no partial prefix or body is held. */
@@ -183,32 +178,22 @@ export class FrameDecoder {
         }
         this.#prefixValue = 0;
         this.#prefixBytes = 0;
-        this.#length = value;
-        this.#mode = UNDECIDED;
-      }
-
-      const length = this.#length;
-      if (this.#mode === UNDECIDED) {
-        const available = end - pos;
-        if (available >= length) {
-          this.#length = -1;
+        if (end - pos >= value) {
+          // The whole frame is in this chunk: handed out as a view, whatever its length.
           const start = pos;
-          pos += length;
+          pos += value;
           if (consumer.frame(chunk.subarray(start, pos)) === true) {
             this.#holdRest(chunk.subarray(pos));
             return true;
           }
           continue;
         }
-        const mode = consumer.begin?.(length) ?? FrameMode.buffer;
-        if (mode === FrameMode.wait) {
-          this.#holdRest(chunk.subarray(pos));
-          return true;
-        }
-        this.#mode = mode;
+        this.#length = value;
+        this.#mode = consumer.begin?.(value) ?? FrameMode.buffer;
         this.#streamed = 0;
       }
 
+      const length = this.#length;
       if (this.#mode === FrameMode.stream) {
         const take = Math.min(length - this.#streamed, end - pos);
         if (take === 0) return false;

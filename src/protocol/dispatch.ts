@@ -72,6 +72,8 @@ export class Dispatcher implements FrameHandler {
   readonly #repeats: RepeatLimiter;
   /** Requests by op and result, and store latency, for /metrics. */
   readonly stats: RequestStats;
+  /** The dispatcher's side of a streamed set. */
+  readonly #streamHost: StreamedSetHost;
 
   constructor(store: KvStore, log: Logger, limits: Partial<DispatchLimits> = {}, stats = new RequestStats()) {
     this.#store = store;
@@ -84,6 +86,13 @@ export class Dispatcher implements FrameHandler {
     };
     this.#repeats = new RepeatLimiter(log);
     this.stats = stats;
+    this.#streamHost = {
+      store,
+      handleWhole: (frame) => this.handle(frame),
+      refuseSet: (key, valueLength) => this.#checkKey(key) ?? this.#checkValueLength(valueLength),
+      answerSet: (work, started) => this.#answerSet(work, started),
+      fail: (reply, err) => this.#fail(reply, err),
+    };
   }
 
   /**
@@ -104,22 +113,6 @@ export class Dispatcher implements FrameHandler {
   stream(length: number, ready: () => void, cancel?: Cancel): FrameStream | undefined {
     if (length < this.#limits.streamFromBytes) return undefined;
     return new StreamedSet(this.#streamHost, length, ready, cancel);
-  }
-
-  readonly #streamHost: StreamedSetHost = this.#makeStreamHost();
-
-  /** The dispatcher's side of a streamed set; the store is read when used (fields initialise before the constructor). */
-  #makeStreamHost(): StreamedSetHost {
-    const store = (): KvStore => this.#store;
-    return {
-      get store(): KvStore {
-        return store();
-      },
-      handleWhole: (frame) => this.handle(frame),
-      refuseSet: (key, valueLength) => this.#checkKey(key) ?? this.#checkValueLength(valueLength),
-      answerSet: (work, started) => this.#answerSet(work, started),
-      fail: (reply, err) => this.#fail(reply, err),
-    };
   }
 
   /** Answers a decoded request. */

@@ -20,10 +20,11 @@ export interface ChunkUploadParts {
   readonly ver: Uint8Array;
   /** The table name bound into AADs. */
   readonly scope: string;
-  /** The data key every chunk is sealed under; asked for once. */
+  /**
+   * The data key every chunk is sealed under, asked for once the store
+   * admits the upload: no chunk is sealed or written before it resolves.
+   */
   readonly dataKey: Promise<DataKey>;
-  /** Settles when the store admits the upload; no chunk is written before. */
-  readonly admitted: Promise<void>;
   /** Writes one chunk item. */
   put(item: AttributeMap): Promise<void>;
   /** Switches the head to the new version: the commit point. `started` is when the first byte came. */
@@ -166,7 +167,6 @@ export class ChunkUpload implements ValueSink {
   }
 
   async #sendChunk(index: number, plain: Uint8Array): Promise<void> {
-    await this.#p.admitted;
     const dataKey = await this.#p.dataKey;
     if (this.#failure !== undefined) return;
     const { key, ver, scope, size } = this.#p;

@@ -1,6 +1,7 @@
 import { ErrorCode, KvError } from "../errors.js";
 import {
   type Cancel,
+  forwardingSink,
   isValueStream,
   type KvStore,
   type ListPage,
@@ -85,10 +86,7 @@ export class DeadlineStore implements KvStore {
     const inner = writeValue(this.#inner, key, size, cancel);
     const ms = this.#timeoutMs;
     let failure: KvError | undefined;
-    return {
-      get heldBytes() {
-        return inner.heldBytes;
-      },
+    return forwardingSink(inner, {
       write: (bytes) => failure !== undefined || inner.write(bytes),
       ready: () => {
         if (failure !== undefined) return Promise.resolve();
@@ -97,9 +95,8 @@ export class DeadlineStore implements KvStore {
           inner.abort();
         });
       },
-      abort: () => inner.abort(),
       end: () => (failure !== undefined ? Promise.reject(failure) : this.#bounded("set", ms, inner.end())),
-    };
+    });
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {

@@ -524,7 +524,6 @@ export class DynamoStore implements KvStore {
       ver,
       scope: this.#o.encryptionScope,
       dataKey: admitted.promise.then(() => this.#o.keys.encryptionKey(count, size)),
-      admitted: admitted.promise,
       put: (item) => this.#writer.put(item).finally(collectSoon),
       commit: (wrappedKey, n, started) => this.#commitChunked(key, ver, wrappedKey, n, size, started),
       discard: (n) => this.#deleteChunksOrLeave(ver, n, "an abandoned upload's"),

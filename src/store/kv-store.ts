@@ -118,6 +118,27 @@ export function writeValue(store: KvStore, key: Uint8Array, size: number, cancel
     : new CollectingSink(size, (value) => store.set(key, value, cancel));
 }
 
+/**
+ * A sink that forwards every call to `inner` except those in `overrides`:
+ * the layers over a store (ordering, deadlines) change one or two calls of
+ * the sink below. `finish` is never forwarded: a wrapper's `end` is its own.
+ */
+export function forwardingSink(
+  inner: ValueSink,
+  overrides: Partial<Omit<ValueSink, "heldBytes" | "finish">>,
+): ValueSink {
+  return {
+    get heldBytes() {
+      return inner.heldBytes;
+    },
+    write: (bytes) => inner.write(bytes),
+    ready: () => inner.ready(),
+    end: () => inner.end(),
+    abort: () => inner.abort(),
+    ...overrides,
+  };
+}
+
 /** Collects a value whole, then hands it to `commit` at `end`: the sink of a store that cannot stream. */
 export class CollectingSink implements ValueSink {
   #value: Uint8Array | null;

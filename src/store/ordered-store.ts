@@ -1,6 +1,7 @@
 import { byteString } from "../bytes.js";
 import {
   type Cancel,
+  forwardingSink,
   type KvStore,
   type ListPage,
   type ListRequest,
@@ -128,13 +129,7 @@ export class OrderedStore implements KvStore {
   setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
     const inner = writeValue(this.#inner, key, size, cancel);
     const write = (run: () => Promise<void>) => this.#write(key, { kind: "stream", run }) as Promise<void>;
-    return {
-      get heldBytes() {
-        return inner.heldBytes;
-      },
-      write: (bytes) => inner.write(bytes),
-      ready: () => inner.ready(),
-      abort: () => inner.abort(),
+    return forwardingSink(inner, {
       end: () => {
         if (inner.finish === undefined) return write(() => inner.end());
         const finishing = inner.finish();
@@ -142,7 +137,7 @@ export class OrderedStore implements KvStore {
         finishing.catch(() => {});
         return write(() => finishing.then((commit) => commit()));
       },
-    };
+    });
   }
 
   list(request: ListRequest, cancel?: Cancel): Promise<ListPage> {
