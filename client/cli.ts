@@ -225,7 +225,7 @@ async function main(argv: string[]): Promise<number> {
         // A file is streamed: its size is known up front, and its bytes go out as they are read.
         const file = Bun.file(values.file);
         if (!(await file.exists())) {
-          console.error(`cannot read ${values.file}: no such file`);
+          console.error(`cannot read ${values.file}: no such file, or not a regular file`);
           return 1;
         }
         await using client = await KvClient.connect(target);
