@@ -18,7 +18,7 @@ import {
   VERSION_BYTES,
   valueAad,
 } from "../src/store/item-format.js";
-import { useBackends } from "./support/backends.js";
+import { onBackends, useBackends } from "./support/backends.js";
 import { startTestServer, testConfig } from "./support/harness.js";
 
 // Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
@@ -35,7 +35,7 @@ const enc = new TextEncoder();
 const KEY_ID = testConfig().kmsKeyId as string;
 
 function dynamoConfig() {
-  return { store: "dynamodb" as const, dynamodbEndpoint: backends.ddb.endpoint, kmsEndpoint: backends.kms.endpoint };
+  return onBackends(backends);
 }
 
 async function sdkGet(table: string, pk: Uint8Array) {

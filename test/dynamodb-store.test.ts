@@ -5,7 +5,7 @@ import { KvClient } from "../client/kv-client.js";
 import { Counter } from "../src/metrics.js";
 import { headPk } from "../src/store/item-format.js";
 import type { KvStore } from "../src/store/kv-store.js";
-import { useBackends } from "./support/backends.js";
+import { onBackends, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
 import { expectInternal } from "./support/wire.js";
@@ -17,12 +17,7 @@ const backends = useBackends();
 const enc = new TextEncoder();
 
 function dynamoConfig(table?: string) {
-  return {
-    store: "dynamodb" as const,
-    dynamodbEndpoint: backends.ddb.endpoint,
-    kmsEndpoint: backends.kms.endpoint,
-    ...(table ? { table } : {}),
-  };
+  return onBackends(backends, table || undefined);
 }
 
 describe("the server on DynamoDB Local and the local KMS endpoint", () => {

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { type AttributeValue, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { KvClient } from "../client/kv-client.js";
 import { Attr, CHUNK_BYTES, chunkPk, headPk, ItemKind } from "../src/store/item-format.js";
-import { useBackends } from "./support/backends.js";
+import { onBackends, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { spawnServer } from "./support/process.js";
 import { patterned, same } from "./support/values.js";
@@ -17,13 +17,7 @@ const enc = new TextEncoder();
 const MiB = 1024 * 1024;
 
 function config(table: string, extra: Record<string, unknown> = {}) {
-  return {
-    store: "dynamodb" as const,
-    dynamodbEndpoint: backends.ddb.endpoint,
-    kmsEndpoint: backends.kms.endpoint,
-    table,
-    ...extra,
-  };
+  return { ...onBackends(backends, table), ...extra };
 }
 
 /** Flags for a `bun run server` child on the shared backends. */

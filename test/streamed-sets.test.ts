@@ -10,7 +10,7 @@ import { varintSize, writeVarint } from "../src/protocol/varint.js";
 import { UPLOAD_WINDOW_CHUNKS } from "../src/store/chunk-upload.js";
 import { CHUNK_BYTES, ItemKind } from "../src/store/item-format.js";
 import { forwardingSink, type KvStore, type ValueSink } from "../src/store/kv-store.js";
-import { useBackends } from "./support/backends.js";
+import { onBackends, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
 import { patterned, same } from "./support/values.js";
@@ -24,12 +24,7 @@ const MiB = 1024 * 1024;
 const enc = new TextEncoder();
 
 function dynamo(table = `sset-${randomBytes(4).toString("hex")}`) {
-  return {
-    store: "dynamodb" as const,
-    dynamodbEndpoint: backends.ddb.endpoint,
-    kmsEndpoint: backends.kms.endpoint,
-    table,
-  };
+  return onBackends(backends, table);
 }
 
 /** A length-prefixed frame around `body`. */

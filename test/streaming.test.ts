@@ -9,7 +9,7 @@ import { decodeResponse, encodeGetRequest, GetError } from "../src/protocol/code
 import { STREAM_FROM_BYTES } from "../src/store/dynamo-store.js";
 import { CHUNK_BYTES, chunkPk, headPk } from "../src/store/item-format.js";
 import type { ValueStream } from "../src/store/kv-store.js";
-import { useBackends } from "./support/backends.js";
+import { onBackends, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
 import { patterned, same } from "./support/values.js";
@@ -21,12 +21,7 @@ const backends = useBackends();
 const MiB = 1024 * 1024;
 
 function dynamo(table = `stream-${randomBytes(4).toString("hex")}`) {
-  return {
-    store: "dynamodb" as const,
-    dynamodbEndpoint: backends.ddb.endpoint,
-    kmsEndpoint: backends.kms.endpoint,
-    table,
-  };
+  return onBackends(backends, table);
 }
 
 /**

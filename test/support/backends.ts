@@ -31,3 +31,23 @@ export function useBackends(): Backends {
   });
   return backends;
 }
+
+/** The DynamoDB store on a file's shared endpoints. */
+interface OnBackends {
+  store: "dynamodb";
+  dynamodbEndpoint: string;
+  kmsEndpoint: string;
+}
+
+/** Server settings on `backends`: the DynamoDB store on the shared endpoints, in `table` when given. */
+export function onBackends(backends: Backends): OnBackends;
+export function onBackends(backends: Backends, table: string): OnBackends & { table: string };
+export function onBackends(backends: Backends, table?: string): OnBackends & { table?: string };
+export function onBackends(backends: Backends, table?: string): OnBackends & { table?: string } {
+  return {
+    store: "dynamodb",
+    dynamodbEndpoint: backends.ddb.endpoint,
+    kmsEndpoint: backends.kms.endpoint,
+    ...(table === undefined ? {} : { table }),
+  };
+}
