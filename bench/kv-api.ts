@@ -19,7 +19,8 @@ async function fill(c: KvClient, n: number, valueBytes: number, window: number):
   const setWithRetry = async (key: string): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await c.set(key, value);
+        await c.set(key, value);
+        return;
       } catch (err) {
         if (attempt === 3) throw err;
         retries++;

@@ -31,7 +31,9 @@ on the pipelined front end, beside redis with TLS).
   --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
   --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
   --json FILE          write every result as JSON
-  --report FILE        write an HTML report with SVG charts`;
+  --report FILE        write an HTML report with SVG charts
+
+Environment only: KV_BENCH_PROFILE=DIR runs each server with bun --cpu-prof-md, writing profiles to DIR.`;
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),

@@ -5,6 +5,7 @@
  * so its CPU is not the server's.
  *
  * It serves DescribeTable, CreateTable, BatchWriteItem, BatchGetItem, PutItem,
+ * UpdateItem (the `SET #n = :v` and `REMOVE #n` forms the store writes),
  * GetItem and DeleteItem, and signs every body with `x-amz-crc32`. It does not
  * check signatures or condition expressions, and never throttles: it is a
  * bench instrument, not a DynamoDB. `x-amz-target: Stats` answers the
@@ -13,7 +14,7 @@
  * Run: `bun bench/null-dynamo.ts`; prints "null-dynamo listening on PORT".
  */
 
-type Item = Record<string, { B?: string }>;
+type Item = Record<string, { B?: string; N?: string }>;
 
 const items = new Map<string, Item>();
 const calls = new Map<string, number>();
@@ -29,7 +30,13 @@ function answer(body: unknown, status = 200): Response {
 
 const handlers: Record<string, (input: Record<string, unknown>) => unknown> = {
   DescribeTable: (input) => ({
-    Table: { TableName: input.TableName, TableStatus: "ACTIVE", KeySchema: [{ AttributeName: "pk", KeyType: "HASH" }] },
+    Table: {
+      TableName: input.TableName,
+      TableStatus: "ACTIVE",
+      KeySchema: [{ AttributeName: "pk", KeyType: "HASH" }],
+      // The server checks the keys index is there and active before it serves.
+      GlobalSecondaryIndexes: [{ IndexName: "keys", IndexStatus: "ACTIVE" }],
+    },
   }),
   CreateTable: (input) => ({ TableDescription: { TableName: input.TableName, TableStatus: "ACTIVE" } }),
   BatchWriteItem: (input) => {
@@ -59,6 +66,24 @@ const handlers: Record<string, (input: Record<string, unknown>) => unknown> = {
     const item = input.Item as Item;
     const old = items.get(pkOf(item));
     items.set(pkOf(item), item);
+    return input.ReturnValues === "ALL_OLD" && old ? { Attributes: old } : {};
+  },
+  UpdateItem: (input) => {
+    const key = input.Key as Item;
+    const names = input.ExpressionAttributeNames as Record<string, string>;
+    const values = input.ExpressionAttributeValues as Item;
+    const old = items.get(pkOf(key));
+    const item: Item = { ...(old ?? {}), ...key };
+    const [setPart = "", removePart = ""] = String(input.UpdateExpression).replace(/^SET /, "").split(" REMOVE ");
+    for (const assignment of setPart.split(", ")) {
+      const [name = "", expr = ""] = assignment.split(" = ");
+      const attr = names[name] ?? name;
+      const plain = values[expr];
+      // The version: `if_not_exists(#v, :first) + :one` or `:next`.
+      item[attr] = plain ?? { N: String(Number((old?.[attr] as { N?: string })?.N ?? Date.now() * 1000) + 1) };
+    }
+    for (const name of removePart ? removePart.split(", ") : []) delete item[names[name] ?? name];
+    items.set(pkOf(key), item);
     return input.ReturnValues === "ALL_OLD" && old ? { Attributes: old } : {};
   },
   GetItem: (input) => {

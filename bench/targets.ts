@@ -114,7 +114,17 @@ function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: nu
 export async function startKvs(name: string, args: string[]): Promise<Target> {
   const http = args.includes("--http-port") ? [] : ["--http-port", "off"];
   const proc = Bun.spawn(
-    [process.execPath, "src/main.ts", "--port", "0", "--max-connections", "1000000", ...http, ...args],
+    [
+      process.execPath,
+      ...(process.env.KV_BENCH_PROFILE ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env.KV_BENCH_PROFILE}`] : []),
+      "src/main.ts",
+      "--port",
+      "0",
+      "--max-connections",
+      "1000000",
+      ...http,
+      ...args,
+    ],
     {
       cwd: root,
       stdin: "ignore",

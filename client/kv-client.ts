@@ -21,6 +21,7 @@ import {
   SetError,
 } from "../src/protocol/codec.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/protocol/value-head.js";
+import type { WriteCondition } from "../src/store/kv-store.js";
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
 export type Bytes = Uint8Array | string;
@@ -49,6 +50,30 @@ export interface KvClientOptions {
   tls?: boolean | ClientTlsOptions;
   /** Largest response frame accepted (default 80 MiB: a 64 MiB value plus framing). */
   maxFrameBytes?: number;
+  /** Default deadline of each request, in ms (see {@link RequestOptions}); none when omitted. */
+  requestTimeoutMs?: number;
+  /** Deadline of connecting (and the TLS handshake), in ms; default 10,000. */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * Per-request settings. A request whose deadline passes, or whose signal
+ * fires, rejects at once (`KV_ERR_TIMEOUT`, `KV_ERR_ABORTED`); it was sent,
+ * so the server may still apply it, and its answer, when it comes, is
+ * dropped. Later requests on the connection are unaffected.
+ */
+export interface RequestOptions {
+  signal?: AbortSignal;
+  /** Overrides the client's `requestTimeoutMs`. */
+  timeoutMs?: number;
+}
+
+/** A conditional write (see {@link KvClient.set}). At most one of the two. */
+export interface SetOptions extends RequestOptions {
+  /** Write only if the key is at this version (from {@link KvClient.getVersioned} or an earlier conditional set). */
+  ifVersion?: number;
+  /** Write only if the key has no value. */
+  ifAbsent?: boolean;
 }
 
 /** The default port of `kvs://` URLs (the server's default). */
@@ -108,6 +133,8 @@ interface Waiter {
   readonly kind: ReplyKind;
   resolve(response: Response): void;
   reject(err: KvError): void;
+  /** Rejected early (deadline, abort): its answer, when it comes, is dropped. */
+  abandoned?: boolean;
   /** For {@link KvClient.getTo}: where a large value's pieces go as they arrive. */
   readonly sink?: (piece: Uint8Array) => void | Promise<void>;
 }
@@ -131,6 +158,25 @@ interface InboundGet {
 }
 
 const encoder = new TextEncoder();
+
+function aborted(signal: AbortSignal): KvError {
+  return new KvError(ErrorCode.Aborted, "the request was aborted; if it was sent, the server may still apply it", {
+    cause: signal.reason,
+  });
+}
+
+/** The wire condition of a set's options; at most one of `ifVersion` and `ifAbsent`. */
+function conditionOf(options: SetOptions): WriteCondition | undefined {
+  if (options.ifVersion !== undefined && options.ifAbsent) {
+    throw new KvError(ErrorCode.BadRequest, "a set takes ifVersion or ifAbsent, not both");
+  }
+  if (options.ifAbsent) return { ifAbsent: true };
+  if (options.ifVersion === undefined) return undefined;
+  if (!Number.isSafeInteger(options.ifVersion) || options.ifVersion < 0) {
+    throw new KvError(ErrorCode.BadRequest, `ifVersion must be an integer from 0 to 2^53, got ${options.ifVersion}`);
+  }
+  return { ifVersion: options.ifVersion };
+}
 
 function unreachable(): KvError {
   return new KvError(ErrorCode.Protocol, "unreachable: response kind checked on receipt");
@@ -165,9 +211,11 @@ export class KvClient implements AsyncDisposable {
   #drained: (() => void)[] = [];
   #inbound: InboundGet | null = null;
   readonly #consumer: FrameConsumer;
+  readonly #requestTimeoutMs: number | undefined;
 
-  private constructor(socket: Socket<undefined>, maxFrameBytes: number) {
+  private constructor(socket: Socket<undefined>, maxFrameBytes: number, requestTimeoutMs: number | undefined) {
     this.#socket = socket;
+    this.#requestTimeoutMs = requestTimeoutMs;
     this.#writer = new SocketWriter(socket);
     this.#decoder = new FrameDecoder(maxFrameBytes);
     this.#consumer = { frame: this.#onFrame, begin: this.#begin, piece: this.#piece };
@@ -243,8 +291,13 @@ export class KvClient implements AsyncDisposable {
         throw err;
       }
     }
-    client = new KvClient(socket, maxFrameBytes);
+    client = new KvClient(socket, maxFrameBytes, options.requestTimeoutMs);
     return client;
+  }
+
+  /** Whether the connection has failed or closed: every call on it now rejects. */
+  get closed(): boolean {
+    return this.#error !== null;
   }
 
   /** Requests sent and not yet answered. */
@@ -252,10 +305,25 @@ export class KvClient implements AsyncDisposable {
     return this.#waiters.length;
   }
 
-  /** Stores `value` under `key`. */
-  async set(key: Bytes, value: Bytes): Promise<void> {
-    const res = await this.#send("set", encodeSetRequest(toBytes(key), toBytes(value)));
-    if (res.kind === "set" && res.error === SetError.Ok) return;
+  /**
+   * Stores `value` under `key`. With `ifVersion` or `ifAbsent` the write is
+   * conditional: it resolves the version written, or rejects with
+   * `KV_ERR_CONFLICT`, having written nothing, when the condition failed.
+   * An unconditional set resolves undefined.
+   */
+  async set(key: Bytes, value: Bytes, options: SetOptions = {}): Promise<number | undefined> {
+    const condition = conditionOf(options);
+    const res = await this.#send("set", encodeSetRequest(toBytes(key), toBytes(value), condition), undefined, options);
+    if (res.kind !== "set") throw unreachable();
+    if (res.error === SetError.Ok) {
+      if (condition !== undefined && res.version === undefined) {
+        throw new KvError(ErrorCode.Protocol, "a conditional set was answered ok without the version written");
+      }
+      return res.version;
+    }
+    if (res.error === SetError.Conflict) {
+      throw new KvError(ErrorCode.Conflict, "the set's condition did not hold; nothing was written");
+    }
     throw new KvError(ErrorCode.ServerInternal, "server answered set with internal");
   }
 
@@ -318,23 +386,40 @@ export class KvClient implements AsyncDisposable {
   }
 
   /** The value of `key`, or undefined if it has none. */
-  async get(key: Bytes): Promise<Uint8Array | undefined> {
-    const res = await this.#send("get", [encodeGetRequest(toBytes(key))]);
+  async get(key: Bytes, options?: RequestOptions): Promise<Uint8Array | undefined> {
+    const res = await this.#send("get", [encodeGetRequest(toBytes(key))], undefined, options);
     if (res.kind !== "get") throw unreachable();
     if (res.error === GetError.Ok) return res.value;
     if (res.error === GetError.NotFound) return undefined;
     throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
   }
 
+  /**
+   * The value of `key` with its version, or undefined if it has none: the
+   * version to pass as `ifVersion` for a read-modify-write without lost updates.
+   */
+  async getVersioned(
+    key: Bytes,
+    options?: RequestOptions,
+  ): Promise<{ value: Uint8Array; version: number } | undefined> {
+    const res = await this.#send("get", [encodeGetRequest(toBytes(key), true)], undefined, options);
+    if (res.kind !== "get") throw unreachable();
+    if (res.error === GetError.NotFound) return undefined;
+    if (res.error !== GetError.Ok) throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
+    if (res.version === undefined)
+      throw new KvError(ErrorCode.Protocol, "get_response ok without the version asked for");
+    return { value: res.value as Uint8Array, version: res.version };
+  }
+
   /** Removes `key`; resolves false if it had no value. */
-  async delete(key: Bytes): Promise<boolean> {
-    const res = await this.#send("delete", [encodeKeyRequest("delete", toBytes(key))]);
+  async delete(key: Bytes, options?: RequestOptions): Promise<boolean> {
+    const res = await this.#send("delete", [encodeKeyRequest("delete", toBytes(key))], undefined, options);
     return this.#found(res, "delete");
   }
 
   /** Whether `key` has a value. */
-  async exists(key: Bytes): Promise<boolean> {
-    const res = await this.#send("exists", [encodeKeyRequest("exists", toBytes(key))]);
+  async exists(key: Bytes, options?: RequestOptions): Promise<boolean> {
+    const res = await this.#send("exists", [encodeKeyRequest("exists", toBytes(key))], undefined, options);
     return this.#found(res, "exists");
   }
 
@@ -420,10 +505,46 @@ export class KvClient implements AsyncDisposable {
     await this.close();
   }
 
-  #send(kind: ReplyKind, parts: Uint8Array[], sink?: Waiter["sink"]): Promise<Response> {
+  #send(kind: ReplyKind, parts: Uint8Array[], sink?: Waiter["sink"], options?: RequestOptions): Promise<Response> {
     if (this.#error !== null) return Promise.reject(this.#error);
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(aborted(signal));
     const { promise, resolve, reject } = Promise.withResolvers<Response>();
-    this.#waiters.push({ kind, resolve, reject, sink });
+    const waiter: Waiter = { kind, resolve, reject, sink };
+    const timeoutMs = options?.timeoutMs ?? this.#requestTimeoutMs;
+    if (timeoutMs !== undefined || signal !== undefined) {
+      let timer: Timer | undefined;
+      const abandon = (err: KvError) => {
+        waiter.abandoned = true;
+        cleanup();
+        reject(err);
+      };
+      const onAbort = () => abandon(aborted(signal as AbortSignal));
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          abandon(
+            new KvError(
+              ErrorCode.Timeout,
+              `no answer to ${kind} within ${timeoutMs} ms; it was sent, so the server may still apply it`,
+            ),
+          );
+        }, timeoutMs);
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      waiter.resolve = (response) => {
+        cleanup();
+        resolve(response);
+      };
+      waiter.reject = (err) => {
+        cleanup();
+        reject(err);
+      };
+    }
+    this.#waiters.push(waiter);
     // Held as they are, as the writer holds large parts: encoders here return fresh bytes.
     if (this.#held !== null) this.#held.push(...parts);
     else for (const part of parts) this.#writer.write(part);
@@ -560,7 +681,7 @@ export class KvClient implements AsyncDisposable {
     }
     this.#waiters.shift();
     if (this.#waiters.length === 0) this.#notifyIdle();
-    waiter.resolve(response);
+    if (!waiter.abandoned) waiter.resolve(response);
   };
 
   private onDrain(): void {
@@ -571,7 +692,12 @@ export class KvClient implements AsyncDisposable {
   }
 
   private onClose(): void {
-    this.fail(new KvError(ErrorCode.ConnectionClosed, "connection closed"));
+    this.fail(
+      new KvError(
+        ErrorCode.ConnectionClosed,
+        "the connection closed before the server answered: a request sent may or may not have been applied",
+      ),
+    );
     this.#writer.close();
     this.#closed.resolve();
   }
@@ -582,7 +708,7 @@ export class KvClient implements AsyncDisposable {
     const drained = this.#drained;
     this.#drained = [];
     for (const resume of drained) resume();
-    for (const waiter of this.#waiters.drain()) waiter.reject(err);
+    for (const waiter of this.#waiters.drain()) if (!waiter.abandoned) waiter.reject(err);
     this.#notifyIdle();
   }
 

@@ -15,6 +15,11 @@ export const ErrorCode = {
   KeyTooLarge: "KV_ERR_KEY_TOO_LARGE",
   /** A value is larger than the store allows. */
   ValueTooLarge: "KV_ERR_VALUE_TOO_LARGE",
+  /**
+   * A conditional write's condition did not hold: the key's version was not
+   * the one named, or the key existed when it was to be absent. Nothing was written.
+   */
+  Conflict: "KV_ERR_CONFLICT",
   /** A listing cursor this service did not make, or made for another store. */
   BadCursor: "KV_ERR_BAD_CURSOR",
   /** DynamoDB failed or refused a call. */
@@ -32,6 +37,8 @@ export const ErrorCode = {
   Unavailable: "KV_ERR_UNAVAILABLE",
   /** The server answered `internal` (client side). */
   ServerInternal: "KV_ERR_SERVER_INTERNAL",
+  /** The caller's AbortSignal fired before a response arrived (client side). */
+  Aborted: "KV_ERR_ABORTED",
   /** The connection closed before a response arrived (client side). */
   ConnectionClosed: "KV_ERR_CONNECTION_CLOSED",
   /** The TLS handshake failed: the server's certificate is untrusted or expired, or it refused ours (client side). */

@@ -4,6 +4,7 @@ export const Counter = {
   kmsDecrypt: "kms.Decrypt",
   dynamoGetItem: "dynamodb.GetItem",
   dynamoPutItem: "dynamodb.PutItem",
+  dynamoUpdateItem: "dynamodb.UpdateItem",
   dynamoDeleteItem: "dynamodb.DeleteItem",
   dynamoBatchGetItem: "dynamodb.BatchGetItem",
   dynamoBatchWriteItem: "dynamodb.BatchWriteItem",

@@ -8,6 +8,7 @@ import {
   type PutItemJson,
   type ScanJson,
   type ScanPage,
+  type UpdateItemJson,
   type WriteRequestJson,
 } from "../src/store/dynamo-data-client.js";
 import type { AttributeMap } from "../src/store/dynamo-json.js";
@@ -41,6 +42,9 @@ class ScriptedClient implements DataPlane {
   }
   async putItem(input: PutItemJson) {
     return (await this.#send("PutItem", { item: input.item })) as AttributeMap | undefined;
+  }
+  async updateItem(input: UpdateItemJson) {
+    return (await this.#send("UpdateItem", { key: input.key })) as AttributeMap | undefined;
   }
   async deleteItem(_table: string, key: AttributeMap) {
     return (await this.#send("DeleteItem", { key })) as AttributeMap | undefined;

@@ -40,12 +40,12 @@ function serverBehindProxies(config: Partial<Config> = {}, wiring: ServerOverrid
 const BATCH_OPS = new Set(["BatchWriteItem", "BatchGetItem"]);
 
 /** Sets `n` distinct keys at once and returns each outcome. */
-async function setMany(c: KvClient, prefix: string, n: number): Promise<PromiseSettledResult<void>[]> {
+async function setMany(c: KvClient, prefix: string, n: number): Promise<PromiseSettledResult<unknown>[]> {
   return Promise.allSettled(Array.from({ length: n }, (_, i) => c.set(`${prefix}${i}`, `value-${prefix}${i}`)));
 }
 
 /** Every set answered ok is read back with its own value: no false ack. */
-async function expectAckedReadable(c: KvClient, prefix: string, outcomes: PromiseSettledResult<void>[]) {
+async function expectAckedReadable(c: KvClient, prefix: string, outcomes: PromiseSettledResult<unknown>[]) {
   const acked = outcomes.flatMap((o, i) => (o.status === "fulfilled" ? [i] : []));
   const got = await Promise.all(acked.map((i) => c.getString(`${prefix}${i}`)));
   expect(got).toEqual(acked.map((i) => `value-${prefix}${i}`));

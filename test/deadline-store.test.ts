@@ -16,6 +16,12 @@ class HeldStore implements KvStore {
   set(): Promise<void> {
     return this.#call();
   }
+  getVersioned(): Promise<undefined> {
+    return this.#call();
+  }
+  setIf(): Promise<number> {
+    return this.#call();
+  }
   delete(): Promise<boolean> {
     return this.#call();
   }

@@ -201,7 +201,7 @@ describe("template.yaml", () => {
     const policy = props("TaskPolicy").PolicyDocument as Obj;
     for (const st of policy.Statement as Obj[]) for (const a of [st.Action ?? []].flat()) granted.add(String(a));
     expect([...granted].sort()).toEqual([...used].sort());
-    expect(used.size).toBe(8);
+    expect(used.size).toBe(9);
     // Every KMS grant is bound to the service's encryption context.
     for (const st of policy.Statement as Obj[]) {
       if ([st.Action].flat().some((a) => String(a).startsWith("kms:"))) {

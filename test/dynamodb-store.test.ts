@@ -74,7 +74,7 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     expect(scan.Items?.length).toBe(20);
     const needle = Buffer.from(marker);
     for (const item of scan.Items ?? []) {
-      expect(Object.keys(item).sort()).toEqual(["ct", "dk", "fmt", "iv", "pk"]);
+      expect(Object.keys(item).sort()).toEqual(["ct", "dk", "fmt", "iv", "pk", "v"]);
       for (const attr of Object.values(item)) {
         const raw = attr.B ? Buffer.from(attr.B) : Buffer.from(attr.S ?? attr.N ?? "");
         expect(raw.includes(needle)).toBe(false);
@@ -92,10 +92,12 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
       // One GenerateDataKey at startup serves every set; its own key decrypts every get.
       expect(server.counters.get(Counter.kmsGenerateDataKey)).toBe(1);
       expect(server.counters.get(Counter.kmsDecrypt)).toBe(0);
-      // Pipelined sets are coalesced into BatchWriteItem calls of up to 25.
-      expect(server.counters.get(Counter.dynamoPutItem)).toBe(0);
-      expect(server.counters.get(Counter.dynamoBatchWriteItem)).toBeGreaterThanOrEqual(12);
-      expect(server.counters.get(Counter.dynamoBatchWriteItem)).toBeLessThan(150);
+      // A set is one UpdateItem (it raises the key's version, which a batched put cannot);
+      // pipelined gets are coalesced into BatchGetItem calls of up to 100.
+      expect(server.counters.get(Counter.dynamoUpdateItem)).toBe(300);
+      expect(server.counters.get(Counter.dynamoBatchWriteItem)).toBe(0);
+      expect(server.counters.get(Counter.dynamoBatchGetItem)).toBeGreaterThanOrEqual(3);
+      expect(server.counters.get(Counter.dynamoBatchGetItem)).toBeLessThan(150);
     }
     // A new process has an empty cache: concurrent reads share one Decrypt.
     await using second = await startTestServer(dynamoConfig(table));
@@ -116,7 +118,7 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => c.set(`n${i}`, `v${i}`)));
     const values = await Promise.all(Array.from({ length: 50 }, (_, i) => c.getString(`n${i}`)));
     expect(values).toEqual(Array.from({ length: 50 }, (_, i) => `v${i}`));
-    expect(server.counters.get(Counter.dynamoPutItem)).toBe(50);
+    expect(server.counters.get(Counter.dynamoUpdateItem)).toBe(50);
     expect(server.counters.get(Counter.dynamoGetItem)).toBe(50);
     expect(server.counters.get(Counter.dynamoBatchWriteItem)).toBe(0);
     // One key for the startup check, then one per set.

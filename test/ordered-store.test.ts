@@ -26,6 +26,15 @@ class GatedStore implements KvStore {
     return this.#write(dec.decode(key), null) as Promise<boolean>;
   }
 
+  async getVersioned(key: Uint8Array) {
+    const value = await this.get(key);
+    return value && { value, version: 1 };
+  }
+
+  setIf(key: Uint8Array, value: Uint8Array): Promise<number> {
+    return this.#write(dec.decode(key), dec.decode(value)).then(() => 2);
+  }
+
   exists(key: Uint8Array): Promise<boolean> {
     this.reads++;
     return Promise.resolve(this.data.has(dec.decode(key)));

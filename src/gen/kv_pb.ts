@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kv.proto.
  */
 export const file_kv: GenFile = /*@__PURE__*/
-  fileDesc("Cghrdi5wcm90bxIIa3YucHJvdG8iIgoEZGF0YRILCgNrZXkYASACKAkSDQoFdmFsdWUYAiACKAkiKgoLc2V0X3JlcXVlc3QSGwoDcmVxGAEgAigLMg4ua3YucHJvdG8uZGF0YSJeCgxzZXRfcmVzcG9uc2USLQoFZXJyb3IYASACKA4yHi5rdi5wcm90by5zZXRfcmVzcG9uc2UuZXJyb3JfdCIfCgdlcnJvcl90EgYKAm9rEAESDAoIaW50ZXJuYWwQAiIaCgtnZXRfcmVxdWVzdBILCgNrZXkYASACKAkiigEKDGdldF9yZXNwb25zZRItCgVlcnJvchgBIAIoDjIeLmt2LnByb3RvLmdldF9yZXNwb25zZS5lcnJvcl90EhsKA3JlcRgCIAEoCzIOLmt2LnByb3RvLmRhdGEiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiHQoOZGVsZXRlX3JlcXVlc3QSCwoDa2V5GAEgAigJInMKD2RlbGV0ZV9yZXNwb25zZRIwCgVlcnJvchgBIAIoDjIhLmt2LnByb3RvLmRlbGV0ZV9yZXNwb25zZS5lcnJvcl90Ii4KB2Vycm9yX3QSBgoCb2sQARINCglub3RfZm91bmQQAhIMCghpbnRlcm5hbBADIh0KDmV4aXN0c19yZXF1ZXN0EgsKA2tleRgBIAIoCSJzCg9leGlzdHNfcmVzcG9uc2USMAoFZXJyb3IYASACKA4yIS5rdi5wcm90by5leGlzdHNfcmVzcG9uc2UuZXJyb3JfdCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyJNCgxsaXN0X3JlcXVlc3QSDgoGcHJlZml4GAEgASgJEg0KBWxpbWl0GAIgASgNEg4KBmN1cnNvchgDIAEoDBIOCgZ2YWx1ZXMYBCABKAgirwEKDWxpc3RfcmVzcG9uc2USLgoFZXJyb3IYASACKA4yHy5rdi5wcm90by5saXN0X3Jlc3BvbnNlLmVycm9yX3QSHwoHZW50cmllcxgCIAMoCzIOLmt2LnByb3RvLmRhdGESDAoEa2V5cxgDIAMoCRIOCgZjdXJzb3IYBCABKAwiLwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAISDgoKYmFkX2N1cnNvchADIg8KDWNsZWFyX3JlcXVlc3QicwoOY2xlYXJfcmVzcG9uc2USLwoFZXJyb3IYASACKA4yIC5rdi5wcm90by5jbGVhcl9yZXNwb25zZS5lcnJvcl90Eg8KB3JlbW92ZWQYAiABKAQiHwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAIi1gYKDHJlcV9lbnZlbG9wZRItCgR0eXBlGAEgAigOMh8ua3YucHJvdG8ucmVxX2VudmVsb3BlLm1zZ190eXBlEiYKB3NldF9yZXEYAiABKAsyFS5rdi5wcm90by5zZXRfcmVxdWVzdBIoCghzZXRfcmVzcBgDIAEoCzIWLmt2LnByb3RvLnNldF9yZXNwb25zZRImCgdnZXRfcmVxGAQgASgLMhUua3YucHJvdG8uZ2V0X3JlcXVlc3QSKAoIZ2V0X3Jlc3AYBSABKAsyFi5rdi5wcm90by5nZXRfcmVzcG9uc2USLAoKZGVsZXRlX3JlcRgGIAEoCzIYLmt2LnByb3RvLmRlbGV0ZV9yZXF1ZXN0Ei4KC2RlbGV0ZV9yZXNwGAcgASgLMhkua3YucHJvdG8uZGVsZXRlX3Jlc3BvbnNlEiwKCmV4aXN0c19yZXEYCCABKAsyGC5rdi5wcm90by5leGlzdHNfcmVxdWVzdBIuCgtleGlzdHNfcmVzcBgJIAEoCzIZLmt2LnByb3RvLmV4aXN0c19yZXNwb25zZRIoCghsaXN0X3JlcRgKIAEoCzIWLmt2LnByb3RvLmxpc3RfcmVxdWVzdBIqCglsaXN0X3Jlc3AYCyABKAsyFy5rdi5wcm90by5saXN0X3Jlc3BvbnNlEioKCWNsZWFyX3JlcRgMIAEoCzIXLmt2LnByb3RvLmNsZWFyX3JlcXVlc3QSLAoKY2xlYXJfcmVzcBgNIAEoCzIYLmt2LnByb3RvLmNsZWFyX3Jlc3BvbnNlIoYCCghtc2dfdHlwZRIRCg1zZXRfcmVxdWVzdF90EAESEgoOc2V0X3Jlc3BvbnNlX3QQAhIRCg1nZXRfcmVxdWVzdF90EAMSEgoOZ2V0X3Jlc3BvbnNlX3QQBBIUChBkZWxldGVfcmVxdWVzdF90EAUSFQoRZGVsZXRlX3Jlc3BvbnNlX3QQBhIUChBleGlzdHNfcmVxdWVzdF90EAcSFQoRZXhpc3RzX3Jlc3BvbnNlX3QQCBISCg5saXN0X3JlcXVlc3RfdBAJEhMKD2xpc3RfcmVzcG9uc2VfdBAKEhMKD2NsZWFyX3JlcXVlc3RfdBALEhQKEGNsZWFyX3Jlc3BvbnNlX3QQDA");
+  fileDesc("Cghrdi5wcm90bxIIa3YucHJvdG8iIgoEZGF0YRILCgNrZXkYASACKAkSDQoFdmFsdWUYAiACKAkiUQoLc2V0X3JlcXVlc3QSGwoDcmVxGAEgAigLMg4ua3YucHJvdG8uZGF0YRISCgppZl92ZXJzaW9uGAIgASgEEhEKCWlmX2Fic2VudBgDIAEoCCJ9CgxzZXRfcmVzcG9uc2USLQoFZXJyb3IYASACKA4yHi5rdi5wcm90by5zZXRfcmVzcG9uc2UuZXJyb3JfdBIPCgd2ZXJzaW9uGAIgASgEIi0KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEgwKCGNvbmZsaWN0EAMiMAoLZ2V0X3JlcXVlc3QSCwoDa2V5GAEgAigJEhQKDHdpdGhfdmVyc2lvbhgCIAEoCCKbAQoMZ2V0X3Jlc3BvbnNlEi0KBWVycm9yGAEgAigOMh4ua3YucHJvdG8uZ2V0X3Jlc3BvbnNlLmVycm9yX3QSGwoDcmVxGAIgASgLMg4ua3YucHJvdG8uZGF0YRIPCgd2ZXJzaW9uGAMgASgEIi4KB2Vycm9yX3QSBgoCb2sQARINCglub3RfZm91bmQQAhIMCghpbnRlcm5hbBADIh0KDmRlbGV0ZV9yZXF1ZXN0EgsKA2tleRgBIAIoCSJzCg9kZWxldGVfcmVzcG9uc2USMAoFZXJyb3IYASACKA4yIS5rdi5wcm90by5kZWxldGVfcmVzcG9uc2UuZXJyb3JfdCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyIdCg5leGlzdHNfcmVxdWVzdBILCgNrZXkYASACKAkicwoPZXhpc3RzX3Jlc3BvbnNlEjAKBWVycm9yGAEgAigOMiEua3YucHJvdG8uZXhpc3RzX3Jlc3BvbnNlLmVycm9yX3QiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiTQoMbGlzdF9yZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCRINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAwSDgoGdmFsdWVzGAQgASgIIq8BCg1saXN0X3Jlc3BvbnNlEi4KBWVycm9yGAEgAigOMh8ua3YucHJvdG8ubGlzdF9yZXNwb25zZS5lcnJvcl90Eh8KB2VudHJpZXMYAiADKAsyDi5rdi5wcm90by5kYXRhEgwKBGtleXMYAyADKAkSDgoGY3Vyc29yGAQgASgMIi8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEg4KCmJhZF9jdXJzb3IQAyIPCg1jbGVhcl9yZXF1ZXN0InMKDmNsZWFyX3Jlc3BvbnNlEi8KBWVycm9yGAEgAigOMiAua3YucHJvdG8uY2xlYXJfcmVzcG9uc2UuZXJyb3JfdBIPCgdyZW1vdmVkGAIgASgEIh8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACItYGCgxyZXFfZW52ZWxvcGUSLQoEdHlwZRgBIAIoDjIfLmt2LnByb3RvLnJlcV9lbnZlbG9wZS5tc2dfdHlwZRImCgdzZXRfcmVxGAIgASgLMhUua3YucHJvdG8uc2V0X3JlcXVlc3QSKAoIc2V0X3Jlc3AYAyABKAsyFi5rdi5wcm90by5zZXRfcmVzcG9uc2USJgoHZ2V0X3JlcRgEIAEoCzIVLmt2LnByb3RvLmdldF9yZXF1ZXN0EigKCGdldF9yZXNwGAUgASgLMhYua3YucHJvdG8uZ2V0X3Jlc3BvbnNlEiwKCmRlbGV0ZV9yZXEYBiABKAsyGC5rdi5wcm90by5kZWxldGVfcmVxdWVzdBIuCgtkZWxldGVfcmVzcBgHIAEoCzIZLmt2LnByb3RvLmRlbGV0ZV9yZXNwb25zZRIsCgpleGlzdHNfcmVxGAggASgLMhgua3YucHJvdG8uZXhpc3RzX3JlcXVlc3QSLgoLZXhpc3RzX3Jlc3AYCSABKAsyGS5rdi5wcm90by5leGlzdHNfcmVzcG9uc2USKAoIbGlzdF9yZXEYCiABKAsyFi5rdi5wcm90by5saXN0X3JlcXVlc3QSKgoJbGlzdF9yZXNwGAsgASgLMhcua3YucHJvdG8ubGlzdF9yZXNwb25zZRIqCgljbGVhcl9yZXEYDCABKAsyFy5rdi5wcm90by5jbGVhcl9yZXF1ZXN0EiwKCmNsZWFyX3Jlc3AYDSABKAsyGC5rdi5wcm90by5jbGVhcl9yZXNwb25zZSKGAgoIbXNnX3R5cGUSEQoNc2V0X3JlcXVlc3RfdBABEhIKDnNldF9yZXNwb25zZV90EAISEQoNZ2V0X3JlcXVlc3RfdBADEhIKDmdldF9yZXNwb25zZV90EAQSFAoQZGVsZXRlX3JlcXVlc3RfdBAFEhUKEWRlbGV0ZV9yZXNwb25zZV90EAYSFAoQZXhpc3RzX3JlcXVlc3RfdBAHEhUKEWV4aXN0c19yZXNwb25zZV90EAgSEgoObGlzdF9yZXF1ZXN0X3QQCRITCg9saXN0X3Jlc3BvbnNlX3QQChITCg9jbGVhcl9yZXF1ZXN0X3QQCxIUChBjbGVhcl9yZXNwb25zZV90EAw");
 
 /**
  * @generated from message kv.proto.data
@@ -48,6 +48,23 @@ export type set_request = Message<"kv.proto.set_request"> & {
    * @generated from field: required kv.proto.data req = 1;
    */
   req?: data | undefined;
+
+  /**
+   * Write only if the key's current version is this one (compare-and-set).
+   * Version 0 names a value written before versions existed.
+   *
+   * @generated from field: optional uint64 if_version = 2;
+   */
+  ifVersion: bigint;
+
+  /**
+   * Write only if the key has no value. At most one of if_version and
+   * if_absent; either is best sent before req (a large value then streams
+   * within the byte budget like any other; after the value it is refused).
+   *
+   * @generated from field: optional bool if_absent = 3;
+   */
+  ifAbsent: boolean;
 };
 
 /**
@@ -65,6 +82,13 @@ export type set_response = Message<"kv.proto.set_response"> & {
    * @generated from field: required kv.proto.set_response.error_t error = 1;
    */
   error: set_response_error_t;
+
+  /**
+   * The version written, on ok of a conditional write.
+   *
+   * @generated from field: optional uint64 version = 2;
+   */
+  version: bigint;
 };
 
 /**
@@ -87,6 +111,13 @@ export enum set_response_error_t {
    * @generated from enum value: internal = 2;
    */
   internal = 2,
+
+  /**
+   * A conditional write's condition did not hold; nothing was written.
+   *
+   * @generated from enum value: conflict = 3;
+   */
+  conflict = 3,
 }
 
 /**
@@ -103,6 +134,13 @@ export type get_request = Message<"kv.proto.get_request"> & {
    * @generated from field: required string key = 1;
    */
   key: string;
+
+  /**
+   * Answer the value's version too (get_response.version).
+   *
+   * @generated from field: optional bool with_version = 2;
+   */
+  withVersion: boolean;
 };
 
 /**
@@ -125,6 +163,13 @@ export type get_response = Message<"kv.proto.get_response"> & {
    * @generated from field: optional kv.proto.data req = 2;
    */
   req?: data | undefined;
+
+  /**
+   * The value's version, on ok when the request asked for it.
+   *
+   * @generated from field: optional uint64 version = 3;
+   */
+  version: bigint;
 };
 
 /**

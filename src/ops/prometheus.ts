@@ -42,7 +42,7 @@ export class Metrics {
     collectDefaultMetrics({ register: this.#registry, prefix: "kvs_" });
     new PromCounter({
       name: "kvs_requests_total",
-      help: "Requests answered, by op and result (ok, not_found, internal, refused)",
+      help: "Requests answered, by op and result (ok, not_found, internal, refused, conflict)",
       labelNames: ["op", "result"],
       registers,
       collect() {

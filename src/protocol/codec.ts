@@ -1,4 +1,5 @@
 import { ErrorCode, isKvError, KvError } from "../errors.js";
+import type { WriteCondition } from "../store/kv-store.js";
 import { encodeFrame, encodeSmallFrame, type Field } from "./proto-writer.js";
 import { varintSize, writeVarint } from "./varint.js";
 import { Wire, WireReader } from "./wire-reader.js";
@@ -31,7 +32,7 @@ export const MsgType = {
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 
 /** `set_response.error_t` values. */
-export const SetError = { Ok: 1, Internal: 2 } as const;
+export const SetError = { Ok: 1, Internal: 2, Conflict: 3 } as const;
 export type SetError = (typeof SetError)[keyof typeof SetError];
 
 /** `get_response.error_t` values. */
@@ -67,8 +68,14 @@ export interface ListRequestFields {
 
 /** A decoded request. Byte fields are views of the frame. */
 export type Request =
-  | { readonly kind: "set"; readonly key: Uint8Array; readonly value: Uint8Array }
-  | { readonly kind: "get"; readonly key: Uint8Array }
+  | {
+      readonly kind: "set";
+      readonly key: Uint8Array;
+      readonly value: Uint8Array;
+      /** Present on a conditional write. */
+      readonly condition?: WriteCondition;
+    }
+  | { readonly kind: "get"; readonly key: Uint8Array; readonly withVersion?: boolean }
   | { readonly kind: "delete"; readonly key: Uint8Array }
   | { readonly kind: "exists"; readonly key: Uint8Array }
   | ({ readonly kind: "list" } & ListRequestFields)
@@ -78,8 +85,14 @@ export type Request =
 
 /** A decoded response (client side). Byte fields are views of the frame. */
 export type Response =
-  | { readonly kind: "set"; readonly error: SetError }
-  | { readonly kind: "get"; readonly error: GetError; readonly key?: Uint8Array; readonly value?: Uint8Array }
+  | { readonly kind: "set"; readonly error: SetError; readonly version?: number }
+  | {
+      readonly kind: "get";
+      readonly error: GetError;
+      readonly key?: Uint8Array;
+      readonly value?: Uint8Array;
+      readonly version?: number;
+    }
   | { readonly kind: "delete" | "exists"; readonly error: KeyError }
   | {
       readonly kind: "list";
@@ -93,6 +106,12 @@ export type Response =
 interface DataFields {
   key?: Uint8Array;
   value?: Uint8Array;
+}
+
+/** A set_request's conditions, as read (checked after the envelope is read). */
+interface SetConditions {
+  ifVersion?: number;
+  ifAbsent?: boolean;
 }
 
 // Field tags, precomputed as (field << 3) | wire type.
@@ -110,6 +129,11 @@ const TAG_RESP_DATA = 0x12; // get_response.req = 2
 const TAG_KEY = 0x0a; // data.key = 1, get_request.key = 1
 const TAG_VALUE = 0x12; // data.value = 2
 const TAG_REQ_DATA = 0x0a; // set_request.req = 1
+const TAG_IF_VERSION = 0x10; // set_request.if_version = 2, varint
+const TAG_IF_ABSENT = 0x18; // set_request.if_absent = 3, varint
+const TAG_WITH_VERSION = 0x10; // get_request.with_version = 2, varint
+const TAG_SET_VERSION = 0x10; // set_response.version = 2, varint
+const TAG_GET_VERSION = 0x18; // get_response.version = 3, varint
 
 /**
  * The reader's own reason, in context: it says what is wrong, this says
@@ -134,26 +158,41 @@ function readData(r: WireReader, into: DataFields): void {
   }
 }
 
-/** Reads a message whose only known field is `1: bytes key` (get_request). */
-function readKeyOnly(r: WireReader, into: DataFields): void {
+/**
+ * Reads a message whose only known field is `1: bytes key` (delete and
+ * exists requests), or a get_request, whose `2: bool with_version` goes to `flag`.
+ */
+function readKeyOnly(r: WireReader, into: DataFields, flag?: { withVersion?: boolean }): void {
   while (r.more()) {
     r.tag();
     if (r.field === 1 && r.wire === Wire.bytes) into.key = r.bytes();
+    else if (flag !== undefined && r.field === 2 && r.wire === Wire.varint) flag.withVersion = r.varint() !== 0;
     else r.skip();
   }
 }
 
-/** Reads a set_request: `1: data req`. Returns whether `req` was present. */
-function readSetRequest(r: WireReader, into: DataFields): boolean {
+/** Reads a set_request: `1: data req`, `2: uint64 if_version`, `3: bool if_absent`. Returns whether `req` was present. */
+function readSetRequest(r: WireReader, into: DataFields, conditions: SetConditions): boolean {
   let present = false;
   while (r.more()) {
     r.tag();
     if (r.field === 1 && r.wire === Wire.bytes) {
       readData(r.message(), into);
       present = true;
-    } else r.skip();
+    } else if (r.field === 2 && r.wire === Wire.varint) conditions.ifVersion = r.varint();
+    else if (r.field === 3 && r.wire === Wire.varint) conditions.ifAbsent = r.varint() !== 0;
+    else r.skip();
   }
   return present;
+}
+
+/** The write condition of a set, or why its conditions are unusable. */
+function conditionOf(c: SetConditions): WriteCondition | string | undefined {
+  if (c.ifVersion !== undefined && c.ifAbsent) return "set_req has both if_version and if_absent";
+  if (c.ifAbsent) return { ifAbsent: true };
+  if (c.ifVersion === undefined) return undefined;
+  if (!Number.isSafeInteger(c.ifVersion)) return `if_version ${c.ifVersion} is above 2^53, which no version reaches`;
+  return { ifVersion: c.ifVersion };
 }
 
 /**
@@ -175,6 +214,8 @@ export function decodeRequest(frame: Uint8Array): Request {
   let clearReqSeen = false;
   const data: DataFields = {};
   const getKey: DataFields = {};
+  const getFlags: { withVersion?: boolean } = {};
+  const conditions: SetConditions = {};
   const deleteKey: DataFields = {};
   const existsKey: DataFields = {};
   try {
@@ -187,10 +228,10 @@ export function decodeRequest(frame: Uint8Array): Request {
         r.skip();
       } else if (r.field === 2) {
         setReqSeen = true;
-        if (readSetRequest(r.message(), data)) setReqHasData = true;
+        if (readSetRequest(r.message(), data, conditions)) setReqHasData = true;
       } else if (r.field === 4) {
         getReqSeen = true;
-        readKeyOnly(r.message(), getKey);
+        readKeyOnly(r.message(), getKey, getFlags);
       } else if (r.field === 6) {
         deleteReqSeen = true;
         readKeyOnly(r.message(), deleteKey);
@@ -228,11 +269,18 @@ export function decodeRequest(frame: Uint8Array): Request {
       if (!setReqHasData) return invalid("set", "set_req without its required field req");
       if (data.key === undefined) return invalid("set", "set_req.req without its required field key");
       if (data.value === undefined) return invalid("set", "set_req.req without its required field value");
-      return { kind: "set", key: data.key, value: data.value };
+      {
+        const condition = conditionOf(conditions);
+        if (typeof condition === "string") return invalid("set", condition);
+        if (condition === undefined) return { kind: "set", key: data.key, value: data.value };
+        return { kind: "set", key: data.key, value: data.value, condition };
+      }
     case MsgType.GetRequest:
       if (!getReqSeen) return invalid("get", "get_request_t without get_req");
       if (getKey.key === undefined) return invalid("get", "get_req without its required field key");
-      return { kind: "get", key: getKey.key };
+      return getFlags.withVersion
+        ? { kind: "get", key: getKey.key, withVersion: true }
+        : { kind: "get", key: getKey.key };
     case MsgType.DeleteRequest:
       if (!deleteReqSeen) return invalid("delete", "delete_request_t without delete_req");
       if (deleteKey.key === undefined) return invalid("delete", "delete_req without its required field key");
@@ -310,6 +358,7 @@ function statusFrame(type: MsgType, tag: number, error: number): Uint8Array {
 export const Frames = {
   setOk: statusFrame(MsgType.SetResponse, TAG_SET_RESP, SetError.Ok),
   setInternal: statusFrame(MsgType.SetResponse, TAG_SET_RESP, SetError.Internal),
+  setConflict: statusFrame(MsgType.SetResponse, TAG_SET_RESP, SetError.Conflict),
   getNotFound: statusFrame(MsgType.GetResponse, TAG_GET_RESP, GetError.NotFound),
   getInternal: statusFrame(MsgType.GetResponse, TAG_GET_RESP, GetError.Internal),
 } as const;
@@ -335,6 +384,30 @@ const INTERNAL: Record<ReplyKind, Uint8Array> = {
   list: ApiFrames.listInternal,
   clear: ApiFrames.clearInternal,
 };
+
+/** Encodes a framed `set_response{ok, version}`: the answer to a conditional write. */
+export function encodeSetOk(version: number): Uint8Array {
+  return frameOf([
+    TAG_TYPE,
+    MsgType.SetResponse,
+    TAG_SET_RESP,
+    3 + varintSize(version),
+    TAG_ERROR,
+    SetError.Ok,
+    ...[TAG_SET_VERSION, ...varintBytes(version)],
+  ]);
+}
+
+/** The varint encoding of `n` (below 2^53) as bytes. */
+function varintBytes(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
 
 /** The `internal` response frame for a request answered with `reply`. */
 export function internalFrame(reply: ReplyKind): Uint8Array {
@@ -490,12 +563,17 @@ function fresh(n: number): Uint8Array {
   return new Uint8Array(n);
 }
 
+/** `get_response`'s fields before `req`: `error: ok`, and the version when one is answered (before req, so a streamed value can follow). */
+function getOkPrefix(version: number | undefined): readonly number[] {
+  return version === undefined ? GET_OK_PREFIX : [...GET_OK_PREFIX, TAG_GET_VERSION, ...varintBytes(version)];
+}
+
 /**
- * The start of a framed `get_response{ok, req{key, value}}` whose value of
- * `valueLength` bytes is sent after it, piece by piece: a streamed get.
+ * The start of a framed `get_response{ok, [version], req{key, value}}` whose
+ * value of `valueLength` bytes is sent after it, piece by piece: a streamed get.
  */
-export function encodeGetOkHead(key: Uint8Array, valueLength: number): Uint8Array {
-  return encodeDataHead(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, valueLength);
+export function encodeGetOkHead(key: Uint8Array, valueLength: number, version?: number): Uint8Array {
+  return encodeDataHead(MsgType.GetResponse, TAG_GET_RESP, getOkPrefix(version), TAG_RESP_DATA, key, valueLength);
 }
 
 /** The start of a framed `set_request` whose value of `valueLength` bytes follows it: a streamed upload. */
@@ -503,9 +581,9 @@ export function encodeSetRequestHead(key: Uint8Array, valueLength: number): Uint
   return encodeDataHead(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, valueLength);
 }
 
-/** Encodes a framed `get_response{ok, req{key, value}}`; a large value is its own part, uncopied. */
-export function encodeGetOk(key: Uint8Array, value: Uint8Array): Uint8Array[] {
-  return parts(encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value));
+/** Encodes a framed `get_response{ok, [version], req{key, value}}`; a large value is its own part, uncopied. */
+export function encodeGetOk(key: Uint8Array, value: Uint8Array, version?: number): Uint8Array[] {
+  return parts(encodeWithData(MsgType.GetResponse, TAG_GET_RESP, getOkPrefix(version), TAG_RESP_DATA, key, value));
 }
 
 /** Where {@link encodeGetOkInto} writes: room reserved in an output buffer. */
@@ -576,14 +654,22 @@ export function encodeGetOkScratch(key: Uint8Array, value: Uint8Array): Uint8Arr
   return encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value, fromScratch);
 }
 
-/** Encodes a framed `set_request`; a large value is its own part, uncopied. */
-export function encodeSetRequest(key: Uint8Array, value: Uint8Array): Uint8Array[] {
-  return parts(encodeWithData(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, value));
+/**
+ * Encodes a framed `set_request`, conditional when `condition` is given (its
+ * field goes before `req`); a large value is its own part, uncopied.
+ */
+export function encodeSetRequest(key: Uint8Array, value: Uint8Array, condition?: WriteCondition): Uint8Array[] {
+  return parts(encodeWithData(MsgType.SetRequest, TAG_SET_REQ, conditionPrefix(condition), TAG_REQ_DATA, key, value));
 }
 
-/** Encodes a framed `get_request`. */
-export function encodeGetRequest(key: Uint8Array): Uint8Array {
-  const getLen = 1 + varintSize(key.length) + key.length;
+function conditionPrefix(condition: WriteCondition | undefined): readonly number[] {
+  if (condition === undefined) return [];
+  return condition.ifAbsent ? [TAG_IF_ABSENT, 1] : [TAG_IF_VERSION, ...varintBytes(condition.ifVersion)];
+}
+
+/** Encodes a framed `get_request`, asking for the version too with `withVersion`. */
+export function encodeGetRequest(key: Uint8Array, withVersion = false): Uint8Array {
+  const getLen = 1 + varintSize(key.length) + key.length + (withVersion ? 2 : 0);
   const envLen = 2 + 1 + varintSize(getLen) + getLen;
   const out = new Uint8Array(varintSize(envLen) + envLen);
   let p = writeVarint(out, 0, envLen);
@@ -594,6 +680,10 @@ export function encodeGetRequest(key: Uint8Array): Uint8Array {
   out[p++] = TAG_KEY;
   p = writeVarint(out, p, key.length);
   out.set(key, p);
+  if (withVersion) {
+    out[p + key.length] = TAG_WITH_VERSION;
+    out[p + key.length + 1] = 1;
+  }
   return out;
 }
 
@@ -632,12 +722,22 @@ function readClearResponse(r: WireReader, into: { error?: number; removed?: numb
   }
 }
 
-function readStatus(r: WireReader, data: DataFields | null): number | undefined {
+/**
+ * Reads a response's `1: error`, and, where the response has them, its
+ * `data` (`2` of get_response) and its version (`versionField`: 2 of
+ * set_response, 3 of get_response).
+ */
+function readStatus(
+  r: WireReader,
+  data: DataFields | null,
+  version?: { field: number; value?: number },
+): number | undefined {
   let error: number | undefined;
   while (r.more()) {
     r.tag();
     if (r.field === 1 && r.wire === Wire.varint) error = r.int32();
     else if (data !== null && r.field === 2 && r.wire === Wire.bytes) readData(r.message(), data);
+    else if (version !== undefined && r.field === version.field && r.wire === Wire.varint) version.value = r.varint();
     else r.skip();
   }
   return error;
@@ -657,15 +757,17 @@ export function decodeResponse(frame: Uint8Array): Response {
   let list: ListResponseFields | undefined;
   const data: DataFields = {};
   let dataSeen = false;
+  const setVersion: { field: number; value?: number } = { field: 2 };
+  const getVersion: { field: number; value?: number } = { field: 3 };
   try {
     const r = new WireReader(frame);
     while (r.more()) {
       r.tag();
       if (r.field === 1 && r.wire === Wire.varint) type = r.int32();
-      else if (r.field === 3 && r.wire === Wire.bytes) setError = readStatus(r.message(), null);
+      else if (r.field === 3 && r.wire === Wire.bytes) setError = readStatus(r.message(), null, setVersion);
       else if (r.field === 5 && r.wire === Wire.bytes) {
         const before = data.key !== undefined || data.value !== undefined;
-        getError = readStatus(r.message(), data) ?? getError;
+        getError = readStatus(r.message(), data, getVersion) ?? getError;
         dataSeen = before || data.key !== undefined || data.value !== undefined;
       } else if (r.field === 7 && r.wire === Wire.bytes) deleteError = readStatus(r.message(), null);
       else if (r.field === 9 && r.wire === Wire.bytes) existsError = readStatus(r.message(), null);
@@ -704,10 +806,12 @@ export function decodeResponse(frame: Uint8Array): Response {
     return { kind: "clear", error, removed: clear?.removed ?? 0 };
   }
   if (type === MsgType.SetResponse) {
-    if (setError !== SetError.Ok && setError !== SetError.Internal) {
+    if (setError !== SetError.Ok && setError !== SetError.Internal && setError !== SetError.Conflict) {
       throw protocolError(`set_response with error ${setError}`);
     }
-    return { kind: "set", error: setError };
+    return setVersion.value === undefined
+      ? { kind: "set", error: setError }
+      : { kind: "set", error: setError, version: setVersion.value };
   }
   if (type === MsgType.GetResponse) {
     if (getError !== GetError.Ok && getError !== GetError.NotFound && getError !== GetError.Internal) {
@@ -716,6 +820,9 @@ export function decodeResponse(frame: Uint8Array): Response {
     if (getError !== GetError.Ok) return { kind: "get", error: getError };
     if (!dataSeen || data.key === undefined || data.value === undefined) {
       throw protocolError("get_response ok without req{key, value}");
+    }
+    if (getVersion.value !== undefined) {
+      return { kind: "get", error: getError, key: data.key, value: data.value, version: getVersion.value };
     }
     return { kind: "get", error: getError, key: data.key, value: data.value };
   }

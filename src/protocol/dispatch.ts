@@ -11,7 +11,16 @@ import {
 } from "../net/connection.js";
 import { type Op, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
-import { type Cancel, isValueStream, type KvStore, MAX_KEY_BYTES, oversizedKey, readValue } from "../store/kv-store.js";
+import {
+  type Cancel,
+  isValueStream,
+  type KvStore,
+  MAX_KEY_BYTES,
+  oversizedKey,
+  readValue,
+  type ValueStream,
+  type WriteCondition,
+} from "../store/kv-store.js";
 import {
   ApiFrames,
   decodeRequest,
@@ -21,6 +30,7 @@ import {
   encodeGetOkInto,
   encodeGetOkScratch,
   encodeListOk,
+  encodeSetOk,
   Frames,
   type ListRequestFields,
   type ReplyKind,
@@ -43,6 +53,7 @@ export const STREAM_SETS_FROM_BYTES = 4 * 1024 * 1024;
 
 /** Codes that are the client's doing: logged at debug, so a noisy client cannot flood the log. */
 const CLIENT_ERRORS: ReadonlySet<string> = new Set([
+  ErrorCode.Conflict,
   ErrorCode.BadRequest,
   ErrorCode.KeyTooLarge,
   ErrorCode.ValueTooLarge,
@@ -119,8 +130,10 @@ export class Dispatcher implements FrameHandler {
   dispatch(req: Request, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> | Deferred {
     switch (req.kind) {
       case "set":
+        if (req.condition !== undefined) return this.#setIf(req.key, req.value, req.condition, cancel);
         return this.#set(req.key, req.value, sink, cancel);
       case "get":
+        if (req.withVersion) return this.#getVersioned(req.key, cancel);
         return this.#get(req.key, sink, cancel);
       case "delete":
       case "exists":
@@ -202,6 +215,43 @@ export class Dispatcher implements FrameHandler {
     return this.#answerSet(store.set(key, value, cancel), performance.now());
   }
 
+  /** A conditional set: `ok` with the version written, or `conflict`. Never collapsed with other sets. */
+  #setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Answer | Promise<Answer> {
+    const limitError = this.#checkKey(key) ?? this.#checkValue(value);
+    if (limitError) return this.#fail("set", limitError);
+    const started = performance.now();
+    return settle(
+      this.#store.setIf(key, value, condition, cancel),
+      (version) => {
+        this.#timed("set", "ok", started);
+        return encodeSetOk(version);
+      },
+      (err) => {
+        this.stats.observe("set", (performance.now() - started) / 1000);
+        return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
+      },
+    );
+  }
+
+  /** A get that answers the value's version too. */
+  #getVersioned(key: Uint8Array, cancel?: Cancel): Answer | Promise<Answer> {
+    const limitError = this.#checkKey(key);
+    if (limitError) return this.#fail("get", limitError);
+    const started = performance.now();
+    return settle(
+      this.#store.getVersioned(key, cancel),
+      (found) => {
+        this.#timed("get", found === undefined ? "not_found" : "ok", started);
+        if (found === undefined) return Frames.getNotFound;
+        return getOkAnswer(key, found.value, found.version);
+      },
+      (err) => {
+        this.stats.observe("get", (performance.now() - started) / 1000);
+        return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
+      },
+    );
+  }
+
   /** The answer to a set once the store's `work` settles, counted and timed from `started`. */
   #answerSet(work: Promise<void>, started: number): Promise<Answer> {
     return settle(
@@ -240,14 +290,7 @@ export class Dispatcher implements FrameHandler {
       (value) => {
         this.#timed("get", value === undefined ? "not_found" : "ok", started);
         if (value === undefined) return Frames.getNotFound;
-        if (!isValueStream(value)) return encodeGetOk(key, value);
-        // A large value goes out as its chunks arrive: the frame's length is known from the value's size.
-        return new StreamedAnswer(
-          encodeGetOkHead(key, value.size),
-          value.size,
-          () => value.next(),
-          () => value.cancel(),
-        );
+        return getOkAnswer(key, value, undefined);
       },
       (err) => {
         this.stats.observe("get", (performance.now() - started) / 1000);
@@ -278,12 +321,27 @@ export class Dispatcher implements FrameHandler {
   }
 
   #fail(reply: ReplyKind, err: KvError): Uint8Array {
-    this.stats.count(reply, CLIENT_ERRORS.has(err.code) ? "refused" : "internal");
+    const result = err.code === ErrorCode.Conflict ? "conflict" : CLIENT_ERRORS.has(err.code) ? "refused" : "internal";
+    this.stats.count(reply, result);
     const fields = { code: err.code, op: reply, reason: err.message };
     if (CLIENT_ERRORS.has(err.code)) this.#log.debug("request refused", fields);
     else this.#repeats.warn(err.code, "request failed", fields);
     return errorFrame(reply, err);
   }
+}
+
+/**
+ * A get's `ok` answer: whole, or for a large value streamed as its chunks
+ * arrive (the frame's length is known from the value's size).
+ */
+function getOkAnswer(key: Uint8Array, value: Uint8Array | ValueStream, version: number | undefined): Answer {
+  if (!isValueStream(value)) return encodeGetOk(key, value, version);
+  return new StreamedAnswer(
+    encodeGetOkHead(key, value.size, version),
+    value.size,
+    () => value.next(),
+    () => value.cancel(),
+  );
 }
 
 /**

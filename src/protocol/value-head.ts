@@ -133,7 +133,8 @@ const REPLY_OF_TYPE: Record<number, ReplyKind> = {
  * undefined when the frame is the set it began as, or why it is not: a
  * field that would replace the key, the value, `req` or `set_req` (protobuf
  * lets the last occurrence win, which a value already taken cannot honour),
- * or a later `type` that is no longer a set. Throws `KV_ERR_BAD_ENVELOPE`
+ * a write condition (it must be known before the value is written), or a
+ * later `type` that is no longer a set. Throws `KV_ERR_BAD_ENVELOPE`
  * when the bytes are not protobuf, as decoding a whole frame would.
  */
 export function checkSetTrailer(
@@ -155,6 +156,13 @@ export function checkSetTrailer(
       setReq.tag();
       if (setReq.field === 1 && setReq.wire === Wire.bytes) {
         return { reply: "set", reason: "a streamed set repeats set_req.req after the value" };
+      }
+      // The value is written as it arrives, so a condition must be known before it: never ignored.
+      if ((setReq.field === 2 || setReq.field === 3) && setReq.wire === Wire.varint) {
+        return {
+          reply: "set",
+          reason: "a streamed set's condition (if_version, if_absent) must come before its value",
+        };
       }
       setReq.skip();
     }

@@ -1,4 +1,11 @@
-import type { DynamoCallError, PutItemJson, ScanJson, ScanPage, WriteRequestJson } from "./dynamo-data-client.js";
+import type {
+  DynamoCallError,
+  PutItemJson,
+  ScanJson,
+  ScanPage,
+  UpdateItemJson,
+  WriteRequestJson,
+} from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
 
 /**
@@ -28,6 +35,8 @@ export interface DataPlane {
   ): Promise<AttributeMap | undefined>;
   /** With `returnOld`, resolves the item replaced. */
   putItem(input: PutItemJson, timeoutMs?: number): Promise<AttributeMap | undefined>;
+  /** With `returnOld`, resolves the item as it was; a failed condition rejects, with the item if `oldOnConflict`. */
+  updateItem(input: UpdateItemJson, timeoutMs?: number): Promise<AttributeMap | undefined>;
   /** With `returnOld`, resolves the item deleted. */
   deleteItem(
     table: string,

@@ -9,6 +9,8 @@ import {
   readValue,
   type ValueSink,
   type ValueStream,
+  type Versioned,
+  type WriteCondition,
   writeValue,
 } from "./kv-store.js";
 
@@ -63,11 +65,14 @@ export class DeadlineStore implements KvStore {
    */
   async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
     const result = await this.#bounded("get", this.#timeoutMs, readValue(this.#inner, key, cancel));
-    if (!isValueStream(result)) return result;
+    return isValueStream(result) ? this.#boundedStream(result) : result;
+  }
+
+  #boundedStream(stream: ValueStream): ValueStream {
     return {
-      size: result.size,
-      next: () => this.#bounded("get (a piece of a large value)", this.#timeoutMs, result.next()),
-      cancel: () => result.cancel(),
+      size: stream.size,
+      next: () => this.#bounded("get (a piece of a large value)", this.#timeoutMs, stream.next()),
+      cancel: () => stream.cancel(),
     };
   }
 
@@ -97,6 +102,18 @@ export class DeadlineStore implements KvStore {
       },
       end: () => (failure !== undefined ? Promise.reject(failure) : this.#bounded("set", ms, inner.end())),
     });
+  }
+
+  /** The head and, for a large value, each piece as {@link getStream}. */
+  async getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
+    const result = await this.#bounded("get", this.#timeoutMs, this.#inner.getVersioned(key, cancel));
+    if (result === undefined || !isValueStream(result.value)) return result;
+    return { value: this.#boundedStream(result.value), version: result.version };
+  }
+
+  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
+    const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
+    return this.#bounded("set", ms, this.#inner.setIf(key, value, condition, cancel));
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {

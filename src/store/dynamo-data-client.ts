@@ -5,7 +5,14 @@ import type { DataPlane } from "./data-plane.js";
 import { type AttributeMap, attributeMapJson, parseAttributeMap } from "./dynamo-json.js";
 
 /** The data-plane operations this client speaks. Everything else goes through the SDK. */
-export type DataOperation = "BatchWriteItem" | "BatchGetItem" | "PutItem" | "GetItem" | "DeleteItem" | "Scan";
+export type DataOperation =
+  | "BatchWriteItem"
+  | "BatchGetItem"
+  | "PutItem"
+  | "UpdateItem"
+  | "GetItem"
+  | "DeleteItem"
+  | "Scan";
 
 /** Error codes DynamoDB uses for throttling; the SDK retries the same set. */
 const THROTTLING = new Set([
@@ -40,12 +47,19 @@ export class DynamoCallError extends Error {
   readonly status: number | undefined;
   /** Whether repeating the call may succeed: throttling, 5xx, network faults, timeouts, damaged bodies. */
   readonly retryable: boolean;
+  /** The item as it stood, on a failed condition of a call that asked for it (`oldOnConflict`). */
+  readonly item: AttributeMap | undefined;
 
-  constructor(code: string, message: string, options: { status?: number; retryable: boolean; cause?: unknown }) {
+  constructor(
+    code: string,
+    message: string,
+    options: { status?: number; retryable: boolean; cause?: unknown; item?: AttributeMap },
+  ) {
     super(message, { cause: options.cause });
     this.name = code;
     this.status = options.status;
     this.retryable = options.retryable;
+    this.item = options.item;
   }
 }
 
@@ -210,6 +224,23 @@ export class DynamoDataClient implements DataPlane {
     return out.Attributes === undefined ? undefined : parseAttributeMap(out.Attributes);
   }
 
+  /**
+   * UpdateItem, optionally conditional. With `returnOld`, resolves the item
+   * as it was before (undefined when there was none).
+   */
+  async updateItem(input: UpdateItemJson, timeoutMs?: number): Promise<AttributeMap | undefined> {
+    let body =
+      `{"TableName":${JSON.stringify(input.table)},"Key":${attributeMapJson(input.key)}` +
+      `,"UpdateExpression":${JSON.stringify(input.update)}` +
+      `,"ExpressionAttributeNames":${JSON.stringify(input.names)}` +
+      `,"ExpressionAttributeValues":${attributeMapJson(input.values)}`;
+    if (input.condition !== undefined) body += `,"ConditionExpression":${JSON.stringify(input.condition)}`;
+    if (input.oldOnConflict) body += `,"ReturnValuesOnConditionCheckFailure":"ALL_OLD"`;
+    if (input.returnOld) body += `,"ReturnValues":"ALL_OLD"`;
+    const out = (await this.call("UpdateItem", `${body}}`, timeoutMs)) as { Attributes?: unknown };
+    return out.Attributes === undefined ? undefined : parseAttributeMap(out.Attributes);
+  }
+
   /** DeleteItem. With `returnOld`, resolves the item it deleted (undefined when there was none). */
   async deleteItem(
     table: string,
@@ -348,6 +379,7 @@ export class DynamoDataClient implements DataPlane {
     return new DynamoCallError(code, `DynamoDB ${op} failed: ${code}${message ? `: ${message}` : ""}`, {
       status,
       retryable,
+      item: b.Item === undefined ? undefined : parseAttributeMap(b.Item),
     });
   }
 }
@@ -391,6 +423,20 @@ export interface PutItemJson {
   names?: Record<string, string>;
   values?: AttributeMap;
   returnOld?: boolean;
+}
+
+/** An UpdateItem call. Every name and value the expressions use goes in `names` and `values`. */
+export interface UpdateItemJson {
+  table: string;
+  key: AttributeMap;
+  update: string;
+  condition?: string;
+  names: Record<string, string>;
+  values: AttributeMap;
+  /** Resolve the item as it was before the update. */
+  returnOld?: boolean;
+  /** On a failed condition, carry the item as it stands in the error ({@link DynamoCallError.item}). */
+  oldOnConflict?: boolean;
 }
 
 function conditionJson(input: PutItemJson): string {

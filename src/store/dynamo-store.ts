@@ -10,7 +10,7 @@ import { BatchReader } from "./batch-reader.js";
 import { BatchWriter, MAX_BATCH_WRITE_ITEMS } from "./batch-writer.js";
 import { ChunkUpload } from "./chunk-upload.js";
 import type { DataPlane } from "./data-plane.js";
-import { DynamoCallError } from "./dynamo-data-client.js";
+import { DynamoCallError, type UpdateItemJson } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import {
   decodeCursor,
@@ -27,6 +27,7 @@ import {
   chunkedHeadItem,
   chunkItem,
   chunkPk,
+  HEAD_ATTRS,
   type Head,
   headPk,
   ItemFormat,
@@ -37,10 +38,13 @@ import {
   singleItem,
   VERSION_BYTES,
   valueAad,
+  versionOf,
 } from "./item-format.js";
 import {
   type Cancel,
   CollectingSink,
+  conflict,
+  firstVersion,
   type KvStore,
   type ListEntry,
   type ListPage,
@@ -48,6 +52,8 @@ import {
   MAX_PAGE_VALUE_BYTES,
   type ValueSink,
   type ValueStream,
+  type Versioned,
+  type WriteCondition,
 } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { DEFAULT_RETRY, type RetryPolicy, retrying, retryingCall } from "./retry.js";
@@ -227,33 +233,39 @@ export class DynamoStore implements KvStore {
     this.#admission = new Semaphore(options.maxPending);
   }
 
-  get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
-    return this.#read(key, Number.POSITIVE_INFINITY, cancel) as Promise<Uint8Array | undefined>;
+  async get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
+    return (await this.#read(key, Number.POSITIVE_INFINITY, cancel))?.value as Uint8Array | undefined;
   }
 
-  getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+  async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    return (await this.#read(key, STREAM_FROM_BYTES, cancel))?.value;
+  }
+
+  getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
     return this.#read(key, STREAM_FROM_BYTES, cancel);
   }
 
-  /** Reads `key`'s value: whole, or as a stream when it has at least `streamFrom` bytes. */
-  #read(key: Uint8Array, streamFrom: number, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+  /** Reads `key`'s value and version: the value whole, or as a stream when it has at least `streamFrom` bytes. */
+  #read(key: Uint8Array, streamFrom: number, cancel?: Cancel): Promise<Versioned | undefined> {
     return this.#admission.run(async () => {
       notCancelled(cancel);
       for (let attempt = 0; ; attempt++) {
         const item = await this.#reader.get(headPk(key));
         if (item === undefined) return undefined;
         const head = parseHead(item);
+        const { version } = head;
         const dataKey = await this.#o.keys.decryptionKey(head.wrappedKey);
         if (head.format === ItemFormat.single) {
-          return open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, valueAad(this.#o.encryptionScope, key));
+          const aad = valueAad(this.#o.encryptionScope, key);
+          return { value: open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad), version };
         }
         if (head.size < streamFrom) {
           const value = await this.#readChunks(key, head, dataKey);
-          if (value !== MISSING) return value;
+          if (value !== MISSING) return { value, version };
         } else {
           const stream = new ChunkStream(head.count, head.size, (i) => this.#readChunk(key, head, dataKey, i));
           // The first chunk is read before answering, so a version replaced before the read began is retried here.
-          if (await stream.ready()) return stream;
+          if (await stream.ready()) return { value: stream, version };
         }
         // A chunk is gone: either the version was replaced (retry) or the data is damaged.
         await this.#checkReplaced(key, head, attempt);
@@ -274,17 +286,79 @@ export class DynamoStore implements KvStore {
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
     return this.#admission.run(async () => {
       notCancelled(cancel);
-      if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
-        const dataKey = await this.#o.keys.encryptionKey(1, value.length);
-        const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key));
-        const item = singleItem(key, { wrappedKey: dataKey.wrapped, iv: sealed.iv, ciphertext: sealed.ciphertext });
-        if (itemSize(item) <= MAX_ITEM_BYTES) {
-          await this.#writer.put(item);
-          return;
+      await this.#put(key, value, undefined);
+    });
+  }
+
+  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
+    return this.#admission.run(async () => {
+      notCancelled(cancel);
+      return (await this.#put(key, value, condition)) as number;
+    });
+  }
+
+  /** Writes a value in one item or in chunks; resolves the version written when `condition` is given. */
+  async #put(key: Uint8Array, value: Uint8Array, condition: WriteCondition | undefined): Promise<number | undefined> {
+    if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
+      const dataKey = await this.#o.keys.encryptionKey(1, value.length);
+      const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key));
+      const item = singleItem(key, { wrappedKey: dataKey.wrapped, iv: sealed.iv, ciphertext: sealed.ciphertext });
+      if (itemSize(item) <= MAX_ITEM_BYTES) {
+        // The IV is fresh per seal: it tells this write apart from any other on a retried condition.
+        return (await this.#writeHead(key, item, { attr: Attr.iv, bytes: sealed.iv }, condition, false)).version;
+      }
+    }
+    return this.#setChunked(key, value, condition);
+  }
+
+  /**
+   * Writes `key`'s head item with UpdateItem, the one call that can raise
+   * its version atomically: the item's attributes are set, the other
+   * format's removed, and `v` raised by one (or, under `condition`, set to
+   * the next version after the one the condition names).
+   *
+   * A conditional write retried after a lost answer may find its own first
+   * attempt landed: the condition then fails on its own write, which
+   * `identity` (an attribute only this write has) recognises as success. A
+   * condition that fails on a retry against someone else's write leaves the
+   * outcome unknown, and says so rather than claim a conflict.
+   */
+  async #writeHead(
+    key: Uint8Array,
+    item: AttributeMap,
+    identity: { attr: string; bytes: Uint8Array },
+    condition: WriteCondition | undefined,
+    returnOld: boolean,
+  ): Promise<{ version: number | undefined; old: AttributeMap | undefined }> {
+    const { table, counters, data } = this.#o;
+    const input = headUpdate(table, item, condition, returnOld);
+    let version = condition === undefined ? undefined : Number((input.values[":next"] as { N: string }).N);
+    let old: AttributeMap | undefined;
+    let attempts = 0;
+    await retrying(this.#retry, "write", async (budgetMs) => {
+      counters.add(Counter.dynamoUpdateItem);
+      attempts++;
+      try {
+        old = await this.#calls.run(() => data.updateItem(input, budgetMs));
+      } catch (err) {
+        if (!(err instanceof DynamoCallError && err.name === "ConditionalCheckFailedException") || !condition)
+          throw err;
+        const now = err.item;
+        if (now !== undefined && sameBytes(now[identity.attr]?.B ?? EMPTY, identity.bytes)) {
+          version = versionOf(now);
+        } else if (attempts === 1) {
+          throw conflict(key, condition);
+        } else {
+          throw new KvError(
+            ErrorCode.Storage,
+            "a conditional write was retried after an unanswered attempt and its condition no longer holds: " +
+              "whether the first attempt landed is unknown",
+          );
         }
       }
-      await this.#setChunked(key, value);
+      return true;
     });
+    return { version, old };
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
@@ -475,7 +549,7 @@ export class DynamoStore implements KvStore {
     await Promise.all(all.segments.map((s) => segment({ totalSegments: CLEAR_SEGMENTS, segments: [s] })));
   }
 
-  async #setChunked(key: Uint8Array, value: Uint8Array): Promise<void> {
+  async #setChunked(key: Uint8Array, value: Uint8Array, condition?: WriteCondition): Promise<number | undefined> {
     const { encryptionScope, keys } = this.#o;
     const size = value.length;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
@@ -493,7 +567,15 @@ export class DynamoStore implements KvStore {
       await Promise.all(puts);
       collectSoon();
     }
-    await this.#commitChunked(key, ver, dataKey.wrapped, count, size, started);
+    try {
+      return await this.#commitChunked(key, ver, dataKey.wrapped, count, size, started, condition);
+    } catch (err) {
+      // Not committed (a conflict, or a commit that failed): the chunks are nobody's.
+      if (err instanceof KvError && err.code === ErrorCode.Conflict) {
+        await this.#deleteChunksOrLeave(ver, count, "a conflicting write's");
+      }
+      throw err;
+    }
   }
 
   /**
@@ -525,7 +607,9 @@ export class DynamoStore implements KvStore {
       scope: this.#o.encryptionScope,
       dataKey: admitted.promise.then(() => this.#o.keys.encryptionKey(count, size)),
       put: (item) => this.#writer.put(item).finally(collectSoon),
-      commit: (wrappedKey, n, started) => this.#commitChunked(key, ver, wrappedKey, n, size, started),
+      commit: async (wrappedKey, n, started) => {
+        await this.#commitChunked(key, ver, wrappedKey, n, size, started);
+      },
       discard: (n) => this.#deleteChunksOrLeave(ver, n, "an abandoned upload's"),
       settled: () => settled.resolve(),
       deadlineMs: COMMIT_DEADLINE_MS,
@@ -535,8 +619,8 @@ export class DynamoStore implements KvStore {
 
   /**
    * Switches `key`'s head to version `ver`, whose `count` chunks are written:
-   * the commit point of a chunked set. Refused once the chunks are older
-   * than {@link COMMIT_DEADLINE_MS}.
+   * the commit point of a chunked set, conditional when `condition` is
+   * given. Refused once the chunks are older than {@link COMMIT_DEADLINE_MS}.
    */
   async #commitChunked(
     key: Uint8Array,
@@ -545,45 +629,22 @@ export class DynamoStore implements KvStore {
     count: number,
     size: number,
     started: number,
-  ): Promise<void> {
-    const { table, counters, data } = this.#o;
+    condition?: WriteCondition,
+  ): Promise<number | undefined> {
     if (Date.now() - started > COMMIT_DEADLINE_MS) {
       throw new KvError(ErrorCode.Storage, "chunks took too long to write; the set was not committed");
     }
     await this.#o.faults?.beforeCommit?.(key);
 
-    // The commit point. The condition makes a retry of a commit that already
-    // landed fail instead of returning our own head as the "old" one.
     const head = chunkedHeadItem(key, { wrappedKey, ver, count, size, ts: Date.now() });
-    let old: AttributeMap | undefined;
-    await retrying(this.#retry, "commit of a chunked value", async (budgetMs) => {
-      counters.add(Counter.dynamoPutItem);
-      try {
-        old = await this.#calls.run(() =>
-          data.putItem(
-            {
-              table,
-              item: head,
-              condition: "attribute_not_exists(#ver) OR #ver <> :ver",
-              names: { "#ver": Attr.ver },
-              values: { ":ver": { B: ver } },
-              returnOld: true,
-            },
-            budgetMs,
-          ),
-        );
-      } catch (err) {
-        if (!(err instanceof DynamoCallError && err.name === "ConditionalCheckFailedException")) throw err;
-        // Our own earlier attempt committed; the version it replaced is unknown and the sweep will find its chunks.
-      }
-      return true;
-    });
-
+    const { version, old } = await this.#writeHead(key, head, { attr: Attr.ver, bytes: ver }, condition, true);
+    // A retried commit that had landed returns our own head as the old one: nothing to retire then.
     const previous = old === undefined ? undefined : safeHead(old);
     if (previous?.format === ItemFormat.chunked && !sameBytes(previous.ver, ver)) {
       // Not at once: a streamed read of the old version may still be going.
       this.#retire(previous.ver, previous.count);
     }
+    return version;
   }
 
   /** Reads and decrypts every chunk of `head`, or returns MISSING if one is gone. */
@@ -717,6 +778,69 @@ class ChunkStream implements ValueStream {
 /** Work whose requester left while it waited for admission is dropped, not sent to DynamoDB. */
 function notCancelled(cancel: Cancel | undefined): void {
   if (cancel?.aborted) throw new KvError(ErrorCode.Unavailable, "the connection closed before the request started");
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The UpdateItem that makes `item` the whole head: its attributes set, the
+ * other head attributes removed, and the version raised (see
+ * {@link DynamoStore}'s `#writeHead`). Every name goes through a placeholder,
+ * so none can collide with DynamoDB's reserved words.
+ */
+export function headUpdate(
+  table: string,
+  item: AttributeMap,
+  condition: WriteCondition | undefined,
+  returnOld: boolean,
+): UpdateItemJson {
+  const names: Record<string, string> = { "#v": Attr.v };
+  const values: AttributeMap = {};
+  const sets: string[] = [];
+  const removes: string[] = [];
+  HEAD_ATTRS.forEach((attr, i) => {
+    const value = item[attr];
+    names[`#a${i}`] = attr;
+    if (value === undefined) removes.push(`#a${i}`);
+    else {
+      values[`:a${i}`] = value;
+      sets.push(`#a${i} = :a${i}`);
+    }
+  });
+  let conditionExpression: string | undefined;
+  if (condition === undefined) {
+    values[":first"] = { N: String(firstVersion() - 1) };
+    values[":one"] = { N: "1" };
+    sets.push("#v = if_not_exists(#v, :first) + :one");
+  } else {
+    // DynamoDB refuses names an expression does not use, so `#pk` is named only where it is.
+    if (condition.ifAbsent || condition.ifVersion === 0) names["#pk"] = Attr.pk;
+    if (condition.ifAbsent) {
+      conditionExpression = "attribute_not_exists(#pk)";
+      values[":next"] = { N: String(firstVersion()) };
+    } else if (condition.ifVersion === 0) {
+      // Version 0 is a value written before versions existed: it has no `v`.
+      conditionExpression = "attribute_exists(#pk) AND attribute_not_exists(#v)";
+      values[":next"] = { N: String(firstVersion()) };
+    } else {
+      conditionExpression = "#v = :expected";
+      values[":expected"] = { N: String(condition.ifVersion) };
+      values[":next"] = { N: String(condition.ifVersion + 1) };
+    }
+    sets.push("#v = :next");
+  }
+  let update = `SET ${sets.join(", ")}`;
+  if (removes.length > 0) update += ` REMOVE ${removes.join(", ")}`;
+  return {
+    table,
+    key: { [Attr.pk]: item[Attr.pk] as { B: Uint8Array } },
+    update,
+    condition: conditionExpression,
+    names,
+    values,
+    returnOld,
+    oldOnConflict: condition !== undefined,
+  };
 }
 
 function safeHead(item: AttributeMap): Head | undefined {

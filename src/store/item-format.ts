@@ -12,6 +12,7 @@ import { ErrorCode, KvError } from "../errors.js";
  * | `dk` | B | the data key, wrapped by KMS under the table's encryption context |
  * | `iv` | B | AES-GCM IV, 12 bytes |
  * | `ct` | B | AES-256-GCM ciphertext ‖ 16-byte tag |
+ * | `v` | N | the value's version (see kv-store.ts `Versioned`); absent on items written before versions |
  *
  * Format 2 points at a chunked value, for values too large for one item:
  *
@@ -23,6 +24,7 @@ import { ErrorCode, KvError } from "../errors.js";
  * | `n` | N | chunk count |
  * | `sz` | N | plaintext size in bytes |
  * | `ts` | N | commit time, ms since the epoch |
+ * | `v` | N | the value's version, as in format 1 |
  *
  * Chunk items, `pk = 0x01 ‖ ver ‖ u32 index`, so the chunks of one value land
  * on distinct partitions:
@@ -59,7 +61,11 @@ export const Attr = {
   sz: "sz",
   ts: "ts",
   k: "k",
+  v: "v",
 } as const;
+
+/** Every attribute a head item of either format may have, besides `pk` and `v`. */
+export const HEAD_ATTRS = [Attr.fmt, Attr.dk, Attr.iv, Attr.ct, Attr.ver, Attr.n, Attr.sz, Attr.ts] as const;
 
 /** The keys-only index of head items (see above). */
 export const KEYS_INDEX = "keys";
@@ -162,9 +168,10 @@ export function chunkAad(
 }
 
 /** A head item, parsed. */
-export type Head =
+export type Head = { version: number } & (
   | { format: 1; wrappedKey: Uint8Array; iv: Uint8Array; ciphertext: Uint8Array }
-  | { format: 2; wrappedKey: Uint8Array; ver: Uint8Array; count: number; size: number };
+  | { format: 2; wrappedKey: Uint8Array; ver: Uint8Array; count: number; size: number }
+);
 
 /** Builds the format-1 head item of `key`. */
 export function singleItem(
@@ -228,11 +235,12 @@ export function parseHead(item: Record<string, AttributeValue>): Head {
   const fmt = item[Attr.fmt]?.N;
   const wrappedKey = item[Attr.dk]?.B;
   if (!wrappedKey) throw integrity("stored item lacks dk");
+  const version = versionOf(item);
   if (fmt === String(ItemFormat.single)) {
     const iv = item[Attr.iv]?.B;
     const ciphertext = item[Attr.ct]?.B;
     if (!iv || !ciphertext) throw integrity("stored item lacks iv or ct");
-    return { format: 1, wrappedKey, iv, ciphertext };
+    return { format: 1, wrappedKey, iv, ciphertext, version };
   }
   if (fmt === String(ItemFormat.chunked)) {
     const ver = item[Attr.ver]?.B;
@@ -241,9 +249,18 @@ export function parseHead(item: Record<string, AttributeValue>): Head {
     const n = count(item, Attr.n, 1 << 20);
     if (n !== Math.max(1, Math.ceil(size / CHUNK_BYTES)))
       throw integrity("stored head's chunk count does not match its size");
-    return { format: 2, wrappedKey, ver, count: n, size };
+    return { format: 2, wrappedKey, ver, count: n, size, version };
   }
   throw integrity(`stored item has unknown format ${JSON.stringify(fmt)}`);
+}
+
+/** A head's version: 0 when it has none (written before versions existed). */
+export function versionOf(item: Record<string, AttributeValue>): number {
+  const n = item[Attr.v]?.N;
+  if (n === undefined) return 0;
+  const version = Number(n);
+  if (!Number.isSafeInteger(version) || version < 0) throw integrity("stored head has a bad version");
+  return version;
 }
 
 /** Bytes DynamoDB counts for an item: attribute names plus values. */

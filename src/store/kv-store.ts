@@ -42,6 +42,19 @@ export interface KvStore {
    * being issued when `end` is called.
    */
   setStream?(key: Uint8Array, size: number, cancel?: Cancel): ValueSink;
+  /**
+   * `key`'s value with its version, or undefined when the key is absent.
+   * Waits for writes of the key issued before it, then reads the store (never
+   * a value still in flight), so the version is the one stored. A large
+   * value comes as a stream where the store can stream it.
+   */
+  getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined>;
+  /**
+   * Writes `value` only if `condition` holds, atomically with the check:
+   * resolves the version written, or rejects with `KV_ERR_CONFLICT`, having
+   * written nothing, when the condition fails.
+   */
+  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number>;
   /** Removes `key` (for a large value, its chunks too); resolves false when it was absent. */
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean>;
   /** Whether `key` has a value. Reads no value bytes and decrypts nothing. */
@@ -197,6 +210,35 @@ export function readValue(
 /** Whether a `getStream` result is a stream (else a whole value, or undefined). */
 export function isValueStream(v: Uint8Array | ValueStream | undefined): v is ValueStream {
   return v !== undefined && !(v instanceof Uint8Array);
+}
+
+/**
+ * A value and its version. Every write of a key gives it a larger version
+ * than any it had; the first write of a key (also after a delete) starts from
+ * the writer's clock in microseconds, so a version is not reused across a
+ * delete unless clocks disagree by more than the time between the two.
+ * Versions are integers below 2^53. A value written before versions existed
+ * has version 0.
+ */
+export interface Versioned {
+  readonly value: Uint8Array | ValueStream;
+  readonly version: number;
+}
+
+/** What a conditional write requires: the key at exactly this version, or the key absent. */
+export type WriteCondition =
+  | { readonly ifVersion: number; readonly ifAbsent?: undefined }
+  | { readonly ifAbsent: true };
+
+/** The version a key's first write gets: the clock in microseconds (see {@link Versioned}). */
+export function firstVersion(): number {
+  return Date.now() * 1000;
+}
+
+/** The refusal of a conditional write whose condition failed. */
+export function conflict(key: Uint8Array, condition: WriteCondition): KvError {
+  const wanted = condition.ifAbsent ? "absent" : `at version ${condition.ifVersion}`;
+  return new KvError(ErrorCode.Conflict, `the key (${key.length} bytes) was not ${wanted}; nothing was written`);
 }
 
 /** Whether the requester of an operation is gone (an AbortSignal fits). */

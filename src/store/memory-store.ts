@@ -1,9 +1,20 @@
 import { byteString, fromByteString } from "../bytes.js";
 import { ErrorCode, KvError } from "../errors.js";
-import { type KvStore, type ListEntry, type ListPage, type ListRequest, MAX_PAGE_VALUE_BYTES } from "./kv-store.js";
+import {
+  conflict,
+  firstVersion,
+  type KvStore,
+  type ListEntry,
+  type ListPage,
+  type ListRequest,
+  MAX_PAGE_VALUE_BYTES,
+  type Versioned,
+  type WriteCondition,
+} from "./kv-store.js";
 
 interface Entry {
   value: Uint8Array;
+  version: number;
   /** When the key was inserted: its place in the listing order. */
   readonly seq: number;
 }
@@ -36,20 +47,40 @@ export class MemoryStore implements KvStore {
   readonly getSync = (key: Uint8Array): Uint8Array | undefined => this.#map.get(byteString(key))?.value;
 
   readonly setSync = (key: Uint8Array, value: Uint8Array): void => {
-    const id = byteString(key);
+    this.#write(byteString(key), value, undefined);
+  };
+
+  /** Stores a copy of `value` under `id` at `version`, or at the next version when it is undefined; returns it. */
+  #write(id: string, value: Uint8Array, version: number | undefined): number {
     // The one copy the store keeps (new Uint8Array(view) copies; Buffer#slice would not):
     // the frame's bytes belong to the socket's read buffer.
     const copy = new Uint8Array(value);
     const entry = this.#map.get(id);
     if (entry !== undefined) {
       entry.value = copy;
-      return;
+      entry.version = version ?? entry.version + 1;
+      return entry.version;
     }
     const seq = this.#nextSeq++;
-    this.#map.set(id, { value: copy, seq });
+    const created = { value: copy, seq, version: version ?? firstVersion() };
+    this.#map.set(id, created);
     this.#logKeys.push(id);
     this.#logSeqs.push(seq);
-  };
+    return created.version;
+  }
+
+  getVersioned(key: Uint8Array): Promise<Versioned | undefined> {
+    const entry = this.#map.get(byteString(key));
+    return Promise.resolve(entry && { value: entry.value, version: entry.version });
+  }
+
+  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition): Promise<number> {
+    const id = byteString(key);
+    const entry = this.#map.get(id);
+    const holds = condition.ifAbsent ? entry === undefined : entry?.version === condition.ifVersion;
+    if (!holds) return Promise.reject(conflict(key, condition));
+    return Promise.resolve(this.#write(id, value, entry === undefined ? firstVersion() : entry.version + 1));
+  }
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return Promise.resolve(this.getSync(key));

@@ -8,6 +8,8 @@ import {
   readValue,
   type ValueSink,
   type ValueStream,
+  type Versioned,
+  type WriteCondition,
   writeValue,
 } from "./kv-store.js";
 
@@ -20,6 +22,7 @@ const NO_PENDING = Symbol("no pending write");
  */
 type Write =
   | { kind: "set"; value: Uint8Array }
+  | { kind: "setIf"; value: Uint8Array; condition: WriteCondition }
   | { kind: "delete"; value?: undefined }
   | { kind: "stream"; value?: undefined; run: () => Promise<void> };
 
@@ -54,7 +57,9 @@ interface KeyState {
  * - While a write of a key is running, a set that would queue directly
  *   behind another queued set replaces its value instead; both are
  *   acknowledged (or failed) with that one write, never before it is durable.
- *   Deletes never collapse: each answers whether the key existed.
+ *   Deletes and conditional sets never collapse: each answers for itself.
+ * - A versioned read waits for the key's pending writes, then reads the
+ *   store: the version is the store's, never guessed.
  * Keys with no write in flight pass straight through. Listing and clear are
  * not ordered here: the connection orders them (they wait for its earlier
  * requests, and its later requests wait for a clear).
@@ -102,6 +107,15 @@ export class OrderedStore implements KvStore {
     } catch {
       return NO_PENDING;
     }
+  }
+
+  async getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
+    await this.#pendingValue(key);
+    return this.#inner.getVersioned(key, cancel);
+  }
+
+  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
+    return this.#write(key, { kind: "setIf", value, condition }, cancel) as Promise<number>;
   }
 
   async exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
@@ -184,9 +198,11 @@ export class OrderedStore implements KvStore {
     const done: Promise<unknown> =
       write.kind === "set"
         ? this.#inner.set(key, write.value, cancel)
-        : write.kind === "delete"
-          ? this.#inner.delete(key, cancel)
-          : write.run();
+        : write.kind === "setIf"
+          ? this.#inner.setIf(key, write.value, write.condition, cancel)
+          : write.kind === "delete"
+            ? this.#inner.delete(key, cancel)
+            : write.run();
     const advance = () => this.#advance(id, state, key);
     done.then(advance, advance);
     return done;

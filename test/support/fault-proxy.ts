@@ -12,11 +12,13 @@ import type { Backends } from "./backends.js";
  * - `corrupt`: forwards, then changes one character of the first partition
  *   key in the answer, keeping the original `x-amz-crc32`;
  * - `hang`: never answers, until {@link FaultProxy.releaseHung} or stop;
+ * - `lost`: forwards, so the call takes effect, then answers HTTP 500 as
+ *   if the answer had been lost on the way back;
  * - `unprocessed`: for BatchWriteItem and BatchGetItem, forwards only the first
  *   half of the batch and reports the rest as UnprocessedItems or
  *   UnprocessedKeys, as DynamoDB does under load.
  */
-export type Fault = "throttle" | "error500" | "reset" | "truncate" | "corrupt" | "hang" | "unprocessed";
+export type Fault = "throttle" | "error500" | "reset" | "truncate" | "corrupt" | "hang" | "lost" | "unprocessed";
 
 /** Decides the fault for a request: `op` is the X-Amz-Target operation, `n` counts requests of that op from 1. */
 export type FaultRule = (op: string, n: number) => Fault | undefined;
@@ -147,6 +149,13 @@ export class FaultProxy implements AsyncDisposable {
               400,
               contentType,
             );
+      case "lost":
+        await this.#forward(req, body);
+        return jsonResponse(
+          { __type: kms ? "KMSInternalException" : `${DYNAMO}InternalServerError`, message: "answer lost" },
+          500,
+          contentType,
+        );
       case "error500":
         return kms
           ? jsonResponse({ __type: "KMSInternalException", message: "internal" }, 500, contentType)

@@ -12,6 +12,8 @@ export function wrapping(inner: KvStore, overrides: Partial<KvStore>): KvStore {
     ...(getStream !== undefined && overrides.get === undefined ? { getStream } : {}),
     ...(setStream !== undefined && overrides.set === undefined ? { setStream } : {}),
     get: (key, cancel) => inner.get(key, cancel),
+    getVersioned: (key, cancel) => inner.getVersioned(key, cancel),
+    setIf: (key, value, condition, cancel) => inner.setIf(key, value, condition, cancel),
     set: (key, value, cancel) => inner.set(key, value, cancel),
     delete: (key, cancel) => inner.delete(key, cancel),
     exists: (key, cancel) => inner.exists(key, cancel),

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file wire/kv_bytes.proto.
  */
 export const file_wire_kv_bytes: GenFile = /*@__PURE__*/
-  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMIi8KC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YSJjCgxzZXRfcmVzcG9uc2USMgoFZXJyb3IYASACKA4yIy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZS5lcnJvcl90Ih8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACIhoKC2dldF9yZXF1ZXN0EgsKA2tleRgBIAIoDCKUAQoMZ2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5nZXRfcmVzcG9uc2UuZXJyb3JfdBIgCgNyZXEYAiABKAsyEy5rdi5wcm90by53aXJlLmRhdGEiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiHQoOZGVsZXRlX3JlcXVlc3QSCwoDa2V5GAEgAigMIngKD2RlbGV0ZV9yZXNwb25zZRI1CgVlcnJvchgBIAIoDjImLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlLmVycm9yX3QiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiHQoOZXhpc3RzX3JlcXVlc3QSCwoDa2V5GAEgAigMIngKD2V4aXN0c19yZXNwb25zZRI1CgVlcnJvchgBIAIoDjImLmt2LnByb3RvLndpcmUuZXhpc3RzX3Jlc3BvbnNlLmVycm9yX3QiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiTQoMbGlzdF9yZXF1ZXN0Eg4KBnByZWZpeBgBIAEoDBINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAwSDgoGdmFsdWVzGAQgASgIIrkBCg1saXN0X3Jlc3BvbnNlEjMKBWVycm9yGAEgAigOMiQua3YucHJvdG8ud2lyZS5saXN0X3Jlc3BvbnNlLmVycm9yX3QSJAoHZW50cmllcxgCIAMoCzITLmt2LnByb3RvLndpcmUuZGF0YRIMCgRrZXlzGAMgAygMEg4KBmN1cnNvchgEIAEoDCIvCgdlcnJvcl90EgYKAm9rEAESDAoIaW50ZXJuYWwQAhIOCgpiYWRfY3Vyc29yEAMiDwoNY2xlYXJfcmVxdWVzdCJ4Cg5jbGVhcl9yZXNwb25zZRI0CgVlcnJvchgBIAIoDjIlLmt2LnByb3RvLndpcmUuY2xlYXJfcmVzcG9uc2UuZXJyb3JfdBIPCgdyZW1vdmVkGAIgASgEIh8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACIpcHCgxyZXFfZW52ZWxvcGUSMgoEdHlwZRgBIAIoDjIkLmt2LnByb3RvLndpcmUucmVxX2VudmVsb3BlLm1zZ190eXBlEisKB3NldF9yZXEYAiABKAsyGi5rdi5wcm90by53aXJlLnNldF9yZXF1ZXN0Ei0KCHNldF9yZXNwGAMgASgLMhsua3YucHJvdG8ud2lyZS5zZXRfcmVzcG9uc2USKwoHZ2V0X3JlcRgEIAEoCzIaLmt2LnByb3RvLndpcmUuZ2V0X3JlcXVlc3QSLQoIZ2V0X3Jlc3AYBSABKAsyGy5rdi5wcm90by53aXJlLmdldF9yZXNwb25zZRIxCgpkZWxldGVfcmVxGAYgASgLMh0ua3YucHJvdG8ud2lyZS5kZWxldGVfcmVxdWVzdBIzCgtkZWxldGVfcmVzcBgHIAEoCzIeLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlEjEKCmV4aXN0c19yZXEYCCABKAsyHS5rdi5wcm90by53aXJlLmV4aXN0c19yZXF1ZXN0EjMKC2V4aXN0c19yZXNwGAkgASgLMh4ua3YucHJvdG8ud2lyZS5leGlzdHNfcmVzcG9uc2USLQoIbGlzdF9yZXEYCiABKAsyGy5rdi5wcm90by53aXJlLmxpc3RfcmVxdWVzdBIvCglsaXN0X3Jlc3AYCyABKAsyHC5rdi5wcm90by53aXJlLmxpc3RfcmVzcG9uc2USLwoJY2xlYXJfcmVxGAwgASgLMhwua3YucHJvdG8ud2lyZS5jbGVhcl9yZXF1ZXN0EjEKCmNsZWFyX3Jlc3AYDSABKAsyHS5rdi5wcm90by53aXJlLmNsZWFyX3Jlc3BvbnNlIoYCCghtc2dfdHlwZRIRCg1zZXRfcmVxdWVzdF90EAESEgoOc2V0X3Jlc3BvbnNlX3QQAhIRCg1nZXRfcmVxdWVzdF90EAMSEgoOZ2V0X3Jlc3BvbnNlX3QQBBIUChBkZWxldGVfcmVxdWVzdF90EAUSFQoRZGVsZXRlX3Jlc3BvbnNlX3QQBhIUChBleGlzdHNfcmVxdWVzdF90EAcSFQoRZXhpc3RzX3Jlc3BvbnNlX3QQCBISCg5saXN0X3JlcXVlc3RfdBAJEhMKD2xpc3RfcmVzcG9uc2VfdBAKEhMKD2NsZWFyX3JlcXVlc3RfdBALEhQKEGNsZWFyX3Jlc3BvbnNlX3QQDA");
+  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMIlYKC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YRISCgppZl92ZXJzaW9uGAIgASgEEhEKCWlmX2Fic2VudBgDIAEoCCKCAQoMc2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5zZXRfcmVzcG9uc2UuZXJyb3JfdBIPCgd2ZXJzaW9uGAIgASgEIi0KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEgwKCGNvbmZsaWN0EAMiMAoLZ2V0X3JlcXVlc3QSCwoDa2V5GAEgAigMEhQKDHdpdGhfdmVyc2lvbhgCIAEoCCKlAQoMZ2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5nZXRfcmVzcG9uc2UuZXJyb3JfdBIgCgNyZXEYAiABKAsyEy5rdi5wcm90by53aXJlLmRhdGESDwoHdmVyc2lvbhgDIAEoBCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyIdCg5kZWxldGVfcmVxdWVzdBILCgNrZXkYASACKAwieAoPZGVsZXRlX3Jlc3BvbnNlEjUKBWVycm9yGAEgAigOMiYua3YucHJvdG8ud2lyZS5kZWxldGVfcmVzcG9uc2UuZXJyb3JfdCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyIdCg5leGlzdHNfcmVxdWVzdBILCgNrZXkYASACKAwieAoPZXhpc3RzX3Jlc3BvbnNlEjUKBWVycm9yGAEgAigOMiYua3YucHJvdG8ud2lyZS5leGlzdHNfcmVzcG9uc2UuZXJyb3JfdCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyJNCgxsaXN0X3JlcXVlc3QSDgoGcHJlZml4GAEgASgMEg0KBWxpbWl0GAIgASgNEg4KBmN1cnNvchgDIAEoDBIOCgZ2YWx1ZXMYBCABKAgiuQEKDWxpc3RfcmVzcG9uc2USMwoFZXJyb3IYASACKA4yJC5rdi5wcm90by53aXJlLmxpc3RfcmVzcG9uc2UuZXJyb3JfdBIkCgdlbnRyaWVzGAIgAygLMhMua3YucHJvdG8ud2lyZS5kYXRhEgwKBGtleXMYAyADKAwSDgoGY3Vyc29yGAQgASgMIi8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEg4KCmJhZF9jdXJzb3IQAyIPCg1jbGVhcl9yZXF1ZXN0IngKDmNsZWFyX3Jlc3BvbnNlEjQKBWVycm9yGAEgAigOMiUua3YucHJvdG8ud2lyZS5jbGVhcl9yZXNwb25zZS5lcnJvcl90Eg8KB3JlbW92ZWQYAiABKAQiHwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAIilwcKDHJlcV9lbnZlbG9wZRIyCgR0eXBlGAEgAigOMiQua3YucHJvdG8ud2lyZS5yZXFfZW52ZWxvcGUubXNnX3R5cGUSKwoHc2V0X3JlcRgCIAEoCzIaLmt2LnByb3RvLndpcmUuc2V0X3JlcXVlc3QSLQoIc2V0X3Jlc3AYAyABKAsyGy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZRIrCgdnZXRfcmVxGAQgASgLMhoua3YucHJvdG8ud2lyZS5nZXRfcmVxdWVzdBItCghnZXRfcmVzcBgFIAEoCzIbLmt2LnByb3RvLndpcmUuZ2V0X3Jlc3BvbnNlEjEKCmRlbGV0ZV9yZXEYBiABKAsyHS5rdi5wcm90by53aXJlLmRlbGV0ZV9yZXF1ZXN0EjMKC2RlbGV0ZV9yZXNwGAcgASgLMh4ua3YucHJvdG8ud2lyZS5kZWxldGVfcmVzcG9uc2USMQoKZXhpc3RzX3JlcRgIIAEoCzIdLmt2LnByb3RvLndpcmUuZXhpc3RzX3JlcXVlc3QSMwoLZXhpc3RzX3Jlc3AYCSABKAsyHi5rdi5wcm90by53aXJlLmV4aXN0c19yZXNwb25zZRItCghsaXN0X3JlcRgKIAEoCzIbLmt2LnByb3RvLndpcmUubGlzdF9yZXF1ZXN0Ei8KCWxpc3RfcmVzcBgLIAEoCzIcLmt2LnByb3RvLndpcmUubGlzdF9yZXNwb25zZRIvCgljbGVhcl9yZXEYDCABKAsyHC5rdi5wcm90by53aXJlLmNsZWFyX3JlcXVlc3QSMQoKY2xlYXJfcmVzcBgNIAEoCzIdLmt2LnByb3RvLndpcmUuY2xlYXJfcmVzcG9uc2UihgIKCG1zZ190eXBlEhEKDXNldF9yZXF1ZXN0X3QQARISCg5zZXRfcmVzcG9uc2VfdBACEhEKDWdldF9yZXF1ZXN0X3QQAxISCg5nZXRfcmVzcG9uc2VfdBAEEhQKEGRlbGV0ZV9yZXF1ZXN0X3QQBRIVChFkZWxldGVfcmVzcG9uc2VfdBAGEhQKEGV4aXN0c19yZXF1ZXN0X3QQBxIVChFleGlzdHNfcmVzcG9uc2VfdBAIEhIKDmxpc3RfcmVxdWVzdF90EAkSEwoPbGlzdF9yZXNwb25zZV90EAoSEwoPY2xlYXJfcmVxdWVzdF90EAsSFAoQY2xlYXJfcmVzcG9uc2VfdBAM");
 
 /**
  * @generated from message kv.proto.wire.data
@@ -51,6 +51,23 @@ export type set_request = Message<"kv.proto.wire.set_request"> & {
    * @generated from field: required kv.proto.wire.data req = 1;
    */
   req?: data | undefined;
+
+  /**
+   * Write only if the key's current version is this one (compare-and-set).
+   * Version 0 names a value written before versions existed.
+   *
+   * @generated from field: optional uint64 if_version = 2;
+   */
+  ifVersion: bigint;
+
+  /**
+   * Write only if the key has no value. At most one of if_version and
+   * if_absent; either is best sent before req (a large value then streams
+   * within the byte budget like any other; after the value it is refused).
+   *
+   * @generated from field: optional bool if_absent = 3;
+   */
+  ifAbsent: boolean;
 };
 
 /**
@@ -68,6 +85,13 @@ export type set_response = Message<"kv.proto.wire.set_response"> & {
    * @generated from field: required kv.proto.wire.set_response.error_t error = 1;
    */
   error: set_response_error_t;
+
+  /**
+   * The version written, on ok of a conditional write.
+   *
+   * @generated from field: optional uint64 version = 2;
+   */
+  version: bigint;
 };
 
 /**
@@ -90,6 +114,13 @@ export enum set_response_error_t {
    * @generated from enum value: internal = 2;
    */
   internal = 2,
+
+  /**
+   * A conditional write's condition did not hold; nothing was written.
+   *
+   * @generated from enum value: conflict = 3;
+   */
+  conflict = 3,
 }
 
 /**
@@ -106,6 +137,13 @@ export type get_request = Message<"kv.proto.wire.get_request"> & {
    * @generated from field: required bytes key = 1;
    */
   key: Uint8Array;
+
+  /**
+   * Answer the value's version too (get_response.version).
+   *
+   * @generated from field: optional bool with_version = 2;
+   */
+  withVersion: boolean;
 };
 
 /**
@@ -128,6 +166,13 @@ export type get_response = Message<"kv.proto.wire.get_response"> & {
    * @generated from field: optional kv.proto.wire.data req = 2;
    */
   req?: data | undefined;
+
+  /**
+   * The value's version, on ok when the request asked for it.
+   *
+   * @generated from field: optional uint64 version = 3;
+   */
+  version: bigint;
 };
 
 /**

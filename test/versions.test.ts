@@ -1,0 +1,177 @@
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { GetItemCommand, PutItemCommand } from "@aws-sdk/client-dynamodb";
+import { KvClient } from "../client/kv-client.js";
+import type { Config } from "../src/config.js";
+import { headPk } from "../src/store/item-format.js";
+import { onBackends, useBackends } from "./support/backends.js";
+import { FaultProxy } from "./support/fault-proxy.js";
+import { startTestServer } from "./support/harness.js";
+import { patterned, same } from "./support/values.js";
+
+// Starts DynamoDB Local and servers; tests wait on events, and this bound only turns a hang into a failure.
+setDefaultTimeout(120_000);
+
+const backends = useBackends();
+const dec = new TextDecoder();
+
+const table = () => `ver-${randomBytes(6).toString("hex")}`;
+
+const STORES: Record<string, () => Partial<Config>> = {
+  memory: () => ({ store: "memory" }),
+  dynamodb: () => onBackends(backends, table()),
+};
+
+async function conflictOf(work: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await work;
+    return undefined;
+  } catch (err) {
+    return (err as { code?: string }).code;
+  }
+}
+
+for (const [name, config] of Object.entries(STORES)) {
+  describe(`versions and conditional writes on the ${name} store`, () => {
+    test("every write raises the version a get reports", async () => {
+      await using server = await startTestServer(config());
+      await using c = await KvClient.connect({ port: server.port });
+      expect(await c.getVersioned("k")).toBeUndefined();
+      await c.set("k", "one");
+      const first = await c.getVersioned("k");
+      expect(dec.decode(first?.value)).toBe("one");
+      // The first version is the clock in microseconds, so a re-created key does not reuse old versions.
+      expect(first?.version).toBeGreaterThan(Date.now() * 1000 - 60_000_000);
+      await c.set("k", "two");
+      const second = await c.getVersioned("k");
+      expect(second?.version).toBeGreaterThan(first?.version as number);
+      const third = await c.set("k", "three", { ifVersion: second?.version as number });
+      expect(third).toBe((second?.version as number) + 1);
+      expect(await c.getVersioned("k")).toEqual({ value: new TextEncoder().encode("three"), version: third as number });
+      // A plain get still answers the seed's shape, without a version.
+      expect(await c.getString("k")).toBe("three");
+    });
+
+    test("set-if-absent writes once and then conflicts, leaving the first value", async () => {
+      await using server = await startTestServer(config());
+      await using c = await KvClient.connect({ port: server.port });
+      const version = await c.set("once", "first", { ifAbsent: true });
+      expect(typeof version).toBe("number");
+      expect(await conflictOf(c.set("once", "second", { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
+      expect(await c.getVersioned("once")).toEqual({
+        value: new TextEncoder().encode("first"),
+        version: version as number,
+      });
+    });
+
+    test("set-if-version with a stale version conflicts and writes nothing", async () => {
+      await using server = await startTestServer(config());
+      await using c = await KvClient.connect({ port: server.port });
+      await c.set("cas", "a");
+      const read = await c.getVersioned("cas");
+      await c.set("cas", "b");
+      expect(await conflictOf(c.set("cas", "c", { ifVersion: read?.version as number }))).toBe("KV_ERR_CONFLICT");
+      expect(await c.getString("cas")).toBe("b");
+      // A version on a key that has none conflicts too.
+      expect(await conflictOf(c.set("absent", "x", { ifVersion: read?.version as number }))).toBe("KV_ERR_CONFLICT");
+      expect(await c.exists("absent")).toBe(false);
+    });
+
+    test("a key deleted and set again gets a larger version than it had", async () => {
+      await using server = await startTestServer(config());
+      await using c = await KvClient.connect({ port: server.port });
+      await c.set("gone", "a");
+      for (let i = 0; i < 5; i++) await c.set("gone", `a${i}`);
+      const before = (await c.getVersioned("gone"))?.version as number;
+      expect(await c.delete("gone")).toBe(true);
+      expect(await conflictOf(c.set("gone", "stale", { ifVersion: before }))).toBe("KV_ERR_CONFLICT");
+      await c.set("gone", "b");
+      expect((await c.getVersioned("gone"))?.version).toBeGreaterThan(before);
+    });
+
+    test("two clients incrementing one counter with read-modify-write lose no update", async () => {
+      // On DynamoDB the two clients talk to two servers on one table: conditions hold across nodes.
+      // (A memory store is one process's own, so there both clients share one server.)
+      const settings = config();
+      await using a = await startTestServer(settings);
+      await using b = name === "memory" ? undefined : await startTestServer(settings);
+      await using ca = await KvClient.connect({ port: a.port });
+      await using cb = await KvClient.connect({ port: (b ?? a).port });
+      await ca.set("counter", "0", { ifAbsent: true });
+      const rounds = name === "memory" ? 200 : 60;
+      let conflicts = 0;
+      const increment = async (c: KvClient) => {
+        for (let i = 0; i < rounds; i++) {
+          for (;;) {
+            const read = await c.getVersioned("counter");
+            const next = String(Number(dec.decode(read?.value)) + 1);
+            const code = await conflictOf(c.set("counter", next, { ifVersion: read?.version as number }));
+            if (code === undefined) break;
+            expect(code).toBe("KV_ERR_CONFLICT");
+            conflicts++;
+          }
+        }
+      };
+      await Promise.all([increment(ca), increment(cb)]);
+      expect(await ca.getString("counter")).toBe(String(2 * rounds));
+      expect(await cb.getString("counter")).toBe(String(2 * rounds));
+      // The test means something only if the two raced.
+      if (name === "dynamodb") expect(conflicts).toBeGreaterThan(0);
+    });
+
+    test("a conditional write of a chunked value conflicts cleanly and succeeds on the right version", async () => {
+      await using server = await startTestServer(config());
+      await using c = await KvClient.connect({ port: server.port });
+      const big = patterned(900 * 1024, 7);
+      const v1 = (await c.set("big", big, { ifAbsent: true })) as number;
+      expect(await conflictOf(c.set("big", patterned(900 * 1024, 8), { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
+      expect(same(await c.get("big"), big)).toBe(true);
+      const replacement = patterned(1200 * 1024, 9);
+      const v2 = await c.set("big", replacement, { ifVersion: v1 });
+      expect(v2).toBe(v1 + 1);
+      const read = await c.getVersioned("big");
+      expect(read?.version).toBe(v2 as number);
+      expect(same(read?.value, replacement)).toBe(true);
+    });
+  });
+}
+
+describe("versions on DynamoDB", () => {
+  test("an item written before versions existed reads as version 0 and takes a set-if-version of 0", async () => {
+    const name = table();
+    await using server = await startTestServer(onBackends(backends, name));
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("old", "value");
+    // Rewrite the head as the previous release wrote it: the same attributes without `v`.
+    const { Item } = await backends.client.send(
+      new GetItemCommand({ TableName: name, Key: { pk: { B: headPk(new TextEncoder().encode("old")) } } }),
+    );
+    const legacy = { ...Item };
+    delete legacy.v;
+    await backends.client.send(new PutItemCommand({ TableName: name, Item: legacy }));
+    expect((await c.getVersioned("old"))?.version).toBe(0);
+    expect(await c.getString("old")).toBe("value");
+    expect(await conflictOf(c.set("never", "x", { ifVersion: 0 }))).toBe("KV_ERR_CONFLICT");
+    const next = (await c.set("old", "new", { ifVersion: 0 })) as number;
+    expect(next).toBeGreaterThan(0);
+    expect(await conflictOf(c.set("old", "again", { ifVersion: 0 }))).toBe("KV_ERR_CONFLICT");
+    expect((await c.getVersioned("old"))?.version).toBe(next);
+  });
+
+  test("a conditional write whose answer was lost is recognised as landed on its retry, not called a conflict", async () => {
+    await using proxy = new FaultProxy(backends.ddb.endpoint);
+    await using server = await startTestServer({
+      ...onBackends(backends, table()),
+      dynamodbEndpoint: proxy.endpoint,
+    });
+    await using c = await KvClient.connect({ port: server.port });
+    const v1 = (await c.set("lost", "a", { ifAbsent: true })) as number;
+    // The next UpdateItem lands, but its answer is lost: the retry finds its condition failing on its own write.
+    let updates = 0;
+    proxy.rule = (op) => (op === "UpdateItem" && ++updates === 1 ? "lost" : undefined);
+    const v2 = await c.set("lost", "b", { ifVersion: v1 });
+    expect(v2).toBe(v1 + 1);
+    expect(updates).toBe(2);
+    expect(await c.getVersioned("lost")).toEqual({ value: new TextEncoder().encode("b"), version: v2 as number });
+  });
+});
