@@ -673,6 +673,16 @@ export class KvClient implements AsyncDisposable {
   }
 
   readonly #onFrame = (frame: Uint8Array): void => {
+    if (frame.length === 0) {
+      // The server's goodbye (see GOODBYE in src/net/connection.ts): it answered everything it read.
+      this.fail(
+        new KvError(
+          ErrorCode.Drained,
+          "the server closed the connection gracefully before reading this request: it was not applied",
+        ),
+      );
+      return;
+    }
     const response = decodeResponse(frame);
     const waiter = this.#waiters.peek();
     if (waiter === undefined) throw new KvError(ErrorCode.Protocol, "response with no request outstanding");

@@ -39,6 +39,11 @@ export const ErrorCode = {
   ServerInternal: "KV_ERR_SERVER_INTERNAL",
   /** The caller's AbortSignal fired before a response arrived (client side). */
   Aborted: "KV_ERR_ABORTED",
+  /**
+   * The server closed the connection gracefully before reading the request:
+   * it was not applied, and may be sent again (client side).
+   */
+  Drained: "KV_ERR_DRAINED",
   /** The connection closed before a response arrived (client side). */
   ConnectionClosed: "KV_ERR_CONNECTION_CLOSED",
   /** The TLS handshake failed: the server's certificate is untrusted or expired, or it refused ours (client side). */

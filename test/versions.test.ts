@@ -1,13 +1,16 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { GetItemCommand, PutItemCommand } from "@aws-sdk/client-dynamodb";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { KvClient } from "../client/kv-client.js";
 import type { Config } from "../src/config.js";
+import { decodeResponse, encodeGetRequest, GetError, SetError } from "../src/protocol/codec.js";
 import { headPk } from "../src/store/item-format.js";
 import { onBackends, useBackends } from "./support/backends.js";
 import { FaultProxy } from "./support/fault-proxy.js";
-import { startTestServer } from "./support/harness.js";
+import { RawConnection, startTestServer } from "./support/harness.js";
 import { patterned, same } from "./support/values.js";
+import { msg } from "./support/wire.js";
 
 // Starts DynamoDB Local and servers; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(120_000);
@@ -175,3 +178,124 @@ describe("versions on DynamoDB", () => {
     expect(await c.getVersioned("lost")).toEqual({ value: new TextEncoder().encode("b"), version: v2 as number });
   });
 });
+
+/** A framed envelope: varint length, then `body`. */
+function framed(body: Uint8Array): Uint8Array {
+  const w = new BinaryWriter();
+  w.uint32(body.length);
+  return new Uint8Array([...w.finish(), ...body]);
+}
+
+/** `req_envelope{set_request_t, set_req{...before, req{key, value}, ...after}}`, fields given as raw writers. */
+function conditionalSet(
+  key: string,
+  value: Uint8Array,
+  before: (w: BinaryWriter) => void,
+  after = (_: BinaryWriter) => {},
+) {
+  const data = msg([1, new TextEncoder().encode(key)], [2, value]);
+  const setReq = new BinaryWriter();
+  before(setReq);
+  setReq.tag(1, WireType.LengthDelimited).bytes(data);
+  after(setReq);
+  return framed(msg([1, 1], [2, setReq.finish()]));
+}
+
+describe("conditional writes refuse what they cannot honour", () => {
+  test("both conditions at once, or a version above 2^53, are answered internal on a connection that stays open", async () => {
+    await using server = await startTestServer({ store: "memory" });
+    await using conn = await RawConnection.open(server.port);
+    conn.send(
+      conditionalSet("k", Uint8Array.of(1), (w) =>
+        w.tag(2, WireType.Varint).uint64(5).tag(3, WireType.Varint).bool(true),
+      ),
+    );
+    expect(decodeResponse((await conn.next()) as Uint8Array)).toEqual({ kind: "set", error: SetError.Internal });
+    conn.send(conditionalSet("k", Uint8Array.of(1), (w) => w.tag(2, WireType.Varint).uint64(2n ** 60n)));
+    expect(decodeResponse((await conn.next()) as Uint8Array)).toEqual({ kind: "set", error: SetError.Internal });
+    // Nothing was written, and the connection still serves.
+    conn.send(encodeGetRequest(new TextEncoder().encode("k")));
+    expect(decodeResponse((await conn.next()) as Uint8Array)).toEqual({ kind: "get", error: GetError.NotFound });
+  });
+
+  test("a streamed set whose condition follows its value is refused, never written unconditionally", async () => {
+    await using server = await startTestServer({ store: "memory", streamFromBytes: 64 * 1024 });
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("s", "old");
+    await using conn = await RawConnection.open(server.port);
+    const value = patterned(256 * 1024, 3);
+    conn.send(
+      conditionalSet(
+        "s",
+        value,
+        () => {},
+        (w) => w.tag(3, WireType.Varint).bool(true),
+      ),
+    );
+    expect(decodeResponse((await conn.next()) as Uint8Array)).toEqual({ kind: "set", error: SetError.Internal });
+    expect(await c.getString("s")).toBe("old");
+  });
+
+  test("a large conditional set with its condition first is kept whole and applied conditionally", async () => {
+    await using server = await startTestServer({ ...onBackends(backends, table()), streamFromBytes: 64 * 1024 });
+    await using c = await KvClient.connect({ port: server.port });
+    const value = patterned(600 * 1024, 4);
+    const version = (await c.set("L", value, { ifAbsent: true })) as number;
+    expect(await conflictOf(c.set("L", patterned(600 * 1024, 5), { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
+    const read = await c.getVersioned("L");
+    expect(read?.version).toBe(version);
+    expect(same(read?.value, value)).toBe(true);
+  });
+});
+
+for (const [name, config] of Object.entries(STORES)) {
+  describe(`conditional PUTs over HTTP on the ${name} store`, () => {
+    test("GET answers the version as an ETag; If-Match and If-None-Match: * make PUTs conditional, 412 on conflict", async () => {
+      await using server = await startTestServer({ ...config(), httpPort: 0 });
+      const url = `http://127.0.0.1:${server.httpPort}/v1/keys/doc`;
+      const put = (body: string, headers: Record<string, string> = {}) => fetch(url, { method: "PUT", body, headers });
+
+      const created = await put("v1", { "if-none-match": "*" });
+      expect(created.status).toBe(204);
+      const etag1 = created.headers.get("etag") as string;
+      expect(etag1).toMatch(/^"\d+"$/);
+      expect((await put("again", { "if-none-match": "*" })).status).toBe(412);
+
+      const got = await fetch(url);
+      expect(await got.text()).toBe("v1");
+      expect(got.headers.get("etag")).toBe(etag1);
+
+      const updated = await put("v2", { "if-match": etag1 });
+      expect(updated.status).toBe(204);
+      const etag2 = updated.headers.get("etag") as string;
+      expect(Number(JSON.parse(etag2))).toBe(Number(JSON.parse(etag1)) + 1);
+      const stale = await put("v3", { "if-match": etag1 });
+      expect(stale.status).toBe(412);
+      expect(await stale.json()).toMatchObject({ error: "conflict" });
+      expect(await (await fetch(url)).text()).toBe("v2");
+
+      // An unconditional PUT still works, and raises the version.
+      expect((await put("v4")).status).toBe(204);
+      expect(Number(JSON.parse((await fetch(url)).headers.get("etag") as string))).toBeGreaterThan(
+        Number(JSON.parse(etag2)),
+      );
+    });
+
+    test("condition headers it cannot honour are refused with 400, never ignored", async () => {
+      await using server = await startTestServer({ ...config(), httpPort: 0 });
+      const url = `http://127.0.0.1:${server.httpPort}/v1/keys/h`;
+      for (const headers of <Record<string, string>[]>[
+        { "if-match": "*" },
+        { "if-match": 'W/"12"' },
+        { "if-match": '"1", "2"' },
+        { "if-match": '"99999999999999999"' },
+        { "if-none-match": '"12"' },
+        { "if-match": '"1"', "if-none-match": "*" },
+      ]) {
+        const res = await fetch(url, { method: "PUT", body: "x", headers });
+        expect({ headers, status: res.status }).toEqual({ headers, status: 400 });
+      }
+      expect((await fetch(url)).status).toBe(404);
+    });
+  });
+}

@@ -24,6 +24,8 @@ export function httpError(err: KvError): HttpError {
       return { status: 413, error: "value_too_large" };
     case ErrorCode.BadCursor:
       return { status: 400, error: "bad_cursor" };
+    case ErrorCode.Conflict:
+      return { status: 412, error: "conflict" };
     case ErrorCode.Timeout:
       return { status: 503, error: "timeout" };
     case ErrorCode.Unavailable:

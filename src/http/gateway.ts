@@ -12,6 +12,7 @@ import {
   oversizedKey,
   readValue,
   type ValueStream,
+  type WriteCondition,
 } from "../store/kv-store.js";
 import { errorResponse, httpError, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
@@ -163,6 +164,36 @@ function streamedValue(value: ValueStream, log: Logger): Response {
   });
 }
 
+/** A strong ETag holding a version: `"123"`. */
+const VERSION_ETAG = /^"(\d{1,16})"$/;
+
+/**
+ * The write condition of a PUT's headers: `If-Match` with one version ETag,
+ * or `If-None-Match: *`. Anything else in them (a list, a weak tag, `*` for
+ * If-Match, both headers) is refused rather than ignored.
+ */
+export function writeConditionOf(headers: Headers): WriteCondition | undefined {
+  const ifMatch = headers.get("if-match");
+  const ifNoneMatch = headers.get("if-none-match");
+  if (ifMatch !== null && ifNoneMatch !== null) {
+    throw new KvError(ErrorCode.BadRequest, "a PUT takes If-Match or If-None-Match, not both");
+  }
+  if (ifNoneMatch !== null) {
+    if (ifNoneMatch.trim() !== "*") throw new KvError(ErrorCode.BadRequest, 'If-None-Match takes only "*"');
+    return { ifAbsent: true };
+  }
+  if (ifMatch === null) return undefined;
+  const m = VERSION_ETAG.exec(ifMatch.trim());
+  const version = m === null ? Number.NaN : Number(m[1]);
+  if (!Number.isSafeInteger(version)) {
+    throw new KvError(
+      ErrorCode.BadRequest,
+      'If-Match takes one ETag from a GET of the key, such as "1732377600000001"',
+    );
+  }
+  return { ifVersion: version };
+}
+
 /** The gateway's request handling, apart from the socket. */
 class Routes {
   readonly #repeats: RepeatLimiter;
@@ -194,7 +225,7 @@ class Routes {
           case "GET":
           case "HEAD":
             op = head ? "exists" : "get";
-            return head ? await this.#exists(key, true) : await this.#get(key);
+            return head ? await this.#exists(key, true) : await this.#getVersioned(key);
           case "DELETE":
             op = "delete";
             return await this.#delete(key, 204);
@@ -269,11 +300,46 @@ class Routes {
     return new Response(null, { status });
   }
 
+  /**
+   * PUT /v1/keys/KEY. `If-Match: "VERSION"` (an ETag from a GET or an
+   * earlier conditional PUT) or `If-None-Match: *` makes it conditional:
+   * 204 with the new ETag, or 412 when the condition failed.
+   */
   async #put(key: Uint8Array, req: Request): Promise<Response> {
+    const condition = writeConditionOf(req.headers);
     const max = this.options.maxValueBytes;
     const declared = Number(req.headers.get("content-length") ?? Number.NaN);
     if (declared > max) throw tooLarge(declared, max);
-    return this.#set(key, await readBody(req, max), 204);
+    const value = await readBody(req, max);
+    if (condition === undefined) return this.#set(key, value, 204);
+    try {
+      const version = await this.store.setIf(key, value, condition);
+      this.#count("set", "ok");
+      return new Response(null, { status: 204, headers: { etag: `"${version}"` } });
+    } catch (err) {
+      if (isKvError(err, ErrorCode.Conflict)) {
+        this.#count("set", "conflict");
+        return jsonError(412, "conflict", "the key's version did not match the condition; nothing was written");
+      }
+      throw err;
+    }
+  }
+
+  /** GET /v1/keys/KEY: the value with its version as the ETag. */
+  async #getVersioned(key: Uint8Array): Promise<Response> {
+    const found = await this.store.getVersioned(key);
+    if (found === undefined) {
+      this.#count("get", "not_found");
+      return jsonError(404, "not_found", "no such key");
+    }
+    this.#count("get", "ok");
+    const etag = `"${found.version}"`;
+    if (!isValueStream(found.value)) {
+      return new Response(found.value, { headers: { "content-type": "application/octet-stream", etag } });
+    }
+    const response = streamedValue(found.value, this.log);
+    response.headers.set("etag", etag);
+    return response;
   }
 
   async #get(key: Uint8Array): Promise<Response> {

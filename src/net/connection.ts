@@ -122,6 +122,15 @@ export interface FrameHandler {
   stream?(length: number, ready: () => void, cancel: { readonly aborted: boolean }): FrameStream | undefined;
 }
 
+/**
+ * The last frame a connection closed gracefully sends: an empty frame (one
+ * zero byte). It tells the client that every request the server read has
+ * been answered, so a request still unanswered was never read or applied and
+ * can be sent again elsewhere. A crash sends no such frame. No answer is an
+ * empty frame: every response envelope has a type.
+ */
+export const GOODBYE = Uint8Array.of(0);
+
 /** Per-connection limits. */
 export interface ConnectionOptions {
   maxFrameBytes: number;
@@ -202,6 +211,8 @@ export class Connection {
   #largeFrameBytes = 0;
   #paused = false;
   #closing = false;
+  /** Closing by {@link shutdown}: the last bytes sent are {@link GOODBYE}. */
+  #graceful = false;
   #closed = false;
   readonly #done = Promise.withResolvers<void>();
 
@@ -294,11 +305,14 @@ export class Connection {
   /**
    * Graceful close: take no new bytes from the socket, answer every request
    * already read (including any held unparsed under backpressure), flush,
-   * then end the socket. Settles when the socket has closed.
+   * then end the socket. Settles when the socket has closed. With `goodbye`
+   * (a server draining), {@link GOODBYE} follows the last answer, so the
+   * client knows that what is unanswered was not read.
    */
-  shutdown(): Promise<void> {
+  shutdown(goodbye = false): Promise<void> {
     if (!this.#closing) {
       this.#closing = true;
+      this.#graceful = goodbye;
       this.#socket.pause();
       this.#afterProgress();
     }
@@ -627,7 +641,12 @@ export class Connection {
     } else this.#checkBudget();
     if (this.#closing && this.inFlight === 0 && this.#decoder.heldBytes === 0) {
       this.#writer.flush();
-      if (this.#writer.pendingBytes === 0) this.#socket.end();
+      if (this.#writer.pendingBytes === 0) {
+        // Best effort, after every answer: never waited for, so a socket that takes nothing (a TLS
+        // handshake never finished) still closes. Without it the client just sees the close.
+        if (this.#graceful) this.#socket.write(GOODBYE);
+        this.#socket.end();
+      }
     }
   }
 

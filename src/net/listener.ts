@@ -239,7 +239,7 @@ export class Listener {
 
   async #stop(graceMs: number): Promise<void> {
     this.#server.stop(false);
-    const all = [...this.#connections].map((c) => c.shutdown());
+    const all = [...this.#connections].map((c) => c.shutdown(true));
     let timer: Timer | undefined;
     const deadline = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), graceMs);
