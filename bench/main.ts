@@ -1,5 +1,8 @@
-import { cpus, totalmem } from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { clusterStress } from "./cluster-stress.js";
 import { httpGateway, listing } from "./kv-api.js";
 import { runMicro } from "./micro.js";
 import { htmlReport } from "./report.js";
@@ -19,7 +22,8 @@ const USAGE = `Usage: bun run bench [flags]
 
 Scenarios (select with --filter): micro, front-end, slow-readers, concurrency, end-to-end, server-cost,
 large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve), tls (TLS and mTLS cost
-on the pipelined front end, beside redis with TLS).
+on the pipelined front end, beside redis with TLS), cluster (stress through HAProxy while nodes are removed,
+added and killed, with a linearizability check; exits 1 on a violation).
 
   --quick              every scenario briefly (under 60 s on 2 cores)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
@@ -30,6 +34,7 @@ on the pipelined front end, beside redis with TLS).
   --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
   --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
   --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
+  --cluster-ops N      operations in the cluster stress run (default 100000; quick 3000)  [KV_BENCH_CLUSTER_OPS]
   --json FILE          write every result as JSON
   --report FILE        write an HTML report with SVG charts
 
@@ -47,6 +52,7 @@ const { values } = parseArgs({
     held: { type: "string" },
     clients: { type: "string" },
     large: { type: "string" },
+    "cluster-ops": { type: "string" },
     json: { type: "string" },
     report: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -93,6 +99,31 @@ const header = `bun ${Bun.version}, ${process.platform}/${process.arch}, ${cpus(
 console.log(header);
 
 const results: Record<string, Row[]> = {};
+
+/** The cluster stress test (bench/cluster-stress.ts): its timeline, then a summary row; exits 1 on a violation. */
+async function clusterScenario(ops: number): Promise<Row[]> {
+  const dir = mkdtempSync(join(tmpdir(), "kvs-stress-"));
+  try {
+    const r = await clusterStress({ ops, clients: 32, keys: 200, nodes: 3, dir, log: settings.log });
+    const summary: Row = {
+      t_s: "total",
+      "ops/s": Math.round(r.ops / r.seconds),
+      "p50 ms": "",
+      "p99 ms": "",
+      event: [
+        `${r.ops} operations in ${r.seconds.toFixed(1)} s`,
+        `linearizable: ${r.verdict.ok ? "yes" : `NO (${r.verdict.key}: ${r.verdict.reason})`}`,
+        `errors on the killed node's connections ${r.errorsOnKilled}, elsewhere ${r.errorsElsewhere}`,
+        `conflicts ${r.conflicts}, final reads through every node ${r.finalReads}`,
+      ].join("; "),
+    };
+    for (const sample of r.errorSamples) settings.log(`cluster stress: error elsewhere: ${sample}`);
+    if (!r.verdict.ok) process.exitCode = 1;
+    return [...r.timeline, summary];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 const scenarios: [string, () => Promise<Row[]>][] = [
   ["micro", async () => (await runMicro(/./, quick ? 100 : 1000)) as Row[]],
   ["front-end", () => frontEnd(settings)],
@@ -104,6 +135,10 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["listing", () => listing(settings)],
   ["http", () => httpGateway(settings)],
   ["tls", () => tlsCost(settings)],
+  [
+    "cluster",
+    () => clusterScenario(list(values["cluster-ops"], "KV_BENCH_CLUSTER_OPS", [quick ? 3000 : 100_000])[0] as number),
+  ],
 ];
 for (const [name, run] of scenarios) {
   if (!filter.test(name)) continue;

@@ -295,6 +295,11 @@ export class KvClient implements AsyncDisposable {
     return client;
   }
 
+  /** The connection's local port: what a load balancer sees as its source. */
+  get localPort(): number {
+    return this.#socket.localPort;
+  }
+
   /** Whether the connection has failed or closed: every call on it now rejects. */
   get closed(): boolean {
     return this.#error !== null;

@@ -42,6 +42,7 @@ export class ReconnectingClient implements AsyncDisposable {
   #client: KvClient | undefined;
   #connecting: Promise<KvClient> | undefined;
   #closed = false;
+  #lastPort: number | undefined;
   /** Connections opened after the first. */
   reconnects = 0;
   /** Calls sent again because a draining server closed their connection before reading them. */
@@ -49,6 +50,11 @@ export class ReconnectingClient implements AsyncDisposable {
 
   private constructor(options: ReconnectOptions) {
     this.#options = options;
+  }
+
+  /** The local port of the connection the latest call was sent on: what a load balancer saw as its source. */
+  get lastPort(): number | undefined {
+    return this.#lastPort;
   }
 
   /** Connects (with the same backoff as a reconnect) and resolves the client. */
@@ -118,6 +124,7 @@ export class ReconnectingClient implements AsyncDisposable {
   async #run<T>(call: (client: KvClient) => Promise<T>): Promise<T> {
     for (;;) {
       const client = await this.#current();
+      this.#lastPort = client.localPort;
       try {
         return await call(client);
       } catch (err) {

@@ -14,7 +14,7 @@ function holdingGetsOf(held: string) {
   const wrap = (inner: MemoryStore) =>
     wrapping(inner, {
       getSync: undefined,
-      get: async (key, cancel) => {
+      get: async (key) => {
         if (dec.decode(key) === held) {
           arrived.resolve();
           await new Promise<void>((resolve) => releases.push(resolve));
@@ -22,7 +22,10 @@ function holdingGetsOf(held: string) {
         return inner.get(key);
       },
     });
-  return { wrap, arrived: arrived.promise, release: () => releases.splice(0).forEach((r) => r()) };
+  const release = () => {
+    for (const r of releases.splice(0)) r();
+  };
+  return { wrap, arrived: arrived.promise, release };
 }
 
 async function codeOf(work: Promise<unknown>): Promise<string | undefined> {

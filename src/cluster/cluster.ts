@@ -70,6 +70,7 @@ export class Cluster implements AsyncDisposable {
     if (!Number.isInteger(options.nodes) || options.nodes < 1) {
       throw new KvError(ErrorCode.Config, `--nodes must be a whole number of at least 1, got ${options.nodes}`);
     }
+    Haproxy.binary(); // Before anything starts: a missing load balancer is the likeliest failure.
     mkdirSync(options.dir, { recursive: true });
     const ddb = await startDynamoDbLocal();
     const cluster = new Cluster(options, ddb, LocalKms.start());
@@ -113,6 +114,17 @@ export class Cluster implements AsyncDisposable {
   /** HAProxy's view: node name → operational state (2 up, 0 down). */
   servers(): Promise<Map<string, number>> {
     return this.#lb.servers();
+  }
+
+  /** Sends no new connections to `name`; those it has go on (HAProxy's drain state). */
+  async stopRouting(name: string): Promise<void> {
+    this.#node(name);
+    await this.#lb.drain(name);
+  }
+
+  /** Client connections HAProxy holds now: client source port → node name. */
+  sessions(): Promise<Map<number, string>> {
+    return this.#lb.sessions();
   }
 
   /** Starts a node and puts it in rotation. */

@@ -47,8 +47,8 @@ export class Haproxy implements AsyncDisposable {
     this.httpPort = httpPort;
   }
 
-  /** Starts HAProxy; rejects with a clear message when the binary is missing or it does not come up. */
-  static async start(settings: HaproxySettings): Promise<Haproxy> {
+  /** The haproxy binary on PATH; throws a clear message when there is none. */
+  static binary(): string {
     const binary = Bun.which("haproxy");
     if (binary === null) {
       throw new KvError(
@@ -56,6 +56,12 @@ export class Haproxy implements AsyncDisposable {
         "haproxy is not installed: on Debian or Ubuntu, `apt-get install haproxy` (the cluster needs 2.4 or later)",
       );
     }
+    return binary;
+  }
+
+  /** Starts HAProxy; rejects with a clear message when the binary is missing or it does not come up. */
+  static async start(settings: HaproxySettings): Promise<Haproxy> {
+    const binary = Haproxy.binary();
     const socketPath = join(settings.dir, "haproxy.sock");
     const configPath = join(settings.dir, "haproxy.cfg");
     writeFileSync(configPath, haproxyConfig({ ...settings, socketPath }));
@@ -140,6 +146,17 @@ export class Haproxy implements AsyncDisposable {
     return out;
   }
 
+  /** Client connections now: client source port → the node it is on (connections not yet on a node left out). */
+  async sessions(): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    for (const line of (await this.command("show sess")).split("\n")) {
+      const src = /\bsrc=[^ ]*:(\d+)/.exec(line)?.[1];
+      const srv = /\bsrv=([^ ]+)/.exec(line)?.[1];
+      if (src !== undefined && srv !== undefined && srv !== "<none>") out.set(Number(src), srv);
+    }
+    return out;
+  }
+
   async stop(): Promise<void> {
     this.#proc.kill("SIGTERM");
     await this.#proc.exited;
@@ -162,6 +179,10 @@ global
 
 defaults
   mode tcp
+  # A node that refuses the connection (it crashed, and the health check has not
+  # noticed yet) is retried, then another is tried: nothing was sent to it yet.
+  retries 2
+  option redispatch
   timeout connect 2s
   # Client connections are long-lived and may idle; the nodes end them when they drain.
   timeout client 1h
