@@ -91,6 +91,14 @@ export async function clusterStress(s: StressSettings): Promise<StressResult> {
     }
   };
   const dec = new TextDecoder();
+  /**
+   * Records a set: a conflict wrote nothing and is left out; any other
+   * failure may still have been applied, so it returns at infinity.
+   */
+  const recordSet = (key: string, value: string) => (call: number, ret: number, _result: unknown, failed: unknown) => {
+    if (failed instanceof KvError && failed.code === ErrorCode.Conflict) return;
+    history.push({ key, kind: "set", value, call, ret: failed === undefined ? ret : Number.POSITIVE_INFINITY });
+  };
 
   const worker = async (client: ReconnectingClient, id: number) => {
     while (issued < s.ops) {
@@ -111,20 +119,7 @@ export async function clusterStress(s: StressSettings): Promise<StressResult> {
         );
       } else if (r < 0.85) {
         const value = `${id}:${seq++}`;
-        await timed(
-          client,
-          (call, ret, _v, failed) => {
-            // A set that failed (other than a conflict, which it cannot have) may still have been applied.
-            history.push({
-              key: k,
-              kind: "set",
-              value,
-              call,
-              ret: failed === undefined ? ret : Number.POSITIVE_INFINITY,
-            });
-          },
-          () => client.set(k, value),
-        );
+        await timed(client, recordSet(k, value), () => client.set(k, value));
       } else {
         // Read-modify-write: the read is a get; the write happened only if it did not conflict.
         const read = await timed(
@@ -140,20 +135,7 @@ export async function clusterStress(s: StressSettings): Promise<StressResult> {
         if (read === undefined) continue;
         issued++;
         const value = `${id}:${seq++}`;
-        await timed(
-          client,
-          (call, ret, _v, failed) => {
-            if (failed instanceof KvError && failed.code === ErrorCode.Conflict) return;
-            history.push({
-              key: k,
-              kind: "set",
-              value,
-              call,
-              ret: failed === undefined ? ret : Number.POSITIVE_INFINITY,
-            });
-          },
-          () => client.set(k, value, { ifVersion: read.version }),
-        );
+        await timed(client, recordSet(k, value), () => client.set(k, value, { ifVersion: read.version }));
       }
     }
   };

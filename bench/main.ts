@@ -34,7 +34,7 @@ added and killed, with a linearizability check; exits 1 on a violation).
   --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
   --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
   --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
-  --cluster-ops N      operations in the cluster stress run (default 100000; quick 3000)  [KV_BENCH_CLUSTER_OPS]
+  --cluster-ops N      operations in the cluster stress run (default 110000; quick 3000)  [KV_BENCH_CLUSTER_OPS]
   --json FILE          write every result as JSON
   --report FILE        write an HTML report with SVG charts
 
@@ -137,7 +137,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["tls", () => tlsCost(settings)],
   [
     "cluster",
-    () => clusterScenario(list(values["cluster-ops"], "KV_BENCH_CLUSTER_OPS", [quick ? 3000 : 100_000])[0] as number),
+    () => clusterScenario(list(values["cluster-ops"], "KV_BENCH_CLUSTER_OPS", [quick ? 3000 : 110_000])[0] as number),
   ],
 ];
 for (const [name, run] of scenarios) {

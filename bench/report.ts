@@ -40,6 +40,44 @@ function barChart(title: string, groups: string[], series: string[], value: (g: 
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">${parts.join("")}</svg>`;
 }
 
+/** A line chart as inline SVG: one line per series over numeric x values, each series scaled to its own maximum (labelled). */
+function lineChart(title: string, xs: number[], series: { name: string; values: number[] }[], notes: string[]): string {
+  const width = 760;
+  const height = 260;
+  const left = 40;
+  const top = 30;
+  const plotW = width - left - 20;
+  const plotH = height - top - 60;
+  const maxX = Math.max(1, ...xs);
+  const parts = [`<text x="0" y="16" font-weight="bold">${escapeHtml(title)}</text>`];
+  parts.push(`<line x1="${left}" y1="${top + plotH}" x2="${left + plotW}" y2="${top + plotH}" stroke="#999"/>`);
+  series.forEach((s, i) => {
+    const max = Math.max(1e-9, ...s.values);
+    const points = xs.map(
+      (x, j) =>
+        `${(left + (plotW * x) / maxX).toFixed(1)},${(top + plotH - (plotH * (s.values[j] ?? 0)) / max).toFixed(1)}`,
+    );
+    parts.push(
+      `<polyline fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.5" points="${points.join(" ")}"/>`,
+    );
+    parts.push(
+      `<rect x="${i * 200}" y="${height - 22}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/>`,
+      `<text x="${i * 200 + 16}" y="${height - 12}">${escapeHtml(`${s.name} (max ${Math.round(max * 100) / 100})`)}</text>`,
+    );
+  });
+  for (const [i, note] of notes.entries()) {
+    const [x, text] = note.split("|") as [string, string];
+    const px = left + (plotW * Number(x)) / maxX;
+    parts.push(
+      `<line x1="${px}" y1="${top}" x2="${px}" y2="${top + plotH}" stroke="#b0413e" stroke-dasharray="3,3"/>`,
+      `<text x="${px + 3}" y="${top + 12 + i * 12}" font-size="10" fill="#b0413e">${escapeHtml(text)}</text>`,
+    );
+  }
+  parts.push(`<text x="${left}" y="${top + plotH + 16}" font-size="10">0 s</text>`);
+  parts.push(`<text x="${left + plotW - 20}" y="${top + plotH + 16}" font-size="10">${maxX} s</text>`);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">${parts.join("")}</svg>`;
+}
+
 function table(rows: Row[]): string {
   if (rows.length === 0) return "<p>(not run)</p>";
   const cols = Object.keys(rows[0] as Row);
@@ -68,6 +106,24 @@ export function htmlReport(results: Record<string, Row[]>, header: string): stri
     const series = [...new Set(e2e.map((r) => String(r.config)))];
     const find = (g: string, s: string) => Number(e2e.find((r) => r.op === g && r.config === s)?.["ops/s"] ?? 0);
     charts.push(barChart("End to end on DynamoDB Local: ops/s", groups, series, find));
+  }
+  const timeline = (results.cluster ?? []).filter((r) => typeof r.t_s === "number");
+  if (timeline.length) {
+    const xs = timeline.map((r) => Number(r.t_s));
+    const col = (c: string) => timeline.map((r) => Number(r[c] ?? 0));
+    const notes = timeline.filter((r) => r.event).map((r) => `${r.t_s}|${r.event}`);
+    charts.push(
+      lineChart(
+        "Cluster stress through HAProxy: throughput and latency per second",
+        xs,
+        [
+          { name: "ops/s", values: col("ops/s") },
+          { name: "p50 ms", values: col("p50 ms") },
+          { name: "p99 ms", values: col("p99 ms") },
+        ],
+        notes,
+      ),
+    );
   }
   const sections = Object.entries(results)
     .map(([name, rows]) => `<h2>${escapeHtml(name)}</h2>${table(rows)}`)

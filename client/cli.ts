@@ -1,7 +1,7 @@
 import { open, rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { toBase64 } from "../src/bytes.js";
-import { errorMessage, isKvError } from "../src/errors.js";
+import { ErrorCode, errorMessage, isKvError } from "../src/errors.js";
 import { type ClientTlsOptions, KvClient, type KvClientOptions, parseServerUrl } from "./kv-client.js";
 import { formatResults, verify } from "./verify.js";
 
@@ -10,7 +10,10 @@ const USAGE = `Usage: bun run client <command> [--host ADDR] [--port N] [--url k
 Commands:
   set KEY VALUE        store VALUE under KEY
   set KEY --file PATH  store the bytes of PATH, streamed: never held whole (- reads stdin, held whole)
+  set KEY VALUE --if-version N | --if-absent
+                       conditional write: prints the new version on stderr; exit 3 on a conflict (nothing written)
   get KEY [--out PATH] write the value to PATH, or stdout, as it arrives; exit 1 if not found
+  get KEY --version    also print the value's version on stderr (the value is read whole)
   rm KEY               delete KEY; exit 1 if it was not there
   exists KEY           exit 0 if KEY has a value, 1 if not (prints nothing to stdout)
   keys [--prefix P] [--values] [--base64]
@@ -37,7 +40,9 @@ Flags:
   --values        keys: print values too
   --base64        keys: print keys and values as base64
   --yes           clear: confirm
-  --out PATH      get: write the value to PATH instead of stdout`;
+  --out PATH      get: write the value to PATH instead of stdout
+  --timeout-ms MS deadline of each request (env KV_TIMEOUT_MS); past it the command fails with KV_ERR_TIMEOUT
+                  (a set may still be applied)`;
 
 /** The key `ping` reads; nothing needs to store it. */
 const PING_KEY = "__kvs_health__";
@@ -161,6 +166,10 @@ async function main(argv: string[]): Promise<number> {
         values: { type: "boolean" };
         base64: { type: "boolean" };
         yes: { type: "boolean" };
+        "if-version": { type: "string" };
+        "if-absent": { type: "boolean" };
+        version: { type: "boolean" };
+        "timeout-ms": { type: "string" };
         help: { type: "boolean"; short: "h" };
       };
       allowPositionals: true;
@@ -185,6 +194,10 @@ async function main(argv: string[]): Promise<number> {
         values: { type: "boolean" },
         base64: { type: "boolean" },
         yes: { type: "boolean" },
+        "if-version": { type: "string" },
+        "if-absent": { type: "boolean" },
+        version: { type: "boolean" },
+        "timeout-ms": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       allowPositionals: true,
@@ -213,6 +226,21 @@ async function main(argv: string[]): Promise<number> {
     console.error(`${msg}\n\n${USAGE}`);
     return 2;
   };
+  const timeoutText = values["timeout-ms"] ?? process.env.KV_TIMEOUT_MS;
+  if (timeoutText !== undefined) {
+    const ms = Number(timeoutText);
+    if (!Number.isInteger(ms) || ms < 1)
+      return usageError(`--timeout-ms must be a positive whole number, got ${JSON.stringify(timeoutText)}`);
+    target = { ...target, requestTimeoutMs: ms };
+  }
+  const ifVersionText = values["if-version"];
+  const ifVersion = ifVersionText === undefined ? undefined : Number(ifVersionText);
+  if (ifVersion !== undefined && (!/^\d+$/.test(ifVersionText as string) || !Number.isSafeInteger(ifVersion))) {
+    return usageError(`--if-version must be a version from a get --version, got ${JSON.stringify(ifVersionText)}`);
+  }
+  const conditional = ifVersion !== undefined || values["if-absent"] === true;
+  if (conditional && command !== "set") return usageError("--if-version and --if-absent go with set");
+  if (values.version && command !== "get") return usageError("--version goes with get");
 
   switch (command) {
     case "set": {
@@ -220,6 +248,23 @@ async function main(argv: string[]): Promise<number> {
       if (key === undefined) return usageError("set needs KEY");
       if ((value === undefined) === (values.file === undefined) || args.length > 2) {
         return usageError("set needs exactly one of VALUE or --file PATH");
+      }
+      if (ifVersion !== undefined && values["if-absent"])
+        return usageError("set takes --if-version or --if-absent, not both");
+      if (conditional) {
+        const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
+        await using client = await KvClient.connect(target);
+        try {
+          const version = await client.set(key, bytes, values["if-absent"] ? { ifAbsent: true } : { ifVersion });
+          console.error(`ok version ${version}`);
+          return 0;
+        } catch (err) {
+          if (!isKvError(err, ErrorCode.Conflict)) throw err;
+          console.error(
+            values["if-absent"] ? "conflict: the key has a value" : `conflict: the key is not at version ${ifVersion}`,
+          );
+          return 3;
+        }
       }
       if (values.file !== undefined && values.file !== "-") {
         // A file is streamed: its size is known up front, and its bytes go out as they are read.
@@ -243,6 +288,17 @@ async function main(argv: string[]): Promise<number> {
       const [key] = args;
       if (key === undefined || args.length > 1) return usageError("get needs exactly one KEY");
       await using client = await KvClient.connect(target);
+      if (values.version) {
+        const found = await client.getVersioned(key);
+        if (found === undefined) {
+          console.error("not found");
+          return 1;
+        }
+        if (values.out !== undefined) await Bun.write(values.out, found.value);
+        else await writeOut(found.value);
+        console.error(`version ${found.version}`);
+        return 0;
+      }
       const out = values.out === undefined ? undefined : await open(values.out, "w");
       let found: boolean;
       try {

@@ -171,7 +171,7 @@ const FLAGS = {
     type: "string",
     default: String(MAX_BATCH_WRITE_ITEMS),
     placeholder: "1-25",
-    help: "items per BatchWriteItem; 1 = one PutItem per set",
+    help: "items per BatchWriteItem (chunks of large values, deletes of clears); 1 = one call each. A set is always one UpdateItem",
   },
   "read-batch": {
     env: "KV_READ_BATCH",

@@ -25,6 +25,35 @@ describe("bun run client", () => {
     expect(missing.stderr).toContain("not found");
   });
 
+  test("set --if-absent and --if-version write conditionally, exit 3 on a conflict, and get --version prints the version", async () => {
+    await using server = await startTestServer();
+    const port = String(server.port);
+    const created = await runCli(["set", "c", "one", "--if-absent", "--port", port]);
+    expect(created.code).toBe(0);
+    const version = Number(/ok version (\d+)/.exec(created.stderr)?.[1]);
+    expect(Number.isSafeInteger(version)).toBe(true);
+    expect((await runCli(["set", "c", "two", "--if-absent", "--port", port])).code).toBe(3);
+    const got = await runCli(["get", "c", "--version", "--port", port]);
+    expect(new TextDecoder().decode(got.stdout)).toBe("one");
+    expect(got.stderr).toContain(`version ${version}`);
+    const updated = await runCli(["set", "c", "two", "--if-version", String(version), "--port", port]);
+    expect(updated.stderr).toContain(`ok version ${version + 1}`);
+    const stale = await runCli(["set", "c", "three", "--if-version", String(version), "--port", port]);
+    expect(stale.code).toBe(3);
+    expect(stale.stderr).toContain(`not at version ${version}`);
+    for (const bad of [
+      ["set", "c", "x", "--if-version", "-1"],
+      ["set", "c", "x", "--if-version", "1", "--if-absent"],
+      ["get", "c", "--if-absent"],
+      ["set", "c", "x", "--timeout-ms", "0"],
+    ]) {
+      expect({ bad, code: (await runCli([...bad, "--port", port])).code }).toEqual({ bad, code: 2 });
+    }
+    expect(new TextDecoder().decode((await runCli(["get", "c", "--port", port, "--timeout-ms", "5000"])).stdout)).toBe(
+      "two",
+    );
+  });
+
   test("set --file - stores stdin byte for byte", async () => {
     await using server = await startTestServer();
     const bytes = new Uint8Array(randomBytes(50_000));

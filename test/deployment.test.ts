@@ -211,6 +211,18 @@ describe("template.yaml", () => {
     }
   });
 
+  test("leaving agrees: the NLB stops routing, then SIGTERM; the server's drain fits the stop timeout and the NLB never cuts connections", () => {
+    const attrs = Object.fromEntries(
+      (props("TargetGroup").TargetGroupAttributes as { Key: string; Value: string }[]).map((a) => [a.Key, a.Value]),
+    );
+    expect(attrs["deregistration_delay.connection_termination.enabled"]).toBe("false");
+    const containers = props("TaskDefinition").ContainerDefinitions as Obj[];
+    const stopTimeout = Number((containers[0] as Obj).StopTimeout);
+    // The listener's grace (src/net/listener.ts, 10 s) plus closing the store must fit in the stop timeout.
+    expect(stopTimeout).toBeGreaterThanOrEqual(20);
+    expect(Number(attrs["deregistration_delay.timeout_seconds"])).toBeLessThanOrEqual(stopTimeout);
+  });
+
   test("every alarm notifies on alarm and on recovery, and the log-based ones select JSON fields the server writes", () => {
     const alarms = Object.entries(resources).filter(([, r]) => (r as Obj).Type === "AWS::CloudWatch::Alarm");
     expect(alarms.length).toBeGreaterThanOrEqual(10);

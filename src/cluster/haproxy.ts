@@ -169,8 +169,15 @@ export class Haproxy implements AsyncDisposable {
 
 /** The HAProxy configuration of a cluster. */
 export function haproxyConfig(s: HaproxySettings & { socketPath: string }): string {
-  const servers = (port: (n: NodeAddress) => number) =>
-    s.nodes.map((n) => `  server ${n.name} 127.0.0.1:${port(n)} ${CHECK}`).join("\n");
+  // A frontend on `port` and its backend of every node's `nodePort`.
+  const pair = (backend: Backend, port: number, nodePort: (n: NodeAddress) => number) => `frontend ${backend}_front
+  bind 127.0.0.1:${port}
+  default_backend ${backend}
+
+backend ${backend}
+  balance leastconn
+${s.nodes.map((n) => `  server ${n.name} 127.0.0.1:${nodePort(n)} ${CHECK}`).join("\n")}
+`;
   return `# Written by \`bun run cluster\`; nodes come and go through the runtime API socket.
 global
   stats socket ${s.socketPath} mode 600 level admin
@@ -188,20 +195,6 @@ defaults
   timeout client 1h
   timeout server 1h
 
-frontend kv_front
-  bind 127.0.0.1:${s.port}
-  default_backend ${Backend.tcp}
-
-backend ${Backend.tcp}
-  balance leastconn
-${servers((n) => n.port)}
-
-frontend kv_http_front
-  bind 127.0.0.1:${s.httpPort}
-  default_backend ${Backend.http}
-
-backend ${Backend.http}
-  balance leastconn
-${servers((n) => n.httpPort)}
-`;
+${pair(Backend.tcp, s.port, (n) => n.port)}
+${pair(Backend.http, s.httpPort, (n) => n.httpPort)}`;
 }
