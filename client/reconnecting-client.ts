@@ -1,4 +1,5 @@
 import { ErrorCode, errorMessage, KvError } from "../src/errors.js";
+import { backoffDelay } from "../src/store/retry.js";
 import {
   type Bytes,
   KvClient,
@@ -147,6 +148,7 @@ export class ReconnectingClient implements AsyncDisposable {
 
   async #open(): Promise<KvClient> {
     const { baseDelayMs = 50, maxDelayMs = 2_000, reconnectTimeoutMs = 10_000 } = this.#options;
+    const backoff = { baseDelayMs, maxDelayMs, maxElapsedMs: reconnectTimeoutMs };
     const deadline = Date.now() + reconnectTimeoutMs;
     const where = `${this.#options.host ?? "127.0.0.1"}:${this.#options.port}`;
     for (let attempt = 0; ; attempt++) {
@@ -158,7 +160,7 @@ export class ReconnectingClient implements AsyncDisposable {
       } catch (err) {
         // A certificate that does not verify will not verify on the next try either.
         if (err instanceof KvError && err.code === ErrorCode.Tls) throw err;
-        const delay = Math.random() * Math.min(maxDelayMs, baseDelayMs * 2 ** attempt);
+        const delay = backoffDelay(backoff, attempt);
         if (this.#closed || Date.now() + delay >= deadline) {
           throw new KvError(
             ErrorCode.ConnectionClosed,

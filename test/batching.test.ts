@@ -41,7 +41,7 @@ class ScriptedClient implements DataPlane {
     return (await this.#send("GetItem", { key })) as AttributeMap | undefined;
   }
   async putItem(input: PutItemJson) {
-    return (await this.#send("PutItem", { item: input.item })) as AttributeMap | undefined;
+    await this.#send("PutItem", { item: input.item });
   }
   async updateItem(input: UpdateItemJson) {
     return (await this.#send("UpdateItem", { key: input.key })) as AttributeMap | undefined;

@@ -328,30 +328,24 @@ class Routes {
   /** GET /v1/keys/KEY: the value with its version as the ETag. */
   async #getVersioned(key: Uint8Array): Promise<Response> {
     const found = await this.store.getVersioned(key);
-    if (found === undefined) {
-      this.#count("get", "not_found");
-      return jsonError(404, "not_found", "no such key");
-    }
-    this.#count("get", "ok");
-    const etag = `"${found.version}"`;
-    if (!isValueStream(found.value)) {
-      return new Response(found.value, { headers: { "content-type": "application/octet-stream", etag } });
-    }
-    const response = streamedValue(found.value, this.log);
-    response.headers.set("etag", etag);
-    return response;
+    return this.#answerGet(found?.value, found?.version);
   }
 
   async #get(key: Uint8Array): Promise<Response> {
     const getSync = this.store.getSync;
-    const value = getSync !== undefined ? getSync(key) : await readValue(this.store, key);
+    return this.#answerGet(getSync !== undefined ? getSync(key) : await readValue(this.store, key), undefined);
+  }
+
+  /** A get's answer: 404, or the value's bytes (streamed when large), with `version` as the ETag when given. */
+  #answerGet(value: Uint8Array | ValueStream | undefined, version: number | undefined): Response {
     if (value === undefined) {
       this.#count("get", "not_found");
       return jsonError(404, "not_found", "no such key");
     }
     this.#count("get", "ok");
-    if (!isValueStream(value)) return new Response(value, OCTET_INIT);
-    return streamedValue(value, this.log);
+    const response = isValueStream(value) ? streamedValue(value, this.log) : new Response(value, OCTET_INIT);
+    if (version !== undefined) response.headers.set("etag", `"${version}"`);
+    return response;
   }
 
   async #delete(key: Uint8Array, status: 200 | 204): Promise<Response> {

@@ -398,15 +398,11 @@ export function encodeSetOk(version: number): Uint8Array {
   ]);
 }
 
-/** The varint encoding of `n` (below 2^53) as bytes. */
+/** The varint encoding of `n` (below 2^53) as bytes, for the fixed prefixes encoders take as byte lists. */
 function varintBytes(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
+  const out = new Uint8Array(varintSize(n));
+  writeVarint(out, 0, n);
+  return [...out];
 }
 
 /** The `internal` response frame for a request answered with `reply`. */

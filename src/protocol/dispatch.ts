@@ -152,51 +152,35 @@ export class Dispatcher implements FrameHandler {
     if (limitError) return this.#fail(op, limitError);
     const started = performance.now();
     const work = op === "delete" ? this.#store.delete(key, cancel) : this.#store.exists(key, cancel);
-    return settle(
-      work,
-      (found) => {
-        this.#timed(op, found ? "ok" : "not_found", started);
-        if (op === "delete") return found ? ApiFrames.deleteOk : ApiFrames.deleteNotFound;
-        return found ? ApiFrames.existsOk : ApiFrames.existsNotFound;
-      },
-      (err) => {
-        this.stats.observe(op, (performance.now() - started) / 1000);
-        return this.#fail(op, asKvError(err, ErrorCode.Storage, `${op} failed`));
-      },
-    );
+    return this.#settled(op, started, work, (found) => {
+      this.#timed(op, found ? "ok" : "not_found", started);
+      if (op === "delete") return found ? ApiFrames.deleteOk : ApiFrames.deleteNotFound;
+      return found ? ApiFrames.existsOk : ApiFrames.existsNotFound;
+    });
   }
 
   #list(req: ListRequestFields, cancel?: Cancel): Answer | Promise<Answer> {
     const prefixError = req.prefix && oversizedKey(req.prefix, this.#limits.maxKeyBytes, "prefix");
     if (prefixError) return this.#fail("list", prefixError);
     const started = performance.now();
-    return settle(
+    return this.#settled(
+      "list",
+      started,
       this.#store.list({ prefix: req.prefix, limit: req.limit, cursor: req.cursor, values: req.values }, cancel),
       (page) => {
         this.#timed("list", "ok", started);
         return encodeListOk(page.entries, req.values, page.cursor);
-      },
-      (err) => {
-        this.stats.observe("list", (performance.now() - started) / 1000);
-        return this.#fail("list", asKvError(err, ErrorCode.Storage, "list failed"));
       },
     );
   }
 
   #clear(): Promise<Answer> {
     const started = performance.now();
-    return settle(
-      this.#store.clear(),
-      (removed) => {
-        this.#timed("clear", "ok", started);
-        this.#log.info("store cleared", { removed });
-        return encodeClearOk(removed);
-      },
-      (err) => {
-        this.stats.observe("clear", (performance.now() - started) / 1000);
-        return this.#fail("clear", asKvError(err, ErrorCode.Storage, "clear failed"));
-      },
-    );
+    return this.#settled("clear", started, this.#store.clear(), (removed) => {
+      this.#timed("clear", "ok", started);
+      this.#log.info("store cleared", { removed });
+      return encodeClearOk(removed);
+    });
   }
 
   #set(key: Uint8Array, value: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
@@ -220,17 +204,10 @@ export class Dispatcher implements FrameHandler {
     const limitError = this.#checkKey(key) ?? this.#checkValue(value);
     if (limitError) return this.#fail("set", limitError);
     const started = performance.now();
-    return settle(
-      this.#store.setIf(key, value, condition, cancel),
-      (version) => {
-        this.#timed("set", "ok", started);
-        return encodeSetOk(version);
-      },
-      (err) => {
-        this.stats.observe("set", (performance.now() - started) / 1000);
-        return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
-      },
-    );
+    return this.#settled("set", started, this.#store.setIf(key, value, condition, cancel), (version) => {
+      this.#timed("set", "ok", started);
+      return encodeSetOk(version);
+    });
   }
 
   /** A get that answers the value's version too. */
@@ -238,33 +215,19 @@ export class Dispatcher implements FrameHandler {
     const limitError = this.#checkKey(key);
     if (limitError) return this.#fail("get", limitError);
     const started = performance.now();
-    return settle(
-      this.#store.getVersioned(key, cancel),
-      (found) => {
-        this.#timed("get", found === undefined ? "not_found" : "ok", started);
-        if (found === undefined) return Frames.getNotFound;
-        return getOkAnswer(key, found.value, found.version);
-      },
-      (err) => {
-        this.stats.observe("get", (performance.now() - started) / 1000);
-        return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
-      },
-    );
+    return this.#settled("get", started, this.#store.getVersioned(key, cancel), (found) => {
+      this.#timed("get", found === undefined ? "not_found" : "ok", started);
+      if (found === undefined) return Frames.getNotFound;
+      return getOkAnswer(key, found.value, found.version);
+    });
   }
 
   /** The answer to a set once the store's `work` settles, counted and timed from `started`. */
   #answerSet(work: Promise<void>, started: number): Promise<Answer> {
-    return settle(
-      work,
-      () => {
-        this.#timed("set", "ok", started);
-        return Frames.setOk;
-      },
-      (err) => {
-        this.stats.observe("set", (performance.now() - started) / 1000);
-        return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
-      },
-    );
+    return this.#settled("set", started, work, () => {
+      this.#timed("set", "ok", started);
+      return Frames.setOk;
+    });
   }
 
   #get(key: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
@@ -285,18 +248,11 @@ export class Dispatcher implements FrameHandler {
       }
     }
     const started = performance.now();
-    return settle(
-      readValue(store, key, cancel),
-      (value) => {
-        this.#timed("get", value === undefined ? "not_found" : "ok", started);
-        if (value === undefined) return Frames.getNotFound;
-        return getOkAnswer(key, value, undefined);
-      },
-      (err) => {
-        this.stats.observe("get", (performance.now() - started) / 1000);
-        return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
-      },
-    );
+    return this.#settled("get", started, readValue(store, key, cancel), (value) => {
+      this.#timed("get", value === undefined ? "not_found" : "ok", started);
+      if (value === undefined) return Frames.getNotFound;
+      return getOkAnswer(key, value, undefined);
+    });
   }
 
   #checkKey(key: Uint8Array): KvError | undefined {
@@ -313,6 +269,17 @@ export class Dispatcher implements FrameHandler {
       ErrorCode.ValueTooLarge,
       `value of ${length} bytes exceeds the maximum of ${this.#limits.maxValueBytes}`,
     );
+  }
+
+  /**
+   * The answer once `work` settles: `ok`'s, or the failure's answer, timed
+   * from `started` and counted by {@link #fail}. Never rejects.
+   */
+  #settled<T>(op: Op, started: number, work: Promise<T>, ok: (value: T) => Answer): Promise<Answer> {
+    return settle(work, ok, (err) => {
+      this.stats.observe(op, (performance.now() - started) / 1000);
+      return this.#fail(op, asKvError(err, ErrorCode.Storage, `${op} failed`));
+    });
   }
 
   #timed(op: Op, result: "ok" | "not_found", started: number): void {

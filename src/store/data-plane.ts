@@ -33,8 +33,7 @@ export interface DataPlane {
     timeoutMs?: number,
     projection?: string,
   ): Promise<AttributeMap | undefined>;
-  /** With `returnOld`, resolves the item replaced. */
-  putItem(input: PutItemJson, timeoutMs?: number): Promise<AttributeMap | undefined>;
+  putItem(input: PutItemJson, timeoutMs?: number): Promise<void>;
   /** With `returnOld`, resolves the item as it was; a failed condition rejects, with the item if `oldOnConflict`. */
   updateItem(input: UpdateItemJson, timeoutMs?: number): Promise<AttributeMap | undefined>;
   /** With `returnOld`, resolves the item deleted. */

@@ -212,16 +212,13 @@ export class DynamoDataClient implements DataPlane {
     return out.Item === undefined ? undefined : parseAttributeMap(out.Item);
   }
 
-  /**
-   * PutItem, optionally conditional. With `returnOld`, resolves the item it
-   * replaced (undefined when there was none).
-   */
-  async putItem(input: PutItemJson, timeoutMs?: number): Promise<AttributeMap | undefined> {
-    let body = `{"TableName":${JSON.stringify(input.table)},"Item":${attributeMapJson(input.item)}`;
-    body += conditionJson(input);
-    if (input.returnOld) body += `,"ReturnValues":"ALL_OLD"`;
-    const out = (await this.call("PutItem", `${body}}`, timeoutMs)) as { Attributes?: unknown };
-    return out.Attributes === undefined ? undefined : parseAttributeMap(out.Attributes);
+  /** PutItem: the unbatched write of a chunk (`--write-batch 1`). */
+  async putItem(input: PutItemJson, timeoutMs?: number): Promise<void> {
+    await this.call(
+      "PutItem",
+      `{"TableName":${JSON.stringify(input.table)},"Item":${attributeMapJson(input.item)}}`,
+      timeoutMs,
+    );
   }
 
   /**
@@ -419,10 +416,6 @@ export interface ScanPage {
 export interface PutItemJson {
   table: string;
   item: AttributeMap;
-  condition?: string;
-  names?: Record<string, string>;
-  values?: AttributeMap;
-  returnOld?: boolean;
 }
 
 /** An UpdateItem call. Every name and value the expressions use goes in `names` and `values`. */
@@ -437,14 +430,6 @@ export interface UpdateItemJson {
   returnOld?: boolean;
   /** On a failed condition, carry the item as it stands in the error ({@link DynamoCallError.item}). */
   oldOnConflict?: boolean;
-}
-
-function conditionJson(input: PutItemJson): string {
-  if (input.condition === undefined) return "";
-  let out = `,"ConditionExpression":${JSON.stringify(input.condition)}`;
-  if (input.names) out += `,"ExpressionAttributeNames":${JSON.stringify(input.names)}`;
-  if (input.values) out += `,"ExpressionAttributeValues":${attributeMapJson(input.values)}`;
-  return out;
 }
 
 function transportError(op: DataOperation, err: unknown, timedOut: boolean, timeoutMs: number): DynamoCallError {

@@ -331,8 +331,8 @@ export class DynamoStore implements KvStore {
     returnOld: boolean,
   ): Promise<{ version: number | undefined; old: AttributeMap | undefined }> {
     const { table, counters, data } = this.#o;
-    const input = headUpdate(table, item, condition, returnOld);
-    let version = condition === undefined ? undefined : Number((input.values[":next"] as { N: string }).N);
+    const { input, next } = headUpdate(table, item, condition, returnOld);
+    let version = next;
     let old: AttributeMap | undefined;
     let attempts = 0;
     await retrying(this.#retry, "write", async (budgetMs) => {
@@ -785,15 +785,16 @@ const EMPTY = new Uint8Array(0);
 /**
  * The UpdateItem that makes `item` the whole head: its attributes set, the
  * other head attributes removed, and the version raised (see
- * {@link DynamoStore}'s `#writeHead`). Every name goes through a placeholder,
- * so none can collide with DynamoDB's reserved words.
+ * {@link DynamoStore}'s `#writeHead`); with `condition`, also the version it
+ * writes. Every name goes through a placeholder, so none can collide with
+ * DynamoDB's reserved words.
  */
-export function headUpdate(
+function headUpdate(
   table: string,
   item: AttributeMap,
   condition: WriteCondition | undefined,
   returnOld: boolean,
-): UpdateItemJson {
+): { input: UpdateItemJson; next: number | undefined } {
   const names: Record<string, string> = { "#v": Attr.v };
   const values: AttributeMap = {};
   const sets: string[] = [];
@@ -808,6 +809,7 @@ export function headUpdate(
     }
   });
   let conditionExpression: string | undefined;
+  let next: number | undefined;
   if (condition === undefined) {
     values[":first"] = { N: String(firstVersion() - 1) };
     values[":one"] = { N: "1" };
@@ -817,21 +819,22 @@ export function headUpdate(
     if (condition.ifAbsent || condition.ifVersion === 0) names["#pk"] = Attr.pk;
     if (condition.ifAbsent) {
       conditionExpression = "attribute_not_exists(#pk)";
-      values[":next"] = { N: String(firstVersion()) };
+      next = firstVersion();
     } else if (condition.ifVersion === 0) {
       // Version 0 is a value written before versions existed: it has no `v`.
       conditionExpression = "attribute_exists(#pk) AND attribute_not_exists(#v)";
-      values[":next"] = { N: String(firstVersion()) };
+      next = firstVersion();
     } else {
       conditionExpression = "#v = :expected";
       values[":expected"] = { N: String(condition.ifVersion) };
-      values[":next"] = { N: String(condition.ifVersion + 1) };
+      next = condition.ifVersion + 1;
     }
+    values[":next"] = { N: String(next) };
     sets.push("#v = :next");
   }
   let update = `SET ${sets.join(", ")}`;
   if (removes.length > 0) update += ` REMOVE ${removes.join(", ")}`;
-  return {
+  const input: UpdateItemJson = {
     table,
     key: { [Attr.pk]: item[Attr.pk] as { B: Uint8Array } },
     update,
@@ -841,6 +844,7 @@ export function headUpdate(
     returnOld,
     oldOnConflict: condition !== undefined,
   };
+  return { input, next };
 }
 
 function safeHead(item: AttributeMap): Head | undefined {
