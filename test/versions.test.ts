@@ -6,6 +6,8 @@ import { KvClient } from "../client/kv-client.js";
 import type { Config } from "../src/config.js";
 import { decodeResponse, encodeGetRequest, GetError, SetError } from "../src/protocol/codec.js";
 import { headPk } from "../src/store/item-format.js";
+import { firstVersion } from "../src/store/kv-store.js";
+import { MemoryStore } from "../src/store/memory-store.js";
 import { onBackends, useBackends } from "./support/backends.js";
 import { FaultProxy } from "./support/fault-proxy.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
@@ -138,6 +140,26 @@ for (const [name, config] of Object.entries(STORES)) {
     });
   });
 }
+
+describe("first versions", () => {
+  test("come from the microsecond clock and rise on every call, however fast the calls", () => {
+    const before = Date.now() * 1000;
+    const versions = Array.from({ length: 1000 }, () => firstVersion());
+    expect(versions[0]).toBeGreaterThanOrEqual(before - 1000);
+    for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1] as number);
+  });
+
+  test("a memory-store key written faster than the clock, deleted and set again, gets a larger version", async () => {
+    const store = new MemoryStore();
+    const key = new TextEncoder().encode("fast");
+    // Faster than one write a microsecond, so the clock alone would fall behind the key's version.
+    for (let i = 0; i < 20_000; i++) store.setSync(key, Uint8Array.of(i));
+    const before = (await store.getVersioned(key))?.version as number;
+    await store.delete(key);
+    store.setSync(key, Uint8Array.of(1));
+    expect((await store.getVersioned(key))?.version).toBeGreaterThan(before);
+  });
+});
 
 describe("versions on DynamoDB", () => {
   test("an item written before versions existed reads as version 0 and takes a set-if-version of 0", async () => {

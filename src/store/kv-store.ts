@@ -215,8 +215,9 @@ export function isValueStream(v: Uint8Array | ValueStream | undefined): v is Val
 /**
  * A value and its version. Every write of a key gives it a larger version
  * than any it had; the first write of a key (also after a delete) starts from
- * the writer's clock in microseconds, so a version is not reused across a
- * delete unless clocks disagree by more than the time between the two.
+ * the writer's clock in microseconds (see {@link firstVersion}), so a
+ * version is not reused across a delete unless clocks disagree by more than
+ * the time between the two.
  * Versions are integers below 2^53. A value written before versions existed
  * has version 0.
  */
@@ -230,9 +231,19 @@ export type WriteCondition =
   | { readonly ifVersion: number; readonly ifAbsent?: undefined }
   | { readonly ifAbsent: true };
 
-/** The version a key's first write gets: the clock in microseconds (see {@link Versioned}). */
+let lastFirstVersion = 0;
+
+/**
+ * The version a key's first write gets (see {@link Versioned}): the clock in
+ * microseconds, and above any this process gave before. A key re-created
+ * after a delete so gets a version above its old one unless it was written
+ * more than once per microsecond since its first version (DynamoDB takes at
+ * most 1,000 writes a second of one item) or clocks disagree.
+ */
 export function firstVersion(): number {
-  return Date.now() * 1000;
+  const now = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  lastFirstVersion = Math.max(now, lastFirstVersion + 1);
+  return lastFirstVersion;
 }
 
 /** The refusal of a conditional write whose condition failed. */

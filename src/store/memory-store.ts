@@ -42,6 +42,8 @@ export class MemoryStore implements KvStore {
   #logSeqs: number[] = [];
   #dead = 0;
   #nextSeq = 1;
+  /** The highest version given to any key: a key created (again) starts above it, so no version is reused. */
+  #topVersion = 0;
   readonly appliesInOrder = true;
 
   readonly getSync = (key: Uint8Array): Uint8Array | undefined => this.#map.get(byteString(key))?.value;
@@ -59,14 +61,21 @@ export class MemoryStore implements KvStore {
     if (entry !== undefined) {
       entry.value = copy;
       entry.version = version ?? entry.version + 1;
+      if (entry.version > this.#topVersion) this.#topVersion = entry.version;
       return entry.version;
     }
     const seq = this.#nextSeq++;
-    const created = { value: copy, seq, version: version ?? firstVersion() };
+    const created = { value: copy, seq, version: version ?? this.#firstVersion() };
+    if (created.version > this.#topVersion) this.#topVersion = created.version;
     this.#map.set(id, created);
     this.#logKeys.push(id);
     this.#logSeqs.push(seq);
     return created.version;
+  }
+
+  /** A new key's first version: from the clock, above every version this store gave (writes here take well under a microsecond). */
+  #firstVersion(): number {
+    return Math.max(firstVersion(), this.#topVersion + 1);
   }
 
   getVersioned(key: Uint8Array): Promise<Versioned | undefined> {
@@ -79,7 +88,7 @@ export class MemoryStore implements KvStore {
     const entry = this.#map.get(id);
     const holds = condition.ifAbsent ? entry === undefined : entry?.version === condition.ifVersion;
     if (!holds) return Promise.reject(conflict(key, condition));
-    return Promise.resolve(this.#write(id, value, entry === undefined ? firstVersion() : entry.version + 1));
+    return Promise.resolve(this.#write(id, value, entry === undefined ? this.#firstVersion() : entry.version + 1));
   }
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
