@@ -214,11 +214,8 @@ export class DynamoDataClient implements DataPlane {
 
   /** PutItem: the unbatched write of a chunk (`--write-batch 1`). */
   async putItem(input: PutItemJson, timeoutMs?: number): Promise<void> {
-    await this.call(
-      "PutItem",
-      `{"TableName":${JSON.stringify(input.table)},"Item":${attributeMapJson(input.item)}}`,
-      timeoutMs,
-    );
+    const body = `{"TableName":${JSON.stringify(input.table)},"Item":${attributeMapJson(input.item)}}`;
+    await this.call("PutItem", body, timeoutMs);
   }
 
   /**
