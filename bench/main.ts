@@ -3,6 +3,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { clusterStress } from "./cluster-stress.js";
+import { keyringCost } from "./keyring-cost.js";
 import { httpGateway, listing } from "./kv-api.js";
 import { runMicro } from "./micro.js";
 import { htmlReport } from "./report.js";
@@ -22,7 +23,8 @@ const USAGE = `Usage: bun run bench [flags]
 
 Scenarios (select with --filter): micro, front-end, slow-readers, concurrency, end-to-end, server-cost,
 large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve), tls (TLS and mTLS cost
-on the pipelined front end, beside redis with TLS), cluster (stress through HAProxy while nodes are removed,
+on the pipelined front end, beside redis with TLS), keyring (KMS calls of random reads over a table written
+under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
 added and killed, with a linearizability check; exits 1 on a violation).
 
   --quick              every scenario briefly (under 60 s on 2 cores)
@@ -35,6 +37,10 @@ added and killed, with a linearizability check; exits 1 on a violation).
   --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
   --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
   --cluster-ops N      operations in the cluster stress run (default 110000; quick 3000)  [KV_BENCH_CLUSTER_OPS]
+  --keyring-periods N  key periods the keyring scenario's table is written under (default 1000; quick 50)
+                       [KV_BENCH_KEYRING_PERIODS]
+  --keyring-gets N     random gets per pass in the keyring scenario (default 100000; quick 5000)  [KV_BENCH_KEYRING_GETS]
+  --keyring-mixed N    operations in its get/set mix (default 1000000; quick 20000)  [KV_BENCH_KEYRING_MIXED]
   --json FILE          write every result as JSON
   --report FILE        write an HTML report with SVG charts
 
@@ -53,6 +59,9 @@ const { values } = parseArgs({
     clients: { type: "string" },
     large: { type: "string" },
     "cluster-ops": { type: "string" },
+    "keyring-periods": { type: "string" },
+    "keyring-gets": { type: "string" },
+    "keyring-mixed": { type: "string" },
     json: { type: "string" },
     report: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -135,6 +144,17 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["listing", () => listing(settings)],
   ["http", () => httpGateway(settings)],
   ["tls", () => tlsCost(settings)],
+  [
+    "keyring",
+    () =>
+      keyringCost({
+        periods: list(values["keyring-periods"], "KV_BENCH_KEYRING_PERIODS", [quick ? 50 : 1000])[0] as number,
+        perPeriod: 4,
+        gets: list(values["keyring-gets"], "KV_BENCH_KEYRING_GETS", [quick ? 5000 : 100_000])[0] as number,
+        mixed: list(values["keyring-mixed"], "KV_BENCH_KEYRING_MIXED", [quick ? 20_000 : 1_000_000])[0] as number,
+        log: settings.log,
+      }),
+  ],
   [
     "cluster",
     () => clusterScenario(list(values["cluster-ops"], "KV_BENCH_CLUSTER_OPS", [quick ? 3000 : 110_000])[0] as number),

@@ -362,7 +362,8 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
   const proxy = new CountingProxy(ddb.endpoint);
   const configs: [string, string[]][] = [
     ["batched+cached", []],
-    ["naive (seed 002)", ["--write-batch", "1", "--read-batch", "1", "--data-key-max-age-ms", "0"]],
+    ["KMS data keys (--keyring kms)", ["--keyring", "kms"]],
+    ["naive (seed 002)", ["--write-batch", "1", "--read-batch", "1", "--keyring", "kms", "--data-key-max-age-ms", "0"]],
   ];
   try {
     for (const [name, extra] of configs) {
@@ -417,7 +418,8 @@ export async function serverCost(s: BenchSettings): Promise<Row[]> {
   await using kms = LocalKms.start();
   const configs: [string, string[]][] = [
     ["batched+cached", []],
-    ["naive (seed 002)", ["--write-batch", "1", "--read-batch", "1", "--data-key-max-age-ms", "0"]],
+    ["KMS data keys (--keyring kms)", ["--keyring", "kms"]],
+    ["naive (seed 002)", ["--write-batch", "1", "--read-batch", "1", "--keyring", "kms", "--data-key-max-age-ms", "0"]],
   ];
   for (const [name, extra] of configs) {
     await using ddb = await startNullDynamo();

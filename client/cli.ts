@@ -24,6 +24,8 @@ Commands:
   ping                 end-to-end check: one get through DynamoDB; exit 0 if the server answers it
   health               liveness: GET /healthz on the admin port; exit 0 on 200 (never touches DynamoDB)
   ready                readiness: GET /readyz on the admin port; exit 0 on 200
+  admin rotate-key     make a new branch-key version active (POST /admin/rotate-key on the admin port)
+                       and print its number; servers sharing the table adopt it within a minute
 
 Flags:
   --host ADDR   server address (default 127.0.0.1, env KV_HOST)
@@ -35,7 +37,7 @@ Flags:
   --tls-cert FILE       PEM client certificate, for servers started with --tls-ca (env KV_CLIENT_TLS_CERT)
   --tls-key FILE        PEM key of --tls-cert (env KV_CLIENT_TLS_KEY)
   --tls-server-name N   name the server's certificate must carry, when it is not the host
-  --admin-port N  the server's admin port, for health and ready (default 7071, env KV_ADMIN_PORT)
+  --admin-port N  the server's admin port, for health, ready and admin (default 7071, env KV_ADMIN_PORT)
   --prefix P      keys: only keys starting with P
   --values        keys: print values too
   --base64        keys: print keys and values as base64
@@ -344,15 +346,27 @@ async function main(argv: string[]): Promise<number> {
       return results.every((r) => r.ok) ? 0 : 1;
     }
     case "health":
-    case "ready": {
-      if (args.length > 0) return usageError(`${command} takes no arguments`);
+    case "ready":
+    case "admin": {
+      if (command === "admin" && (args.length !== 1 || args[0] !== "rotate-key")) {
+        return usageError(`admin takes one action, rotate-key; got ${JSON.stringify(args.join(" "))}`);
+      }
+      if (command !== "admin" && args.length > 0) return usageError(`${command} takes no arguments`);
       const adminText = values["admin-port"] ?? process.env.KV_ADMIN_PORT ?? "7071";
       if (!/^\d+$/.test(adminText) || Number(adminText) < 1 || Number(adminText) > 65535) {
         return usageError(`--admin-port must be 1-65535, got ${JSON.stringify(adminText)}`);
       }
-      const path = command === "health" ? "/healthz" : "/readyz";
-      const res = await fetch(`http://${host}:${adminText}${path}`, { signal: AbortSignal.timeout(4_000) });
+      const path = command === "health" ? "/healthz" : command === "ready" ? "/readyz" : "/admin/rotate-key";
+      // A rotation makes one KMS call and a few DynamoDB writes; the server's own deadline bounds them.
+      const res = await fetch(`http://${host}:${adminText}${path}`, {
+        method: command === "admin" ? "POST" : "GET",
+        signal: AbortSignal.timeout(command === "admin" ? 30_000 : 4_000),
+      });
       const text = (await res.text()).trim();
+      if (command === "admin" && res.status === 200) {
+        console.log(`branch key version ${(JSON.parse(text) as { version: number }).version} is active`);
+        return 0;
+      }
       console.error(text);
       return res.status === 200 ? 0 : 1;
     }

@@ -1,5 +1,6 @@
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
+import { KeyringKind } from "./crypto/keyring.js";
 import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import { LogFormat, type LogLevel } from "./log.js";
 import type { TlsFiles } from "./net/tls-material.js";
@@ -47,8 +48,14 @@ export interface Config {
   callTimeoutMs: number;
   /** Seconds between orphan-chunk sweeps; 0 disables them. */
   sweepIntervalSeconds: number;
-  /** Data-key lifetime for encryption; 0 disables the key cache (one KMS call per request). */
+  /** Data-key lifetime for encryption with `--keyring kms`; 0 disables the key cache (one KMS call per request). */
   dataKeyMaxAgeMs: number;
+  /** Which keys new writes use: per-item keys from branch keys, or KMS data keys (the earlier format). */
+  keyring: KeyringKind;
+  /** Age at which the active branch key is replaced; 0: only on demand. */
+  branchKeyRotationMs: number;
+  /** How long a decrypted branch key is used before KMS is asked again. */
+  branchKeyTtlMs: number;
   /** Server processes sharing the port. */
   workers: number;
   /** Bind with SO_REUSEPORT (set by --workers for its children). */
@@ -220,7 +227,28 @@ const FLAGS = {
     type: "string",
     default: "300000",
     placeholder: "MS",
-    help: "data-key lifetime; 0 = no key cache (a KMS call per request)",
+    help: "with --keyring kms: data-key lifetime; 0 = no key cache (a KMS call per request)",
+  },
+  keyring: {
+    env: "KV_KEYRING",
+    type: "string",
+    default: "hierarchical",
+    placeholder: "hierarchical|kms",
+    help: "keys for new writes: per-item keys from branch keys, or KMS data keys (both always read)",
+  },
+  "branch-key-rotation-ms": {
+    env: "KV_BRANCH_KEY_ROTATION_MS",
+    type: "string",
+    default: "86400000",
+    placeholder: "MS",
+    help: "age at which the active branch key is replaced; 0 = only on demand (client admin rotate-key)",
+  },
+  "branch-key-ttl-ms": {
+    env: "KV_BRANCH_KEY_TTL_MS",
+    type: "string",
+    default: "900000",
+    placeholder: "MS",
+    help: "how long a decrypted branch key serves without KMS (bounds use after KMS access is revoked)",
   },
   workers: {
     env: "KV_WORKERS",
@@ -391,6 +419,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
   const maxBufferedBytes = int("max-buffered-bytes", get("max-buffered-bytes") as string, 1024 * 1024, 2 ** 50);
   const streamFromBytes = int("stream-from-bytes", get("stream-from-bytes") as string, 1024, 0xffff_ffff);
 
+  const keyring = get("keyring");
+  if (keyring !== KeyringKind.hierarchical && keyring !== KeyringKind.kms) {
+    throw new KvError(ErrorCode.Config, `--keyring must be hierarchical or kms, got ${JSON.stringify(keyring)}`);
+  }
+
   const adminPortRaw = get("admin-port");
   const httpPortRaw = get("http-port") as string;
   const table = get("table") || undefined;
@@ -445,6 +478,9 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     callTimeoutMs: int("call-timeout-ms", get("call-timeout-ms") as string, 1, 600_000),
     sweepIntervalSeconds: int("sweep-interval-s", get("sweep-interval-s") as string, 0, 30 * 86_400),
     dataKeyMaxAgeMs: int("data-key-max-age-ms", get("data-key-max-age-ms") as string, 0, 86_400_000),
+    keyring,
+    branchKeyRotationMs: int("branch-key-rotation-ms", get("branch-key-rotation-ms") as string, 0, 366 * 86_400_000),
+    branchKeyTtlMs: int("branch-key-ttl-ms", get("branch-key-ttl-ms") as string, 1_000, 86_400_000),
     workers: int("workers", get("workers") as string, 1, 256),
     reusePort: values["reuse-port"] === true,
     logLevel,

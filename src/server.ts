@@ -1,7 +1,9 @@
 import type { AwsCredentialIdentityProvider } from "@smithy/types";
 import { dynamoClient, isAwsEndpoint, kmsClient, maxSocketsFor } from "./aws-clients.js";
 import { type Config, LOCAL_DEFAULTS, StoreKind } from "./config.js";
+import { checkIntervalMs, HierarchicalKeyring, type HierarchyLimits } from "./crypto/hierarchical-keyring.js";
 import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
+import { Keyring, KeyringKind } from "./crypto/keyring.js";
 import { ensureKey } from "./crypto/kms-key.js";
 import { KmsKeyring } from "./crypto/kms-keyring.js";
 import { ErrorCode, errorMessage, KvError } from "./errors.js";
@@ -16,6 +18,7 @@ import { AdminServer } from "./ops/admin-server.js";
 import { LatencyReporter } from "./ops/latency-reporter.js";
 import { type MetricSources, Metrics } from "./ops/prometheus.js";
 import { Dispatcher } from "./protocol/dispatch.js";
+import { DynamoBranchKeyStore } from "./store/branch-key-store.js";
 import { DeadlineStore } from "./store/deadline-store.js";
 import { DynamoDataClient } from "./store/dynamo-data-client.js";
 import { DynamoStore, type StoreFaults } from "./store/dynamo-store.js";
@@ -62,6 +65,11 @@ export interface KvServer extends AsyncDisposable {
   reloadTls(): void;
   /** Runs one orphan-chunk sweep now (DynamoDB store only). */
   sweepOrphans(olderThanMs?: number): Promise<SweepResult>;
+  /**
+   * Makes a new branch-key version active and resolves its number (DynamoDB
+   * store only; throws `KV_ERR_CONFIG` on the memory store).
+   */
+  rotateBranchKey(): Promise<number>;
   /** Graceful stop: stop accepting, answer in-flight requests, close, stop local services. Idempotent. */
   stop(): Promise<void>;
 }
@@ -70,6 +78,10 @@ export interface KvServer extends AsyncDisposable {
 export interface ServerOverrides {
   /** Key cache limits (tests shorten them). */
   keyCache?: Partial<KeyCacheLimits>;
+  /** Branch-key limits (tests shorten them). */
+  branchKeys?: Partial<HierarchyLimits>;
+  /** The branch-key cache's clock (tests move it past the TTL). */
+  keyClock?: () => number;
   /** Wraps the backend store, e.g. to inject faults. */
   wrapStore?: (store: KvStore) => KvStore;
   /** Failure injection inside the DynamoDB store. */
@@ -106,7 +118,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     let kmsEndpoint: string | undefined;
     let table: string | undefined;
     let deadlineMs: number | undefined;
-    let keyCache: DataKeyCache | undefined;
+    let keyCache: Keyring | undefined;
+    let rotateKey: (() => Promise<number>) | undefined;
     let batchQueues: MetricSources["batchQueues"];
     let backendReady: () => Promise<boolean> = async () => true;
     let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
@@ -148,13 +161,28 @@ export async function startServer(config: Config, log: Logger, overrides: Server
 
       // Restored tables keep serving data encrypted under their original name.
       const encryptionScope = config.encryptionTable ?? table;
-      const keyring = new KmsKeyring(kms, keyRef, encryptionScope, counters, config.requestTimeoutMs);
-      const keys = new DataKeyCache(keyring, {
-        maxAgeMs: config.dataKeyMaxAgeMs,
-        ...overrides.keyCache,
-      });
+      const kmsKeys = new KmsKeyring(kms, keyRef, encryptionScope, counters, config.requestTimeoutMs);
+      const legacy = new DataKeyCache(kmsKeys, { maxAgeMs: config.dataKeyMaxAgeMs, ...overrides.keyCache });
+      const branchStore = new DynamoBranchKeyStore(ddbClient, table, counters, config.requestTimeoutMs);
+      const branch = new HierarchicalKeyring(
+        branchStore,
+        kmsKeys,
+        encryptionScope,
+        log,
+        {
+          ttlMs: config.branchKeyTtlMs,
+          rotationMs: config.branchKeyRotationMs,
+          checkMs: checkIntervalMs(config.branchKeyRotationMs),
+          ...overrides.branchKeys,
+        },
+        overrides.keyClock,
+      );
+      cleanups.push(async () => branch.close());
+      const keys = new Keyring(branch, legacy, config.keyring);
       // Fails fast on a wrong key or missing permission, and warms the cache.
-      await keys.encryptionKey(0, 0);
+      if (config.keyring === KeyringKind.hierarchical) await branch.start();
+      else await legacy.encryptionKey(0, 0);
+      rotateKey = () => branch.rotate();
       const data = await DynamoDataClient.create(ddbClient, {
         callTimeoutMs: config.callTimeoutMs,
         onFailure: (op, throttled) => counters.outcome("dynamodb", op, throttled ? "throttle" : "error"),
@@ -220,6 +248,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       const reporter = new LatencyReporter(dispatcher.stats, log, config.latencyLogIntervalSeconds * 1000);
       cleanups.push(async () => reporter.stop());
     }
+    const rotateBranchKey = (): Promise<number> =>
+      rotateKey === undefined
+        ? Promise.reject(new KvError(ErrorCode.Config, "the memory store has no branch keys to rotate"))
+        : rotateKey();
     let draining = false;
     const listener = Listener.start(dispatcher, log, counters, {
       host: config.host,
@@ -262,6 +294,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         connections: () => listener.connectionCount,
         inFlight: () => listener.inFlight,
         keyCache: cache === undefined ? undefined : () => ({ hits: cache.hits, misses: cache.misses }),
+        branchKey:
+          cache === undefined
+            ? undefined
+            : () => ({ version: cache.branch.activeVersion ?? 0, rotations: cache.branch.rotations }),
         batchQueues,
         tlsNotAfter: tls === undefined ? undefined : () => (tls as TlsMaterial).notAfter,
         budget: () => budget,
@@ -270,6 +306,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
         metrics,
         { draining: () => draining, backendReady },
+        { rotateKey: rotateBranchKey },
       );
       admin = started;
       // Stopped last: readiness answers "draining" for as long as the drain lasts.
@@ -318,6 +355,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         }
       },
       sweepOrphans: (olderThanMs) => sweep(olderThanMs),
+      rotateBranchKey: rotateBranchKey,
       stop,
       [Symbol.asyncDispose]: stop,
     };

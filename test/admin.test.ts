@@ -131,11 +131,14 @@ describe("the admin port", () => {
     proxies.ddb.rule = undefined;
     await server.sweepOrphans();
 
-    // A second server on the same table has a cold key cache: its get needs a KMS Decrypt, which fails.
-    proxies.kms.rule = (op) => (op === "Decrypt" ? "error500" : undefined);
+    // A second server on the same table knows branch-key version 1 only. After a rotation on the
+    // first, a value under version 2 needs a KMS Decrypt on the second, which fails.
     await using cold = await startServer({ ...config, adminPort: 0, requestTimeoutMs: 3_000 }, silentLogger);
+    expect(await server.rotateBranchKey()).toBe(2);
+    await c.set("k2", "under version 2");
+    proxies.kms.rule = (op) => (op === "Decrypt" ? "error500" : undefined);
     await using c2 = await KvClient.connect({ port: cold.port });
-    await expect(c2.get("k")).rejects.toThrow();
+    await expect(c2.get("k2")).rejects.toThrow();
     proxies.kms.rule = undefined;
 
     const m = (await get(port, "/metrics")).text;
@@ -146,6 +149,8 @@ describe("the admin port", () => {
     expect(sample(m, "kvs_orphan_chunks_deleted_total")).toBe(0);
     expect(sample(m, 'kvs_batch_queue_depth{batcher="write"}')).toBe(0);
     expect(sample(m, 'kvs_batches_in_flight{batcher="read"}')).toBe(0);
+    expect(sample(m, "kvs_branch_key_version")).toBe(2);
+    expect(sample(m, "kvs_branch_key_rotations_total")).toBe(2);
     const coldMetrics = (await get(cold.adminPort as number, "/metrics")).text;
     expect(sample(coldMetrics, 'kvs_backend_failures_total{service="kms",operation="Decrypt",kind="error"}')).toBe(1);
   });

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { randomBytes } from "node:crypto";
+import { hkdfSync, randomBytes } from "node:crypto";
 import { open, seal } from "../src/crypto/envelope.js";
+import { deriveItemKey } from "../src/crypto/item-key.js";
 import { type DataKey, DataKeyCache, type DataKeyProvider } from "../src/crypto/key-cache.js";
 import { ErrorCode } from "../src/errors.js";
 import { valueAad } from "../src/store/item-format.js";
@@ -80,6 +81,30 @@ class FakeProvider implements DataKeyProvider {
     return k;
   }
 }
+
+describe("per-item keys", () => {
+  test("an item's key is RFC 5869 HKDF-SHA256 of the branch key, binding table, version and the item's salt", () => {
+    const branchKey = new Uint8Array(randomBytes(32));
+    const salt = new Uint8Array(randomBytes(16));
+    const info = Buffer.concat([
+      Buffer.from("kvs/item-key"),
+      Buffer.from([0, 5]),
+      Buffer.from("table"),
+      Buffer.from([0, 0, 0, 7]),
+      salt,
+    ]);
+    const expected = new Uint8Array(hkdfSync("sha256", branchKey, Buffer.from("kvs/branch-key"), info, 32));
+    expect(deriveItemKey(branchKey, salt, "table", 7)).toEqual(expected);
+    // Any input changed gives another key.
+    const others = [
+      deriveItemKey(branchKey, salt, "tablf", 7),
+      deriveItemKey(branchKey, salt, "table", 8),
+      deriveItemKey(branchKey, new Uint8Array(randomBytes(16)), "table", 7),
+      deriveItemKey(new Uint8Array(randomBytes(32)), salt, "table", 7),
+    ];
+    for (const other of others) expect(Buffer.from(other).equals(Buffer.from(expected))).toBe(false);
+  });
+});
 
 describe("DataKeyCache", () => {
   test("steady traffic uses one data key", async () => {

@@ -5,7 +5,9 @@ import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from "@aws-sdk
 import { KvClient } from "../client/kv-client.js";
 import { kmsClient } from "../src/aws-clients.js";
 import { open, seal } from "../src/crypto/envelope.js";
-import { encryptionContext } from "../src/crypto/kms-keyring.js";
+import { deriveItemKey, type KeyRef } from "../src/crypto/item-key.js";
+import { branchKeyContext, encryptionContext } from "../src/crypto/kms-keyring.js";
+import { branchKeyPk } from "../src/store/branch-key-store.js";
 import {
   CHUNK_BYTES,
   chunkAad,
@@ -46,13 +48,29 @@ async function sdkGet(table: string, pk: Uint8Array) {
   return out.Item;
 }
 
+/** The data key `ref` names, found with nothing but the AWS SDK: a KMS Decrypt, and for branch keys HKDF. */
+async function dataKeyThroughSdk(table: string, ref: KeyRef): Promise<Uint8Array> {
+  if (ref.kind === "kms") {
+    const dk = await kms.send(
+      new DecryptCommand({ CiphertextBlob: ref.wrapped, KeyId: KEY_ID, EncryptionContext: encryptionContext(table) }),
+    );
+    return dk.Plaintext as Uint8Array;
+  }
+  const item = await sdkGet(table, branchKeyPk(ref.version));
+  const bk = await kms.send(
+    new DecryptCommand({
+      CiphertextBlob: item.bk?.B as Uint8Array,
+      KeyId: KEY_ID,
+      EncryptionContext: branchKeyContext(table, ref.version),
+    }),
+  );
+  return deriveItemKey(bk.Plaintext as Uint8Array, ref.salt, table, ref.version);
+}
+
 /** Reads and decrypts `key` with nothing but the AWS SDK and the item format. */
 async function readThroughSdk(table: string, key: Uint8Array): Promise<Uint8Array> {
   const head = parseHead(await sdkGet(table, headPk(key)));
-  const dk = await kms.send(
-    new DecryptCommand({ CiphertextBlob: head.wrappedKey, KeyId: KEY_ID, EncryptionContext: encryptionContext(table) }),
-  );
-  const dataKey = dk.Plaintext as Uint8Array;
+  const dataKey = await dataKeyThroughSdk(table, head.keyRef);
   if (head.format === 1) return open(dataKey, head, valueAad(table, key));
   const out = new Uint8Array(head.size);
   for (let i = 0; i < head.count; i++) {
@@ -73,12 +91,12 @@ async function writeThroughSdk(table: string, key: Uint8Array, value: Uint8Array
     new GenerateDataKeyCommand({ KeyId: KEY_ID, KeySpec: "AES_256", EncryptionContext: encryptionContext(table) }),
   );
   const plaintext = dk.Plaintext as Uint8Array;
-  const wrappedKey = dk.CiphertextBlob as Uint8Array;
+  const keyRef: KeyRef = { kind: "kms", wrapped: dk.CiphertextBlob as Uint8Array };
   const put = (item: Record<string, AttributeValue>) =>
     backends.client.send(new PutItemCommand({ TableName: table, Item: item }));
   if (!chunked) {
     const sealed = seal(plaintext, value, valueAad(table, key));
-    await put(singleItem(key, { wrappedKey, ...sealed }));
+    await put(singleItem(key, { keyRef, ...sealed }));
     return;
   }
   const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -88,7 +106,7 @@ async function writeThroughSdk(table: string, key: Uint8Array, value: Uint8Array
     const sealed = seal(plaintext, part, chunkAad(table, key, ver, i, count, value.length));
     await put(chunkItem(key, ver, i, { ...sealed, ts: Date.now() }));
   }
-  await put(chunkedHeadItem(key, { wrappedKey, ver, count, size: value.length, ts: Date.now() }));
+  await put(chunkedHeadItem(key, { keyRef, ver, count, size: value.length, ts: Date.now() }));
 }
 
 describe("the lean data-plane client and the AWS SDK store the same items", () => {

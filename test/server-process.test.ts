@@ -228,7 +228,12 @@ describe("local mode", () => {
     {
       await using again = await spawnServer(["--port", "0", "--data-dir", dataDir]);
       const got = await runCli(["get", "greeting", "--port", String(again.port)]);
-      expect(new TextDecoder().decode(got.stdout)).toBe("hello");
+      // The whole answer, so a failure shows the exit code and the client's reason.
+      expect({ code: got.code, stdout: new TextDecoder().decode(got.stdout), stderr: got.stderr }).toEqual({
+        code: 0,
+        stdout: "hello",
+        stderr: "",
+      });
     }
   });
 

@@ -13,10 +13,21 @@ export function encryptionContext(table: string): Record<string, string> {
   return { service: "kvs", table };
 }
 
+/**
+ * The KMS encryption context of branch-key version `version`: the table's
+ * context plus the version, so a branch key's ciphertext decrypts only as
+ * that version of that table, and never as a data key (whose context lacks
+ * the version). IAM's condition on `service` and `table` still applies.
+ */
+export function branchKeyContext(table: string, version: number): Record<string, string> {
+  return { ...encryptionContext(table), "branch-key-version": String(version) };
+}
+
 /** Data keys from AWS KMS (or the local endpoint, through the same SDK). */
 export class KmsKeyring implements DataKeyProvider {
   readonly #kms: KMSClient;
   readonly #keyId: string;
+  readonly #table: string;
   readonly #context: Record<string, string>;
   readonly #counters: Counters;
 
@@ -30,15 +41,30 @@ export class KmsKeyring implements DataKeyProvider {
     this.#kms = kms;
     this.#timeoutMs = timeoutMs;
     this.#keyId = keyId;
+    this.#table = table;
     this.#context = encryptionContext(table);
     this.#counters = counters;
   }
 
-  async generate(): Promise<DataKey> {
+  generate(): Promise<DataKey> {
+    return this.#generate(this.#context);
+  }
+
+  /** A new branch key for `version`: its plaintext, and its ciphertext under {@link branchKeyContext}. */
+  generateBranchKey(version: number): Promise<DataKey> {
+    return this.#generate(branchKeyContext(this.#table, version));
+  }
+
+  /** The plaintext of branch-key version `version`, from its stored ciphertext. */
+  decryptBranchKey(version: number, wrapped: Uint8Array): Promise<Uint8Array> {
+    return this.#unwrap(wrapped, branchKeyContext(this.#table, version));
+  }
+
+  async #generate(context: Record<string, string>): Promise<DataKey> {
     this.#counters.add(Counter.kmsGenerateDataKey);
     try {
       const out = await this.#kms.send(
-        new GenerateDataKeyCommand({ KeyId: this.#keyId, KeySpec: "AES_256", EncryptionContext: this.#context }),
+        new GenerateDataKeyCommand({ KeyId: this.#keyId, KeySpec: "AES_256", EncryptionContext: context }),
         { abortSignal: AbortSignal.timeout(this.#timeoutMs) },
       );
       if (out.Plaintext?.length !== 32 || !out.CiphertextBlob?.length) {
@@ -56,11 +82,15 @@ export class KmsKeyring implements DataKeyProvider {
     this.#counters.outcome("kms", op, throttled ? "throttle" : "error");
   }
 
-  async unwrap(wrapped: Uint8Array): Promise<Uint8Array> {
+  unwrap(wrapped: Uint8Array): Promise<Uint8Array> {
+    return this.#unwrap(wrapped, this.#context);
+  }
+
+  async #unwrap(wrapped: Uint8Array, context: Record<string, string>): Promise<Uint8Array> {
     this.#counters.add(Counter.kmsDecrypt);
     try {
       const out = await this.#kms.send(
-        new DecryptCommand({ CiphertextBlob: wrapped, KeyId: this.#keyId, EncryptionContext: this.#context }),
+        new DecryptCommand({ CiphertextBlob: wrapped, KeyId: this.#keyId, EncryptionContext: context }),
         { abortSignal: AbortSignal.timeout(this.#timeoutMs) },
       );
       if (out.Plaintext?.length !== 32) throw new KvError(ErrorCode.Kms, "Decrypt returned no usable key");

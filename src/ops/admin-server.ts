@@ -1,4 +1,5 @@
 import type { Server } from "bun";
+import { errorMessage } from "../errors.js";
 import { listenError } from "../net/listener.js";
 import type { Metrics } from "./prometheus.js";
 
@@ -8,6 +9,12 @@ export interface Readiness {
   draining(): boolean;
   /** Whether the backend answers: recent traffic, or a cheap probe. Never throws. */
   backendReady(): Promise<boolean>;
+}
+
+/** What the admin port can be asked to do. */
+export interface AdminActions {
+  /** Makes a new branch-key version active; resolves its number. */
+  rotateKey(): Promise<number>;
 }
 
 /** Admin listener settings. */
@@ -27,6 +34,10 @@ export interface AdminOptions {
  *   answered recently and a probe fails; 200 otherwise. Point load balancer
  *   health checks here.
  * - `GET /metrics`: Prometheus text format.
+ * - `POST /admin/rotate-key`: makes a new branch-key version active and
+ *   answers `{"version":N}` (what `bun run client admin rotate-key` calls);
+ *   500 with the reason if DynamoDB or KMS refuse. Like metrics, this port
+ *   must not be reachable from outside the service's network.
  */
 export class AdminServer {
   readonly #server: Server<undefined>;
@@ -35,7 +46,7 @@ export class AdminServer {
     this.#server = server;
   }
 
-  static start(options: AdminOptions, metrics: Metrics, readiness: Readiness): AdminServer {
+  static start(options: AdminOptions, metrics: Metrics, readiness: Readiness, actions: AdminActions): AdminServer {
     try {
       const server = Bun.serve({
         hostname: options.host,
@@ -43,6 +54,14 @@ export class AdminServer {
         reusePort: options.reusePort,
         fetch: async (req) => {
           const { pathname } = new URL(req.url);
+          if (pathname === "/admin/rotate-key") {
+            if (req.method !== "POST") return new Response("method not allowed: POST\n", { status: 405 });
+            try {
+              return Response.json({ version: await actions.rotateKey() });
+            } catch (err) {
+              return new Response(`rotation failed: ${errorMessage(err)}\n`, { status: 500 });
+            }
+          }
           if (req.method !== "GET" && req.method !== "HEAD")
             return new Response("method not allowed\n", { status: 405 });
           if (pathname === "/healthz") return new Response("ok\n");
@@ -54,7 +73,9 @@ export class AdminServer {
           if (pathname === "/metrics") {
             return new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } });
           }
-          return new Response("not found: try /healthz, /readyz or /metrics\n", { status: 404 });
+          return new Response("not found: try /healthz, /readyz, /metrics or POST /admin/rotate-key\n", {
+            status: 404,
+          });
         },
       });
       return new AdminServer(server);

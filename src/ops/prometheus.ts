@@ -12,6 +12,8 @@ export interface MetricSources {
   inFlight(): number;
   /** Data-key cache hits and misses, when the store encrypts. */
   keyCache?: () => { hits: number; misses: number };
+  /** The active branch-key version (0 before one is known) and rotations this process made, on the DynamoDB store. */
+  branchKey?: () => { version: number; rotations: number };
   /** Requests waiting in the DynamoDB batchers and batches in flight, on the DynamoDB store. */
   batchQueues?: () => { write: { queued: number; inFlight: number }; read: { queued: number; inFlight: number } };
   /** When the served TLS certificate expires, when the server serves TLS. */
@@ -242,7 +244,7 @@ export class Metrics {
       const read = sources.keyCache;
       new PromCounter({
         name: "kvs_data_key_cache_total",
-        help: "Data-key decryptions served from the cache (hit) or needing KMS (miss)",
+        help: "Key lookups (branch keys, and KMS data keys of older items) served from the cache (hit) or needing KMS (miss)",
         labelNames: ["result"],
         registers,
         collect() {
@@ -250,6 +252,26 @@ export class Metrics {
           const { hits, misses } = read();
           this.inc({ result: "hit" }, hits);
           this.inc({ result: "miss" }, misses);
+        },
+      });
+    }
+    if (sources.branchKey !== undefined) {
+      const read = sources.branchKey;
+      new Gauge({
+        name: "kvs_branch_key_version",
+        help: "The branch-key version new writes use",
+        registers,
+        collect() {
+          this.set(read().version);
+        },
+      });
+      new PromCounter({
+        name: "kvs_branch_key_rotations_total",
+        help: "Branch-key rotations this process made or finished (scheduled and on demand)",
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read().rotations);
         },
       });
     }

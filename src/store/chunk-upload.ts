@@ -1,5 +1,5 @@
 import { seal } from "../crypto/envelope.js";
-import type { DataKey } from "../crypto/key-cache.js";
+import type { ItemKey, KeyRef } from "../crypto/item-key.js";
 import { asKvError, ErrorCode, KvError } from "../errors.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { CHUNK_BYTES, chunkAad, chunkItem } from "./item-format.js";
@@ -24,11 +24,11 @@ export interface ChunkUploadParts {
    * The data key every chunk is sealed under, asked for once the store
    * admits the upload: no chunk is sealed or written before it resolves.
    */
-  readonly dataKey: Promise<DataKey>;
+  readonly dataKey: Promise<ItemKey>;
   /** Writes one chunk item. */
   put(item: AttributeMap): Promise<void>;
   /** Switches the head to the new version: the commit point. `started` is when the first byte came. */
-  commit(wrappedKey: Uint8Array, count: number, started: number): Promise<void>;
+  commit(keyRef: KeyRef, count: number, started: number): Promise<void>;
   /** Deletes chunks `0..count-1` of the version after a failed or abandoned upload; best effort. */
   discard(count: number): Promise<void>;
   /** Told once the upload holds nothing more: finished, failed or abandoned (its cleanup done). */
@@ -127,16 +127,16 @@ export class ChunkUpload implements ValueSink {
       await this.#cleanUp();
       throw this.#failure;
     }
-    let wrapped: Uint8Array;
+    let keyRef: KeyRef;
     try {
-      wrapped = (await this.#p.dataKey).wrapped;
+      keyRef = (await this.#p.dataKey).ref;
     } catch (err) {
       await this.#cleanUp();
       throw asKvError(err, ErrorCode.Kms, "no data key for the value");
     }
     this.#state = "done";
     this.#p.settled();
-    return () => this.#p.commit(wrapped, this.#count, this.#started);
+    return () => this.#p.commit(keyRef, this.#count, this.#started);
   }
 
   abort(): void {

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { sameBytes } from "../bytes.js";
 import { open, seal } from "../crypto/envelope.js";
-import type { DataKeyCache } from "../crypto/key-cache.js";
+import type { ItemKeys, KeyRef } from "../crypto/item-key.js";
 import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
@@ -89,7 +89,7 @@ export interface DynamoStoreOptions extends BatchSettings {
    * serving a restored copy of a table, whose items name the original.
    */
   encryptionScope: string;
-  keys: DataKeyCache;
+  keys: ItemKeys;
   counters: Counters;
   log: Logger;
   /** Strongly consistent reads (default true): an acked set is visible to every later get. */
@@ -254,7 +254,7 @@ export class DynamoStore implements KvStore {
         if (item === undefined) return undefined;
         const head = parseHead(item);
         const { version } = head;
-        const dataKey = await this.#o.keys.decryptionKey(head.wrappedKey);
+        const dataKey = await this.#o.keys.decryptionKey(head.keyRef);
         if (head.format === ItemFormat.single) {
           const aad = valueAad(this.#o.encryptionScope, key);
           return { value: open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad), version };
@@ -302,7 +302,7 @@ export class DynamoStore implements KvStore {
     if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
       const dataKey = await this.#o.keys.encryptionKey(1, value.length);
       const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key));
-      const item = singleItem(key, { wrappedKey: dataKey.wrapped, iv: sealed.iv, ciphertext: sealed.ciphertext });
+      const item = singleItem(key, { keyRef: dataKey.ref, iv: sealed.iv, ciphertext: sealed.ciphertext });
       if (itemSize(item) <= MAX_ITEM_BYTES) {
         // The IV is fresh per seal: it tells this write apart from any other on a retried condition.
         return (await this.#writeHead(key, item, { attr: Attr.iv, bytes: sealed.iv }, condition, false)).version;
@@ -568,7 +568,7 @@ export class DynamoStore implements KvStore {
       collectSoon();
     }
     try {
-      return await this.#commitChunked(key, ver, dataKey.wrapped, count, size, started, condition);
+      return await this.#commitChunked(key, ver, dataKey.ref, count, size, started, condition);
     } catch (err) {
       // Not committed (a conflict, or a commit that failed): the chunks are nobody's.
       if (err instanceof KvError && err.code === ErrorCode.Conflict) {
@@ -607,8 +607,8 @@ export class DynamoStore implements KvStore {
       scope: this.#o.encryptionScope,
       dataKey: admitted.promise.then(() => this.#o.keys.encryptionKey(count, size)),
       put: (item) => this.#writer.put(item).finally(collectSoon),
-      commit: async (wrappedKey, n, started) => {
-        await this.#commitChunked(key, ver, wrappedKey, n, size, started);
+      commit: async (keyRef, n, started) => {
+        await this.#commitChunked(key, ver, keyRef, n, size, started);
       },
       discard: (n) => this.#deleteChunksOrLeave(ver, n, "an abandoned upload's"),
       settled: () => settled.resolve(),
@@ -625,7 +625,7 @@ export class DynamoStore implements KvStore {
   async #commitChunked(
     key: Uint8Array,
     ver: Uint8Array,
-    wrappedKey: Uint8Array,
+    keyRef: KeyRef,
     count: number,
     size: number,
     started: number,
@@ -636,7 +636,7 @@ export class DynamoStore implements KvStore {
     }
     await this.#o.faults?.beforeCommit?.(key);
 
-    const head = chunkedHeadItem(key, { wrappedKey, ver, count, size, ts: Date.now() });
+    const head = chunkedHeadItem(key, { keyRef, ver, count, size, ts: Date.now() });
     const { version, old } = await this.#writeHead(key, head, { attr: Attr.ver, bytes: ver }, condition, true);
     // A retried commit that had landed returns our own head as the old one: nothing to retire then.
     const previous = old === undefined ? undefined : safeHead(old);

@@ -1,4 +1,6 @@
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
+import { MAX_BRANCH_VERSION } from "../crypto/branch-keys.js";
+import { type KeyRef, SALT_BYTES } from "../crypto/item-key.js";
 import { ErrorCode, KvError } from "../errors.js";
 
 /**
@@ -9,7 +11,8 @@ import { ErrorCode, KvError } from "../errors.js";
  * | attribute | type | meaning |
  * |---|---|---|
  * | `fmt` | N | `1` |
- * | `dk` | B | the data key, wrapped by KMS under the table's encryption context |
+ * | `bv` | N | the branch-key version the data key is derived from (see crypto/item-key.ts) |
+ * | `bs` | B | the 16-byte salt the data key is derived with |
  * | `iv` | B | AES-GCM IV, 12 bytes |
  * | `ct` | B | AES-256-GCM ciphertext ‖ 16-byte tag |
  * | `v` | N | the value's version (see kv-store.ts `Versioned`); absent on items written before versions |
@@ -19,12 +22,16 @@ import { ErrorCode, KvError } from "../errors.js";
  * | attribute | type | meaning |
  * |---|---|---|
  * | `fmt` | N | `2` |
- * | `dk` | B | the data key shared by every chunk |
+ * | `bv`, `bs` | | the data key shared by every chunk, as in format 1 |
  * | `ver` | B | 16 random bytes naming this version of the value |
  * | `n` | N | chunk count |
  * | `sz` | N | plaintext size in bytes |
  * | `ts` | N | commit time, ms since the epoch |
  * | `v` | N | the value's version, as in format 1 |
+ *
+ * Heads written before the hierarchical keyring, or with `--keyring kms`,
+ * have `dk` (B: the data key, wrapped by KMS under the table's encryption
+ * context) instead of `bv` and `bs`; a head has exactly one of the two forms.
  *
  * Chunk items, `pk = 0x01 ‖ ver ‖ u32 index`, so the chunks of one value land
  * on distinct partitions:
@@ -34,6 +41,15 @@ import { ErrorCode, KvError } from "../errors.js";
  * | `k` | B | the key, so the orphan sweep can find the head |
  * | `ts` | N | write time, ms since the epoch |
  * | `iv`, `ct` | B | that chunk's IV and ciphertext ‖ tag |
+ *
+ * Branch-key items (store/branch-key-store.ts): `pk = 0x02 ‖ u32 version`
+ * for each version and `pk = 0x02` for a copy of the active one:
+ *
+ * | attribute | type | meaning |
+ * |---|---|---|
+ * | `bv` | N | the version |
+ * | `bk` | B | the branch key, encrypted by KMS under the context of table and version |
+ * | `ts` | N | creation time, ms since the epoch |
  *
  * The table has one global secondary index, {@link KEYS_INDEX}: partition
  * key `pk`, sort key `fmt`, projecting keys only. Only head items have
@@ -62,16 +78,30 @@ export const Attr = {
   ts: "ts",
   k: "k",
   v: "v",
+  bv: "bv",
+  bs: "bs",
+  bk: "bk",
 } as const;
 
 /** Every attribute a head item of either format may have, besides `pk` and `v`. */
-export const HEAD_ATTRS = [Attr.fmt, Attr.dk, Attr.iv, Attr.ct, Attr.ver, Attr.n, Attr.sz, Attr.ts] as const;
+export const HEAD_ATTRS = [
+  Attr.fmt,
+  Attr.dk,
+  Attr.bv,
+  Attr.bs,
+  Attr.iv,
+  Attr.ct,
+  Attr.ver,
+  Attr.n,
+  Attr.sz,
+  Attr.ts,
+] as const;
 
 /** The keys-only index of head items (see above). */
 export const KEYS_INDEX = "keys";
 
 /** Partition key prefixes by item kind. */
-export const ItemKind = { head: 0x00, chunk: 0x01 } as const;
+export const ItemKind = { head: 0x00, chunk: 0x01, branchKey: 0x02 } as const;
 
 /** Bytes in a version id. */
 export const VERSION_BYTES = 16;
@@ -169,19 +199,26 @@ export function chunkAad(
 
 /** A head item, parsed. */
 export type Head = { version: number } & (
-  | { format: 1; wrappedKey: Uint8Array; iv: Uint8Array; ciphertext: Uint8Array }
-  | { format: 2; wrappedKey: Uint8Array; ver: Uint8Array; count: number; size: number }
+  | { format: 1; keyRef: KeyRef; iv: Uint8Array; ciphertext: Uint8Array }
+  | { format: 2; keyRef: KeyRef; ver: Uint8Array; count: number; size: number }
 );
+
+/** The attributes that store `ref` in a head item. */
+function keyAttrs(ref: KeyRef): Record<string, AttributeValue> {
+  return ref.kind === "kms"
+    ? { [Attr.dk]: { B: ref.wrapped } }
+    : { [Attr.bv]: { N: String(ref.version) }, [Attr.bs]: { B: ref.salt } };
+}
 
 /** Builds the format-1 head item of `key`. */
 export function singleItem(
   key: Uint8Array,
-  v: { wrappedKey: Uint8Array; iv: Uint8Array; ciphertext: Uint8Array },
+  v: { keyRef: KeyRef; iv: Uint8Array; ciphertext: Uint8Array },
 ): Record<string, AttributeValue> {
   return {
     [Attr.pk]: { B: headPk(key) },
     [Attr.fmt]: { N: String(ItemFormat.single) },
-    [Attr.dk]: { B: v.wrappedKey },
+    ...keyAttrs(v.keyRef),
     [Attr.iv]: { B: v.iv },
     [Attr.ct]: { B: v.ciphertext },
   };
@@ -190,12 +227,12 @@ export function singleItem(
 /** Builds the format-2 head item of `key`. */
 export function chunkedHeadItem(
   key: Uint8Array,
-  v: { wrappedKey: Uint8Array; ver: Uint8Array; count: number; size: number; ts: number },
+  v: { keyRef: KeyRef; ver: Uint8Array; count: number; size: number; ts: number },
 ): Record<string, AttributeValue> {
   return {
     [Attr.pk]: { B: headPk(key) },
     [Attr.fmt]: { N: String(ItemFormat.chunked) },
-    [Attr.dk]: { B: v.wrappedKey },
+    ...keyAttrs(v.keyRef),
     [Attr.ver]: { B: v.ver },
     [Attr.n]: { N: String(v.count) },
     [Attr.sz]: { N: String(v.size) },
@@ -233,14 +270,13 @@ function count(item: Record<string, AttributeValue>, name: string, max: number):
 /** Parses a head item; throws `KV_ERR_INTEGRITY` for anything this version did not write. */
 export function parseHead(item: Record<string, AttributeValue>): Head {
   const fmt = item[Attr.fmt]?.N;
-  const wrappedKey = item[Attr.dk]?.B;
-  if (!wrappedKey) throw integrity("stored item lacks dk");
+  const keyRef = keyRefOf(item);
   const version = versionOf(item);
   if (fmt === String(ItemFormat.single)) {
     const iv = item[Attr.iv]?.B;
     const ciphertext = item[Attr.ct]?.B;
     if (!iv || !ciphertext) throw integrity("stored item lacks iv or ct");
-    return { format: 1, wrappedKey, iv, ciphertext, version };
+    return { format: 1, keyRef, iv, ciphertext, version };
   }
   if (fmt === String(ItemFormat.chunked)) {
     const ver = item[Attr.ver]?.B;
@@ -249,9 +285,29 @@ export function parseHead(item: Record<string, AttributeValue>): Head {
     const n = count(item, Attr.n, 1 << 20);
     if (n !== Math.max(1, Math.ceil(size / CHUNK_BYTES)))
       throw integrity("stored head's chunk count does not match its size");
-    return { format: 2, wrappedKey, ver, count: n, size, version };
+    return { format: 2, keyRef, ver, count: n, size, version };
   }
   throw integrity(`stored item has unknown format ${JSON.stringify(fmt)}`);
+}
+
+/** A head's key reference: a KMS-wrapped key (`dk`) or a branch-key version and salt (`bv`, `bs`), never both. */
+function keyRefOf(item: Record<string, AttributeValue>): KeyRef {
+  const wrapped = item[Attr.dk]?.B;
+  const salt = item[Attr.bs]?.B;
+  const rawVersion = item[Attr.bv]?.N;
+  if (wrapped !== undefined) {
+    if (salt !== undefined || rawVersion !== undefined) throw integrity("stored item has two data-key forms");
+    if (wrapped.length === 0) throw integrity("stored item has an empty dk");
+    return { kind: "kms", wrapped };
+  }
+  if (salt === undefined || rawVersion === undefined)
+    throw integrity("stored item lacks its data key (dk, or bv and bs)");
+  const version = Number(rawVersion);
+  if (!Number.isSafeInteger(version) || version < 1 || version > MAX_BRANCH_VERSION) {
+    throw integrity("stored item has a bad branch-key version");
+  }
+  if (salt.length !== SALT_BYTES) throw integrity("stored item has a bad salt");
+  return { kind: "branch", version, salt };
 }
 
 /** A head's version: 0 when it has none (written before versions existed). */
