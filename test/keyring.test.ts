@@ -16,6 +16,7 @@ import { onBackends, useBackends } from "./support/backends.js";
 import { CapturingLog } from "./support/capturing-log.js";
 import { useFaultProxies } from "./support/fault-proxy.js";
 import { startTestServer, testConfig } from "./support/harness.js";
+import { runCli } from "./support/process.js";
 import { patterned } from "./support/values.js";
 
 // Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
@@ -307,9 +308,19 @@ describe("rotating on demand and on schedule", () => {
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ version: 2 });
     expect((await fetch(`${base}/admin/rotate-key`)).status).toBe(405);
+    const cli = await runCli(["admin", "rotate-key", "--admin-port", String(server.adminPort)]);
+    expect({ code: cli.code, out: new TextDecoder().decode(cli.stdout) }).toEqual({
+      code: 0,
+      out: "branch key version 3 is active\n",
+    });
     const metrics = await (await fetch(`${base}/metrics`)).text();
-    expect(metrics).toContain("kvs_branch_key_version 2");
-    expect(await branchVersions(table)).toEqual([1, 2]);
+    expect(metrics).toContain("kvs_branch_key_version 3");
+    expect(await branchVersions(table)).toEqual([1, 2, 3]);
+    for (const args of [["admin"], ["admin", "rotate"], ["admin", "rotate-key", "now"]]) {
+      const bad = await runCli([...args, "--admin-port", String(server.adminPort)]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain("admin takes one action, rotate-key");
+    }
   });
 
   test("the active version is replaced once it is older than the rotation period", async () => {
@@ -334,5 +345,8 @@ describe("rotating on demand and on schedule", () => {
     const res = await fetch(`http://127.0.0.1:${server.adminPort}/admin/rotate-key`, { method: "POST" });
     expect(res.status).toBe(500);
     expect(await res.text()).toContain("the memory store has no branch keys to rotate");
+    const cli = await runCli(["admin", "rotate-key", "--admin-port", String(server.adminPort)]);
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain("the memory store has no branch keys to rotate");
   });
 });
