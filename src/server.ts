@@ -119,7 +119,9 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     let table: string | undefined;
     let deadlineMs: number | undefined;
     let keyCache: Keyring | undefined;
-    let rotateKey: (() => Promise<number>) | undefined;
+    let rotateBranchKey = async (): Promise<number> => {
+      throw new KvError(ErrorCode.Config, "the memory store has no branch keys to rotate");
+    };
     let batchQueues: MetricSources["batchQueues"];
     let backendReady: () => Promise<boolean> = async () => true;
     let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
@@ -182,7 +184,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       // Fails fast on a wrong key or missing permission, and warms the cache.
       if (config.keyring === KeyringKind.hierarchical) await branch.start();
       else await legacy.encryptionKey(0, 0);
-      rotateKey = () => branch.rotate();
+      rotateBranchKey = () => branch.rotate();
       const data = await DynamoDataClient.create(ddbClient, {
         callTimeoutMs: config.callTimeoutMs,
         onFailure: (op, throttled) => counters.outcome("dynamodb", op, throttled ? "throttle" : "error"),
@@ -248,10 +250,6 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       const reporter = new LatencyReporter(dispatcher.stats, log, config.latencyLogIntervalSeconds * 1000);
       cleanups.push(async () => reporter.stop());
     }
-    const rotateBranchKey = (): Promise<number> =>
-      rotateKey === undefined
-        ? Promise.reject(new KvError(ErrorCode.Config, "the memory store has no branch keys to rotate"))
-        : rotateKey();
     let draining = false;
     const listener = Listener.start(dispatcher, log, counters, {
       host: config.host,
@@ -306,7 +304,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
         metrics,
         { draining: () => draining, backendReady },
-        { rotateKey: rotateBranchKey },
+        { rotateKey: () => rotateBranchKey() },
       );
       admin = started;
       // Stopped last: readiness answers "draining" for as long as the drain lasts.
@@ -355,7 +353,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         }
       },
       sweepOrphans: (olderThanMs) => sweep(olderThanMs),
-      rotateBranchKey: rotateBranchKey,
+      rotateBranchKey: () => rotateBranchKey(),
       stop,
       [Symbol.asyncDispose]: stop,
     };

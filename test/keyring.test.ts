@@ -1,6 +1,7 @@
-import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { type AttributeValue, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
+import type { KMSClient } from "@aws-sdk/client-kms";
 import { KvClient } from "../client/kv-client.js";
 import { kmsClient } from "../src/aws-clients.js";
 import { HierarchicalKeyring } from "../src/crypto/hierarchical-keyring.js";
@@ -58,10 +59,15 @@ async function branchVersions(table: string): Promise<number[]> {
   return versions.sort((a, b) => a - b);
 }
 
+let kms: KMSClient;
+beforeAll(() => {
+  kms = kmsClient({ region: "us-east-1", endpoint: backends.kms.endpoint, localCredentials: true });
+});
+afterAll(() => kms?.destroy());
+
 /** A keyring on the shared DynamoDB Local and local KMS, as a server builds it, without the server. */
 async function bareKeyring(table: string, counters = new Counters()): Promise<HierarchicalKeyring> {
   await ensureTable(backends.client, table);
-  const kms = kmsClient({ region: "us-east-1", endpoint: backends.kms.endpoint, localCredentials: true });
   const keyId = testConfig().kmsKeyId as string;
   return new HierarchicalKeyring(
     new DynamoBranchKeyStore(backends.client, table, counters, 5_000),
