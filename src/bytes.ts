@@ -34,6 +34,90 @@ export function fromBase64(text: string): Uint8Array {
   return Es2026.fromBase64(text);
 }
 
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/** Two base64 characters for each 12-bit value, as one little-endian u16 (first character in the low byte). */
+const PAIRS = new Uint16Array(4096);
+for (let i = 0; i < 4096; i++) PAIRS[i] = ALPHABET.charCodeAt(i >> 6) | (ALPHABET.charCodeAt(i & 63) << 8);
+/** The 6-bit value of each base64 character; -1 for anything else. */
+const SEXTETS = new Int8Array(256).fill(-1);
+for (let i = 0; i < 64; i++) SEXTETS[ALPHABET.charCodeAt(i)] = i;
+const PAD = 0x3d;
+
+/** Length of the padded base64 text of `n` bytes. */
+export function base64Length(n: number): number {
+  return Math.ceil(n / 3) * 4;
+}
+
+/**
+ * Writes the padded base64 text of `bytes` into `out` at `at` as ASCII and
+ * returns the offset after it. `out` must have {@link base64Length} bytes
+ * free there. For large values, where a string would be a transient copy
+ * several times the value's size (JSC frees large strings lazily).
+ */
+export function base64Into(bytes: Uint8Array, out: Uint8Array, at: number): number {
+  const whole = bytes.length - (bytes.length % 3);
+  let o = at;
+  for (let i = 0; i < whole; i += 3) {
+    const v = ((bytes[i] as number) << 16) | ((bytes[i + 1] as number) << 8) | (bytes[i + 2] as number);
+    const hi = PAIRS[v >> 12] as number;
+    const lo = PAIRS[v & 4095] as number;
+    out[o] = hi & 0xff;
+    out[o + 1] = hi >> 8;
+    out[o + 2] = lo & 0xff;
+    out[o + 3] = lo >> 8;
+    o += 4;
+  }
+  const rest = bytes.length - whole;
+  if (rest > 0) {
+    const v = ((bytes[whole] as number) << 16) | (rest === 2 ? (bytes[whole + 1] as number) << 8 : 0);
+    const hi = PAIRS[v >> 12] as number;
+    out[o] = hi & 0xff;
+    out[o + 1] = hi >> 8;
+    out[o + 2] = rest === 2 ? ALPHABET.charCodeAt((v >> 6) & 63) : PAD;
+    out[o + 3] = PAD;
+    o += 4;
+  }
+  return o;
+}
+
+/**
+ * Decodes the padded base64 text in `text[from..to)` (ASCII bytes) and
+ * returns the bytes; throws a SyntaxError on anything that is not padded
+ * base64. For large values in a response, read without a string copy.
+ */
+export function base64FromBytes(text: Uint8Array, from: number, to: number): Uint8Array {
+  const length = to - from;
+  if (length % 4 !== 0) throw new SyntaxError("base64 text is not a multiple of 4 characters");
+  if (length === 0) return new Uint8Array(0);
+  const pad = (text[to - 1] === PAD ? 1 : 0) + (text[to - 2] === PAD ? 1 : 0);
+  const out = new Uint8Array((length / 4) * 3 - pad);
+  const whole = to - (pad > 0 ? 4 : 0);
+  let o = 0;
+  for (let i = from; i < whole; i += 4) {
+    const v =
+      ((SEXTETS[text[i] as number] as number) << 18) |
+      ((SEXTETS[text[i + 1] as number] as number) << 12) |
+      ((SEXTETS[text[i + 2] as number] as number) << 6) |
+      (SEXTETS[text[i + 3] as number] as number);
+    // A -1 anywhere sets the sign bit.
+    if (v < 0) throw new SyntaxError("not base64 text");
+    out[o] = v >> 16;
+    out[o + 1] = (v >> 8) & 0xff;
+    out[o + 2] = v & 0xff;
+    o += 3;
+  }
+  if (pad > 0) {
+    const a = SEXTETS[text[whole] as number] as number;
+    const b = SEXTETS[text[whole + 1] as number] as number;
+    const c = pad === 1 ? (SEXTETS[text[whole + 2] as number] as number) : 0;
+    if ((a | b | c) < 0) throw new SyntaxError("not base64 text");
+    const v = (a << 18) | (b << 12) | (c << 6);
+    out[o] = v >> 16;
+    if (pad === 1) out[o + 1] = (v >> 8) & 0xff;
+  }
+  return out;
+}
+
 /** Whether `a` and `b` hold the same bytes. */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

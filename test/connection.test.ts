@@ -308,6 +308,41 @@ describe("SocketWriter", () => {
     expect(socket.bytes()).toEqual(expected);
   });
 
+  test("onSent says when a part is no longer read: at once when copied, after the kernel took its last byte when not", async () => {
+    const socket = new FakeSocket();
+    const w = new SocketWriter(socket);
+    const told: string[] = [];
+    w.write(Uint8Array.of(1, 2), () => told.push("small"));
+    expect(told).toEqual(["small"]);
+    socket.accept = 10_000;
+    const large = new Uint8Array(25_000).fill(9);
+    w.write(large, () => told.push("large"));
+    w.write(new Uint8Array(20_000).fill(8), () => told.push("second"));
+    await tick();
+    expect(told).toEqual(["small"]);
+    w.drain(); // 20,002 of 45,002 taken: the first large part is not out yet
+    expect(told).toEqual(["small"]);
+    w.drain(); // 30,002: the first large part is out
+    expect(told).toEqual(["small", "large"]);
+    socket.accept = Number.POSITIVE_INFINITY;
+    w.drain();
+    expect(told).toEqual(["small", "large", "second"]);
+  });
+
+  test("closing tells onSent for parts it dropped, since nothing reads them any more", async () => {
+    const socket = new FakeSocket();
+    const w = new SocketWriter(socket);
+    socket.accept = 0;
+    let told = 0;
+    w.write(new Uint8Array(30_000), () => told++);
+    await tick();
+    expect(told).toBe(0);
+    w.close();
+    expect(told).toBe(1);
+    w.write(new Uint8Array(30_000), () => told++);
+    expect(told).toBe(2);
+  });
+
   test("after close, queued bytes are dropped and writes are ignored", async () => {
     const socket = new FakeSocket();
     const w = new SocketWriter(socket);

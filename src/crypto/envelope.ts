@@ -15,13 +15,16 @@ export interface Sealed {
 /**
  * Encrypts `plaintext` with AES-256-GCM under `key`, authenticating `aad`.
  * The IV is random: with at most 2^32 messages per key (the key cache rotates
- * far earlier) the collision bound of NIST SP 800-38D holds.
+ * far earlier) the collision bound of NIST SP 800-38D holds. With `into`
+ * (at least `plaintext.length + TAG_BYTES` long), the ciphertext is written
+ * there and `ciphertext` is a view of it: for buffers reused chunk after chunk.
  */
-export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Sealed {
+export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array, into?: Uint8Array): Sealed {
   const iv = randomBytes(IV_BYTES);
   const cipher = createCipheriv("aes-256-gcm", key, iv);
   cipher.setAAD(aad);
-  const ciphertext = new Uint8Array(plaintext.length + TAG_BYTES);
+  const ciphertext =
+    into === undefined ? new Uint8Array(plaintext.length + TAG_BYTES) : into.subarray(0, plaintext.length + TAG_BYTES);
   const body = cipher.update(plaintext);
   ciphertext.set(body, 0);
   const final = cipher.final();
@@ -33,9 +36,11 @@ export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): S
 /**
  * Decrypts what {@link seal} produced. Throws `KV_ERR_INTEGRITY` if the
  * ciphertext, IV, key or AAD differ in any bit: tampered or moved data never
- * comes back as bytes.
+ * comes back as bytes. With `into` (at least the plaintext's length), the
+ * plaintext is written there and the result is a view of it; on failure
+ * `into` may hold unauthenticated bytes, which the caller must not use.
  */
-export function open(key: Uint8Array, sealed: Sealed, aad: Uint8Array): Uint8Array {
+export function open(key: Uint8Array, sealed: Sealed, aad: Uint8Array, into?: Uint8Array): Uint8Array {
   const { iv, ciphertext } = sealed;
   if (iv.length !== IV_BYTES || ciphertext.length < TAG_BYTES) {
     throw new KvError(ErrorCode.Integrity, "sealed value has a malformed IV or ciphertext");
@@ -45,7 +50,7 @@ export function open(key: Uint8Array, sealed: Sealed, aad: Uint8Array): Uint8Arr
     const decipher = createDecipheriv("aes-256-gcm", key, iv);
     decipher.setAAD(aad);
     decipher.setAuthTag(ciphertext.subarray(bodyLength));
-    const out = new Uint8Array(bodyLength);
+    const out = into === undefined ? new Uint8Array(bodyLength) : into.subarray(0, bodyLength);
     const body = decipher.update(ciphertext.subarray(0, bodyLength));
     out.set(body, 0);
     out.set(decipher.final(), body.length);

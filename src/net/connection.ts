@@ -28,17 +28,21 @@ export class StreamedAnswer {
   readonly next: () => Promise<Uint8Array | undefined>;
   /** Told when the connection stops pulling early (it closed, or a piece failed). */
   readonly cancel: () => void;
+  /** Told when a piece from `next` has been sent (or dropped) and its bytes may be reused. */
+  readonly release: (piece: Uint8Array) => void;
 
   constructor(
     head: Uint8Array,
     length: number,
     next: () => Promise<Uint8Array | undefined>,
     cancel: () => void = () => {},
+    release: (piece: Uint8Array) => void = () => {},
   ) {
     this.head = head;
     this.length = length;
     this.next = next;
     this.cancel = cancel;
+    this.release = release;
   }
 }
 
@@ -529,7 +533,7 @@ export class Connection {
           return;
         }
         stream.remaining -= piece.length;
-        this.#writer.write(piece);
+        this.#writer.write(piece, () => stream.answer.release(piece));
         this.#pull();
       },
       (err: unknown) => {

@@ -53,6 +53,11 @@ export class SocketWriter {
   #stage: Uint8Array | null = null;
   #staged = 0;
   #pending = 0;
+  /** Bytes ever written to this writer, and ever taken by the kernel (or dropped at close). */
+  #queuedTotal = 0;
+  #sentTotal = 0;
+  /** Callers waiting for their part to be out: `end` is `#queuedTotal` just after the part. */
+  readonly #sentWatch = new Fifo<{ end: number; onSent: () => void }>();
   #blocked = false;
   #scheduled = false;
   #closed = false;
@@ -76,19 +81,30 @@ export class SocketWriter {
     return this.#pending;
   }
 
-  /** Queues `part` after everything queued before it. */
-  write(part: Uint8Array): void {
+  /**
+   * Queues `part` after everything queued before it. `onSent` is called once
+   * the writer no longer reads `part`: at once when it was copied, else when
+   * the kernel has taken all of it or the writer was closed. A caller that
+   * reuses its buffers waits for it.
+   */
+  write(part: Uint8Array, onSent?: () => void): void {
     const n = part.length;
-    if (this.#closed || n === 0) return;
+    if (this.#closed || n === 0) {
+      onSent?.();
+      return;
+    }
     this.#pending += n;
+    this.#queuedTotal += n;
     if (n <= COPY_BYTES) {
       const stage = this.#room(n);
       stage.set(part, this.#staged);
       this.#staged += n;
+      onSent?.();
       this.#schedule(true);
     } else {
       this.#spillStage();
       this.#queue.push(part);
+      if (onSent !== undefined) this.#sentWatch.push({ end: this.#queuedTotal, onSent });
       this.#schedule(true);
     }
   }
@@ -113,6 +129,7 @@ export class SocketWriter {
     const at = this.#staged;
     this.#staged += n;
     this.#pending += n;
+    this.#queuedTotal += n;
     // Never flush here: the caller has not filled the bytes yet.
     this.#schedule(false);
     return at;
@@ -135,7 +152,9 @@ export class SocketWriter {
       return -1;
     }
     this.#pending -= written;
+    this.#sentTotal += written;
     this.#onWritten?.(written);
+    this.#tellSent();
     return written;
   }
 
@@ -182,6 +201,15 @@ export class SocketWriter {
     this.#staged = 0;
     this.#pending = 0;
     this.#releaseStage();
+    this.#sentTotal = this.#queuedTotal;
+    this.#tellSent();
+  }
+
+  #tellSent(): void {
+    for (let w = this.#sentWatch.peek(); w !== undefined && w.end <= this.#sentTotal; w = this.#sentWatch.peek()) {
+      this.#sentWatch.shift();
+      w.onSent();
+    }
   }
 
   /** A stage with room for `n` more bytes: taken from the pool, or emptied into the queue first. */

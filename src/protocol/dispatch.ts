@@ -308,6 +308,7 @@ function getOkAnswer(key: Uint8Array, value: Uint8Array | ValueStream, version: 
     value.size,
     () => value.next(),
     () => value.cancel(),
+    (piece) => value.release?.(piece),
   );
 }
 

@@ -1,6 +1,7 @@
 import { seal } from "../crypto/envelope.js";
 import type { ItemKey, KeyRef } from "../crypto/item-key.js";
 import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { chunkBuffers } from "./chunk-buffers.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { CHUNK_BYTES, chunkAad, chunkItem } from "./item-format.js";
 import type { ValueSink } from "./kv-store.js";
@@ -57,8 +58,10 @@ export class ChunkUpload implements ValueSink {
   readonly #p: ChunkUploadParts;
   readonly #count: number;
   readonly #started = Date.now();
-  /** The chunk being filled, or null between chunks. */
+  /** The pooled buffer of the chunk being filled, or null between chunks. */
   #partial: Uint8Array | null = null;
+  /** Length of the chunk being filled. */
+  #length = 0;
   #filled = 0;
   /** Index of the next chunk to send. */
   #next = 0;
@@ -77,7 +80,7 @@ export class ChunkUpload implements ValueSink {
   }
 
   get heldBytes(): number {
-    return (this.#partial?.length ?? 0) + this.#inFlightBytes;
+    return (this.#partial === null ? 0 : this.#length) + this.#inFlightBytes;
   }
 
   write(bytes: Uint8Array): boolean {
@@ -92,14 +95,15 @@ export class ChunkUpload implements ValueSink {
     let from = 0;
     while (from < bytes.length) {
       if (this.#partial === null) {
-        this.#partial = new Uint8Array(Math.min(CHUNK_BYTES, this.#p.size - this.#next * CHUNK_BYTES));
+        this.#partial = chunkBuffers.take();
+        this.#length = Math.min(CHUNK_BYTES, this.#p.size - this.#next * CHUNK_BYTES);
         this.#filled = 0;
       }
-      const take = Math.min(bytes.length - from, this.#partial.length - this.#filled);
+      const take = Math.min(bytes.length - from, this.#length - this.#filled);
       this.#partial.set(bytes.subarray(from, from + take), this.#filled);
       this.#filled += take;
       from += take;
-      if (this.#filled === this.#partial.length) this.#send();
+      if (this.#filled === this.#length) this.#send();
     }
     return this.#inFlight < UPLOAD_WINDOW_CHUNKS;
   }
@@ -143,7 +147,6 @@ export class ChunkUpload implements ValueSink {
     if (this.#state === "done") return;
     const wasOpen = this.#state === "open";
     this.#state = "done";
-    this.#partial = null;
     this.#fail(new KvError(ErrorCode.Unavailable, "the upload was abandoned"));
     // A finishing upload cleans up when its writes settle; an open one does it here.
     if (wasOpen) this.#idle().then(() => this.#cleanUp());
@@ -151,13 +154,14 @@ export class ChunkUpload implements ValueSink {
 
   #send(): void {
     const plain = this.#partial as Uint8Array;
+    const length = this.#length;
     this.#partial = null;
     const index = this.#next++;
-    // The plaintext and its ciphertext are held until the write settles.
-    const held = 2 * plain.length;
+    // The plaintext until it is sealed and the ciphertext until the write settles: counted as both throughout.
+    const held = 2 * length;
     this.#inFlight++;
     this.#inFlightBytes += held;
-    this.#sendChunk(index, plain).then(
+    this.#sendChunk(index, plain, length).then(
       () => this.#settle(held),
       (err: unknown) => {
         this.#fail(asKvError(err, ErrorCode.Storage, `chunk ${index} could not be written`));
@@ -166,12 +170,27 @@ export class ChunkUpload implements ValueSink {
     );
   }
 
-  async #sendChunk(index: number, plain: Uint8Array): Promise<void> {
-    const dataKey = await this.#p.dataKey;
-    if (this.#failure !== undefined) return;
-    const { key, ver, scope, size } = this.#p;
-    const sealed = seal(dataKey.plaintext, plain, chunkAad(scope, key, ver, index, this.#count, size));
-    await this.#p.put(chunkItem(key, ver, index, { ...sealed, ts: this.#started }));
+  async #sendChunk(index: number, plain: Uint8Array, length: number): Promise<void> {
+    const out = chunkBuffers.take();
+    let sealed = false;
+    try {
+      const dataKey = await this.#p.dataKey;
+      if (this.#failure !== undefined) return;
+      const { key, ver, scope, size } = this.#p;
+      const aad = chunkAad(scope, key, ver, index, this.#count, size);
+      const { iv, ciphertext } = seal(dataKey.plaintext, plain.subarray(0, length), aad, out);
+      sealed = true;
+      chunkBuffers.give(plain);
+      await this.#p.put(chunkItem(key, ver, index, { iv, ciphertext, ts: this.#started }));
+    } finally {
+      if (!sealed) {
+        chunkBuffers.give(plain);
+        chunkBuffers.give(out);
+      }
+    }
+    // Written: nothing reads the ciphertext again. After a failed write a retry
+    // might still read it, so then it is dropped rather than given back.
+    chunkBuffers.give(out);
   }
 
   #settle(held: number): void {
@@ -182,6 +201,7 @@ export class ChunkUpload implements ValueSink {
 
   #fail(err: KvError): void {
     this.#failure ??= err;
+    if (this.#partial !== null) chunkBuffers.give(this.#partial);
     this.#partial = null;
     this.#wake();
   }

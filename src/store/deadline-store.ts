@@ -73,6 +73,7 @@ export class DeadlineStore implements KvStore {
       size: stream.size,
       next: () => this.#bounded("get (a piece of a large value)", this.#timeoutMs, stream.next()),
       cancel: () => stream.cancel(),
+      release: (piece) => stream.release?.(piece),
     };
   }
 

@@ -2,7 +2,8 @@ import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { HttpRequest, RequestSigner } from "@smithy/types";
 import { errorMessage } from "../errors.js";
 import type { DataPlane } from "./data-plane.js";
-import { type AttributeMap, attributeMapJson, parseAttributeMap } from "./dynamo-json.js";
+import { type AttributeMap, parseAttributeMap, parseResponse, writeAttributeMap } from "./dynamo-json.js";
+import { JsonBytes } from "./json-bytes.js";
 
 /** The data-plane operations this client speaks. Everything else goes through the SDK. */
 export type DataOperation =
@@ -70,8 +71,6 @@ export interface DynamoDataClientOptions {
   /** Told of every failed call, for metrics; `throttled` for DynamoDB's throttling codes. */
   onFailure?: (op: DataOperation, throttled: boolean) => void;
 }
-
-const decoder = new TextDecoder();
 
 /** The partition key the readiness probe reads: kind 0x02, never written. */
 const PROBE_PK = Uint8Array.of(0x02, ...new TextEncoder().encode("kvs-readiness-probe"));
@@ -177,7 +176,19 @@ export class DynamoDataClient implements DataPlane {
     requests: readonly WriteRequestJson[],
     timeoutMs?: number,
   ): Promise<WriteRequestJson[]> {
-    const body = `{"RequestItems":{${JSON.stringify(table)}:[${requests.map(writeRequestJson).join(",")}]}}`;
+    const body = new JsonBytes().raw(`{"RequestItems":{`).string(table).raw(":[");
+    requests.forEach((r, i) => {
+      if (i > 0) body.raw(",");
+      if (r.put !== undefined) {
+        body.raw(`{"PutRequest":{"Item":`);
+        writeAttributeMap(body, r.put);
+      } else {
+        body.raw(`{"DeleteRequest":{"Key":`);
+        writeAttributeMap(body, r.delete);
+      }
+      body.raw("}}");
+    });
+    body.raw("]}}");
     const out = (await this.call("BatchWriteItem", body, timeoutMs)) as {
       UnprocessedItems?: Record<string, { PutRequest?: { Item: unknown }; DeleteRequest?: { Key: unknown } }[]>;
     };
@@ -191,9 +202,12 @@ export class DynamoDataClient implements DataPlane {
 
   /** BatchGetItem; returns the items found and the keys DynamoDB left unprocessed. */
   async batchGetItem(table: string, keys: readonly AttributeMap[], consistentRead: boolean, timeoutMs?: number) {
-    const body =
-      `{"RequestItems":{${JSON.stringify(table)}:{"Keys":[${keys.map(attributeMapJson).join(",")}],` +
-      `"ConsistentRead":${consistentRead}}}}`;
+    const body = new JsonBytes().raw(`{"RequestItems":{`).string(table).raw(`:{"Keys":[`);
+    keys.forEach((k, i) => {
+      if (i > 0) body.raw(",");
+      writeAttributeMap(body, k);
+    });
+    body.raw(`],"ConsistentRead":${consistentRead}}}}`);
     const out = (await this.call("BatchGetItem", body, timeoutMs)) as {
       Responses?: Record<string, unknown[]>;
       UnprocessedKeys?: Record<string, { Keys?: unknown[] }>;
@@ -206,15 +220,20 @@ export class DynamoDataClient implements DataPlane {
 
   /** GetItem; the item (only the `projection` attributes, if given), or undefined when there is none. */
   async getItem(table: string, key: AttributeMap, consistentRead: boolean, timeoutMs?: number, projection?: string) {
-    let body = `{"TableName":${JSON.stringify(table)},"Key":${attributeMapJson(key)},"ConsistentRead":${consistentRead}`;
-    body += projection === undefined ? "}" : `,"ProjectionExpression":${JSON.stringify(projection)}}`;
+    const body = new JsonBytes().raw(`{"TableName":`).string(table).raw(`,"Key":`);
+    writeAttributeMap(body, key);
+    body.raw(`,"ConsistentRead":${consistentRead}`);
+    if (projection !== undefined) body.raw(`,"ProjectionExpression":`).string(projection);
+    body.raw("}");
     const out = (await this.call("GetItem", body, timeoutMs)) as { Item?: unknown };
     return out.Item === undefined ? undefined : parseAttributeMap(out.Item);
   }
 
   /** PutItem: the unbatched write of a chunk (`--write-batch 1`). */
   async putItem(input: PutItemJson, timeoutMs?: number): Promise<void> {
-    const body = `{"TableName":${JSON.stringify(input.table)},"Item":${attributeMapJson(input.item)}}`;
+    const body = new JsonBytes().raw(`{"TableName":`).string(input.table).raw(`,"Item":`);
+    writeAttributeMap(body, input.item);
+    body.raw("}");
     await this.call("PutItem", body, timeoutMs);
   }
 
@@ -223,15 +242,16 @@ export class DynamoDataClient implements DataPlane {
    * as it was before (undefined when there was none).
    */
   async updateItem(input: UpdateItemJson, timeoutMs?: number): Promise<AttributeMap | undefined> {
-    let body =
-      `{"TableName":${JSON.stringify(input.table)},"Key":${attributeMapJson(input.key)}` +
-      `,"UpdateExpression":${JSON.stringify(input.update)}` +
-      `,"ExpressionAttributeNames":${JSON.stringify(input.names)}` +
-      `,"ExpressionAttributeValues":${attributeMapJson(input.values)}`;
-    if (input.condition !== undefined) body += `,"ConditionExpression":${JSON.stringify(input.condition)}`;
-    if (input.oldOnConflict) body += `,"ReturnValuesOnConditionCheckFailure":"ALL_OLD"`;
-    if (input.returnOld) body += `,"ReturnValues":"ALL_OLD"`;
-    const out = (await this.call("UpdateItem", `${body}}`, timeoutMs)) as { Attributes?: unknown };
+    const body = new JsonBytes().raw(`{"TableName":`).string(input.table).raw(`,"Key":`);
+    writeAttributeMap(body, input.key);
+    body.raw(`,"UpdateExpression":`).string(input.update);
+    body.raw(`,"ExpressionAttributeNames":${JSON.stringify(input.names)},"ExpressionAttributeValues":`);
+    writeAttributeMap(body, input.values);
+    if (input.condition !== undefined) body.raw(`,"ConditionExpression":`).string(input.condition);
+    if (input.oldOnConflict) body.raw(`,"ReturnValuesOnConditionCheckFailure":"ALL_OLD"`);
+    if (input.returnOld) body.raw(`,"ReturnValues":"ALL_OLD"`);
+    body.raw("}");
+    const out = (await this.call("UpdateItem", body, timeoutMs)) as { Attributes?: unknown };
     return out.Attributes === undefined ? undefined : parseAttributeMap(out.Attributes);
   }
 
@@ -242,23 +262,28 @@ export class DynamoDataClient implements DataPlane {
     timeoutMs?: number,
     returnOld = false,
   ): Promise<AttributeMap | undefined> {
-    let body = `{"TableName":${JSON.stringify(table)},"Key":${attributeMapJson(key)}`;
-    body += returnOld ? `,"ReturnValues":"ALL_OLD"}` : "}";
+    const body = new JsonBytes().raw(`{"TableName":`).string(table).raw(`,"Key":`);
+    writeAttributeMap(body, key);
+    body.raw(returnOld ? `,"ReturnValues":"ALL_OLD"}` : "}");
     const out = (await this.call("DeleteItem", body, timeoutMs)) as { Attributes?: unknown };
     return out.Attributes === undefined ? undefined : parseAttributeMap(out.Attributes);
   }
 
   /** One Scan page of a table or index segment. */
   async scan(input: ScanJson, timeoutMs?: number): Promise<ScanPage> {
-    let body = `{"TableName":${JSON.stringify(input.table)},"Limit":${input.limit}`;
-    if (input.index !== undefined) body += `,"IndexName":${JSON.stringify(input.index)}`;
+    const body = new JsonBytes().raw(`{"TableName":`).string(input.table).raw(`,"Limit":${input.limit}`);
+    if (input.index !== undefined) body.raw(`,"IndexName":`).string(input.index);
     if (input.totalSegments !== undefined) {
-      body += `,"Segment":${input.segment ?? 0},"TotalSegments":${input.totalSegments}`;
+      body.raw(`,"Segment":${input.segment ?? 0},"TotalSegments":${input.totalSegments}`);
     }
-    if (input.startKey !== undefined) body += `,"ExclusiveStartKey":${attributeMapJson(input.startKey)}`;
-    if (input.consistentRead) body += `,"ConsistentRead":true`;
-    if (input.returnConsumedCapacity) body += `,"ReturnConsumedCapacity":"TOTAL"`;
-    const out = (await this.call("Scan", `${body}}`, timeoutMs)) as {
+    if (input.startKey !== undefined) {
+      body.raw(`,"ExclusiveStartKey":`);
+      writeAttributeMap(body, input.startKey);
+    }
+    if (input.consistentRead) body.raw(`,"ConsistentRead":true`);
+    if (input.returnConsumedCapacity) body.raw(`,"ReturnConsumedCapacity":"TOTAL"`);
+    body.raw("}");
+    const out = (await this.call("Scan", body, timeoutMs)) as {
       Items?: unknown[];
       LastEvaluatedKey?: unknown;
       ConsumedCapacity?: { CapacityUnits?: number };
@@ -273,9 +298,10 @@ export class DynamoDataClient implements DataPlane {
   /**
    * One signed call with a JSON body; resolves the parsed answer or rejects
    * with a {@link DynamoCallError}. It ends within `timeoutMs` (the caller's
-   * remaining budget) or `callTimeoutMs`, whichever is less.
+   * remaining budget) or `callTimeoutMs`, whichever is less. The call owns
+   * `body` from here: it releases it once answered.
    */
-  async call(op: DataOperation, body: string, timeoutMs = Number.POSITIVE_INFINITY): Promise<unknown> {
+  async call(op: DataOperation, body: JsonBytes, timeoutMs = Number.POSITIVE_INFINITY): Promise<unknown> {
     if (this.#onFailure === undefined) return this.#call(op, body, timeoutMs);
     try {
       return await this.#call(op, body, timeoutMs);
@@ -285,7 +311,8 @@ export class DynamoDataClient implements DataPlane {
     }
   }
 
-  async #call(op: DataOperation, body: string, timeoutMs: number): Promise<unknown> {
+  async #call(op: DataOperation, body: JsonBytes, timeoutMs: number): Promise<unknown> {
+    const payload = body.bytes;
     const request: HttpRequest = {
       method: "POST",
       protocol: this.#protocol,
@@ -298,12 +325,13 @@ export class DynamoDataClient implements DataPlane {
         "content-type": "application/x-amz-json-1.0",
         "x-amz-target": `DynamoDB_20120810.${op}`,
       },
-      body,
+      body: payload,
     };
     let signed: HttpRequest;
     try {
       signed = await this.#signer.sign(request, { signingDate: this.#now() });
     } catch (err) {
+      body.release();
       // Credentials could not be had (say, the instance metadata service flaked): worth another try.
       throw new DynamoCallError("CredentialsError", `DynamoDB ${op}: could not sign: ${errorMessage(err)}`, {
         retryable: true,
@@ -318,11 +346,13 @@ export class DynamoDataClient implements DataPlane {
     const limit = Math.max(1, Math.min(this.#callTimeoutMs, timeoutMs));
     const signal = AbortSignal.timeout(limit);
     try {
-      const res = await fetch(this.#url, { method: "POST", headers: signed.headers, body, signal });
+      const res = await fetch(this.#url, { method: "POST", headers: signed.headers, body: payload, signal });
       status = res.status;
       crc = res.headers.get("x-amz-crc32");
       date = res.headers.get("date");
       bytes = new Uint8Array(await res.arrayBuffer());
+      // Answered in full: the request body was sent and is not read again.
+      body.release();
     } catch (err) {
       throw transportError(op, err, signal.aborted, limit);
     }
@@ -334,7 +364,7 @@ export class DynamoDataClient implements DataPlane {
     }
     let parsed: unknown;
     try {
-      parsed = bytes.length === 0 ? {} : JSON.parse(decoder.decode(bytes));
+      parsed = bytes.length === 0 ? {} : parseResponse(bytes);
     } catch (err) {
       // A body cut short or garbled in transit; every data-plane call is safe to repeat.
       throw new DynamoCallError("SerializationException", `DynamoDB ${op}: the response is not JSON (HTTP ${status})`, {
@@ -380,12 +410,6 @@ export class DynamoDataClient implements DataPlane {
 
 /** One entry of a BatchWriteItem: an item to put or a key to delete. */
 export type WriteRequestJson = { put: AttributeMap; delete?: undefined } | { delete: AttributeMap; put?: undefined };
-
-function writeRequestJson(r: WriteRequestJson): string {
-  return r.put !== undefined
-    ? `{"PutRequest":{"Item":${attributeMapJson(r.put)}}}`
-    : `{"DeleteRequest":{"Key":${attributeMapJson(r.delete)}}}`;
-}
 
 /** A Scan call: one page of one segment. */
 export interface ScanJson {

@@ -1,13 +1,14 @@
 import { randomBytes } from "node:crypto";
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { sameBytes } from "../bytes.js";
-import { open, seal } from "../crypto/envelope.js";
+import { open, seal, TAG_BYTES } from "../crypto/envelope.js";
 import type { ItemKeys, KeyRef } from "../crypto/item-key.js";
 import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import { BatchReader } from "./batch-reader.js";
 import { BatchWriter, MAX_BATCH_WRITE_ITEMS } from "./batch-writer.js";
+import { chunkBuffers } from "./chunk-buffers.js";
 import { ChunkUpload } from "./chunk-upload.js";
 import type { DataPlane } from "./data-plane.js";
 import { DynamoCallError, type UpdateItemJson } from "./dynamo-data-client.js";
@@ -102,9 +103,9 @@ export interface DynamoStoreOptions extends BatchSettings {
 }
 
 /**
- * Chunks encrypted and in flight at once per value (3 MiB of plaintext). The
- * data client turns each window into JSON with base64 blobs, several times its size
- * in transient strings, so the window, not the value, sets that overhead.
+ * Chunks encrypted and in flight at once per whole (not streamed) value of
+ * a chunked size (3 MiB of plaintext): the window, not the value, sets the
+ * transient memory of a set held whole.
  */
 const CHUNK_WINDOW = 8;
 
@@ -168,12 +169,16 @@ const COLLECT_EVERY_MS = 20;
 let lastCollect = 0;
 
 /**
- * Large-value traffic leaves megabytes of transient JSON and base64 strings
- * per window of chunks, which JSC collects lazily (a 64 MiB get or set then
- * peaked at several times its size). This asks for a collection without
- * waiting for it: `Bun.gc(false)` schedules one and returns (measured: 0.05
- * ms), where `Bun.gc(true)`, used before, ran a full collection on the
- * request path and paused every connection (7-9 ms per call).
+ * Large-value traffic allocates about a megabyte of short-lived buffers per
+ * chunk (socket reads, DynamoDB answers, cipher output). This asks JSC for a
+ * young-generation collection without waiting for it: `Bun.gc(false)`
+ * schedules one and returns (measured: 0.05 ms), where `Bun.gc(true)`, used
+ * before, ran a full collection on the request path and paused every
+ * connection (7-9 ms per call). Without it a 64 MiB get peaked 15-30 MiB
+ * higher. Buffers that live across such a collection (a chunk's plaintext
+ * and ciphertext while its write or send is in flight) come from
+ * {@link chunkBuffers} instead, since promoted garbage waits for a full
+ * collection.
  */
 function collectSoon(): void {
   const now = performance.now();
@@ -204,6 +209,14 @@ export class DynamoStore implements KvStore {
   readonly #o: DynamoStoreOptions;
   readonly #writer: BatchWriter;
   readonly #reader: BatchReader;
+  /**
+   * Streamed chunks are read one per GetItem, not batched: a batch of four is a 2 MB
+   * answer whose text and values are alive at once, and young-generation
+   * collections falling in that moment promote them (measured: a 64 MiB get
+   * peaked ~20 MiB higher batched). GetItem and BatchGetItem cost the same
+   * read units per item.
+   */
+  readonly #chunkReader: BatchReader;
   readonly #calls: Semaphore;
   readonly #admission: Semaphore;
   readonly #retry: RetryPolicy;
@@ -228,6 +241,12 @@ export class DynamoStore implements KvStore {
       ...common,
       maxKeys: options.readBatchKeys,
       windowMs: options.windowMs,
+      consistentRead: options.consistentRead ?? true,
+    });
+    this.#chunkReader = new BatchReader({
+      ...common,
+      maxKeys: 1,
+      windowMs: 0,
       consistentRead: options.consistentRead ?? true,
     });
     this.#admission = new Semaphore(options.maxPending);
@@ -263,7 +282,9 @@ export class DynamoStore implements KvStore {
           const value = await this.#readChunks(key, head, dataKey);
           if (value !== MISSING) return { value, version };
         } else {
-          const stream = new ChunkStream(head.count, head.size, (i) => this.#readChunk(key, head, dataKey, i));
+          const stream = new ChunkStream(head.count, head.size, (i, into) =>
+            this.#readChunk(key, head, dataKey, i, into),
+          );
           // The first chunk is read before answering, so a version replaced before the read began is retried here.
           if (await stream.ready()) return { value: stream, version };
         }
@@ -657,37 +678,39 @@ export class DynamoStore implements KvStore {
     for (let first = 0; first < head.count; first += CHUNK_WINDOW) {
       const last = Math.min(head.count, first + CHUNK_WINDOW);
       const reads: Promise<Uint8Array | typeof MISSING>[] = [];
-      for (let i = first; i < last; i++) reads.push(this.#readChunk(key, head, dataKey, i));
-      const plains = await Promise.all(reads);
       for (let i = first; i < last; i++) {
-        const plain = plains[i - first] as Uint8Array | typeof MISSING;
-        if (plain === MISSING) return MISSING;
-        out.set(plain, i * CHUNK_BYTES);
+        reads.push(this.#readChunk(key, head, dataKey, i, out.subarray(i * CHUNK_BYTES), this.#reader));
       }
+      const plains = await Promise.all(reads);
+      if (plains.includes(MISSING)) return MISSING;
     }
     return out;
   }
 
-  /** Reads and decrypts chunk `i` of `head`, checking its AAD and length; MISSING if the item is gone. */
+  /**
+   * Reads and decrypts chunk `i` of `head` into `into`, checking its AAD and
+   * length; MISSING if the item is gone. Resolves a view of `into`. Whole
+   * reads pass the batching reader: their chunks are copied out at once.
+   */
   async #readChunk(
     key: Uint8Array,
     head: Extract<Head, { format: 2 }>,
     dataKey: Uint8Array,
     i: number,
+    into: Uint8Array,
+    reader = this.#chunkReader,
   ): Promise<Uint8Array | typeof MISSING> {
-    const item = await this.#reader.get(chunkPk(head.ver, i));
+    const item = await reader.get(chunkPk(head.ver, i));
     if (item === undefined) return MISSING;
     const iv = item[Attr.iv]?.B;
     const ciphertext = item[Attr.ct]?.B;
     if (!iv || !ciphertext) throw new KvError(ErrorCode.Integrity, `chunk ${i} lacks iv or ct`);
-    const plain = open(
-      dataKey,
-      { iv, ciphertext },
-      chunkAad(this.#o.encryptionScope, key, head.ver, i, head.count, head.size),
-    );
     const expected = Math.min(CHUNK_BYTES, head.size - i * CHUNK_BYTES);
-    if (plain.length !== expected) throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
-    return plain;
+    if (ciphertext.length !== expected + TAG_BYTES) {
+      throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
+    }
+    const aad = chunkAad(this.#o.encryptionScope, key, head.ver, i, head.count, head.size);
+    return open(dataKey, { iv, ciphertext }, aad, into);
   }
 
   /** Deletes a replaced version's chunks after {@link RETIRED_CHUNKS_GRACE_MS}, or at close. */
@@ -719,19 +742,29 @@ export class DynamoStore implements KvStore {
  * The chunks of one version, read in order with {@link READ_AHEAD_CHUNKS}
  * read and decrypted ahead of the reader. A chunk found missing after the
  * first (the version was deleted, or swept, while being read) rejects.
+ *
+ * Chunks are decrypted into pooled buffers ({@link chunkBuffers}); a piece
+ * the reader releases goes back to the pool, one it never releases is left
+ * to the collector.
  */
 class ChunkStream implements ValueStream {
   readonly size: number;
   readonly #count: number;
-  readonly #read: (i: number) => Promise<Uint8Array | typeof MISSING>;
+  readonly #read: (i: number, into: Uint8Array) => Promise<Uint8Array | typeof MISSING>;
   readonly #ahead: Promise<Uint8Array | typeof MISSING>[] = [];
+  /** Pieces handed out and not released, with the pooled buffer each is a view of. */
+  readonly #lent = new Map<Uint8Array, Uint8Array>();
   /** Index of the next chunk to start reading. */
   #started = 0;
   /** Index of the next chunk to hand out. */
   #handed = 0;
   #cancelled = false;
 
-  constructor(count: number, size: number, read: (i: number) => Promise<Uint8Array | typeof MISSING>) {
+  constructor(
+    count: number,
+    size: number,
+    read: (i: number, into: Uint8Array) => Promise<Uint8Array | typeof MISSING>,
+  ) {
     this.#count = count;
     this.size = size;
     this.#read = read;
@@ -758,6 +791,13 @@ class ChunkStream implements ValueStream {
     return plain;
   }
 
+  release(piece: Uint8Array): void {
+    const buffer = this.#lent.get(piece);
+    if (buffer === undefined) return;
+    this.#lent.delete(piece);
+    chunkBuffers.give(buffer);
+  }
+
   cancel(): void {
     this.#cancelled = true;
     // Reads in flight finish on their own; their results are dropped. Rejections are the reader's to see, or no one's.
@@ -767,7 +807,13 @@ class ChunkStream implements ValueStream {
 
   #fill(): void {
     while (!this.#cancelled && this.#started < this.#count && this.#ahead.length < READ_AHEAD_CHUNKS) {
-      const read = this.#read(this.#started++);
+      const buffer = chunkBuffers.take();
+      // A read that fails leaves its buffer to the collector.
+      const read = this.#read(this.#started++, buffer).then((plain) => {
+        if (plain === MISSING) chunkBuffers.give(buffer);
+        else this.#lent.set(plain, buffer);
+        return plain;
+      });
       // Until the reader awaits it, a failure must not count as unhandled.
       read.catch(() => {});
       this.#ahead.push(read);

@@ -88,6 +88,11 @@ export interface ValueStream {
   next(): Promise<Uint8Array | undefined>;
   /** Stops reading ahead; the reader will not call `next` again. */
   cancel(): void;
+  /**
+   * Says a piece from `next` is no longer read, so the stream may reuse its
+   * memory. Optional for the reader: a piece never released is not reused.
+   */
+  release?(piece: Uint8Array): void;
 }
 
 /**

@@ -1,0 +1,82 @@
+import { base64Into, base64Length, toBase64 } from "../bytes.js";
+
+const encoder = new TextEncoder();
+
+/** Binary values at least this long are base64-encoded straight into the body, not through a string. */
+const DIRECT_BASE64_BYTES = 2048;
+
+/** Bodies at least this large go back to {@link pool} when released. */
+const POOLED_BYTES = 64 * 1024;
+/** Buffers the pool keeps at most: a few windows of large-value chunks in flight. */
+const POOL_BUFFERS = 8;
+const pool: Uint8Array[] = [];
+
+/**
+ * A JSON request body written as UTF-8 bytes, for the data client.
+ *
+ * Why bytes and not a string: a chunk of a large value is about 500 KB of
+ * base64. As strings, each chunk became several such copies (the base64
+ * text, the body, the signer's and fetch's UTF-8 copies), and JSC collects
+ * large strings lazily, so a 64 MiB transfer peaked tens of megabytes above
+ * its window. Here a large binary value is encoded once, into a buffer that
+ * is reused from call to call.
+ *
+ * Invariant: a buffer is back in the pool only after {@link release}, which
+ * the client calls once the call has an answer: by then the body has been
+ * sent and nothing reads it. A body whose call failed in transit is not
+ * released (the transport might still hold it) and is left to the collector.
+ */
+export class JsonBytes {
+  #buf: Uint8Array;
+  #len = 0;
+
+  constructor() {
+    this.#buf = pool.pop() ?? new Uint8Array(512);
+  }
+
+  /** Appends `text` as UTF-8: JSON punctuation and literals, or text already escaped. */
+  raw(text: string): this {
+    this.#reserve(text.length * 3);
+    this.#len += encoder.encodeInto(text, this.#buf.subarray(this.#len)).written;
+    return this;
+  }
+
+  /** Appends `text` as a JSON string literal. */
+  string(text: string): this {
+    return this.raw(JSON.stringify(text));
+  }
+
+  /** Appends the base64 text of `bytes`, without quotes. */
+  base64(bytes: Uint8Array): this {
+    if (bytes.length < DIRECT_BASE64_BYTES) return this.raw(toBase64(bytes));
+    this.#reserve(base64Length(bytes.length));
+    this.#len = base64Into(bytes, this.#buf, this.#len);
+    return this;
+  }
+
+  /** The bytes written so far: a view, valid until {@link release}. */
+  get bytes(): Uint8Array {
+    return this.#buf.subarray(0, this.#len);
+  }
+
+  /** Bytes written so far. */
+  get length(): number {
+    return this.#len;
+  }
+
+  /** Gives the buffer back for reuse; the body must not be read after. */
+  release(): void {
+    const buf = this.#buf;
+    this.#buf = new Uint8Array(0);
+    this.#len = 0;
+    if (buf.length >= POOLED_BYTES && pool.length < POOL_BUFFERS) pool.push(buf);
+  }
+
+  #reserve(more: number): void {
+    const need = this.#len + more;
+    if (need <= this.#buf.length) return;
+    const grown = new Uint8Array(Math.max(need, this.#buf.length * 2));
+    grown.set(this.#buf.subarray(0, this.#len));
+    this.#buf = grown;
+  }
+}
