@@ -1,3 +1,4 @@
+import { BufferPool } from "../buffer-pool.js";
 import { Fifo } from "../fifo.js";
 
 /** The part of a Bun socket the writer needs. */
@@ -17,17 +18,7 @@ const COPY_BYTES = 16 * 1024;
  * stage only while it has staged output, so idle connections cost none, and
  * busy ones take and give back without allocating.
  */
-const freeStages: Uint8Array[] = [];
-/** Stages kept for reuse at most (16 MiB). */
-const MAX_FREE_STAGES = 256;
-
-function takeStage(): Uint8Array {
-  return freeStages.pop() ?? new Uint8Array(STAGE_BYTES);
-}
-
-function giveStage(stage: Uint8Array): void {
-  if (freeStages.length < MAX_FREE_STAGES) freeStages.push(stage);
-}
+const stages = new BufferPool(STAGE_BYTES, 256); // 16 MiB kept at most
 
 /**
  * Ordered output for one socket.
@@ -52,8 +43,7 @@ export class SocketWriter {
   readonly #queue = new Fifo<Uint8Array>();
   #stage: Uint8Array | null = null;
   #staged = 0;
-  #pending = 0;
-  /** Bytes ever written to this writer, and ever taken by the kernel (or dropped at close). */
+  /** Bytes ever written to this writer, and ever taken by the kernel (or dropped at close); the difference is pending. */
   #queuedTotal = 0;
   #sentTotal = 0;
   /** Callers waiting for their part to be out: `end` is `#queuedTotal` just after the part. */
@@ -78,7 +68,7 @@ export class SocketWriter {
 
   /** Bytes queued and not yet accepted by the kernel. */
   get pendingBytes(): number {
-    return this.#pending;
+    return this.#queuedTotal - this.#sentTotal;
   }
 
   /**
@@ -93,7 +83,6 @@ export class SocketWriter {
       onSent?.();
       return;
     }
-    this.#pending += n;
     this.#queuedTotal += n;
     if (n <= COPY_BYTES) {
       const stage = this.#room(n);
@@ -128,7 +117,6 @@ export class SocketWriter {
     this.#room(n);
     const at = this.#staged;
     this.#staged += n;
-    this.#pending += n;
     this.#queuedTotal += n;
     // Never flush here: the caller has not filled the bytes yet.
     this.#schedule(false);
@@ -138,10 +126,10 @@ export class SocketWriter {
   /** Writes as much as the kernel accepts now. */
   flush(): void {
     if (this.#blocked || this.#closed) return;
-    const before = this.#pending;
+    const before = this.pendingBytes;
     this.#writeOut();
     // No drain event follows a write the kernel took whole, so say here that all is out.
-    if (before > 0 && this.#pending === 0 && this.#onIdle !== undefined) queueMicrotask(this.#onIdle);
+    if (before > 0 && this.pendingBytes === 0 && this.#onIdle !== undefined) queueMicrotask(this.#onIdle);
   }
 
   /** Writes `bytes`; returns how many the kernel took, or -1 (and closes) when the socket is gone. */
@@ -151,7 +139,6 @@ export class SocketWriter {
       this.close();
       return -1;
     }
-    this.#pending -= written;
     this.#sentTotal += written;
     this.#onWritten?.(written);
     this.#tellSent();
@@ -191,7 +178,7 @@ export class SocketWriter {
   drain(): void {
     this.#blocked = false;
     if (!this.#closed) this.#writeOut();
-    if (this.#pending === 0) this.#onIdle?.();
+    if (this.pendingBytes === 0) this.#onIdle?.();
   }
 
   /** Drops everything queued; later writes are ignored. */
@@ -199,7 +186,6 @@ export class SocketWriter {
     this.#closed = true;
     this.#queue.drain();
     this.#staged = 0;
-    this.#pending = 0;
     this.#releaseStage();
     this.#sentTotal = this.#queuedTotal;
     this.#tellSent();
@@ -215,13 +201,13 @@ export class SocketWriter {
   /** A stage with room for `n` more bytes: taken from the pool, or emptied into the queue first. */
   #room(n: number): Uint8Array {
     if (this.#stage !== null && this.#staged + n > this.#stage.length) this.#spillStage();
-    this.#stage ??= takeStage();
+    this.#stage ??= stages.take();
     return this.#stage;
   }
 
   #releaseStage(): void {
     if (this.#stage === null || this.#staged > 0) return;
-    giveStage(this.#stage);
+    stages.give(this.#stage);
     this.#stage = null;
   }
 

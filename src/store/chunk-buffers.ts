@@ -1,15 +1,13 @@
+import { BufferPool } from "../buffer-pool.js";
 import { TAG_BYTES } from "../crypto/envelope.js";
 import { CHUNK_BYTES } from "./item-format.js";
 
 /** Length of every pooled buffer: one chunk's plaintext, or its ciphertext with the tag. */
 export const CHUNK_BUFFER_BYTES = CHUNK_BYTES + TAG_BYTES;
 
-/** Buffers kept for reuse at most (about 6 MiB): two uploads' windows. */
-const KEPT = 16;
-const free: Uint8Array[] = [];
-
 /**
- * Chunk-sized buffers reused from upload to upload.
+ * Chunk-sized buffers reused from upload to upload, at most 16 kept (about
+ * 6 MiB: two uploads' windows).
  *
  * Why: a chunk's plaintext and ciphertext live as long as its DynamoDB write,
  * hundreds of milliseconds, long enough for JSC's frequent young-generation
@@ -18,17 +16,8 @@ const free: Uint8Array[] = [];
  * (measured: the heap grew by ~60 MiB between two full collections).
  * Reused buffers never become garbage.
  *
- * Invariant: a buffer is given back only when nothing reads or writes it
+ * Who gives back: a buffer goes back only when nothing reads or writes it
  * any more; a buffer whose last reader is unknown (a write that failed and
  * may still be retried) is not given back but dropped.
  */
-export const chunkBuffers = {
-  /** A buffer of {@link CHUNK_BUFFER_BYTES}, reused when one is free. */
-  take(): Uint8Array {
-    return free.pop() ?? new Uint8Array(CHUNK_BUFFER_BYTES);
-  },
-  /** Returns a buffer from {@link take} for reuse. */
-  give(buffer: Uint8Array): void {
-    if (buffer.length === CHUNK_BUFFER_BYTES && free.length < KEPT) free.push(buffer);
-  },
-} as const;
+export const chunkBuffers = new BufferPool(CHUNK_BUFFER_BYTES, 16);

@@ -1,4 +1,4 @@
-import { seal } from "../crypto/envelope.js";
+import { type Sealed, seal } from "../crypto/envelope.js";
 import type { ItemKey, KeyRef } from "../crypto/item-key.js";
 import { asKvError, ErrorCode, KvError } from "../errors.js";
 import { chunkBuffers } from "./chunk-buffers.js";
@@ -172,22 +172,20 @@ export class ChunkUpload implements ValueSink {
 
   async #sendChunk(index: number, plain: Uint8Array, length: number): Promise<void> {
     const out = chunkBuffers.take();
-    let sealed = false;
+    const { key, ver, scope, size } = this.#p;
+    let sealed: Sealed | undefined;
     try {
       const dataKey = await this.#p.dataKey;
-      if (this.#failure !== undefined) return;
-      const { key, ver, scope, size } = this.#p;
-      const aad = chunkAad(scope, key, ver, index, this.#count, size);
-      const { iv, ciphertext } = seal(dataKey.plaintext, plain.subarray(0, length), aad, out);
-      sealed = true;
-      chunkBuffers.give(plain);
-      await this.#p.put(chunkItem(key, ver, index, { iv, ciphertext, ts: this.#started }));
-    } finally {
-      if (!sealed) {
-        chunkBuffers.give(plain);
-        chunkBuffers.give(out);
+      if (this.#failure === undefined) {
+        const aad = chunkAad(scope, key, ver, index, this.#count, size);
+        sealed = seal(dataKey.plaintext, plain.subarray(0, length), aad, out);
       }
+    } finally {
+      chunkBuffers.give(plain);
+      if (sealed === undefined) chunkBuffers.give(out);
     }
+    if (sealed === undefined) return;
+    await this.#p.put(chunkItem(key, ver, index, { ...sealed, ts: this.#started }));
     // Written: nothing reads the ciphertext again. After a failed write a retry
     // might still read it, so then it is dropped rather than given back.
     chunkBuffers.give(out);

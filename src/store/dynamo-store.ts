@@ -752,8 +752,12 @@ class ChunkStream implements ValueStream {
   readonly #count: number;
   readonly #read: (i: number, into: Uint8Array) => Promise<Uint8Array | typeof MISSING>;
   readonly #ahead: Promise<Uint8Array | typeof MISSING>[] = [];
-  /** Pieces handed out and not released, with the pooled buffer each is a view of. */
-  readonly #lent = new Map<Uint8Array, Uint8Array>();
+  /**
+   * Pieces handed out and not released, with the pooled buffer each is a
+   * view of. Weak: a reader that never releases (the HTTP gateway) must not
+   * have every piece of the value kept alive here until the stream ends.
+   */
+  readonly #lent = new WeakMap<Uint8Array, Uint8Array>();
   /** Index of the next chunk to start reading. */
   #started = 0;
   /** Index of the next chunk to hand out. */

@@ -1,15 +1,17 @@
+import { BufferPool } from "../buffer-pool.js";
 import { base64Into, base64Length, toBase64 } from "../bytes.js";
 
 const encoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 
 /** Binary values at least this long are base64-encoded straight into the body, not through a string. */
 const DIRECT_BASE64_BYTES = 2048;
 
-/** Bodies at least this large go back to {@link pool} when released. */
-const POOLED_BYTES = 64 * 1024;
-/** Buffers the pool keeps at most: a few windows of large-value chunks in flight. */
-const POOL_BUFFERS = 8;
-const pool: Uint8Array[] = [];
+/**
+ * Bodies of 64 KiB and more are kept when released, 8 at most: a few windows
+ * of large-value chunks in flight. A new body starts at 512 bytes.
+ */
+const pool = new BufferPool(512, 8, 64 * 1024);
 
 /**
  * A JSON request body written as UTF-8 bytes, for the data client.
@@ -31,7 +33,7 @@ export class JsonBytes {
   #len = 0;
 
   constructor() {
-    this.#buf = pool.pop() ?? new Uint8Array(512);
+    this.#buf = pool.take();
   }
 
   /** Appends `text` as UTF-8: JSON punctuation and literals, or text already escaped. */
@@ -67,9 +69,9 @@ export class JsonBytes {
   /** Gives the buffer back for reuse; the body must not be read after. */
   release(): void {
     const buf = this.#buf;
-    this.#buf = new Uint8Array(0);
+    this.#buf = EMPTY;
     this.#len = 0;
-    if (buf.length >= POOLED_BYTES && pool.length < POOL_BUFFERS) pool.push(buf);
+    pool.give(buf);
   }
 
   #reserve(more: number): void {
