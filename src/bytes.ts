@@ -118,6 +118,24 @@ export function base64FromBytes(text: Uint8Array, from: number, to: number): Uin
   return out;
 }
 
+/**
+ * Frees the memory behind `bytes` now rather than at some later collection,
+ * by detaching its buffer: every view of that buffer reads as empty after.
+ * For a buffer whose only reader is the caller and which it is done with.
+ * A view of part of a buffer (which others may hold) is left alone.
+ *
+ * Why: JSC promotes a buffer that is alive during a young collection, and a
+ * promoted buffer's memory waits for a full one. A 64 MiB get decodes ~170
+ * chunk ciphertexts of 380 KiB, each alive for a few microtask hops; left
+ * to the collector they added ~25 MiB to the server's peak (measured).
+ */
+export function discard(bytes: Uint8Array): void {
+  const buffer = bytes.buffer;
+  if (!(buffer instanceof ArrayBuffer) || buffer.detached) return;
+  if (bytes.byteOffset !== 0 || bytes.byteLength !== buffer.byteLength) return;
+  buffer.transfer(0);
+}
+
 /** Whether `a` and `b` hold the same bytes. */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

@@ -197,6 +197,15 @@ describe("BatchReader", () => {
     expect(keysOf(client.calls[1]?.input ?? {})).toEqual(["a"]);
   });
 
+  test("reads one key at a time never share a call or an item, so each caller owns what it gets", async () => {
+    const client = new ScriptedClient((_n, input) => ({ ...(input.key as AttributeMap) }));
+    const r = reader(client, 1);
+    const [a, b] = await Promise.all([r.get(enc.encode("k")), r.get(enc.encode("k"))]);
+    expect(client.calls.map((c) => c.name)).toEqual(["GetItem", "GetItem"]);
+    expect(a).toEqual(b);
+    expect(a).not.toBe(b);
+  });
+
   test("more than 100 concurrent reads split into several calls", async () => {
     const client = new ScriptedClient(() => ({ items: [] }));
     const r = reader(client);

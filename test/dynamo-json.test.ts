@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
-import { base64FromBytes, base64Into, base64Length } from "../src/bytes.js";
+import { base64FromBytes, base64Into, base64Length, discard } from "../src/bytes.js";
 import { attributeMapJson, parseAttributeMap, parseResponse } from "../src/store/dynamo-json.js";
 import { JsonBytes } from "../src/store/json-bytes.js";
 
@@ -47,6 +47,28 @@ describe("DynamoDB JSON", () => {
       expect(new TextDecoder().decode(out.subarray(3, end))).toBe(b64(bytes));
       expect(base64FromBytes(out, 3, end)).toEqual(bytes);
     }
+  });
+
+  test("discarding frees a buffer held whole, and leaves a view of part of a buffer alone", () => {
+    const whole = new Uint8Array(100_000).fill(7);
+    discard(whole);
+    expect(whole.length).toBe(0);
+    expect(whole.buffer.byteLength).toBe(0);
+    discard(whole); // a second discard is harmless
+
+    const shared = new Uint8Array(1000).fill(9);
+    const part = shared.subarray(10, 20);
+    discard(part);
+    expect(part.length).toBe(10);
+    expect(shared[0]).toBe(9);
+  });
+
+  test("a parsed answer keeps its binary values when the answer's bytes are discarded", () => {
+    const blob = random(200_000);
+    const bytes = new TextEncoder().encode(JSON.stringify({ Item: { ct: { B: b64(blob) } } }));
+    const parsed = parseResponse(bytes) as { Item: Record<string, unknown> };
+    discard(bytes);
+    expect(parseAttributeMap(parsed.Item).ct?.B).toEqual(blob);
   });
 
   test("base64 decoding from bytes refuses what is not padded base64", () => {

@@ -18,7 +18,11 @@ export interface BatchReaderOptions {
   table: string;
   counters: Counters;
   calls: Semaphore;
-  /** Keys per BatchGetItem, 1..100. 1 reads each key alone with GetItem. */
+  /**
+   * Keys per BatchGetItem, 1..100. 1 reads each key alone with GetItem, and
+   * then every read has its own call and its own item, which its caller owns
+   * (and may free: `discard` in bytes.ts).
+   */
   maxKeys: number;
   /** How long a partial batch waits for company while other batches are in flight, in ms. */
   windowMs: number;

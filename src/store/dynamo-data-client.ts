@@ -1,5 +1,6 @@
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { HttpRequest, RequestSigner } from "@smithy/types";
+import { discard } from "../bytes.js";
 import { errorMessage } from "../errors.js";
 import type { DataPlane } from "./data-plane.js";
 import { type AttributeMap, parseAttributeMap, parseResponse, writeAttributeMap } from "./dynamo-json.js";
@@ -71,6 +72,9 @@ export interface DynamoDataClientOptions {
   /** Told of every failed call, for metrics; `throttled` for DynamoDB's throttling codes. */
   onFailure?: (op: DataOperation, throttled: boolean) => void;
 }
+
+/** Answers at least this long are freed once parsed: a streamed chunk's is ~510 KB. */
+const DISCARDED_ANSWER_BYTES = 64 * 1024;
 
 /** The partition key the readiness probe reads: kind 0x02, never written. */
 const PROBE_PK = Uint8Array.of(0x02, ...new TextEncoder().encode("kvs-readiness-probe"));
@@ -365,6 +369,8 @@ export class DynamoDataClient implements DataPlane {
     let parsed: unknown;
     try {
       parsed = bytes.length === 0 ? {} : parseResponse(bytes);
+      // Everything parsed is a copy; a large answer's bytes are freed now rather than promoted (see discard).
+      if (bytes.length >= DISCARDED_ANSWER_BYTES) discard(bytes);
     } catch (err) {
       // A body cut short or garbled in transit; every data-plane call is safe to repeat.
       throw new DynamoCallError("SerializationException", `DynamoDB ${op}: the response is not JSON (HTTP ${status})`, {

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { sameBytes } from "../bytes.js";
+import { discard, sameBytes } from "../bytes.js";
 import { open, seal, TAG_BYTES } from "../crypto/envelope.js";
 import type { ItemKeys, KeyRef } from "../crypto/item-key.js";
 import { ErrorCode, errorMessage, KvError } from "../errors.js";
@@ -214,7 +214,8 @@ export class DynamoStore implements KvStore {
    * answer whose text and values are alive at once, and young-generation
    * collections falling in that moment promote them (measured: a 64 MiB get
    * peaked ~20 MiB higher batched). GetItem and BatchGetItem cost the same
-   * read units per item.
+   * read units per item. Each read's item is its own, so its ciphertext is
+   * freed once decrypted.
    */
   readonly #chunkReader: BatchReader;
   readonly #calls: Semaphore;
@@ -691,6 +692,8 @@ export class DynamoStore implements KvStore {
    * Reads and decrypts chunk `i` of `head` into `into`, checking its AAD and
    * length; MISSING if the item is gone. Resolves a view of `into`. Whole
    * reads pass the batching reader: their chunks are copied out at once.
+   * Streamed reads pass the chunk reader, and free each ciphertext as soon
+   * as it is decrypted (see `discard`).
    */
   async #readChunk(
     key: Uint8Array,
@@ -710,7 +713,12 @@ export class DynamoStore implements KvStore {
       throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
     }
     const aad = chunkAad(this.#o.encryptionScope, key, head.ver, i, head.count, head.size);
-    return open(dataKey, { iv, ciphertext }, aad, into);
+    try {
+      return open(dataKey, { iv, ciphertext }, aad, into);
+    } finally {
+      // The chunk reader (maxKeys 1) never shares an item, so this ciphertext has no other reader.
+      if (reader === this.#chunkReader) discard(ciphertext);
+    }
   }
 
   /** Deletes a replaced version's chunks after {@link RETIRED_CHUNKS_GRACE_MS}, or at close. */
