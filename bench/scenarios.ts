@@ -553,7 +553,7 @@ async function largeValueMemory(s: BenchSettings, ddbEndpoint: string, kmsEndpoi
     row(`one ${mib} MiB get`, baseline, target.peakRss(), performance.now() - started, 0, 1);
   }
   {
-    // The same value through the HTTP gateway, which streams it too but never gives pieces back for reuse.
+    // The same value through the HTTP gateway, which streams it through Bun.serve's response buffer instead.
     const { target, baseline } = await warmServer([...args, "--http-port", "0"]);
     await using _ = target;
     const httpPort = Number(/http=[^:]+:(\d+)/.exec(target.line)?.[1]);

@@ -168,6 +168,57 @@ describe("streamed gets", () => {
     reader.socket.end();
   });
 
+  test("an HTTP client that stops reading holds the gateway to its window, and one that leaves stops the read", async () => {
+    const piece = new Uint8Array(CHUNK_BYTES).fill(7);
+    const pieces = 512; // 190 MiB, far more than socket buffers and the window
+    let pulled = 0;
+    const cancelled = Promise.withResolvers<void>();
+    await using server = await startTestServer(
+      { httpPort: 0 },
+      {
+        wrapStore: (inner) =>
+          wrapping(inner, {
+            async getStream() {
+              const stream: ValueStream = {
+                size: pieces * piece.length,
+                next: async () => {
+                  if (pulled === pieces) return undefined;
+                  pulled++;
+                  return piece;
+                },
+                cancel: () => cancelled.resolve(),
+              };
+              return stream;
+            },
+          }),
+      },
+    );
+    let received = 0;
+    const firstBytes = Promise.withResolvers<void>();
+    const socket = await Bun.connect({
+      hostname: "127.0.0.1",
+      port: server.httpPort as number,
+      socket: {
+        data(_s, chunk) {
+          received += chunk.length;
+          firstBytes.resolve();
+        },
+      },
+    });
+    socket.write("GET /get?k=huge HTTP/1.1\r\nHost: kvs\r\n\r\n");
+    await firstBytes.promise;
+    socket.pause();
+    // While the client does not read, let the server do whatever it will: 200 round trips on another connection.
+    await using other = await KvClient.connect({ port: server.port });
+    for (let i = 0; i < 200; i++) await other.set(`k${i}`, "v");
+    const inSockets = 16 * MiB; // loopback send and receive buffers, generously
+    expect(pulled * piece.length - received).toBeLessThan(inSockets + 2 * MiB);
+    expect(pulled).toBeLessThan(pieces);
+    socket.terminate();
+    await cancelled.promise;
+    expect(pulled).toBeLessThan(pieces);
+  });
+
   test("the HTTP gateway streams a large value, and cuts the body short if a chunk fails midway", async () => {
     const settings = dynamo();
     await using server = await startTestServer({ ...settings, httpPort: 0 });

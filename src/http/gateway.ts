@@ -132,33 +132,41 @@ export class HttpGateway {
 }
 
 /**
- * A large value as a response body, piece by piece as the store reads it,
- * a piece pulled only when the body stream wants one (so a slow client
- * holds the server to one piece). Bun sends such a body chunked (it drops a
+ * A large value as a response body, piece by piece as the store reads it.
+ * A direct stream: Bun copies each written piece into the response's own
+ * buffer, so the piece goes back to the store for reuse at once, and a
+ * write that reports the buffer full is awaited (so a slow client holds the
+ * server to about one piece). Bun sends such a body chunked (it drops a
  * Content-Length given with a stream), so the size goes in `x-value-size`.
  * A piece that fails midway aborts the response without the last chunk,
- * which HTTP clients report as an error.
+ * which HTTP clients report as an error; a client that leaves (a write of
+ * 0 bytes) stops the reading.
  */
 function streamedValue(value: ValueStream, log: Logger): Response {
-  const body = new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          const piece = await value.next();
-          if (piece === undefined) controller.close();
-          else controller.enqueue(piece);
-        } catch (err) {
-          log.warn("aborting an HTTP response: a streamed value failed midway", { reason: errorMessage(err) });
-          value.cancel();
-          controller.error(err);
+  const body = new ReadableStream<Uint8Array>({
+    type: "direct",
+    async pull(controller) {
+      try {
+        for (let piece = await value.next(); piece !== undefined; piece = await value.next()) {
+          const written = await controller.write(piece);
+          value.release?.(piece);
+          if (written === 0) {
+            value.cancel();
+            return;
+          }
         }
-      },
-      cancel() {
+      } catch (err) {
+        log.warn("aborting an HTTP response: a streamed value failed midway", { reason: errorMessage(err) });
         value.cancel();
-      },
+        controller.close(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
+      controller.close();
     },
-    { highWaterMark: 0 },
-  );
+    cancel() {
+      value.cancel();
+    },
+  });
   return new Response(body, {
     headers: { "content-type": "application/octet-stream", "x-value-size": String(value.size) },
   });

@@ -762,7 +762,7 @@ class ChunkStream implements ValueStream {
   readonly #ahead: Promise<Uint8Array | typeof MISSING>[] = [];
   /**
    * Pieces handed out and not released, with the pooled buffer each is a
-   * view of. Weak: a reader that never releases (the HTTP gateway) must not
+   * view of. Weak: a reader that never releases (one that fails midway) must not
    * have every piece of the value kept alive here until the stream ends.
    */
   readonly #lent = new WeakMap<Uint8Array, Uint8Array>();
