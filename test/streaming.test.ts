@@ -77,15 +77,21 @@ describe("streamed gets", () => {
     expect(small).toBe("x");
   });
 
-  test("streamed gets of one value at the same time each come back byte-exact", async () => {
+  test("gets of one chunked value at the same time each come back byte-exact, streamed or whole", async () => {
     await using server = await startTestServer(dynamo());
     await using a = await KvClient.connect({ port: server.port });
     await using b = await KvClient.connect({ port: server.port });
-    const value = patterned(STREAM_FROM_BYTES + 3 * CHUNK_BYTES + 5, 3);
-    await a.set("shared", value);
+    const streamed = patterned(STREAM_FROM_BYTES + 3 * CHUNK_BYTES + 5, 3);
+    const whole = patterned(3 * CHUNK_BYTES + 7, 4);
+    await Promise.all([a.set("streamed", streamed), a.set("whole", whole)]);
     // Each reader frees a chunk's ciphertext once decrypted, so no two may be handed the same one.
-    const got = await Promise.all([a.get("shared"), b.get("shared"), a.get("shared"), b.get("shared")]);
-    for (const g of got) expect(same(g, value)).toBe(true);
+    for (const [key, value] of [
+      ["streamed", streamed],
+      ["whole", whole],
+    ] as const) {
+      const got = await Promise.all([a.get(key), b.get(key), a.get(key), b.get(key)]);
+      for (const g of got) expect(same(g, value)).toBe(true);
+    }
   });
 
   test("a streamed read of a value replaced midway finishes the version it started, whole", async () => {
