@@ -8,7 +8,7 @@ import { FrameDecoder } from "../src/net/frame-decoder.js";
 import { decodeResponse, encodeGetRequest, GetError } from "../src/protocol/codec.js";
 import { STREAM_FROM_BYTES } from "../src/store/dynamo-store.js";
 import { CHUNK_BYTES, chunkPk, headPk } from "../src/store/item-format.js";
-import type { ValueStream } from "../src/store/kv-store.js";
+import type { KvStore, ValueStream } from "../src/store/kv-store.js";
 import { onBackends, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
@@ -59,6 +59,37 @@ async function rawGet(port: number, key: string) {
     firstBytes: firstBytes.promise,
     received: () => received,
   };
+}
+
+/**
+ * A store wrapper whose every streamed get is 512 pieces of one chunk each
+ * (190 MiB, far more than socket buffers and any window), counting the
+ * pieces pulled and noting a cancel.
+ */
+function countedPieces() {
+  const cancelled = Promise.withResolvers<void>();
+  const source = {
+    piece: new Uint8Array(CHUNK_BYTES).fill(9),
+    pieces: 512,
+    pulled: 0,
+    cancelled: cancelled.promise,
+    wrapStore: (inner: KvStore) =>
+      wrapping(inner, {
+        async getStream() {
+          const stream: ValueStream = {
+            size: source.pieces * source.piece.length,
+            next: async () => {
+              if (source.pulled === source.pieces) return undefined;
+              source.pulled++;
+              return source.piece;
+            },
+            cancel: () => cancelled.resolve(),
+          };
+          return stream;
+        },
+      }),
+  };
+  return source;
 }
 
 describe("streamed gets", () => {
@@ -135,70 +166,26 @@ describe("streamed gets", () => {
   });
 
   test("a client that stops reading holds the server to its window: pieces are pulled only as the output drains", async () => {
-    const piece = new Uint8Array(CHUNK_BYTES).fill(9);
-    const pieces = 512; // 190 MiB, far more than socket buffers and the window
-    let pulled = 0;
-    await using server = await startTestServer(
-      {},
-      {
-        wrapStore: (inner) =>
-          wrapping(inner, {
-            async getStream() {
-              const stream: ValueStream = {
-                size: pieces * piece.length,
-                next: async () => {
-                  if (pulled === pieces) return undefined;
-                  pulled++;
-                  return piece;
-                },
-                cancel: () => {},
-              };
-              return stream;
-            },
-          }),
-      },
-    );
+    const source = countedPieces();
+    await using server = await startTestServer({}, { wrapStore: source.wrapStore });
     const reader = await rawGet(server.port, "huge");
     await reader.firstBytes;
     reader.socket.pause();
     // While the reader is paused, let the server do whatever it will: 200 round trips on another connection.
     await using other = await KvClient.connect({ port: server.port });
     for (let i = 0; i < 200; i++) await other.set(`k${i}`, "v");
-    const pulledBytes = pulled * piece.length;
     const inSockets = 16 * MiB; // loopback send and receive buffers, generously
-    expect(pulledBytes - reader.received()).toBeLessThan(inSockets + 2 * MiB);
-    expect(pulled).toBeLessThan(pieces);
+    expect(source.pulled * source.piece.length - reader.received()).toBeLessThan(inSockets + 2 * MiB);
+    expect(source.pulled).toBeLessThan(source.pieces);
     reader.socket.resume();
     const answer = decodeResponse(await reader.frame);
-    expect(answer.kind === "get" && answer.value?.length === pieces * piece.length).toBe(true);
+    expect(answer.kind === "get" && answer.value?.length === source.pieces * source.piece.length).toBe(true);
     reader.socket.end();
   });
 
   test("an HTTP client that stops reading holds the gateway to its window, and one that leaves stops the read", async () => {
-    const piece = new Uint8Array(CHUNK_BYTES).fill(7);
-    const pieces = 512; // 190 MiB, far more than socket buffers and the window
-    let pulled = 0;
-    const cancelled = Promise.withResolvers<void>();
-    await using server = await startTestServer(
-      { httpPort: 0 },
-      {
-        wrapStore: (inner) =>
-          wrapping(inner, {
-            async getStream() {
-              const stream: ValueStream = {
-                size: pieces * piece.length,
-                next: async () => {
-                  if (pulled === pieces) return undefined;
-                  pulled++;
-                  return piece;
-                },
-                cancel: () => cancelled.resolve(),
-              };
-              return stream;
-            },
-          }),
-      },
-    );
+    const source = countedPieces();
+    await using server = await startTestServer({ httpPort: 0 }, { wrapStore: source.wrapStore });
     let received = 0;
     const firstBytes = Promise.withResolvers<void>();
     const socket = await Bun.connect({
@@ -218,11 +205,11 @@ describe("streamed gets", () => {
     await using other = await KvClient.connect({ port: server.port });
     for (let i = 0; i < 200; i++) await other.set(`k${i}`, "v");
     const inSockets = 16 * MiB; // loopback send and receive buffers, generously
-    expect(pulled * piece.length - received).toBeLessThan(inSockets + 2 * MiB);
-    expect(pulled).toBeLessThan(pieces);
+    expect(source.pulled * source.piece.length - received).toBeLessThan(inSockets + 2 * MiB);
+    expect(source.pulled).toBeLessThan(source.pieces);
     socket.terminate();
-    await cancelled.promise;
-    expect(pulled).toBeLessThan(pieces);
+    await source.cancelled;
+    expect(source.pulled).toBeLessThan(source.pieces);
   });
 
   test("the HTTP gateway streams a large value, and cuts the body short if a chunk fails midway", async () => {
