@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
 import type { BenchSettings, Row } from "./scenarios.js";
-import { startBareHttp, startKvs, type Target } from "./targets.js";
+import { httpPortOf, startBareHttp, startKvs, type Target } from "./targets.js";
 
 const MiB = 1024 * 1024;
 
@@ -138,8 +138,7 @@ export async function httpGateway(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
   await using bare = await startBareHttp();
   await using kvs = await startKvs("kvs http", ["--store", "memory", "--http-port", "0"]);
-  const m = /http=[^:]+:(\d+)/.exec(kvs.line);
-  const httpPort = Number(m?.[1]);
+  const httpPort = httpPortOf(kvs);
   await fetch(`http://127.0.0.1:${httpPort}/set?k=key&v=${"v".repeat(24)}`);
   const cases: [string, Target, string][] = [
     ["bare Bun.serve", bare, `http://127.0.0.1:${bare.port}/`],

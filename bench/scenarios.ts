@@ -8,7 +8,7 @@ import { encodeGetRequest } from "../src/protocol/codec.js";
 import { CountingProxy } from "./counting-proxy.js";
 import { kvsDriver } from "./drivers.js";
 import { connectMany, type LoadResult, runLoad } from "./load.js";
-import { startEcho, startKvs, startNullDynamo, startRedis, type Target } from "./targets.js";
+import { httpPortOf, startEcho, startKvs, startNullDynamo, startRedis, type Target } from "./targets.js";
 
 /** Bench settings from flags or env. */
 export interface BenchSettings {
@@ -556,7 +556,7 @@ async function largeValueMemory(s: BenchSettings, ddbEndpoint: string, kmsEndpoi
     // The same value through the HTTP gateway, which streams it through Bun.serve's response buffer instead.
     const { target, baseline } = await warmServer([...args, "--http-port", "0"]);
     await using _ = target;
-    const httpPort = Number(/http=[^:]+:(\d+)/.exec(target.line)?.[1]);
+    const httpPort = httpPortOf(target);
     const started = performance.now();
     const res = await fetch(`http://127.0.0.1:${httpPort}/v1/keys/one`);
     let got = 0;

@@ -110,6 +110,13 @@ function wrap(name: string, proc: Subprocess<"ignore", "pipe", "pipe">, port: nu
   };
 }
 
+/** The HTTP gateway port a kvs target printed in its startup line; throws if it runs none. */
+export function httpPortOf(target: Target): number {
+  const m = /http=[^:]+:(\d+)/.exec(target.line);
+  if (m === null) throw new Error(`${target.name} runs no HTTP gateway: ${target.line.trim()}`);
+  return Number(m[1]);
+}
+
 /** Starts `bun src/main.ts` with `args` (a free port is added; the HTTP gateway is off unless `args` set it). */
 export async function startKvs(name: string, args: string[]): Promise<Target> {
   const http = args.includes("--http-port") ? [] : ["--http-port", "off"];

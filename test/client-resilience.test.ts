@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { KvClient } from "../client/kv-client.js";
 import { ReconnectingClient } from "../client/reconnecting-client.js";
 import type { MemoryStore } from "../src/store/memory-store.js";
+import { codeOf } from "./support/code-of.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
 
@@ -26,15 +27,6 @@ function holdingGetsOf(held: string) {
     for (const r of releases.splice(0)) r();
   };
   return { wrap, arrived: arrived.promise, release };
-}
-
-async function codeOf(work: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await work;
-    return undefined;
-  } catch (err) {
-    return (err as { code?: string }).code;
-  }
 }
 
 describe("per-request deadlines and AbortSignal", () => {

@@ -1,10 +1,19 @@
 import { describe, expect, test } from "bun:test";
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { base64FromBytes, base64Into, base64Length, discard } from "../src/bytes.js";
-import { attributeMapJson, parseAttributeMap, parseResponse } from "../src/store/dynamo-json.js";
+import { type AttributeMap, parseAttributeMap, parseResponse, writeAttributeMap } from "../src/store/dynamo-json.js";
 import { JsonBytes } from "../src/store/json-bytes.js";
 
 const ascii = new TextEncoder();
+/** The DynamoDB JSON text the client would send for `map`. */
+function attributeMapJson(map: AttributeMap): string {
+  const out = new JsonBytes();
+  writeAttributeMap(out, map);
+  const text = new TextDecoder().decode(out.bytes);
+  out.release();
+  return text;
+}
+
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64");
 const random = (n: number) => new Uint8Array(Buffer.from(crypto.getRandomValues(new Uint8Array(n))));
 

@@ -9,6 +9,7 @@ import { headPk } from "../src/store/item-format.js";
 import { firstVersion } from "../src/store/kv-store.js";
 import { MemoryStore } from "../src/store/memory-store.js";
 import { onBackends, useBackends } from "./support/backends.js";
+import { codeOf } from "./support/code-of.js";
 import { FaultProxy } from "./support/fault-proxy.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
 import { patterned, same } from "./support/values.js";
@@ -26,15 +27,6 @@ const STORES: Record<string, () => Partial<Config>> = {
   memory: () => ({ store: "memory" }),
   dynamodb: () => onBackends(backends, table()),
 };
-
-async function conflictOf(work: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await work;
-    return undefined;
-  } catch (err) {
-    return (err as { code?: string }).code;
-  }
-}
 
 for (const [name, config] of Object.entries(STORES)) {
   describe(`versions and conditional writes on the ${name} store`, () => {
@@ -62,7 +54,7 @@ for (const [name, config] of Object.entries(STORES)) {
       await using c = await KvClient.connect({ port: server.port });
       const version = await c.set("once", "first", { ifAbsent: true });
       expect(typeof version).toBe("number");
-      expect(await conflictOf(c.set("once", "second", { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
+      expect(await codeOf(c.set("once", "second", { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
       expect(await c.getVersioned("once")).toEqual({
         value: new TextEncoder().encode("first"),
         version: version as number,
@@ -75,10 +67,10 @@ for (const [name, config] of Object.entries(STORES)) {
       await c.set("cas", "a");
       const read = await c.getVersioned("cas");
       await c.set("cas", "b");
-      expect(await conflictOf(c.set("cas", "c", { ifVersion: read?.version as number }))).toBe("KV_ERR_CONFLICT");
+      expect(await codeOf(c.set("cas", "c", { ifVersion: read?.version as number }))).toBe("KV_ERR_CONFLICT");
       expect(await c.getString("cas")).toBe("b");
       // A version on a key that has none conflicts too.
-      expect(await conflictOf(c.set("absent", "x", { ifVersion: read?.version as number }))).toBe("KV_ERR_CONFLICT");
+      expect(await codeOf(c.set("absent", "x", { ifVersion: read?.version as number }))).toBe("KV_ERR_CONFLICT");
       expect(await c.exists("absent")).toBe(false);
     });
 
@@ -89,7 +81,7 @@ for (const [name, config] of Object.entries(STORES)) {
       for (let i = 0; i < 5; i++) await c.set("gone", `a${i}`);
       const before = (await c.getVersioned("gone"))?.version as number;
       expect(await c.delete("gone")).toBe(true);
-      expect(await conflictOf(c.set("gone", "stale", { ifVersion: before }))).toBe("KV_ERR_CONFLICT");
+      expect(await codeOf(c.set("gone", "stale", { ifVersion: before }))).toBe("KV_ERR_CONFLICT");
       await c.set("gone", "b");
       expect((await c.getVersioned("gone"))?.version).toBeGreaterThan(before);
     });
@@ -110,7 +102,7 @@ for (const [name, config] of Object.entries(STORES)) {
           for (;;) {
             const read = await c.getVersioned("counter");
             const next = String(Number(dec.decode(read?.value)) + 1);
-            const code = await conflictOf(c.set("counter", next, { ifVersion: read?.version as number }));
+            const code = await codeOf(c.set("counter", next, { ifVersion: read?.version as number }));
             if (code === undefined) break;
             expect(code).toBe("KV_ERR_CONFLICT");
             conflicts++;
@@ -129,7 +121,7 @@ for (const [name, config] of Object.entries(STORES)) {
       await using c = await KvClient.connect({ port: server.port });
       const big = patterned(900 * 1024, 7);
       const v1 = (await c.set("big", big, { ifAbsent: true })) as number;
-      expect(await conflictOf(c.set("big", patterned(900 * 1024, 8), { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
+      expect(await codeOf(c.set("big", patterned(900 * 1024, 8), { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
       expect(same(await c.get("big"), big)).toBe(true);
       const replacement = patterned(1200 * 1024, 9);
       const v2 = await c.set("big", replacement, { ifVersion: v1 });
@@ -176,10 +168,10 @@ describe("versions on DynamoDB", () => {
     await backends.client.send(new PutItemCommand({ TableName: name, Item: legacy }));
     expect((await c.getVersioned("old"))?.version).toBe(0);
     expect(await c.getString("old")).toBe("value");
-    expect(await conflictOf(c.set("never", "x", { ifVersion: 0 }))).toBe("KV_ERR_CONFLICT");
+    expect(await codeOf(c.set("never", "x", { ifVersion: 0 }))).toBe("KV_ERR_CONFLICT");
     const next = (await c.set("old", "new", { ifVersion: 0 })) as number;
     expect(next).toBeGreaterThan(0);
-    expect(await conflictOf(c.set("old", "again", { ifVersion: 0 }))).toBe("KV_ERR_CONFLICT");
+    expect(await codeOf(c.set("old", "again", { ifVersion: 0 }))).toBe("KV_ERR_CONFLICT");
     expect((await c.getVersioned("old"))?.version).toBe(next);
   });
 
@@ -263,7 +255,7 @@ describe("conditional writes refuse what they cannot honour", () => {
     await using c = await KvClient.connect({ port: server.port });
     const value = patterned(600 * 1024, 4);
     const version = (await c.set("L", value, { ifAbsent: true })) as number;
-    expect(await conflictOf(c.set("L", patterned(600 * 1024, 5), { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
+    expect(await codeOf(c.set("L", patterned(600 * 1024, 5), { ifAbsent: true }))).toBe("KV_ERR_CONFLICT");
     const read = await c.getVersioned("L");
     expect(read?.version).toBe(version);
     expect(same(read?.value, value)).toBe(true);

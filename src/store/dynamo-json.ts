@@ -1,6 +1,6 @@
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { base64FromBytes, fromBase64 } from "../bytes.js";
-import { JsonBytes } from "./json-bytes.js";
+import type { JsonBytes } from "./json-bytes.js";
 
 /** An item or key: attribute name to value, as the SDK types it (binary as bytes). */
 export type AttributeMap = Record<string, AttributeValue>;
@@ -61,15 +61,6 @@ export function writeAttributeMap(out: JsonBytes, map: AttributeMap): void {
     first = false;
   }
   out.raw("}");
-}
-
-/** DynamoDB JSON text of an item or key (tests and diagnostics; the client writes bytes). */
-export function attributeMapJson(map: AttributeMap): string {
-  const out = new JsonBytes();
-  writeAttributeMap(out, map);
-  const text = new TextDecoder().decode(out.bytes);
-  out.release();
-  return text;
 }
 
 /** Parses one attribute value of a DynamoDB JSON response back into the SDK's shape. */
