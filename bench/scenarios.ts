@@ -416,14 +416,21 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
 export async function serverCost(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
   await using kms = LocalKms.start();
-  const configs: [string, string[]][] = [
+  const configs: [string, string[] | "memory"][] = [
+    // The front end's own cost at the same shape, the yardstick of the DynamoDB path's.
+    ["memory store (front end only)", "memory"],
     ["batched+cached", []],
     ["KMS data keys (--keyring kms)", ["--keyring", "kms"]],
     ["naive (seed 002)", ["--write-batch", "1", "--read-batch", "1", "--keyring", "kms", "--data-key-max-age-ms", "0"]],
   ];
+  const perOp = new Map<string, number>();
   for (const [name, extra] of configs) {
     await using ddb = await startNullDynamo();
-    await using target = await startKvs(name, [...onDynamo("cost", ddb.endpoint, kms.endpoint), ...extra]);
+    const args =
+      extra === "memory"
+        ? ["--store", "memory", "--log-level", "error"]
+        : [...onDynamo("cost", ddb.endpoint, kms.endpoint), ...extra];
+    await using target = await startKvs(name, args);
     const pool = await connectMany(kvsDriver, target.port, s.e2eClients);
     for (const op of ["set", "get"] as const) {
       const spec = { driver: kvsDriver, port: target.port, connections: s.e2eClients, depth: 1, op };
@@ -440,15 +447,23 @@ export async function serverCost(s: BenchSettings): Promise<Row[]> {
       rows.push(
         backendRow(name, op, s.e2eClients, r, {
           cpuMs,
-          ddbCalls: requests,
+          ddbCalls: Math.max(0, requests),
           kmsCalls,
           standInCpuMs: ddb.cpuMs() - backendCpuBefore,
         }),
       );
-      s.log(`server cost: ${name} ${op}: ${round(r.opsPerSec)} ops/s, ${round((cpuMs * 1000) / r.ops, 1)} µs CPU/op`);
+      const us = r.ops ? (cpuMs * 1000) / r.ops : 0;
+      perOp.set(`${name} ${op}`, us);
+      s.log(`server cost: ${name} ${op}: ${round(r.opsPerSec)} ops/s, ${round(us, 1)} µs CPU/op`);
     }
     await Promise.all(pool.map((c) => c.close().catch(() => {})));
   }
+  const memory = ((perOp.get(`${configs[0]?.[0]} set`) ?? 0) + (perOp.get(`${configs[0]?.[0]} get`) ?? 0)) / 2;
+  const set = perOp.get("batched+cached set") ?? 0;
+  const get = perOp.get("batched+cached get") ?? 0;
+  s.log(
+    `server cost: batched+cached set/get CPU ${round(set / get, 2)}×; set ${round(set / memory, 2)}× and get ${round(get / memory, 2)}× the memory store's ${round(memory, 1)} µs/request`,
+  );
   return rows;
 }
 

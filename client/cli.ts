@@ -276,14 +276,12 @@ async function main(argv: string[]): Promise<number> {
           return 1;
         }
         await using client = await KvClient.connect(target);
-        await client.setFrom(key, file.size, file.stream());
-        console.error("ok");
+        console.error(okVersion(await client.setFrom(key, file.size, file.stream())));
         return 0;
       }
       const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
       await using client = await KvClient.connect(target);
-      await client.set(key, bytes);
-      console.error("ok");
+      console.error(okVersion(await client.set(key, bytes)));
       return 0;
     }
     case "get": {
@@ -388,4 +386,9 @@ try {
 } catch (err) {
   console.error(`error: ${isKvError(err) ? `${err.code}: ${err.message}` : errorMessage(err)}`);
   process.exitCode = 1;
+}
+
+/** What a set prints: the version it wrote, when the server said. */
+function okVersion(version: number | undefined): string {
+  return version === undefined ? "ok" : `ok version ${version}`;
 }

@@ -311,10 +311,11 @@ export class KvClient implements AsyncDisposable {
   }
 
   /**
-   * Stores `value` under `key`. With `ifVersion` or `ifAbsent` the write is
-   * conditional: it resolves the version written, or rejects with
-   * `KV_ERR_CONFLICT`, having written nothing, when the condition failed.
-   * An unconditional set resolves undefined.
+   * Stores `value` under `key` and resolves the version written, to pass
+   * as `ifVersion` later without reading the key first (undefined only from
+   * a server older than versions on every set). With `ifVersion` or
+   * `ifAbsent` the write is conditional: it rejects with `KV_ERR_CONFLICT`,
+   * having written nothing, when the condition failed.
    */
   async set(key: Bytes, value: Bytes, options: SetOptions = {}): Promise<number | undefined> {
     const condition = conditionOf(options);
@@ -337,9 +338,9 @@ export class KvClient implements AsyncDisposable {
    * (a file's stream, say): neither this process nor the server holds it
    * whole. Requests issued meanwhile are sent after it, in order. A source
    * that fails or ends short leaves a frame that cannot be finished: the
-   * connection is closed and the call rejects.
+   * connection is closed and the call rejects. Resolves the version written, as {@link set}.
    */
-  async setFrom(key: Bytes, size: number, source: AsyncIterable<Uint8Array>): Promise<void> {
+  async setFrom(key: Bytes, size: number, source: AsyncIterable<Uint8Array>): Promise<number | undefined> {
     if (this.#held !== null) throw new KvError(ErrorCode.Protocol, "one upload at a time per connection");
     const answer = this.#send("set", [encodeSetRequestHead(toBytes(key), size)]);
     answer.catch(() => {});
@@ -370,7 +371,7 @@ export class KvClient implements AsyncDisposable {
       for (const part of held) this.#writer.write(part);
     }
     const res = await answer;
-    if (res.kind === "set" && res.error === SetError.Ok) return;
+    if (res.kind === "set" && res.error === SetError.Ok) return res.version;
     throw new KvError(ErrorCode.ServerInternal, "server answered set with internal");
   }
 

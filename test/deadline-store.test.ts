@@ -13,7 +13,7 @@ class HeldStore implements KvStore {
   get(): Promise<Uint8Array | undefined> {
     return this.#call();
   }
-  set(): Promise<void> {
+  set(): Promise<number> {
     return this.#call();
   }
   getVersioned(): Promise<undefined> {

@@ -6,8 +6,8 @@ import { KvClient } from "../client/kv-client.js";
 import type { Config } from "../src/config.js";
 import { decodeResponse, encodeGetRequest, GetError, SetError } from "../src/protocol/codec.js";
 import { headPk } from "../src/store/item-format.js";
-import { firstVersion } from "../src/store/kv-store.js";
 import { MemoryStore } from "../src/store/memory-store.js";
+import { VERSION_BASE, VersionClock } from "../src/store/version-clock.js";
 import { onBackends, useBackends } from "./support/backends.js";
 import { codeOf } from "./support/code-of.js";
 import { FaultProxy } from "./support/fault-proxy.js";
@@ -34,16 +34,18 @@ for (const [name, config] of Object.entries(STORES)) {
       await using server = await startTestServer(config());
       await using c = await KvClient.connect({ port: server.port });
       expect(await c.getVersioned("k")).toBeUndefined();
-      await c.set("k", "one");
+      const written = await c.set("k", "one");
       const first = await c.getVersioned("k");
       expect(dec.decode(first?.value)).toBe("one");
-      // The first version is the clock in microseconds, so a re-created key does not reuse old versions.
-      expect(first?.version).toBeGreaterThan(Date.now() * 1000 - 60_000_000);
+      // A plain set answers the version it wrote: the one a get then reports.
+      expect(first?.version).toBe(written as number);
+      expect(first?.version).toBeGreaterThanOrEqual(VERSION_BASE);
+      expect(Number.isSafeInteger(first?.version)).toBe(true);
       await c.set("k", "two");
       const second = await c.getVersioned("k");
       expect(second?.version).toBeGreaterThan(first?.version as number);
       const third = await c.set("k", "three", { ifVersion: second?.version as number });
-      expect(third).toBe((second?.version as number) + 1);
+      expect(third).toBeGreaterThan(second?.version as number);
       expect(await c.getVersioned("k")).toEqual({ value: new TextEncoder().encode("three"), version: third as number });
       // A plain get still answers the seed's shape, without a version.
       expect(await c.getString("k")).toBe("three");
@@ -72,6 +74,34 @@ for (const [name, config] of Object.entries(STORES)) {
       // A version on a key that has none conflicts too.
       expect(await codeOf(c.set("absent", "x", { ifVersion: read?.version as number }))).toBe("KV_ERR_CONFLICT");
       expect(await c.exists("absent")).toBe(false);
+    });
+
+    test("a compare-and-set on the version a blind set answered succeeds without a read", async () => {
+      await using server = await startTestServer(config());
+      await using c = await KvClient.connect({ port: server.port });
+      const blind = (await c.set("blind", "a")) as number;
+      const next = (await c.set("blind", "b", { ifVersion: blind })) as number;
+      expect(next).toBeGreaterThan(blind);
+      expect(await c.getVersioned("blind")).toEqual({ value: new TextEncoder().encode("b"), version: next });
+      // The version it replaced is spent: a second compare-and-set on it conflicts.
+      expect(await codeOf(c.set("blind", "c", { ifVersion: blind }))).toBe("KV_ERR_CONFLICT");
+    });
+
+    test("a blind set between a read and a compare-and-set makes the compare-and-set conflict", async () => {
+      // The blind set comes from another connection (and on DynamoDB another server), as in a real race.
+      const settings = config();
+      await using a = await startTestServer(settings);
+      await using b = name === "memory" ? undefined : await startTestServer(settings);
+      await using reader = await KvClient.connect({ port: a.port });
+      await using writer = await KvClient.connect({ port: (b ?? a).port });
+      for (let i = 0; i < 20; i++) {
+        await writer.set("race", `base${i}`);
+        const read = (await reader.getVersioned("race"))?.version as number;
+        const blind = (await writer.set("race", `blind${i}`)) as number;
+        expect(blind).not.toBe(read);
+        expect(await codeOf(reader.set("race", `cas${i}`, { ifVersion: read }))).toBe("KV_ERR_CONFLICT");
+        expect(await reader.getString("race")).toBe(`blind${i}`);
+      }
     });
 
     test("a key deleted and set again gets a larger version than it had", async () => {
@@ -125,7 +155,7 @@ for (const [name, config] of Object.entries(STORES)) {
       expect(same(await c.get("big"), big)).toBe(true);
       const replacement = patterned(1200 * 1024, 9);
       const v2 = await c.set("big", replacement, { ifVersion: v1 });
-      expect(v2).toBe(v1 + 1);
+      expect(v2).toBeGreaterThan(v1);
       const read = await c.getVersioned("big");
       expect(read?.version).toBe(v2 as number);
       expect(same(read?.value, replacement)).toBe(true);
@@ -133,18 +163,55 @@ for (const [name, config] of Object.entries(STORES)) {
   });
 }
 
-describe("first versions", () => {
-  test("come from the microsecond clock and rise on every call, however fast the calls", () => {
-    const before = Date.now() * 1000;
-    const versions = Array.from({ length: 1000 }, () => firstVersion());
-    expect(versions[0]).toBeGreaterThanOrEqual(before - 1000);
-    for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1] as number);
+describe("the version clock", () => {
+  test("never repeats a version, and every version rises, under a clock that stands still", () => {
+    const clock = new VersionClock(
+      () => Date.UTC(2027, 0, 1),
+      () => 0.5,
+    );
+    const seen = Array.from({ length: 10_000 }, () => clock.next());
+    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1] as number);
+    expect(new Set(seen).size).toBe(seen.length);
   });
 
-  test("a memory-store key written faster than the clock, deleted and set again, gets a larger version", async () => {
+  test("never repeats a version under a clock that steps back, whatever the random bits", () => {
+    let now = Date.UTC(2027, 5, 1);
+    let r = 0;
+    const clock = new VersionClock(
+      () => now,
+      () => (r++ % 7) / 7,
+    );
+    const seen: number[] = [];
+    for (let i = 0; i < 5_000; i++) {
+      // Forward a millisecond, then back a second every 500 calls.
+      now += i % 500 === 499 ? -1_000 : 1;
+      seen.push(clock.next());
+    }
+    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1] as number);
+  });
+
+  test("a version after another is larger than it, even one from a clock far ahead", () => {
+    const clock = new VersionClock();
+    const ahead = clock.next() + 10 * 2 ** 30;
+    const after = clock.after(ahead);
+    expect(after).toBe(ahead + 1);
+    expect(clock.next()).toBeGreaterThan(after);
+    // A counter version from before (below 2^51) is passed by the clock, not counted up from.
+    expect(clock.after(1_780_000_000_000_000)).toBeGreaterThanOrEqual(VERSION_BASE);
+  });
+
+  test("versions from the real clock are safe integers at or above 2^52, and carry the time", () => {
+    const clock = new VersionClock();
+    const v = clock.next();
+    expect(Number.isSafeInteger(v)).toBe(true);
+    expect(v).toBeGreaterThanOrEqual(VERSION_BASE);
+    const ms = Math.floor((v - VERSION_BASE) / 2048) + Date.UTC(2026, 0, 1);
+    expect(Math.abs(ms - Date.now())).toBeLessThan(60_000);
+  });
+
+  test("a memory-store key written many times, deleted and set again, gets a larger version", async () => {
     const store = new MemoryStore();
     const key = new TextEncoder().encode("fast");
-    // Faster than one write a microsecond, so the clock alone would fall behind the key's version.
     for (let i = 0; i < 20_000; i++) store.setSync(key, Uint8Array.of(i));
     const before = (await store.getVersioned(key))?.version as number;
     await store.delete(key);
@@ -175,6 +242,24 @@ describe("versions on DynamoDB", () => {
     expect((await c.getVersioned("old"))?.version).toBe(next);
   });
 
+  test("an item with a counter version from before reads it, takes a compare-and-set on it, and moves above 2^52", async () => {
+    const name = table();
+    await using server = await startTestServer(onBackends(backends, name));
+    await using c = await KvClient.connect({ port: server.port });
+    await c.set("counted", "old");
+    // The previous release counted versions up from the writer's clock in microseconds.
+    const counted = 1_780_000_000_000_042;
+    const pk = { B: headPk(new TextEncoder().encode("counted")) };
+    const { Item } = await backends.client.send(new GetItemCommand({ TableName: name, Key: { pk } }));
+    await backends.client.send(new PutItemCommand({ TableName: name, Item: { ...Item, v: { N: String(counted) } } }));
+    expect(await c.getVersioned("counted")).toEqual({ value: new TextEncoder().encode("old"), version: counted });
+    expect(await codeOf(c.set("counted", "x", { ifVersion: counted + 1 }))).toBe("KV_ERR_CONFLICT");
+    const next = (await c.set("counted", "new", { ifVersion: counted })) as number;
+    expect(next).toBeGreaterThanOrEqual(VERSION_BASE);
+    expect(await c.getVersioned("counted")).toEqual({ value: new TextEncoder().encode("new"), version: next });
+    expect(await codeOf(c.set("counted", "again", { ifVersion: counted }))).toBe("KV_ERR_CONFLICT");
+  });
+
   test("a conditional write whose answer was lost is recognised as landed on its retry, not called a conflict", async () => {
     await using proxy = new FaultProxy(backends.ddb.endpoint);
     await using server = await startTestServer({
@@ -187,7 +272,7 @@ describe("versions on DynamoDB", () => {
     let updates = 0;
     proxy.rule = (op) => (op === "UpdateItem" && ++updates === 1 ? "lost" : undefined);
     const v2 = await c.set("lost", "b", { ifVersion: v1 });
-    expect(v2).toBe(v1 + 1);
+    expect(v2).toBeGreaterThan(v1);
     expect(updates).toBe(2);
     expect(await c.getVersioned("lost")).toEqual({ value: new TextEncoder().encode("b"), version: v2 as number });
   });
@@ -282,17 +367,19 @@ for (const [name, config] of Object.entries(STORES)) {
       const updated = await put("v2", { "if-match": etag1 });
       expect(updated.status).toBe(204);
       const etag2 = updated.headers.get("etag") as string;
-      expect(Number(JSON.parse(etag2))).toBe(Number(JSON.parse(etag1)) + 1);
+      expect(Number(JSON.parse(etag2))).toBeGreaterThan(Number(JSON.parse(etag1)));
       const stale = await put("v3", { "if-match": etag1 });
       expect(stale.status).toBe(412);
       expect(await stale.json()).toMatchObject({ error: "conflict" });
       expect(await (await fetch(url)).text()).toBe("v2");
 
-      // An unconditional PUT still works, and raises the version.
-      expect((await put("v4")).status).toBe(204);
-      expect(Number(JSON.parse((await fetch(url)).headers.get("etag") as string))).toBeGreaterThan(
-        Number(JSON.parse(etag2)),
-      );
+      // An unconditional PUT still works, raises the version and answers it as its ETag.
+      const blind = await put("v4");
+      expect(blind.status).toBe(204);
+      const etag4 = blind.headers.get("etag") as string;
+      expect(Number(JSON.parse(etag4))).toBeGreaterThan(Number(JSON.parse(etag2)));
+      expect((await fetch(url)).headers.get("etag")).toBe(etag4);
+      expect((await put("v5", { "if-match": etag4 })).status).toBe(204);
     });
 
     test("condition headers it cannot honour are refused with 400, never ignored", async () => {

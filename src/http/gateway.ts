@@ -175,6 +175,11 @@ function streamedValue(value: ValueStream, log: Logger): Response {
 /** A strong ETag holding a version: `"123"`. */
 const VERSION_ETAG = /^"(\d{1,16})"$/;
 
+/** The strong ETag of a version. */
+function etagOf(version: number): string {
+  return `"${version}"`;
+}
+
 /**
  * The write condition of a PUT's headers: `If-Match` with one version ETag,
  * or `If-None-Match: *`. Anything else in them (a list, a weak tag, `*` for
@@ -196,7 +201,7 @@ export function writeConditionOf(headers: Headers): WriteCondition | undefined {
   if (!Number.isSafeInteger(version)) {
     throw new KvError(
       ErrorCode.BadRequest,
-      'If-Match takes one ETag from a GET of the key, such as "1732377600000001"',
+      'If-Match takes one ETag from a GET of the key, such as "4563121906207954"',
     );
   }
   return { ifVersion: version };
@@ -302,10 +307,9 @@ class Routes {
   async #set(key: Uint8Array, value: Uint8Array, status: 200 | 204): Promise<Response> {
     if (value.length > this.options.maxValueBytes) throw tooLarge(value.length, this.options.maxValueBytes);
     const setSync = this.store.setSync;
-    if (setSync !== undefined) setSync(key, value);
-    else await this.store.set(key, value);
+    const version = setSync !== undefined ? setSync(key, value) : await this.store.set(key, value);
     this.#count("set", "ok");
-    return new Response(null, { status });
+    return new Response(null, { status, headers: { etag: etagOf(version) } });
   }
 
   /**
@@ -323,7 +327,7 @@ class Routes {
     try {
       const version = await this.store.setIf(key, value, condition);
       this.#count("set", "ok");
-      return new Response(null, { status: 204, headers: { etag: `"${version}"` } });
+      return new Response(null, { status: 204, headers: { etag: etagOf(version) } });
     } catch (err) {
       if (isKvError(err, ErrorCode.Conflict)) {
         this.#count("set", "conflict");
@@ -352,7 +356,7 @@ class Routes {
     }
     this.#count("get", "ok");
     const response = isValueStream(value) ? streamedValue(value, this.log) : new Response(value, OCTET_INIT);
-    if (version !== undefined) response.headers.set("etag", `"${version}"`);
+    if (version !== undefined) response.headers.set("etag", etagOf(version));
     return response;
   }
 

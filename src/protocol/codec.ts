@@ -385,20 +385,42 @@ const INTERNAL: Record<ReplyKind, Uint8Array> = {
   clear: ApiFrames.clearInternal,
 };
 
-/** Encodes a framed `set_response{ok, version}`: the answer to a conditional write. */
-export function encodeSetOk(version: number): Uint8Array {
-  return frameOf([
-    TAG_TYPE,
-    MsgType.SetResponse,
-    TAG_SET_RESP,
-    3 + varintSize(version),
-    TAG_ERROR,
-    SetError.Ok,
-    ...[TAG_SET_VERSION, ...varintBytes(version)],
-  ]);
+/** Bytes of a framed `set_response{ok, version}`. */
+function setOkLength(version: number): number {
+  // Envelope: type (2), set_resp tag and length (2), then error (2) and the version field.
+  return 1 + 2 + 2 + 2 + 1 + varintSize(version);
 }
 
-/** The varint encoding of `n` (below 2^53) as bytes, for the fixed prefixes encoders take as byte lists. */
+/** Writes a framed `set_response{ok, version}` at `at`; the frame is {@link setOkLength} bytes. */
+function writeSetOk(out: Uint8Array, at: number, version: number): void {
+  const inner = 3 + varintSize(version);
+  let p = at;
+  out[p++] = 2 + 2 + inner;
+  out[p++] = TAG_TYPE;
+  out[p++] = MsgType.SetResponse;
+  out[p++] = TAG_SET_RESP;
+  out[p++] = inner;
+  out[p++] = TAG_ERROR;
+  out[p++] = SetError.Ok;
+  out[p++] = TAG_SET_VERSION;
+  writeVarint(out, p, version);
+}
+
+/** Encodes a framed `set_response{ok, version}`: the answer to every set that was written. */
+export function encodeSetOk(version: number): Uint8Array {
+  const out = new Uint8Array(setOkLength(version));
+  writeSetOk(out, 0, version);
+  return out;
+}
+
+/** {@link encodeSetOk} into room reserved in `target`; false, having written nothing, if it cannot take it. */
+export function encodeSetOkInto(target: EncodeTarget, version: number): boolean {
+  const at = target.reserve(setOkLength(version));
+  if (at < 0) return false;
+  writeSetOk(target.stage, at, version);
+  return true;
+}
+
 function varintBytes(n: number): number[] {
   const out = new Uint8Array(varintSize(n));
   writeVarint(out, 0, n);

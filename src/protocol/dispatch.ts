@@ -31,6 +31,7 @@ import {
   encodeGetOkScratch,
   encodeListOk,
   encodeSetOk,
+  encodeSetOkInto,
   Frames,
   type ListRequestFields,
   type ReplyKind,
@@ -189,9 +190,9 @@ export class Dispatcher implements FrameHandler {
     const store = this.#store;
     if (store.setSync !== undefined) {
       try {
-        store.setSync(key, value);
+        const version = store.setSync(key, value);
         this.stats.count("set", "ok");
-        return sink !== undefined && writeFrameInto(sink, Frames.setOk) ? WRITTEN : Frames.setOk;
+        return sink !== undefined && encodeSetOkInto(sink, version) ? WRITTEN : encodeSetOk(version);
       } catch (err) {
         return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
       }
@@ -203,11 +204,7 @@ export class Dispatcher implements FrameHandler {
   #setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Answer | Promise<Answer> {
     const limitError = this.#checkKey(key) ?? this.#checkValue(value);
     if (limitError) return this.#fail("set", limitError);
-    const started = performance.now();
-    return this.#settled("set", started, this.#store.setIf(key, value, condition, cancel), (version) => {
-      this.#timed("set", "ok", started);
-      return encodeSetOk(version);
-    });
+    return this.#answerSet(this.#store.setIf(key, value, condition, cancel), performance.now());
   }
 
   /** A get that answers the value's version too. */
@@ -222,11 +219,11 @@ export class Dispatcher implements FrameHandler {
     });
   }
 
-  /** The answer to a set once the store's `work` settles, counted and timed from `started`. */
-  #answerSet(work: Promise<void>, started: number): Promise<Answer> {
-    return this.#settled("set", started, work, () => {
+  /** The answer to a set once the store's `work` settles: `ok` with the version written, counted and timed from `started`. */
+  #answerSet(work: Promise<number>, started: number): Promise<Answer> {
+    return this.#settled("set", started, work, (version) => {
       this.#timed("set", "ok", started);
-      return Frames.setOk;
+      return encodeSetOk(version);
     });
   }
 

@@ -13,7 +13,7 @@ export interface StreamedSetHost {
   /** Why a set of this key and value size is refused, or undefined. */
   refuseSet(key: Uint8Array, valueLength: number): KvError | undefined;
   /** The answer to a set once `work` settles (counted and timed from `started`). */
-  answerSet(work: Promise<void>, started: number): Promise<Answer>;
+  answerSet(work: Promise<number>, started: number): Promise<Answer>;
   /** The error answer for `reply`, logged and counted. */
   fail(reply: ReplyKind, err: KvError): Uint8Array;
 }

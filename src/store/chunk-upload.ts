@@ -28,8 +28,11 @@ export interface ChunkUploadParts {
   readonly dataKey: Promise<ItemKey>;
   /** Writes one chunk item. */
   put(item: AttributeMap): Promise<void>;
-  /** Switches the head to the new version: the commit point. `started` is when the first byte came. */
-  commit(keyRef: KeyRef, count: number, started: number): Promise<void>;
+  /**
+   * Switches the head to the new version: the commit point. `started` is
+   * when the first byte came. Resolves the key's version written.
+   */
+  commit(keyRef: KeyRef, count: number, started: number): Promise<number>;
   /** Deletes chunks `0..count-1` of the version after a failed or abandoned upload; best effort. */
   discard(count: number): Promise<void>;
   /** Told once the upload holds nothing more: finished, failed or abandoned (its cleanup done). */
@@ -115,12 +118,12 @@ export class ChunkUpload implements ValueSink {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  async end(): Promise<void> {
+  async end(): Promise<number> {
     const commit = await this.finish();
-    await commit();
+    return commit();
   }
 
-  async finish(): Promise<() => Promise<void>> {
+  async finish(): Promise<() => Promise<number>> {
     if (this.#state !== "open") throw new RangeError("finish after end or abort");
     if (this.#received !== this.#p.size) {
       throw new RangeError(`finish after ${this.#received} of ${this.#p.size} bytes`);

@@ -77,7 +77,7 @@ export class DeadlineStore implements KvStore {
     };
   }
 
-  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number> {
     const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
     return this.#bounded("set", ms, this.#inner.set(key, value, cancel));
   }

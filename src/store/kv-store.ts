@@ -20,14 +20,15 @@ export interface KvStore {
    * `KV_ERR_UNAVAILABLE`) instead of being sent to the backend.
    */
   get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined>;
-  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void>;
+  /** Resolves the version written (see {@link Versioned}). */
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number>;
   /**
    * Present on stores that answer at once (the memory store): `get` without
    * a Promise, so the front end makes no Promise per request.
    */
   readonly getSync?: (key: Uint8Array) => Uint8Array | undefined;
-  /** Present on stores that apply a set at once: `set` without a Promise. */
-  readonly setSync?: (key: Uint8Array, value: Uint8Array) => void;
+  /** Present on stores that apply a set at once: `set` without a Promise; returns the version written. */
+  readonly setSync?: (key: Uint8Array, value: Uint8Array) => number;
   /**
    * Present on stores that can read a large value piece by piece: resolves
    * a small value whole, a large one as a {@link ValueStream}, or undefined
@@ -113,13 +114,16 @@ export interface ValueSink {
   write(bytes: Uint8Array): boolean;
   /** Settles when the window has room again (or the sink has failed); never rejects. */
   ready(): Promise<void>;
-  /** Commits the value once every byte is durable; rejects, committing nothing, if any step failed. */
-  end(): Promise<void>;
+  /**
+   * Commits the value once every byte is durable and resolves the version
+   * written; rejects, committing nothing, if any step failed.
+   */
+  end(): Promise<number>;
   /**
    * Writes every byte, then resolves the commit without making it, where the
    * sink can split the two: the ordering layer issues the commit in turn.
    */
-  finish?(): Promise<() => Promise<void>>;
+  finish?(): Promise<() => Promise<number>>;
   /** Gives up: nothing is committed, and what was written is deleted or left to the orphan sweep. */
   abort(): void;
   /** Bytes of the value held in memory now: a partial chunk and chunks in flight. */
@@ -161,9 +165,9 @@ export function forwardingSink(
 export class CollectingSink implements ValueSink {
   #value: Uint8Array | null;
   #filled = 0;
-  readonly #commit: (value: Uint8Array) => Promise<void>;
+  readonly #commit: (value: Uint8Array) => Promise<number>;
 
-  constructor(size: number, commit: (value: Uint8Array) => Promise<void>) {
+  constructor(size: number, commit: (value: Uint8Array) => Promise<number>) {
     this.#value = new Uint8Array(size);
     this.#commit = commit;
   }
@@ -185,7 +189,7 @@ export class CollectingSink implements ValueSink {
     return Promise.resolve();
   }
 
-  end(): Promise<void> {
+  end(): Promise<number> {
     const value = this.#value;
     if (value === null) return Promise.reject(new KvError(ErrorCode.Unavailable, "the value was abandoned"));
     if (this.#filled !== value.length) {
@@ -218,13 +222,17 @@ export function isValueStream(v: Uint8Array | ValueStream | undefined): v is Val
 }
 
 /**
- * A value and its version. Every write of a key gives it a larger version
- * than any it had; the first write of a key (also after a delete) starts from
- * the writer's clock in microseconds (see {@link firstVersion}), so a
- * version is not reused across a delete unless clocks disagree by more than
- * the time between the two.
- * Versions are integers below 2^53. A value written before versions existed
- * has version 0.
+ * A value and its version. Versions are chosen by the writer, not counted
+ * (see {@link VersionClock}), so a blind write can carry one:
+ * - a version never repeats within one process; across servers, two writes
+ *   of one key repeat one only if both servers' clocks read the same
+ *   millisecond and 11 random bits agree (1 in 2,048), and only blind
+ *   writes can: a conditional write always raises the version it replaces;
+ * - versions written through one server increase; across servers they
+ *   increase as far as the servers' clocks agree;
+ * - every version is a safe integer of at least 2^52, above every version
+ *   written before versions were chosen this way (counters below 2^51).
+ * A value written before versions existed has version 0.
  */
 export interface Versioned {
   readonly value: Uint8Array | ValueStream;
@@ -235,21 +243,6 @@ export interface Versioned {
 export type WriteCondition =
   | { readonly ifVersion: number; readonly ifAbsent?: undefined }
   | { readonly ifAbsent: true };
-
-let lastFirstVersion = 0;
-
-/**
- * The version a key's first write gets (see {@link Versioned}): the clock in
- * microseconds, and above any this process gave before. A key re-created
- * after a delete so gets a version above its old one unless it was written
- * more than once per microsecond since its first version (DynamoDB takes at
- * most 1,000 writes a second of one item) or clocks disagree.
- */
-export function firstVersion(): number {
-  const now = Math.floor((performance.timeOrigin + performance.now()) * 1000);
-  lastFirstVersion = Math.max(now, lastFirstVersion + 1);
-  return lastFirstVersion;
-}
 
 /** The refusal of a conditional write whose condition failed. */
 export function conflict(key: Uint8Array, condition: WriteCondition): KvError {

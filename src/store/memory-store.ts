@@ -2,7 +2,6 @@ import { byteString, fromByteString } from "../bytes.js";
 import { ErrorCode, KvError } from "../errors.js";
 import {
   conflict,
-  firstVersion,
   type KvStore,
   type ListEntry,
   type ListPage,
@@ -11,6 +10,7 @@ import {
   type Versioned,
   type WriteCondition,
 } from "./kv-store.js";
+import { versions } from "./version-clock.js";
 
 interface Entry {
   value: Uint8Array;
@@ -42,40 +42,30 @@ export class MemoryStore implements KvStore {
   #logSeqs: number[] = [];
   #dead = 0;
   #nextSeq = 1;
-  /** The highest version given to any key: a key created (again) starts above it, so no version is reused. */
-  #topVersion = 0;
   readonly appliesInOrder = true;
 
   readonly getSync = (key: Uint8Array): Uint8Array | undefined => this.#map.get(byteString(key))?.value;
 
-  readonly setSync = (key: Uint8Array, value: Uint8Array): void => {
-    this.#write(byteString(key), value, undefined);
+  readonly setSync = (key: Uint8Array, value: Uint8Array): number => {
+    const id = byteString(key);
+    return this.#write(id, this.#map.get(id), value, versions.next());
   };
 
-  /** Stores a copy of `value` under `id` at `version`, or at the next version when it is undefined; returns it. */
-  #write(id: string, value: Uint8Array, version: number | undefined): number {
+  /** Stores a copy of `value` under `id` (whose entry is `entry`) at `version`; returns it. */
+  #write(id: string, entry: Entry | undefined, value: Uint8Array, version: number): number {
     // The one copy the store keeps (new Uint8Array(view) copies; Buffer#slice would not):
     // the frame's bytes belong to the socket's read buffer.
     const copy = new Uint8Array(value);
-    const entry = this.#map.get(id);
     if (entry !== undefined) {
       entry.value = copy;
-      entry.version = version ?? entry.version + 1;
-      if (entry.version > this.#topVersion) this.#topVersion = entry.version;
-      return entry.version;
+      entry.version = version;
+      return version;
     }
     const seq = this.#nextSeq++;
-    const created = { value: copy, seq, version: version ?? this.#firstVersion() };
-    if (created.version > this.#topVersion) this.#topVersion = created.version;
-    this.#map.set(id, created);
+    this.#map.set(id, { value: copy, seq, version });
     this.#logKeys.push(id);
     this.#logSeqs.push(seq);
-    return created.version;
-  }
-
-  /** A new key's first version: from the clock, above every version this store gave (writes here take well under a microsecond). */
-  #firstVersion(): number {
-    return Math.max(firstVersion(), this.#topVersion + 1);
+    return version;
   }
 
   getVersioned(key: Uint8Array): Promise<Versioned | undefined> {
@@ -88,16 +78,16 @@ export class MemoryStore implements KvStore {
     const entry = this.#map.get(id);
     const holds = condition.ifAbsent ? entry === undefined : entry?.version === condition.ifVersion;
     if (!holds) return Promise.reject(conflict(key, condition));
-    return Promise.resolve(this.#write(id, value, entry === undefined ? this.#firstVersion() : entry.version + 1));
+    const version = entry === undefined ? versions.next() : versions.after(entry.version);
+    return Promise.resolve(this.#write(id, entry, value, version));
   }
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return Promise.resolve(this.getSync(key));
   }
 
-  set(key: Uint8Array, value: Uint8Array): Promise<void> {
-    this.setSync(key, value);
-    return Promise.resolve();
+  set(key: Uint8Array, value: Uint8Array): Promise<number> {
+    return Promise.resolve(this.setSync(key, value));
   }
 
   delete(key: Uint8Array): Promise<boolean> {

@@ -12,6 +12,7 @@ import {
   type WriteCondition,
   writeValue,
 } from "./kv-store.js";
+import { versions } from "./version-clock.js";
 
 /** What {@link OrderedStore} answers a read from when no write of its key is pending. */
 const NO_PENDING = Symbol("no pending write");
@@ -24,10 +25,17 @@ type Write =
   | { kind: "set"; value: Uint8Array }
   | { kind: "setIf"; value: Uint8Array; condition: WriteCondition }
   | { kind: "delete"; value?: undefined }
-  | { kind: "stream"; value?: undefined; run: () => Promise<void> };
+  | { kind: "stream"; value?: undefined; run: () => Promise<number> };
+
+/** One requester of a queued set: given a version of its own if a later set replaces its value. */
+interface SetTicket {
+  replaced?: number;
+}
 
 interface Queued {
   readonly write: Write;
+  /** A queued set's requesters whose value is the one it holds now or held before. */
+  readonly tickets: SetTicket[];
   readonly promise: Promise<unknown>;
   readonly resolve: (result: unknown) => void;
   readonly reject: (err: unknown) => void;
@@ -127,8 +135,8 @@ export class OrderedStore implements KvStore {
    * Only a write that starts at once carries `cancel`: a queued set may
    * carry sets collapsed into it from other requesters, so it always runs.
    */
-  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<void> {
-    return this.#write(key, { kind: "set", value }, cancel) as Promise<void>;
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number> {
+    return this.#write(key, { kind: "set", value }, cancel) as Promise<number>;
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
@@ -142,7 +150,7 @@ export class OrderedStore implements KvStore {
    */
   setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
     const inner = writeValue(this.#inner, key, size, cancel);
-    const write = (run: () => Promise<void>) => this.#write(key, { kind: "stream", run }) as Promise<void>;
+    const write = (run: () => Promise<number>) => this.#write(key, { kind: "stream", run }) as Promise<number>;
     return forwardingSink(inner, {
       end: () => {
         if (inner.finish === undefined) return write(() => inner.end());
@@ -187,11 +195,13 @@ export class OrderedStore implements KvStore {
     const last = state.queue.at(-1);
     if (last !== undefined && last.write.kind === "set" && write.kind === "set") {
       last.write.value = write.value;
-      return last.promise;
+      for (const ticket of last.tickets) ticket.replaced ??= versions.next();
+      return ticketed(last);
     }
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    state.queue.push({ write, promise, resolve, reject });
-    return promise;
+    const queued: Queued = { write, tickets: [], promise, resolve, reject };
+    state.queue.push(queued);
+    return write.kind === "set" ? ticketed(queued) : promise;
   }
 
   #run(id: string, state: KeyState, key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
@@ -218,4 +228,11 @@ export class OrderedStore implements KvStore {
     state.settled = this.#run(id, state, key, next.write);
     state.settled.then(next.resolve, next.reject);
   }
+}
+
+/** A new requester of queued set `q`: its write's version, or its own if its value is replaced before it lands. */
+function ticketed(q: Queued): Promise<unknown> {
+  const ticket: SetTicket = {};
+  q.tickets.push(ticket);
+  return q.promise.then((version) => ticket.replaced ?? version);
 }
