@@ -29,13 +29,13 @@ added and killed, with a linearizability check; exits 1 on a violation).
 
   --quick              every scenario briefly (under 60 s on 2 cores)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
-  --duration MS        measuring time per load step (default 2000; quick 400)  [KV_BENCH_DURATION_MS]
-  --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000)  [KV_BENCH_CONNECTIONS]
+  --duration MS        measuring time per load step (default 2000; quick 250)  [KV_BENCH_DURATION_MS]
+  --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000; quick 100)  [KV_BENCH_CONNECTIONS]
   --depths LIST        front-end pipeline depths (default 1,16)  [KV_BENCH_DEPTHS]
   --value-bytes N      front-end value size (default 24)  [KV_BENCH_VALUE_BYTES]
   --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
   --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
-  --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32)  [KV_BENCH_LARGE_MIB]
+  --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32; quick 1)  [KV_BENCH_LARGE_MIB]
   --cluster-ops N      operations in the cluster stress run (default 110000; quick 3000)  [KV_BENCH_CLUSTER_OPS]
   --keyring-periods N  key periods the keyring scenario's table is written under (default 1000; quick 50)
                        [KV_BENCH_KEYRING_PERIODS]
@@ -85,7 +85,7 @@ function list(flag: string | undefined, env: string, fallback: number[]): number
 }
 
 const quick = values.quick === true;
-const durationMs = Number(values.duration ?? process.env.KV_BENCH_DURATION_MS ?? (quick ? 400 : 2000));
+const durationMs = Number(values.duration ?? process.env.KV_BENCH_DURATION_MS ?? (quick ? 250 : 2000));
 if (!Number.isFinite(durationMs) || durationMs <= 0) {
   console.error(`--duration must be a positive number of milliseconds\n\n${USAGE}`);
   process.exit(2);
@@ -93,12 +93,12 @@ if (!Number.isFinite(durationMs) || durationMs <= 0) {
 const settings: BenchSettings = {
   quick,
   durationMs,
-  connections: list(values.connections, "KV_BENCH_CONNECTIONS", quick ? [1, 50, 1000] : [1, 10, 50, 100, 1000, 10000]),
+  connections: list(values.connections, "KV_BENCH_CONNECTIONS", quick ? [100] : [1, 10, 50, 100, 1000, 10000]),
   depths: list(values.depths, "KV_BENCH_DEPTHS", [1, 16]),
   heldConnections: list(values.held, "KV_BENCH_HELD", quick ? [2000] : [10000]),
   e2eClients: list(values.clients, "KV_BENCH_CLIENTS", [100])[0] as number,
   valueBytes: list(values["value-bytes"], "KV_BENCH_VALUE_BYTES", [24])[0] as number,
-  largeValueMiB: list(values.large, "KV_BENCH_LARGE_MIB", [1, 8, 32]),
+  largeValueMiB: list(values.large, "KV_BENCH_LARGE_MIB", quick ? [1] : [1, 8, 32]),
   log: (line) => console.error(`[${((performance.now() - start) / 1000).toFixed(1)}s] ${line}`),
 };
 const filter = new RegExp(values.filter ?? process.env.KV_BENCH_FILTER ?? ".", "i");

@@ -28,8 +28,10 @@ export async function tlsCost(s: BenchSettings): Promise<Row[]> {
   ];
   const plain = new Map<string, number>();
   const rows: Row[] = [];
-  // The largest connection counts measure accept storms more than TLS; a few shapes are enough here.
-  const connections = s.connections.filter((c) => c <= 1000);
+  // The largest connection counts measure accept storms more than TLS; a few shapes are enough here, one when quick.
+  const shapes = s.connections.filter((c) => c <= 1000);
+  const connections = s.quick ? shapes.slice(0, 1) : shapes;
+  const depths = s.quick ? s.depths.slice(-1) : s.depths;
   for (const [name, protocol, start, env] of targets) {
     const target = await start();
     if (target === undefined) {
@@ -38,7 +40,7 @@ export async function tlsCost(s: BenchSettings): Promise<Row[]> {
     }
     try {
       for (const conns of connections) {
-        for (const depth of s.depths) {
+        for (const depth of depths) {
           for (const op of ["set", "get"] as const) {
             const r = await pipelinedStep(target, protocol, conns, depth, op, s, env);
             const opsPerSec = r.opsPerSec;

@@ -87,6 +87,25 @@ describe("DynamoDB JSON", () => {
     }
   });
 
+  test("text and string literals written as bytes are the UTF-8 of what JSON.stringify makes, ASCII or not, short or long", () => {
+    const samples = [
+      "",
+      "plain",
+      'quote " and backslash \\',
+      "control \u0001 \n \t",
+      "é and 🎉",
+      "DEL \u007f",
+      "x".repeat(256),
+      `${"y".repeat(255)}é`,
+      "z".repeat(5000),
+    ];
+    for (const text of samples) {
+      const out = new JsonBytes().string(text).raw(",").raw(text);
+      expect(new TextDecoder().decode(out.bytes)).toBe(`${JSON.stringify(text)},${text}`);
+      out.release();
+    }
+  });
+
   test("a request body holds the same JSON whether a binary value goes through a string or straight into bytes", () => {
     for (const n of [10, 2047, 2048, 100_000]) {
       const value = random(n);

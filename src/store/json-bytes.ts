@@ -4,6 +4,11 @@ import { base64Into, base64Length, toBase64 } from "../bytes.js";
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
+/** Text up to this long is written char by char (see `raw`). */
+const SHORT_TEXT = 256;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
 /** Binary values at least this long are base64-encoded straight into the body, not through a string. */
 const DIRECT_BASE64_BYTES = 2048;
 
@@ -38,14 +43,42 @@ export class JsonBytes {
 
   /** Appends `text` as UTF-8: JSON punctuation and literals, or text already escaped. */
   raw(text: string): this {
-    this.#reserve(text.length * 3);
-    this.#len += encoder.encodeInto(text, this.#buf.subarray(this.#len)).written;
-    return this;
+    const n = text.length;
+    if (n <= SHORT_TEXT) {
+      // Short ASCII is copied char by char: a subarray and an encodeInto per piece cost more than the piece.
+      this.#reserve(n);
+      const buf = this.#buf;
+      let p = this.#len;
+      for (let i = 0; i < n; i++) {
+        const c = text.charCodeAt(i);
+        if (c >= 0x80) return this.#utf8(text);
+        buf[p++] = c;
+      }
+      this.#len = p;
+      return this;
+    }
+    return this.#utf8(text);
   }
 
   /** Appends `text` as a JSON string literal. */
   string(text: string): this {
-    return this.raw(JSON.stringify(text));
+    const n = text.length;
+    if (n <= SHORT_TEXT) {
+      // Printable ASCII without a quote or backslash needs no escape.
+      this.#reserve(n + 2);
+      const buf = this.#buf;
+      let p = this.#len;
+      buf[p++] = QUOTE;
+      for (let i = 0; i < n; i++) {
+        const c = text.charCodeAt(i);
+        if (c < 0x20 || c >= 0x80 || c === QUOTE || c === BACKSLASH) return this.#utf8(JSON.stringify(text));
+        buf[p++] = c;
+      }
+      buf[p++] = QUOTE;
+      this.#len = p;
+      return this;
+    }
+    return this.#utf8(JSON.stringify(text));
   }
 
   /** Appends the base64 text of `bytes`, without quotes. */
@@ -72,6 +105,12 @@ export class JsonBytes {
     this.#buf = EMPTY;
     this.#len = 0;
     pool.give(buf);
+  }
+
+  #utf8(text: string): this {
+    this.#reserve(text.length * 3);
+    this.#len += encoder.encodeInto(text, this.#buf.subarray(this.#len)).written;
+    return this;
   }
 
   #reserve(more: number): void {

@@ -110,9 +110,11 @@ export async function untilProcessed<T extends BatchEntry>(
 }
 
 /**
- * When a batcher sends: at once when a batch is full; at the end of the
- * current microtask when nothing is in flight (so an idle server adds no
- * latency); otherwise after `windowMs`, so load fills batches.
+ * When a batcher sends: at once when a batch is full; when nothing is in
+ * flight, once the event loop has run the I/O callbacks of this turn
+ * (`setImmediate`), so requests read from many sockets in one turn share a
+ * batch and an idle server adds no timer; otherwise after `windowMs`, so
+ * load fills batches.
  */
 export class FlushScheduler {
   #scheduled = false;
@@ -130,7 +132,7 @@ export class FlushScheduler {
     } else if (inFlight === 0 || this.windowMs === 0) {
       if (!this.#scheduled) {
         this.#scheduled = true;
-        queueMicrotask(() => {
+        setImmediate(() => {
           this.#scheduled = false;
           this.flush(true);
         });
