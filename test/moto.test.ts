@@ -59,4 +59,28 @@ describe.skipIf(motoBin === null)("the server on moto's DynamoDB and KMS", () =>
     await c.set(Uint8Array.of(0xff, 0xfe), "now small");
     expect(await c.getString(Uint8Array.of(0xff, 0xfe))).toBe("now small");
   });
+
+  test("a pipelined burst of 2,000 sets and gets on one connection is answered in full, within the deadline", async () => {
+    await using server = await startTestServer({
+      store: "dynamodb",
+      dynamodbEndpoint: endpoint,
+      kmsEndpoint: endpoint,
+      requestTimeoutMs: 5_000,
+    });
+    await using c = await KvClient.connect({ port: server.port });
+    const sets: Promise<number | undefined>[] = [];
+    const gets: Promise<string | undefined>[] = [];
+    for (let i = 0; i < 2_000; i++) {
+      sets.push(c.set(`burst${i}`, `value${i}`));
+      gets.push(c.getString(`burst${i}`));
+    }
+    const versions = await Promise.all(sets);
+    expect(await Promise.all(gets)).toEqual(Array.from({ length: 2_000 }, (_, i) => `value${i}`));
+    // Batched puts carry the versions they answered, and moto stores them as written.
+    expect(new Set(versions).size).toBe(2_000);
+    expect((await c.getVersioned("burst1234"))?.version).toBe(versions[1234] as number);
+    expect(await c.set("burst1234", "cas", { ifVersion: versions[1234] as number })).toBeGreaterThan(
+      versions[1234] as number,
+    );
+  });
 });

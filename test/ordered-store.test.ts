@@ -70,6 +70,18 @@ class GatedStore implements KvStore {
   }
 }
 
+/** Three sets of one key on a gated store: the first runs, the other two queue and collapse. */
+function threeSets() {
+  const inner = new GatedStore();
+  const store = new OrderedStore(inner);
+  const sets = ["1", "2", "3"].map((v) => store.set(enc.encode("k"), enc.encode(v))) as [
+    Promise<number>,
+    Promise<number>,
+    Promise<number>,
+  ];
+  return { inner, store, sets };
+}
+
 async function settle(): Promise<void> {
   for (let i = 0; i < 10; i++) await Promise.resolve();
 }
@@ -95,11 +107,8 @@ describe("OrderedStore", () => {
   });
 
   test("collapsed sets answer versions of their own: the one written to the last, never-stored ones below it to the replaced", async () => {
-    const inner = new GatedStore();
-    const store = new OrderedStore(inner);
-    const s1 = store.set(enc.encode("k"), enc.encode("1"));
-    const s2 = store.set(enc.encode("k"), enc.encode("2"));
-    const s3 = store.set(enc.encode("k"), enc.encode("3"));
+    const { inner, sets } = threeSets();
+    const [s1, s2, s3] = sets;
     inner.writes[0]?.finish(true);
     await settle();
     inner.writes[1]?.finish(true);
@@ -154,11 +163,8 @@ describe("OrderedStore", () => {
   });
 
   test("a failed write fails every set collapsed into it, and later sets still run", async () => {
-    const inner = new GatedStore();
-    const store = new OrderedStore(inner);
-    const s1 = store.set(enc.encode("k"), enc.encode("1"));
-    const s2 = store.set(enc.encode("k"), enc.encode("2"));
-    const s3 = store.set(enc.encode("k"), enc.encode("3"));
+    const { inner, store, sets } = threeSets();
+    const [s1, s2, s3] = sets;
     inner.writes[0]?.finish(true);
     await s1;
     // Each collapsed set has a promise of its own, so both are watched before the failure comes.

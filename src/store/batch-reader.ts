@@ -97,7 +97,7 @@ export class BatchReader {
         "read",
       ).finally(() => {
         this.#inFlight--;
-        if (this.#pending.size > 0) this.#scheduler.schedule(this.#pending.size, this.#o.maxKeys, this.#inFlight);
+        if (this.#pending.size > 0) this.#scheduler.afterBatch(this.#pending.size, this.#o.maxKeys, this.#inFlight);
       });
     }
   }

@@ -147,7 +147,7 @@ export class BatchWriter {
           this.#inFlightIds.delete(e.id);
           if (this.#pending.has(e.id)) this.#blocked--;
         }
-        if (this.#pending.size > 0) this.#scheduler.schedule(this.#readyCount(), this.#o.maxItems, this.#inFlight);
+        if (this.#pending.size > 0) this.#scheduler.afterBatch(this.#readyCount(), this.#o.maxItems, this.#inFlight);
         else if (this.#inFlight === 0) for (const fn of this.#idle.splice(0)) fn();
       });
     }

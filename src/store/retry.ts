@@ -125,6 +125,17 @@ export class FlushScheduler {
     private readonly flush: (partial: boolean) => void,
   ) {}
 
+  /**
+   * Call when a batch settles with work still queued: full batches go at
+   * once, and a partial one that is already waiting out its window keeps
+   * waiting (its requests came while batches were in flight, and the
+   * clients just answered are about to send more) rather than go at the
+   * end of the turn with a few items.
+   */
+  afterBatch(ready: number, full: number, inFlight: number): void {
+    if (ready >= full || this.#timer === undefined) this.schedule(ready, full, inFlight);
+  }
+
   /** Call after queueing work: `ready` items can be sent, `full` make a batch, `inFlight` batches are out. */
   schedule(ready: number, full: number, inFlight: number): void {
     if (ready >= full) {
