@@ -79,8 +79,9 @@ const handlers: Record<string, (input: Record<string, unknown>) => unknown> = {
       const [name = "", expr = ""] = assignment.split(" = ");
       const attr = names[name] ?? name;
       const plain = values[expr];
-      // The version: `if_not_exists(#v, :first) + :one` or `:next`.
-      item[attr] = plain ?? { N: String(Number((old?.[attr] as { N?: string })?.N ?? Date.now() * 1000) + 1) };
+      // Every assignment the store sends is `#name = :value` (the version too: `:next`).
+      if (plain === undefined) throw new Error(`UpdateItem: ${expr} is not a value this stand-in knows`);
+      item[attr] = plain;
     }
     for (const name of removePart ? removePart.split(", ") : []) delete item[names[name] ?? name];
     items.set(pkOf(key), item);
