@@ -7,16 +7,8 @@ import { keyringCost } from "./keyring-cost.js";
 import { httpGateway, listing } from "./kv-api.js";
 import { runMicro } from "./micro.js";
 import { htmlReport } from "./report.js";
-import {
-  type BenchSettings,
-  concurrency,
-  endToEnd,
-  frontEnd,
-  largeValues,
-  type Row,
-  serverCost,
-  slowReaders,
-} from "./scenarios.js";
+import { type BenchSettings, concurrency, endToEnd, frontEnd, largeValues, type Row, serverCost } from "./scenarios.js";
+import { slowReaders } from "./slow-readers.js";
 import { tlsCost } from "./tls-cost.js";
 
 const USAGE = `Usage: bun run bench [flags]

@@ -4,7 +4,6 @@ import { KvClient } from "../client/kv-client.js";
 import { errorMessage } from "../src/errors.js";
 import { startDynamoDbLocal } from "../src/local/dynamodb-local.js";
 import { LocalKms } from "../src/local/kms-endpoint.js";
-import { encodeGetRequest } from "../src/protocol/codec.js";
 import { CountingProxy } from "./counting-proxy.js";
 import { kvsDriver } from "./drivers.js";
 import { connectMany, type LoadResult, runLoad } from "./load.js";
@@ -237,80 +236,6 @@ export async function frontEnd(s: BenchSettings): Promise<Row[]> {
       await target.stop();
     }
   }
-  return rows;
-}
-
-/**
- * Scenario 1b: clients that pipeline gets and never read the answers. The
- * server must stop reading them (backpressure per frame) so its memory stays
- * flat, while a healthy client on another connection keeps being served.
- */
-export async function slowReaders(s: BenchSettings): Promise<Row[]> {
-  const rows: Row[] = [];
-  const readers = 50;
-  await using target = await startKvs("kvs", ["--store", "memory", "--log-level", "error"]);
-  const healthy = await KvClient.connect({ port: target.port });
-  const value = new Uint8Array(1024).fill(1);
-  await healthy.set("big", value);
-  // Warm up, so the baseline is a running server.
-  for (let i = 0; i < 2_000; i++) await healthy.get("big");
-  Bun.gc(true);
-  const baseline = target.rss();
-  const request = encodeGetRequest(new TextEncoder().encode("big"));
-  const burst = new Uint8Array(Buffer.concat(Array.from({ length: 4096 }, () => request)));
-  let written = 0;
-  const greedy = await Promise.all(
-    Array.from({ length: readers }, () =>
-      Bun.connect({
-        hostname: "127.0.0.1",
-        port: target.port,
-        socket: {
-          open(socket) {
-            // Never read: the answers pile up in the kernel, then in the server if it lets them.
-            socket.pause();
-            written += Math.max(0, socket.write(burst));
-          },
-          drain(socket) {
-            written += Math.max(0, socket.write(burst));
-          },
-          data() {},
-        },
-      }),
-    ),
-  );
-  const latencies: number[] = [];
-  const until = performance.now() + s.durationMs * 2;
-  while (performance.now() < until) {
-    const t0 = performance.now();
-    await healthy.get("big");
-    latencies.push(performance.now() - t0);
-  }
-  const peakOpen = target.peakRss();
-  const rssOpen = target.rss();
-  for (const socket of greedy) socket.terminate();
-  // After they closed: the server must not go on answering their requests into the void.
-  const afterUntil = performance.now() + s.durationMs;
-  while (performance.now() < afterUntil) await healthy.get("big");
-  const peakAfter = target.peakRss();
-  await healthy.close();
-  latencies.sort((a, b) => a - b);
-  const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? 0;
-  const mib = (n: number) => round(n / 2 ** 20, 1);
-  rows.push({
-    "non-reading connections": readers,
-    "request bytes they sent": written,
-    "baseline RSS MiB": mib(baseline),
-    "RSS while open MiB": mib(rssOpen),
-    "peak RSS while open MiB": mib(peakOpen),
-    "peak RSS after close MiB": mib(peakAfter),
-    "peak over baseline MiB": mib(Math.max(peakOpen, peakAfter) - baseline),
-    "healthy gets": latencies.length,
-    "healthy p50 ms": round(latencies[Math.floor(latencies.length / 2)] ?? 0, 2),
-    "healthy p99 ms": round(p99, 2),
-  });
-  s.log(
-    `slow readers: peak ${mib(Math.max(peakOpen, peakAfter) - baseline)} MiB over baseline, healthy p99 ${round(p99, 2)} ms`,
-  );
   return rows;
 }
 

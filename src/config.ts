@@ -197,9 +197,9 @@ const FLAGS = {
   "max-pending": {
     env: "KV_MAX_PENDING",
     type: "string",
-    default: "10000",
+    default: "256",
     placeholder: "N",
-    help: "store operations in progress before new ones wait",
+    help: "store operations in progress before new ones wait, taking turns between connections",
   },
   "request-timeout-ms": {
     env: "KV_REQUEST_TIMEOUT_MS",

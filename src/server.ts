@@ -29,8 +29,13 @@ import { OrderedStore } from "./store/ordered-store.js";
 import type { SweepResult } from "./store/orphan-sweeper.js";
 import { DEFAULT_RETRY } from "./store/retry.js";
 
-/** Requests read but unanswered per connection before reading pauses. */
-const MAX_IN_FLIGHT = 1024;
+/**
+ * Requests read but unanswered per connection before reading pauses. Enough
+ * for a pipelining client to keep DynamoDB busy (128 per round trip), few
+ * enough that fifty greedy connections queue thousands, not tens of
+ * thousands, of requests in the store.
+ */
+const MAX_IN_FLIGHT = 128;
 /** Unsent response bytes per connection before reading pauses. */
 const HIGH_WATER_BYTES = 1024 * 1024;
 

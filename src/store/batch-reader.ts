@@ -1,8 +1,10 @@
 import { byteString } from "../bytes.js";
+import { ErrorCode, KvError } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
 import type { DataPlane } from "./data-plane.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { Attr } from "./item-format.js";
+import type { Cancel } from "./kv-store.js";
 import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
 
@@ -31,10 +33,16 @@ export interface BatchReaderOptions {
   retry?: RetryPolicy;
 }
 
+interface Waiter {
+  resolve: (item: Item) => void;
+  reject: (err: unknown) => void;
+  cancel: Cancel | undefined;
+}
+
 interface Entry {
   id: string;
   pk: Uint8Array;
-  waiters: { resolve: (item: Item) => void; reject: (err: unknown) => void }[];
+  waiters: Waiter[];
 }
 
 /**
@@ -45,6 +53,8 @@ interface Entry {
  * loop's turn when idle, or after `windowMs` while others are in flight; UnprocessedKeys
  * and throttling are retried with full-jitter backoff, and a read that cannot
  * complete within `retry.maxElapsedMs` rejects rather than reporting not found.
+ * A read whose requester left (its `cancel` aborted) before its batch went
+ * out is dropped, and a key no one waits for any more is not sent.
  */
 export class BatchReader {
   readonly #o: Required<BatchReaderOptions>;
@@ -70,13 +80,13 @@ export class BatchReader {
     return this.#inFlight;
   }
 
-  /** The item whose partition key is `pk`. */
-  get(pk: Uint8Array): Promise<Item> {
+  /** The item whose partition key is `pk`; rejects with `KV_ERR_UNAVAILABLE` if `cancel` aborts before it is sent. */
+  get(pk: Uint8Array, cancel?: Cancel): Promise<Item> {
     const id = byteString(pk);
     const { promise, resolve, reject } = Promise.withResolvers<Item>();
     const existing = this.#pending.get(id);
-    if (existing) existing.waiters.push({ resolve, reject });
-    else this.#pending.set(id, { id, pk, waiters: [{ resolve, reject }] });
+    if (existing) existing.waiters.push({ resolve, reject, cancel });
+    else this.#pending.set(id, { id, pk, waiters: [{ resolve, reject, cancel }] });
     this.#scheduler.schedule(this.#pending.size, this.#o.maxKeys, this.#inFlight);
     return promise;
   }
@@ -84,11 +94,15 @@ export class BatchReader {
   #flush(partial: boolean): void {
     while (this.#pending.size >= (partial ? 1 : this.#o.maxKeys)) {
       const batch: Entry[] = [];
+      const dropped: Entry[] = [];
       for (const entry of this.#pending.values()) {
-        batch.push(entry);
+        if (dropLeft(entry)) dropped.push(entry);
+        else batch.push(entry);
         if (batch.length === this.#o.maxKeys) break;
       }
+      for (const e of dropped) this.#pending.delete(e.id);
       for (const e of batch) this.#pending.delete(e.id);
+      if (batch.length === 0) continue;
       this.#inFlight++;
       void untilProcessed(
         batch,
@@ -135,4 +149,16 @@ export class BatchReader {
     }
     return left;
   }
+}
+
+/** Rejects the waiters of `entry` whose requester left; true when none is left, so the key need not be read. */
+function dropLeft(entry: Entry): boolean {
+  if (!entry.waiters.some((w) => w.cancel?.aborted)) return false;
+  const left = new KvError(ErrorCode.Unavailable, "the connection closed before the read was sent");
+  entry.waiters = entry.waiters.filter((w) => {
+    if (!w.cancel?.aborted) return true;
+    w.reject(left);
+    return false;
+  });
+  return entry.waiters.length === 0;
 }

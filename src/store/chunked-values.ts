@@ -9,6 +9,7 @@ import type { BatchWriter } from "./batch-writer.js";
 import { collectSoon } from "./chunk-buffers.js";
 import { ChunkStream, MISSING } from "./chunk-stream.js";
 import { ChunkUpload } from "./chunk-upload.js";
+import { type FairAdmission, INTERNAL_OWNER } from "./fair-admission.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { type TableCalls, writeHead } from "./head-write.js";
 import {
@@ -23,8 +24,7 @@ import {
   parseHead,
   VERSION_BYTES,
 } from "./item-format.js";
-import type { ValueSink, ValueStream, WriteCondition } from "./kv-store.js";
-import type { Semaphore } from "./semaphore.js";
+import type { Cancel, ValueSink, ValueStream, WriteCondition } from "./kv-store.js";
 
 /** A chunked value's head, parsed. */
 export type ChunkedHead = Extract<Head, { format: 2 }>;
@@ -71,7 +71,7 @@ export interface ChunkedValuesParts {
   /** The table name bound into every AAD. */
   readonly scope: string;
   /** The store's admission bound: a streamed set holds one slot until its chunks are written. */
-  readonly admission: Semaphore;
+  readonly admission: FairAdmission;
   readonly log: Logger;
   readonly faults?: StoreFaults;
 }
@@ -137,7 +137,7 @@ export class ChunkedValues {
    * chunks are written; the commit, a single UpdateItem, needs none, so a
    * commit waiting its turn behind another write of the key never holds one.
    */
-  setStream(key: Uint8Array, size: number): ValueSink {
+  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
     const { admission, keys, writer, scope } = this.#p;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
     const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -146,7 +146,7 @@ export class ChunkedValues {
     this.#uploads.add(settled.promise);
     settled.promise.then(() => this.#uploads.delete(settled.promise));
     admission
-      .run(() => {
+      .run(cancel ?? INTERNAL_OWNER, () => {
         admitted.resolve();
         return settled.promise;
       })

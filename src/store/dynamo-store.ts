@@ -10,6 +10,7 @@ import { BatchWriter } from "./batch-writer.js";
 import { MISSING } from "./chunk-stream.js";
 import { type ChunkedHead, ChunkedValues, ORPHAN_GRACE_MS, type StoreFaults } from "./chunked-values.js";
 import type { DataPlane } from "./data-plane.js";
+import { FairAdmission, INTERNAL_OWNER } from "./fair-admission.js";
 import { type TableCalls, writeHead } from "./head-write.js";
 import { Attr, headPk, ItemFormat, itemSize, MAX_ITEM_BYTES, parseHead, singleItem, valueAad } from "./item-format.js";
 import { KeyListing } from "./key-listing.js";
@@ -62,7 +63,11 @@ export interface DynamoStoreOptions extends BatchSettings {
   consistentRead?: boolean;
   /** Concurrent DynamoDB calls; more wait in FIFO order. Match the client's maxSockets. */
   maxConcurrency: number;
-  /** Operations accepted and not finished; more wait, so memory stays bounded when DynamoDB is slow. */
+  /**
+   * Operations accepted and not finished; more wait, taking turns between
+   * connections (see fair-admission.ts), so memory stays bounded when
+   * DynamoDB is slow and no connection starves the others.
+   */
   maxPending: number;
   faults?: StoreFaults;
 }
@@ -96,7 +101,7 @@ export class DynamoStore implements KvStore {
   readonly #table: TableCalls;
   readonly #writer: BatchWriter;
   readonly #reader: BatchReader;
-  readonly #admission: Semaphore;
+  readonly #admission: FairAdmission;
   readonly #chunked: ChunkedValues;
   readonly #listing: KeyListing;
 
@@ -114,7 +119,7 @@ export class DynamoStore implements KvStore {
       windowMs: options.windowMs,
       consistentRead,
     });
-    this.#admission = new Semaphore(options.maxPending);
+    this.#admission = new FairAdmission(options.maxPending);
     this.#chunked = new ChunkedValues({
       table: this.#table,
       writer: this.#writer,
@@ -156,10 +161,10 @@ export class DynamoStore implements KvStore {
 
   /** Reads `key`'s value and version: the value whole, or as a stream when it has at least `streamFrom` bytes. */
   #read(key: Uint8Array, streamFrom: number, cancel?: Cancel): Promise<Versioned | undefined> {
-    return this.#admission.run(async () => {
+    return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
       for (let attempt = 0; ; attempt++) {
-        const item = await this.#reader.get(headPk(key));
+        const item = await this.#reader.get(headPk(key), cancel);
         if (item === undefined) return undefined;
         const head = parseHead(item);
         const { version } = head;
@@ -187,14 +192,14 @@ export class DynamoStore implements KvStore {
   }
 
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number> {
-    return this.#admission.run(async () => {
+    return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
       return this.#put(key, value, undefined);
     });
   }
 
   setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
-    return this.#admission.run(async () => {
+    return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
       return this.#put(key, value, condition);
     });
@@ -232,18 +237,18 @@ export class DynamoStore implements KvStore {
   setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
     if (size + key.length + 512 <= MAX_ITEM_BYTES)
       return new CollectingSink(size, (value) => this.set(key, value, cancel));
-    return this.#chunked.setStream(key, size);
+    return this.#chunked.setStream(key, size, cancel);
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
-    return this.#admission.run(async () => {
+    return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
       return this.#deleteHead(headPk(key));
     });
   }
 
   exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
-    return this.#admission.run(async () => {
+    return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
       const { table, data, counters, calls, retry } = this.#table;
       // Only `fmt` comes back: no value bytes, no data key, no chunk.

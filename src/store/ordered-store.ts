@@ -195,7 +195,9 @@ export class OrderedStore implements KvStore {
     const last = state.queue.at(-1);
     if (last !== undefined && last.write.kind === "set" && write.kind === "set") {
       last.write.value = write.value;
-      for (const ticket of last.tickets) ticket.replaced ??= versions.next();
+      // Every earlier requester was given its version at the collapse after it: only the newest lacks one.
+      const newest = last.tickets.at(-1);
+      if (newest !== undefined) newest.replaced = versions.next();
       return ticketed(last);
     }
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();

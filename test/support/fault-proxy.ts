@@ -42,7 +42,10 @@ export class FaultProxy implements AsyncDisposable {
   readonly #server: Server<undefined>;
   readonly #target: string;
   readonly #counts = new Map<string, number>();
+  /** The item keys (partition keys without their kind byte, as text) asked for in BatchGetItem requests, in order. */
+  readonly batchKeys: string[] = [];
   readonly #hung: (() => void)[] = [];
+  #hungWaiters: (() => void)[] = [];
   #open = 0;
   readonly #countWaiters: { op: string; n: number; resolve: () => void }[] = [];
   #whenNoneOpen: (() => void)[] = [];
@@ -97,12 +100,20 @@ export class FaultProxy implements AsyncDisposable {
       if (--this.#open === 0) for (const fn of this.#whenNoneOpen.splice(0)) fn();
     };
     req.signal.addEventListener("abort", gaveUp);
-    return new Promise<void>((resolve) =>
+    const held = new Promise<void>((resolve) =>
       this.#hung.push(() => {
         gaveUp();
         resolve();
       }),
     );
+    for (const fn of this.#hungWaiters.splice(0)) fn();
+    return held;
+  }
+
+  /** Resolves once a request is being held by `hang` (so {@link releaseHung} will release it). */
+  whenHung(): Promise<void> {
+    if (this.#hung.length > 0) return Promise.resolve();
+    return new Promise((resolve) => this.#hungWaiters.push(resolve));
   }
 
   /** Answers every hung request by forwarding it after all. */
@@ -132,6 +143,18 @@ export class FaultProxy implements AsyncDisposable {
     const key = /Credential=([^/]+)\//.exec(req.headers.get("authorization") ?? "")?.[1];
     if (key !== undefined && !this.accessKeys.includes(key)) this.accessKeys.push(key);
     const body = await req.text();
+    if (op === "BatchGetItem") {
+      type Keys = { Keys?: { pk?: { B?: string } }[] };
+      const items = (JSON.parse(body) as { RequestItems?: Record<string, Keys> }).RequestItems ?? {};
+      for (const t of Object.values(items)) {
+        for (const k of t.Keys ?? [])
+          this.batchKeys.push(
+            Buffer.from(k.pk?.B ?? "", "base64")
+              .subarray(1)
+              .toString(),
+          );
+      }
+    }
     const kms = target.startsWith("TrentService.");
     const contentType = kms ? "application/x-amz-json-1.1" : "application/x-amz-json-1.0";
 
