@@ -54,13 +54,13 @@ async function sampled(target: Target, work: () => Promise<void>): Promise<{ ms:
  * Listing and clear at scale: fill a store, list every key (and every
  * value), then clear it; report keys/s, the server's RSS before and at its
  * peak during each, and the clear's time. The memory store holds 1,000,000
- * keys, DynamoDB Local 100,000 (quick: 50,000 and 2,000).
+ * keys, DynamoDB Local 100,000 (quick: 50,000 and 1,000).
  */
 export async function listing(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
   const stores: [string, string[], number, number][] = [
     ["memory", ["--store", "memory"], s.quick ? 50_000 : 1_000_000, 500],
-    ["dynamodb-local", ["--store", "dynamodb"], s.quick ? 2_000 : 100_000, 100],
+    ["dynamodb-local", ["--store", "dynamodb"], s.quick ? 1_000 : 100_000, 100],
   ];
   for (const [store, args, n, window] of stores) {
     const dir = mkdtempSync(join(tmpdir(), "kvs-bench-list-"));

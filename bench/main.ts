@@ -28,7 +28,7 @@ added and killed, with a linearizability check; exits 1 on a violation).
   --held LIST          connection counts for the concurrency scenario (default 10000)  [KV_BENCH_HELD]
   --clients N          concurrent clients in end-to-end and server-cost (default 100)  [KV_BENCH_CLIENTS]
   --large LIST         value sizes in MiB for the large-values scenario (default 1,8,32; quick 1)  [KV_BENCH_LARGE_MIB]
-  --cluster-ops N      operations in the cluster stress run (default 110000; quick 3000)  [KV_BENCH_CLUSTER_OPS]
+  --cluster-ops N      operations in the cluster stress run (default 110000; quick 2000)  [KV_BENCH_CLUSTER_OPS]
   --keyring-periods N  key periods the keyring scenario's table is written under (default 1000; quick 50)
                        [KV_BENCH_KEYRING_PERIODS]
   --keyring-gets N     random gets per pass in the keyring scenario (default 100000; quick 5000)  [KV_BENCH_KEYRING_GETS]
@@ -149,7 +149,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ],
   [
     "cluster",
-    () => clusterScenario(list(values["cluster-ops"], "KV_BENCH_CLUSTER_OPS", [quick ? 3000 : 110_000])[0] as number),
+    () => clusterScenario(list(values["cluster-ops"], "KV_BENCH_CLUSTER_OPS", [quick ? 2000 : 110_000])[0] as number),
   ],
 ];
 for (const [name, run] of scenarios) {

@@ -298,7 +298,7 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
       const pool = await connectMany(kvsDriver, target.port, s.e2eClients);
       // Warm the server's JIT; the first configuration also warms DynamoDB Local's, which runs far slower
       // in its first seconds, so the first configuration would otherwise be measured against a cold backend.
-      const warmMs = name === configs[0]?.[0] ? Math.max(2_000, s.durationMs) : Math.min(500, s.durationMs);
+      const warmMs = name === configs[0]?.[0] ? Math.max(s.quick ? 1_000 : 2_000, s.durationMs) : Math.min(500, s.durationMs);
       for (const op of ["set", "get"] as const) {
         const warm = { driver: kvsDriver, port: target.port, connections: s.e2eClients, depth: 1, op };
         await runLoad({ ...warm, durationMs: warmMs, keyspace: 2_000, valueBytes: 1024 }, pool);
@@ -465,7 +465,7 @@ async function warmServer(args: string[]): Promise<{ target: Target; baseline: n
  * above its warm baseline.
  */
 async function largeValueMemory(s: BenchSettings, ddbEndpoint: string, kmsEndpoint: string): Promise<Row[]> {
-  const mib = s.quick ? 16 : 64;
+  const mib = s.quick ? 8 : 64;
   const size = mib * 2 ** 20;
   const value = new Uint8Array(size);
   for (let i = 0; i < size; i += 4096) value[i] = i & 0xff;
@@ -538,7 +538,7 @@ async function largeValueMemory(s: BenchSettings, ddbEndpoint: string, kmsEndpoi
  * encoding and decoding, which is not the server's doing.
  */
 async function smallGetsBesideLargeTransfers(s: BenchSettings): Promise<Row> {
-  const mib = s.quick ? 16 : 64;
+  const mib = s.quick ? 8 : 64;
   await using target = await startKvs("kvs memory", ["--store", "memory", "--log-level", "error"]);
   await using small = await KvClient.connect({ port: target.port });
   await small.set("small", "v".repeat(24));

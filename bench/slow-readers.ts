@@ -94,7 +94,7 @@ async function run(s: BenchSettings, target: Target, store: string, op: "get" | 
       }),
     ),
   );
-  const withThem = await paced(s.durationMs * 4);
+  const withThem = await paced(s.durationMs * (s.quick ? 2 : 4));
   const peakOpen = target.peakRss();
   const rssOpen = target.rss();
   for (const socket of greedy) socket.terminate();
