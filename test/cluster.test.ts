@@ -1,5 +1,5 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { clusterStress } from "../bench/cluster-stress.js";
@@ -159,6 +159,8 @@ describe("bun run cluster", () => {
       proc.kill("SIGINT");
       expect(await proc.exited).toBe(0);
       expect(status.nodes.map((n) => n.pid).filter(alive)).toEqual([]);
+      // HAProxy's configuration and runtime socket, and the control socket, are gone with it.
+      expect(readdirSync(dir)).toEqual([]);
       // With no cluster running, a command says so.
       const none = run("status");
       expect(none.exitCode).toBe(1);

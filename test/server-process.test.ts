@@ -203,6 +203,22 @@ describe("stopping", () => {
   });
 });
 
+for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+  test(`${signal} to the server's whole process group (systemd, docker stop, a closed terminal) leaves no DynamoDB Local behind`, async () => {
+    await using job = await terminalServer(["--port", "0", "--data-dir", tempDir()]);
+    const { child, exited, port, stdout } = job;
+    const endpoint = /dynamodb=(http:\/\/[^ ]+)/.exec(stdout())?.[1] as string;
+    const client = await KvClient.connect({ port });
+    await client.set("k", "v");
+    await client.close();
+    process.kill(-(child.pid as number), signal);
+    await exited;
+    expect(await closedWithin(endpoint, 15_000)).toBe(true);
+    const java = Bun.spawnSync(["pgrep", "-f", `DynamoDBLocal.jar -port ${new URL(endpoint).port} `]);
+    expect(java.stdout.toString().trim()).toBe("");
+  });
+}
+
 describe("local mode", () => {
   test("starts DynamoDB Local and the KMS endpoint, serves the CLI, keeps data across restarts, and stops its children on SIGTERM", async () => {
     const dataDir = tempDir();

@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { ErrorCode, KvError } from "../errors.js";
@@ -40,8 +40,11 @@ export class Haproxy implements AsyncDisposable {
   readonly port: number;
   readonly httpPort: number;
 
-  private constructor(proc: Subprocess, socketPath: string, port: number, httpPort: number) {
+  readonly #configPath: string;
+
+  private constructor(proc: Subprocess, configPath: string, socketPath: string, port: number, httpPort: number) {
     this.#proc = proc;
+    this.#configPath = configPath;
     this.socketPath = socketPath;
     this.port = port;
     this.httpPort = httpPort;
@@ -66,7 +69,7 @@ export class Haproxy implements AsyncDisposable {
     const configPath = join(settings.dir, "haproxy.cfg");
     writeFileSync(configPath, haproxyConfig({ ...settings, socketPath }));
     const proc = Bun.spawn([binary, "-f", configPath, "-db"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-    const lb = new Haproxy(proc, socketPath, settings.port, settings.httpPort);
+    const lb = new Haproxy(proc, configPath, socketPath, settings.port, settings.httpPort);
     const deadline = Date.now() + 10_000;
     while (!(await canConnect("127.0.0.1", settings.port))) {
       if (proc.exitCode !== null || Date.now() > deadline) {
@@ -157,9 +160,12 @@ export class Haproxy implements AsyncDisposable {
     return out;
   }
 
+  /** Stops HAProxy and removes its configuration and runtime socket from the cluster's directory. */
   async stop(): Promise<void> {
     this.#proc.kill("SIGTERM");
     await this.#proc.exited;
+    rmSync(this.#configPath, { force: true });
+    rmSync(this.socketPath, { force: true });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -27,18 +27,19 @@ export interface DynamoDbLocalOptions {
 }
 
 /**
- * Runs the child under `sh` so it cannot outlive this process: a watcher reads
- * our end of a pipe (fd 3) and kills Java when it closes, which happens on
- * `stop()` and also when this process dies, even by SIGKILL.
+ * Runs Java under a watchdog `sh` so it cannot outlive this process: the
+ * watchdog reads our end of a pipe (fd 3) and kills Java when it closes,
+ * which happens on `stop()` and also when this process dies, even by SIGKILL.
  *
- * Ctrl-C in a terminal signals the server's whole process group. Java runs in
- * a session of its own (setsid) and the shells ignore SIGINT, so the keypress
- * reaches only the server, which drains its requests (DynamoDB Local still
- * serving them) and then stops Java through the pipe.
+ * The watchdog and Java run in a session of their own (`setsid`, before the
+ * shell starts), so no signal to the server's process group reaches them:
+ * Ctrl-C in a terminal (SIGINT), `kill -TERM -- -PGID` from systemd or
+ * `docker stop`, a closed terminal's SIGHUP. The server alone gets it; it
+ * drains its requests (DynamoDB Local still serving them), then stops Java
+ * through the pipe, or dies and closes the pipe by dying.
  */
-const WATCHDOG = `trap '' INT
-exec 3<&0
-setsid "$@" </dev/null &
+const WATCHDOG = `exec 3<&0
+"$@" </dev/null &
 child=$!
 ( read _ <&3; kill $child 2>/dev/null ) &
 wait $child`;
@@ -87,7 +88,7 @@ async function startOnce(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> 
   }
 
   let output = "";
-  const proc: Subprocess<"pipe", "pipe", "pipe"> = Bun.spawn(["sh", "-c", WATCHDOG, "sh", "java", ...args], {
+  const proc: Subprocess<"pipe", "pipe", "pipe"> = Bun.spawn(["setsid", "sh", "-c", WATCHDOG, "sh", "java", ...args], {
     stdin: "pipe",
     stdout: "pipe",
     stderr: "pipe",
