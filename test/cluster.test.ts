@@ -171,6 +171,26 @@ describe("bun run cluster", () => {
     }
   });
 
+  test("a load-balancer port already in use fails at once, naming the port, before starting anything", async () => {
+    // Held exclusively, as another program's listener would be.
+    const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = String(busy.port);
+    const dir = tempDir();
+    try {
+      const proc = Bun.spawnSync([process.execPath, "src/cluster/main.ts", "--port", port, "--dir", dir], {
+        cwd: root,
+        timeout: 30_000,
+      });
+      expect(proc.exitCode).toBe(1);
+      expect(proc.stderr.toString()).toContain(`--port ${port}: the port is in use`);
+      // Nothing was started: no DynamoDB Local log, no HAProxy configuration.
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      busy.stop(true);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("without haproxy on PATH it exits 1 saying how to install it, before starting anything", async () => {
     const proc = Bun.spawnSync([process.execPath, "src/cluster/main.ts", "--dir", join(tmpdir(), "kvs-no-haproxy")], {
       cwd: root,

@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import { type DynamoDbLocal, startDynamoDbLocal } from "../local/dynamodb-local.js";
-import { freePort } from "../local/free-port.js";
+import { freePort, portFree } from "../local/free-port.js";
 import { LocalKms } from "../local/kms-endpoint.js";
 import type { Logger } from "../log.js";
 import { Haproxy, type NodeAddress } from "./haproxy.js";
@@ -71,6 +71,15 @@ export class Cluster implements AsyncDisposable {
       throw new KvError(ErrorCode.Config, `--nodes must be a whole number of at least 1, got ${options.nodes}`);
     }
     Haproxy.binary(); // Before anything starts: a missing load balancer is the likeliest failure.
+    // HAProxy binds with SO_REUSEPORT, so on a busy port it would start beside the other listener and split traffic.
+    for (const [flag, port] of [
+      ["--port", options.port],
+      ["--http-port", options.httpPort],
+    ] as const) {
+      if (port && !(await portFree(port))) {
+        throw new KvError(ErrorCode.Config, `${flag} ${port}: the port is in use (another cluster, or another server)`);
+      }
+    }
     mkdirSync(options.dir, { recursive: true });
     const ddb = await startDynamoDbLocal();
     const cluster = new Cluster(options, ddb, LocalKms.start());

@@ -17,6 +17,19 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Whether `port` on 127.0.0.1 can be bound now, exclusively: a port another
+ * process holds, even with SO_REUSEPORT (as HAProxy binds), cannot.
+ */
+export function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", () => resolve(false));
+    srv.listen({ port, host: "127.0.0.1", exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
 /** Whether something accepts TCP connections on `host:port` now. */
 export function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {

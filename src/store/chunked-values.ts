@@ -9,8 +9,8 @@ import type { BatchWriter } from "./batch-writer.js";
 import { collectSoon } from "./chunk-buffers.js";
 import { ChunkStream, MISSING } from "./chunk-stream.js";
 import { ChunkUpload } from "./chunk-upload.js";
-import { type FairAdmission, INTERNAL_OWNER } from "./fair-admission.js";
 import type { AttributeMap } from "./dynamo-json.js";
+import { type FairAdmission, INTERNAL_OWNER } from "./fair-admission.js";
 import { type TableCalls, writeHead } from "./head-write.js";
 import {
   Attr,
