@@ -453,7 +453,7 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     );
   }
 
-  return {
+  const config: Config = {
     host,
     port: int("port", get("port") as string, 0, 65535),
     store,
@@ -495,6 +495,31 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
         ? undefined
         : { cert: tlsCert, key: tlsKey, ...(tlsCa === undefined ? {} : { ca: tlsCa }) },
   };
+  distinctPorts(config);
+  return config;
+}
+
+/**
+ * Refuses two of our listeners on one port: found here, before anything
+ * slow starts, rather than as a bind failure after DynamoDB Local is up.
+ * Port 0 (a free one each) never clashes; the admin port clashes only on
+ * the same host.
+ */
+function distinctPorts(config: Config): void {
+  const ports: [string, number | undefined][] = [
+    ["--port", config.port],
+    ["--http-port", config.httpPort],
+    ["--admin-port", config.adminHost === config.host ? config.adminPort : undefined],
+  ];
+  for (let i = 0; i < ports.length; i++) {
+    for (let j = i + 1; j < ports.length; j++) {
+      const [a, pa] = ports[i] as [string, number | undefined];
+      const [b, pb] = ports[j] as [string, number | undefined];
+      if (pa !== undefined && pa !== 0 && pa === pb) {
+        throw new KvError(ErrorCode.Config, `${a} and ${b} are both ${pa}: each listener needs a port of its own`);
+      }
+    }
+  }
 }
 
 /** Whether the config names AWS resources and no local stand-ins: the server then starts nothing locally. */

@@ -54,6 +54,18 @@ describe("bun run server flags", () => {
     ["an endpoint that is not a URL", ["--kms-endpoint", "localhost"], {}, "--kms-endpoint must be a URL"],
     ["--table without --kms-key-id", ["--table", "t"], {}, "--table was given without --kms-key-id"],
     ["--kms-key-id without --table", [], { KV_KMS_KEY_ID: "alias/k" }, "--kms-key-id was given without --table"],
+    [
+      "the TCP and HTTP ports the same",
+      ["--port", "7123", "--http-port", "7123"],
+      {},
+      "--port and --http-port are both 7123",
+    ],
+    [
+      "the HTTP and admin ports the same",
+      ["--http-port", "7124", "--admin-port", "7124"],
+      {},
+      "--http-port and --admin-port are both 7124",
+    ],
   ];
   for (const [name, args, env, message] of bad) {
     test(`${name} exits 2 with a clear message`, () => {
