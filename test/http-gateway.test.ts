@@ -202,3 +202,54 @@ describe("the HTTP gateway refuses bad input with a JSON error, never a false 20
     expect(server.httpPort).toBeUndefined();
   });
 });
+
+describe("the HTTP gateway and browsers", () => {
+  test("a cross-site browser request may not change the store, while curl, scripts and same-origin pages may", async () => {
+    await using server = await startTestServer({ store: "memory", httpPort: 0 });
+    const port = server.httpPort as number;
+    const own = `http://127.0.0.1:${port}`;
+    const changes: [string, RequestInit][] = [
+      ["/set?k=a&v=evil", {}],
+      ["/rm?k=a", {}],
+      ["/clear", {}],
+      ["/v1/keys/a", { method: "PUT", body: "evil" }],
+      ["/v1/keys/a", { method: "DELETE" }],
+    ];
+    const browsers: Record<string, string>[] = [
+      { "sec-fetch-site": "cross-site" },
+      { "sec-fetch-site": "same-site" },
+      { origin: "http://attacker.example" },
+      { origin: "null" },
+      { origin: `http://127.0.0.1:${port + 1}` },
+    ];
+    expect((await call(port, "/set?k=a&v=mine")).status).toBe(200);
+    for (const [path, init] of changes) {
+      for (const headers of browsers) {
+        const res = await fetch(`${own}${path}`, { ...init, headers });
+        const body = (await res.json()) as { error: string };
+        expect({ path, headers, status: res.status, error: body.error }).toEqual({
+          path,
+          headers,
+          status: 403,
+          error: "cross_site",
+        });
+      }
+    }
+    // Nothing changed, and reading stays open to every caller.
+    expect((await call(port, "/get?k=a", { headers: { "sec-fetch-site": "cross-site" } })).body).toBe("mine");
+    // A same-origin page, a typed-in URL, and a request with no browser headers are served.
+    const allowed: Record<string, string>[] = [
+      { "sec-fetch-site": "same-origin" },
+      { "sec-fetch-site": "none" },
+      { origin: own },
+      {},
+    ];
+    for (const headers of allowed) {
+      expect({ headers, status: (await call(port, "/set?k=a&v=ok", { headers })).status }).toEqual({
+        headers,
+        status: 200,
+      });
+    }
+    expect((await call(port, "/get?k=a")).body).toBe("ok");
+  });
+});

@@ -14,6 +14,7 @@ import {
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
+import { isCrossSite } from "./cross-site.js";
 import { errorResponse, httpError, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
 import { parseQuery, percentDecode } from "./query.js";
@@ -227,6 +228,7 @@ class Routes {
     const path = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
     const search = queryStart < 0 ? "" : url.slice(queryStart + 1);
     const head = req.method === "HEAD";
+    if (changesData(req.method, path) && isCrossSite(req.headers)) return crossSiteRefused();
     let op: Op | undefined;
     try {
       if (path.startsWith("/v1/keys/")) {
@@ -438,6 +440,16 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
     throw new KvError(ErrorCode.BadRequest, "the request body could not be read", { cause: err });
   }
   return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
+}
+
+/** Whether a request to `path` with `method` can change the store (the brief's GET endpoints included). */
+function changesData(method: string, path: string): boolean {
+  if (path.startsWith("/v1/keys/")) return method !== "GET" && method !== "HEAD";
+  return path === "/set" || path === "/rm" || path === "/clear";
+}
+
+function crossSiteRefused(): Response {
+  return jsonError(403, "cross_site", "a browser request from another site may not change the store");
 }
 
 function notFound(): Response {
