@@ -1,5 +1,6 @@
 import { open, rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
+import pkg from "../package.json" with { type: "json" };
 import { toBase64 } from "../src/bytes.js";
 import { ErrorCode, errorMessage, isKvError } from "../src/errors.js";
 import { type ClientTlsOptions, KvClient, type KvClientOptions, parseServerUrl } from "./kv-client.js";
@@ -14,6 +15,7 @@ Commands:
                        conditional write: prints the new version on stderr; exit 3 on a conflict (nothing written)
   get KEY [--out PATH] write the value to PATH, or stdout, as it arrives; exit 1 if not found
   get KEY --version    also print the value's version on stderr (the value is read whole)
+  --version            (alone) print this program's version
   rm KEY               delete KEY; exit 1 if it was not there
   exists KEY           exit 0 if KEY has a value, 1 if not (prints nothing to stdout)
   keys [--prefix P] [--values] [--base64]
@@ -210,6 +212,11 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const { values, positionals } = parsed;
+  // `--version` alone is the program's version; after `get KEY` it asks for the value's.
+  if (values.version && positionals.length === 0) {
+    console.log(`kvs-client ${pkg.version}`);
+    return 0;
+  }
   if (values.help || positionals.length === 0) {
     console.log(USAGE);
     return values.help ? 0 : 2;

@@ -1,12 +1,12 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
 import { Counter } from "../src/metrics.js";
 import { startTestServer } from "./support/harness.js";
-import { runCli } from "./support/process.js";
+import { root, runCli } from "./support/process.js";
 import { patterned, same } from "./support/values.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
@@ -109,5 +109,23 @@ describe("bun run client", () => {
     const refused = await runCli(["get", "k", "--port", String(port)]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("error");
+  });
+});
+
+describe("the three command lines", () => {
+  test("each prints its version for --version alone and exits 0", () => {
+    const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
+    for (const [script, name] of [
+      ["server", "kvs"],
+      ["client", "kvs-client"],
+      ["cluster", "kvs-cluster"],
+    ] as const) {
+      const run = Bun.spawnSync([process.execPath, "run", "--silent", script, "--version"], { cwd: root });
+      expect({ script, code: run.exitCode, out: run.stdout.toString() }).toEqual({
+        script,
+        code: 0,
+        out: `${name} ${version}\n`,
+      });
+    }
   });
 });

@@ -1,6 +1,7 @@
 import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import pkg from "../../package.json" with { type: "json" };
 import { errorMessage } from "../errors.js";
 import { createLogger, type LogLevel } from "../log.js";
 import { Cluster } from "./cluster.js";
@@ -39,6 +40,7 @@ function parse() {
       dir: { type: "string", default: ".kvs-cluster" },
       "log-level": { type: "string", default: "info" },
       help: { type: "boolean", short: "h" },
+      version: { type: "boolean" },
     },
   });
 }
@@ -50,6 +52,10 @@ try {
 const { values, positionals } = parsed;
 if (values.help) {
   console.log(USAGE);
+  process.exit(0);
+}
+if (values.version) {
+  console.log(`kvs-cluster ${pkg.version}`);
   process.exit(0);
 }
 const dir = resolve(values.dir);
