@@ -87,7 +87,7 @@ export type set_response = Message<"kv.proto.wire.set_response"> & {
   error: set_response_error_t;
 
   /**
-   * The version written, on ok of a conditional write.
+   * The version written, on ok of every set (compare-and-set on it needs no read).
    *
    * @generated from field: optional uint64 version = 2;
    */
