@@ -328,9 +328,12 @@ export class KvClient implements AsyncDisposable {
       return res.version;
     }
     if (res.error === SetError.Conflict) {
-      throw new KvError(ErrorCode.Conflict, "the set's condition did not hold; nothing was written");
+      throw new KvError(
+        ErrorCode.Conflict,
+        res.failure?.reason ?? "the set's condition did not hold; nothing was written",
+      );
     }
-    throw new KvError(ErrorCode.ServerInternal, "server answered set with internal");
+    throw serverFailed("set", res);
   }
 
   /**
@@ -372,7 +375,7 @@ export class KvClient implements AsyncDisposable {
     }
     const res = await answer;
     if (res.kind === "set" && res.error === SetError.Ok) return res.version;
-    throw new KvError(ErrorCode.ServerInternal, "server answered set with internal");
+    throw serverFailed("set", res);
   }
 
   /**
@@ -385,7 +388,7 @@ export class KvClient implements AsyncDisposable {
     const res = await this.#send("get", [encodeGetRequest(toBytes(key))], sink);
     if (res.kind !== "get") throw unreachable();
     if (res.error === GetError.NotFound) return false;
-    if (res.error !== GetError.Ok) throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
+    if (res.error !== GetError.Ok) throw serverFailed("get", res);
     // An answer small enough to come whole was not streamed: hand its value over now.
     if (res.value !== undefined) await sink(res.value);
     return true;
@@ -397,7 +400,7 @@ export class KvClient implements AsyncDisposable {
     if (res.kind !== "get") throw unreachable();
     if (res.error === GetError.Ok) return res.value;
     if (res.error === GetError.NotFound) return undefined;
-    throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
+    throw serverFailed("get", res);
   }
 
   /**
@@ -411,7 +414,7 @@ export class KvClient implements AsyncDisposable {
     const res = await this.#send("get", [encodeGetRequest(toBytes(key), true)], undefined, options);
     if (res.kind !== "get") throw unreachable();
     if (res.error === GetError.NotFound) return undefined;
-    if (res.error !== GetError.Ok) throw new KvError(ErrorCode.ServerInternal, "server answered get with internal");
+    if (res.error !== GetError.Ok) throw serverFailed("get", res);
     if (res.version === undefined)
       throw new KvError(ErrorCode.Protocol, "get_response ok without the version asked for");
     return { value: res.value as Uint8Array, version: res.version };
@@ -463,8 +466,13 @@ export class KvClient implements AsyncDisposable {
       }),
     ]);
     if (res.kind !== "list") throw unreachable();
-    if (res.error === ListError.BadCursor) throw new KvError(ErrorCode.BadCursor, "server refused the cursor");
-    if (res.error !== ListError.Ok) throw new KvError(ErrorCode.ServerInternal, "server answered list with internal");
+    if (res.error === ListError.BadCursor) {
+      throw new KvError(
+        ErrorCode.BadCursor,
+        `server refused the cursor${res.failure?.reason ? `: ${res.failure.reason}` : ""}`,
+      );
+    }
+    if (res.error !== ListError.Ok) throw serverFailed("list", res);
     return { entries: options.values ? res.entries : res.keys.map((key) => ({ key })), cursor: res.cursor };
   }
 
@@ -473,7 +481,7 @@ export class KvClient implements AsyncDisposable {
     const res = await this.#send("clear", [encodeClearRequest()]);
     if (res.kind !== "clear") throw unreachable();
     if (res.error === ClearError.Ok) return res.removed;
-    throw new KvError(ErrorCode.ServerInternal, "server answered clear with internal");
+    throw serverFailed("clear", res);
   }
 
   async *#pages(options: ListOptions, values: boolean) {
@@ -489,7 +497,7 @@ export class KvClient implements AsyncDisposable {
     if (res.kind !== op) throw unreachable();
     if (res.error === KeyError.Ok) return true;
     if (res.error === KeyError.NotFound) return false;
-    throw new KvError(ErrorCode.ServerInternal, `server answered ${op} with internal`);
+    throw serverFailed(op, res);
   }
 
   /** The value of `key` decoded as UTF-8, or undefined. */
@@ -733,4 +741,16 @@ export class KvClient implements AsyncDisposable {
     this.#idle = [];
     for (const fn of idle) fn();
   }
+}
+
+/**
+ * The error of a request the server answered `internal`: KV_ERR_SERVER_INTERNAL,
+ * with the server's own code and reason when it gave them (servers since
+ * `code` and `reason` were added to the responses do).
+ */
+function serverFailed(op: string, res: Response): KvError {
+  const why = res.failure;
+  const detail =
+    why === undefined ? "" : `: ${why.code ?? "KV_ERR_SERVER_INTERNAL"}: ${why.reason ?? "no reason given"}`;
+  return new KvError(ErrorCode.ServerInternal, `server answered ${op} with internal${detail}`);
 }

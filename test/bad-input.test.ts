@@ -44,9 +44,12 @@ describe("requests that decode but are not usable get internal and keep the conn
       await using conn = await RawConnection.open(server.port);
       conn.send(frame(body));
       const res = decodeResponse((await conn.next()) as Uint8Array);
-      expect(res).toEqual(
+      expect(res).toMatchObject(
         reply === "set" ? { kind: "set", error: SetError.Internal } : { kind: "get", error: GetError.Internal },
       );
+      // The added fields say why, for clients that read them.
+      expect(res.failure?.code).toMatch(/^KV_ERR_[A-Z_]+$/);
+      expect(res.failure?.reason?.length).toBeGreaterThan(0);
       await expectUsable(conn);
     });
   }

@@ -112,6 +112,31 @@ describe("bun run client", () => {
   });
 });
 
+describe("failures say why", () => {
+  test("an oversized key and an oversized value are refused with the server's code and reason, in the client and the CLI", async () => {
+    await using server = await startTestServer({ maxValueBytes: 1000 });
+    const port = String(server.port);
+    await using c = await KvClient.connect({ port: server.port });
+    const key = "k".repeat(1025);
+    await expect(c.set(key, "v")).rejects.toThrow(
+      "server answered set with internal: KV_ERR_KEY_TOO_LARGE: key of 1025 bytes exceeds the maximum of 1024",
+    );
+    await expect(c.get(key)).rejects.toThrow("KV_ERR_KEY_TOO_LARGE: key of 1025 bytes exceeds the maximum of 1024");
+    await expect(c.set("k", "x".repeat(1001))).rejects.toThrow(
+      "KV_ERR_VALUE_TOO_LARGE: value of 1001 bytes exceeds the maximum of 1000",
+    );
+    const cli = await runCli(["set", "k", "x".repeat(1001), "--port", port]);
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toContain("KV_ERR_VALUE_TOO_LARGE: value of 1001 bytes exceeds the maximum of 1000");
+    const longKey = await runCli(["get", key, "--port", port]);
+    expect(longKey.code).toBe(1);
+    expect(longKey.stderr).toContain("KV_ERR_KEY_TOO_LARGE: key of 1025 bytes exceeds the maximum of 1024");
+    // The connection still serves.
+    await c.set("k", "fine");
+    expect(await c.getString("k")).toBe("fine");
+  });
+});
+
 describe("the three command lines", () => {
   test("each prints its version for --version alone and exits 0", () => {
     const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;

@@ -83,8 +83,14 @@ export type Request =
   /** A well-formed envelope that is not a usable request; answered with `internal`. */
   | { readonly kind: "invalid"; readonly reply: ReplyKind; readonly reason: string };
 
-/** A decoded response (client side). Byte fields are views of the frame. */
-export type Response =
+/** Why a request failed, as a failure response says (`code` 14 and `reason` 15 of every response). */
+export interface Failure {
+  code?: string;
+  reason?: string;
+}
+
+/** A decoded response (client side). Byte fields are views of the frame; `failure` is there when the server said why. */
+export type Response = { readonly failure?: Failure } & (
   | { readonly kind: "set"; readonly error: SetError; readonly version?: number }
   | {
       readonly kind: "get";
@@ -101,7 +107,8 @@ export type Response =
       readonly entries: { key: Uint8Array; value: Uint8Array }[];
       readonly cursor: Uint8Array | undefined;
     }
-  | { readonly kind: "clear"; readonly error: ClearError; readonly removed: number };
+  | { readonly kind: "clear"; readonly error: ClearError; readonly removed: number }
+);
 
 interface DataFields {
   key?: Uint8Array;
@@ -134,6 +141,8 @@ const TAG_IF_ABSENT = 0x18; // set_request.if_absent = 3, varint
 const TAG_WITH_VERSION = 0x10; // get_request.with_version = 2, varint
 const TAG_SET_VERSION = 0x10; // set_response.version = 2, varint
 const TAG_GET_VERSION = 0x18; // get_response.version = 3, varint
+const TAG_FAILURE_CODE = 0x72; // *_response.code = 14
+const TAG_FAILURE_REASON = 0x7a; // *_response.reason = 15
 
 /**
  * The reader's own reason, in context: it says what is wrong, this says
@@ -432,6 +441,48 @@ export function internalFrame(reply: ReplyKind): Uint8Array {
   return INTERNAL[reply];
 }
 
+/** Envelope type and field of each kind of response. */
+const RESPONSE_OF: Record<ReplyKind, { type: number; tag: number }> = {
+  set: { type: MsgType.SetResponse, tag: TAG_SET_RESP },
+  get: { type: MsgType.GetResponse, tag: TAG_GET_RESP },
+  delete: { type: MsgType.DeleteResponse, tag: TAG_DELETE_RESP },
+  exists: { type: MsgType.ExistsResponse, tag: TAG_EXISTS_RESP },
+  list: { type: MsgType.ListResponse, tag: TAG_LIST_RESP },
+  clear: { type: MsgType.ClearResponse, tag: TAG_CLEAR_RESP },
+};
+
+const utf8 = new TextEncoder();
+
+/** A reason longer than this is cut: a response says why, it does not carry logs. */
+const MAX_REASON_BYTES = 512;
+
+/**
+ * Encodes a framed failure: `reply`'s response with `error: status` (its
+ * `internal`, `conflict` or `bad_cursor`), the stable `code` and a `reason`.
+ */
+export function encodeFailure(reply: ReplyKind, status: number, code: string, reason: string): Uint8Array {
+  const { type, tag } = RESPONSE_OF[reply];
+  const codeBytes = utf8.encode(code);
+  let reasonBytes = utf8.encode(reason);
+  if (reasonBytes.length > MAX_REASON_BYTES) {
+    // Cut on a character boundary: a continuation byte (10xxxxxx) never starts a character.
+    let end = MAX_REASON_BYTES;
+    while (end > 0 && ((reasonBytes[end] as number) & 0xc0) === 0x80) end--;
+    reasonBytes = reasonBytes.subarray(0, end);
+  }
+  const inner = [
+    TAG_ERROR,
+    status,
+    TAG_FAILURE_CODE,
+    ...varintBytes(codeBytes.length),
+    ...codeBytes,
+    TAG_FAILURE_REASON,
+    ...varintBytes(reasonBytes.length),
+    ...reasonBytes,
+  ];
+  return frameOf([TAG_TYPE, type, tag, ...varintBytes(inner.length), ...inner]);
+}
+
 /** Encodes a framed `list_response{ok, ...}`: entries with values, or keys alone. Large values are their own parts. */
 export function encodeListOk(
   entries: readonly { key: Uint8Array; value?: Uint8Array }[],
@@ -716,9 +767,21 @@ interface ListResponseFields {
   cursor?: Uint8Array;
 }
 
-function readListResponse(r: WireReader, into: ListResponseFields): void {
+const utf8Text = new TextDecoder();
+
+/** Reads field 14 or 15 of a response (what `r` is at) into `failure`; false for any other field. */
+function readFailure(r: WireReader, failure: Failure): boolean {
+  if (r.wire !== Wire.bytes || (r.field !== 14 && r.field !== 15)) return false;
+  const text = utf8Text.decode(r.bytes());
+  if (r.field === 14) failure.code = text;
+  else failure.reason = text;
+  return true;
+}
+
+function readListResponse(r: WireReader, into: ListResponseFields, failure: Failure): void {
   while (r.more()) {
     r.tag();
+    if (readFailure(r, failure)) continue;
     if (r.field === 1 && r.wire === Wire.varint) into.error = r.int32();
     else if (r.field === 2 && r.wire === Wire.bytes) {
       const entry: DataFields = {};
@@ -731,9 +794,10 @@ function readListResponse(r: WireReader, into: ListResponseFields): void {
   }
 }
 
-function readClearResponse(r: WireReader, into: { error?: number; removed?: number }): void {
+function readClearResponse(r: WireReader, into: { error?: number; removed?: number }, failure: Failure): void {
   while (r.more()) {
     r.tag();
+    if (readFailure(r, failure)) continue;
     if (r.field === 1 && r.wire === Wire.varint) into.error = r.int32();
     else if (r.field === 2 && r.wire === Wire.varint) into.removed = r.varint();
     else r.skip();
@@ -747,12 +811,14 @@ function readClearResponse(r: WireReader, into: { error?: number; removed?: numb
  */
 function readStatus(
   r: WireReader,
+  failure: Failure,
   data: DataFields | null,
   version?: { field: number; value?: number },
 ): number | undefined {
   let error: number | undefined;
   while (r.more()) {
     r.tag();
+    if (readFailure(r, failure)) continue;
     if (r.field === 1 && r.wire === Wire.varint) error = r.int32();
     else if (data !== null && r.field === 2 && r.wire === Wire.bytes) readData(r.message(), data);
     else if (version !== undefined && r.field === version.field && r.wire === Wire.varint) version.value = r.varint();
@@ -766,6 +832,12 @@ function readStatus(
  * `KV_ERR_PROTOCOL` for anything that is not a complete, known response.
  */
 export function decodeResponse(frame: Uint8Array): Response {
+  const failure: Failure = {};
+  const response = decodeEnvelope(frame, failure);
+  return failure.code === undefined && failure.reason === undefined ? response : { ...response, failure };
+}
+
+function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
   let type: number | undefined;
   let setError: number | undefined;
   let getError: number | undefined;
@@ -782,19 +854,19 @@ export function decodeResponse(frame: Uint8Array): Response {
     while (r.more()) {
       r.tag();
       if (r.field === 1 && r.wire === Wire.varint) type = r.int32();
-      else if (r.field === 3 && r.wire === Wire.bytes) setError = readStatus(r.message(), null, setVersion);
+      else if (r.field === 3 && r.wire === Wire.bytes) setError = readStatus(r.message(), failure, null, setVersion);
       else if (r.field === 5 && r.wire === Wire.bytes) {
         const before = data.key !== undefined || data.value !== undefined;
-        getError = readStatus(r.message(), data, getVersion) ?? getError;
+        getError = readStatus(r.message(), failure, data, getVersion) ?? getError;
         dataSeen = before || data.key !== undefined || data.value !== undefined;
-      } else if (r.field === 7 && r.wire === Wire.bytes) deleteError = readStatus(r.message(), null);
-      else if (r.field === 9 && r.wire === Wire.bytes) existsError = readStatus(r.message(), null);
+      } else if (r.field === 7 && r.wire === Wire.bytes) deleteError = readStatus(r.message(), failure, null);
+      else if (r.field === 9 && r.wire === Wire.bytes) existsError = readStatus(r.message(), failure, null);
       else if (r.field === 11 && r.wire === Wire.bytes) {
         list ??= { keys: [], entries: [] };
-        readListResponse(r.message(), list);
+        readListResponse(r.message(), list, failure);
       } else if (r.field === 13 && r.wire === Wire.bytes) {
         clear ??= {};
-        readClearResponse(r.message(), clear);
+        readClearResponse(r.message(), clear, failure);
       } else r.skip();
     }
   } catch (err) {

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file wire/kv_bytes.proto.
  */
 export const file_wire_kv_bytes: GenFile = /*@__PURE__*/
-  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMIlYKC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YRISCgppZl92ZXJzaW9uGAIgASgEEhEKCWlmX2Fic2VudBgDIAEoCCKCAQoMc2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5zZXRfcmVzcG9uc2UuZXJyb3JfdBIPCgd2ZXJzaW9uGAIgASgEIi0KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEgwKCGNvbmZsaWN0EAMiMAoLZ2V0X3JlcXVlc3QSCwoDa2V5GAEgAigMEhQKDHdpdGhfdmVyc2lvbhgCIAEoCCKlAQoMZ2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5nZXRfcmVzcG9uc2UuZXJyb3JfdBIgCgNyZXEYAiABKAsyEy5rdi5wcm90by53aXJlLmRhdGESDwoHdmVyc2lvbhgDIAEoBCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyIdCg5kZWxldGVfcmVxdWVzdBILCgNrZXkYASACKAwieAoPZGVsZXRlX3Jlc3BvbnNlEjUKBWVycm9yGAEgAigOMiYua3YucHJvdG8ud2lyZS5kZWxldGVfcmVzcG9uc2UuZXJyb3JfdCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyIdCg5leGlzdHNfcmVxdWVzdBILCgNrZXkYASACKAwieAoPZXhpc3RzX3Jlc3BvbnNlEjUKBWVycm9yGAEgAigOMiYua3YucHJvdG8ud2lyZS5leGlzdHNfcmVzcG9uc2UuZXJyb3JfdCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyJNCgxsaXN0X3JlcXVlc3QSDgoGcHJlZml4GAEgASgMEg0KBWxpbWl0GAIgASgNEg4KBmN1cnNvchgDIAEoDBIOCgZ2YWx1ZXMYBCABKAgiuQEKDWxpc3RfcmVzcG9uc2USMwoFZXJyb3IYASACKA4yJC5rdi5wcm90by53aXJlLmxpc3RfcmVzcG9uc2UuZXJyb3JfdBIkCgdlbnRyaWVzGAIgAygLMhMua3YucHJvdG8ud2lyZS5kYXRhEgwKBGtleXMYAyADKAwSDgoGY3Vyc29yGAQgASgMIi8KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEg4KCmJhZF9jdXJzb3IQAyIPCg1jbGVhcl9yZXF1ZXN0IngKDmNsZWFyX3Jlc3BvbnNlEjQKBWVycm9yGAEgAigOMiUua3YucHJvdG8ud2lyZS5jbGVhcl9yZXNwb25zZS5lcnJvcl90Eg8KB3JlbW92ZWQYAiABKAQiHwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAIilwcKDHJlcV9lbnZlbG9wZRIyCgR0eXBlGAEgAigOMiQua3YucHJvdG8ud2lyZS5yZXFfZW52ZWxvcGUubXNnX3R5cGUSKwoHc2V0X3JlcRgCIAEoCzIaLmt2LnByb3RvLndpcmUuc2V0X3JlcXVlc3QSLQoIc2V0X3Jlc3AYAyABKAsyGy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZRIrCgdnZXRfcmVxGAQgASgLMhoua3YucHJvdG8ud2lyZS5nZXRfcmVxdWVzdBItCghnZXRfcmVzcBgFIAEoCzIbLmt2LnByb3RvLndpcmUuZ2V0X3Jlc3BvbnNlEjEKCmRlbGV0ZV9yZXEYBiABKAsyHS5rdi5wcm90by53aXJlLmRlbGV0ZV9yZXF1ZXN0EjMKC2RlbGV0ZV9yZXNwGAcgASgLMh4ua3YucHJvdG8ud2lyZS5kZWxldGVfcmVzcG9uc2USMQoKZXhpc3RzX3JlcRgIIAEoCzIdLmt2LnByb3RvLndpcmUuZXhpc3RzX3JlcXVlc3QSMwoLZXhpc3RzX3Jlc3AYCSABKAsyHi5rdi5wcm90by53aXJlLmV4aXN0c19yZXNwb25zZRItCghsaXN0X3JlcRgKIAEoCzIbLmt2LnByb3RvLndpcmUubGlzdF9yZXF1ZXN0Ei8KCWxpc3RfcmVzcBgLIAEoCzIcLmt2LnByb3RvLndpcmUubGlzdF9yZXNwb25zZRIvCgljbGVhcl9yZXEYDCABKAsyHC5rdi5wcm90by53aXJlLmNsZWFyX3JlcXVlc3QSMQoKY2xlYXJfcmVzcBgNIAEoCzIdLmt2LnByb3RvLndpcmUuY2xlYXJfcmVzcG9uc2UihgIKCG1zZ190eXBlEhEKDXNldF9yZXF1ZXN0X3QQARISCg5zZXRfcmVzcG9uc2VfdBACEhEKDWdldF9yZXF1ZXN0X3QQAxISCg5nZXRfcmVzcG9uc2VfdBAEEhQKEGRlbGV0ZV9yZXF1ZXN0X3QQBRIVChFkZWxldGVfcmVzcG9uc2VfdBAGEhQKEGV4aXN0c19yZXF1ZXN0X3QQBxIVChFleGlzdHNfcmVzcG9uc2VfdBAIEhIKDmxpc3RfcmVxdWVzdF90EAkSEwoPbGlzdF9yZXNwb25zZV90EAoSEwoPY2xlYXJfcmVxdWVzdF90EAsSFAoQY2xlYXJfcmVzcG9uc2VfdBAM");
+  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMIlYKC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YRISCgppZl92ZXJzaW9uGAIgASgEEhEKCWlmX2Fic2VudBgDIAEoCCKgAQoMc2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5zZXRfcmVzcG9uc2UuZXJyb3JfdBIPCgd2ZXJzaW9uGAIgASgEEgwKBGNvZGUYDiABKAwSDgoGcmVhc29uGA8gASgMIi0KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEgwKCGNvbmZsaWN0EAMiMAoLZ2V0X3JlcXVlc3QSCwoDa2V5GAEgAigMEhQKDHdpdGhfdmVyc2lvbhgCIAEoCCLDAQoMZ2V0X3Jlc3BvbnNlEjIKBWVycm9yGAEgAigOMiMua3YucHJvdG8ud2lyZS5nZXRfcmVzcG9uc2UuZXJyb3JfdBIgCgNyZXEYAiABKAsyEy5rdi5wcm90by53aXJlLmRhdGESDwoHdmVyc2lvbhgDIAEoBBIMCgRjb2RlGA4gASgMEg4KBnJlYXNvbhgPIAEoDCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyIdCg5kZWxldGVfcmVxdWVzdBILCgNrZXkYASACKAwilgEKD2RlbGV0ZV9yZXNwb25zZRI1CgVlcnJvchgBIAIoDjImLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlLmVycm9yX3QSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiHQoOZXhpc3RzX3JlcXVlc3QSCwoDa2V5GAEgAigMIpYBCg9leGlzdHNfcmVzcG9uc2USNQoFZXJyb3IYASACKA4yJi5rdi5wcm90by53aXJlLmV4aXN0c19yZXNwb25zZS5lcnJvcl90EgwKBGNvZGUYDiABKAwSDgoGcmVhc29uGA8gASgMIi4KB2Vycm9yX3QSBgoCb2sQARINCglub3RfZm91bmQQAhIMCghpbnRlcm5hbBADIk0KDGxpc3RfcmVxdWVzdBIOCgZwcmVmaXgYASABKAwSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgMEg4KBnZhbHVlcxgEIAEoCCLXAQoNbGlzdF9yZXNwb25zZRIzCgVlcnJvchgBIAIoDjIkLmt2LnByb3RvLndpcmUubGlzdF9yZXNwb25zZS5lcnJvcl90EiQKB2VudHJpZXMYAiADKAsyEy5rdi5wcm90by53aXJlLmRhdGESDAoEa2V5cxgDIAMoDBIOCgZjdXJzb3IYBCABKAwSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiLwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAISDgoKYmFkX2N1cnNvchADIg8KDWNsZWFyX3JlcXVlc3QilgEKDmNsZWFyX3Jlc3BvbnNlEjQKBWVycm9yGAEgAigOMiUua3YucHJvdG8ud2lyZS5jbGVhcl9yZXNwb25zZS5lcnJvcl90Eg8KB3JlbW92ZWQYAiABKAQSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiHwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAIilwcKDHJlcV9lbnZlbG9wZRIyCgR0eXBlGAEgAigOMiQua3YucHJvdG8ud2lyZS5yZXFfZW52ZWxvcGUubXNnX3R5cGUSKwoHc2V0X3JlcRgCIAEoCzIaLmt2LnByb3RvLndpcmUuc2V0X3JlcXVlc3QSLQoIc2V0X3Jlc3AYAyABKAsyGy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZRIrCgdnZXRfcmVxGAQgASgLMhoua3YucHJvdG8ud2lyZS5nZXRfcmVxdWVzdBItCghnZXRfcmVzcBgFIAEoCzIbLmt2LnByb3RvLndpcmUuZ2V0X3Jlc3BvbnNlEjEKCmRlbGV0ZV9yZXEYBiABKAsyHS5rdi5wcm90by53aXJlLmRlbGV0ZV9yZXF1ZXN0EjMKC2RlbGV0ZV9yZXNwGAcgASgLMh4ua3YucHJvdG8ud2lyZS5kZWxldGVfcmVzcG9uc2USMQoKZXhpc3RzX3JlcRgIIAEoCzIdLmt2LnByb3RvLndpcmUuZXhpc3RzX3JlcXVlc3QSMwoLZXhpc3RzX3Jlc3AYCSABKAsyHi5rdi5wcm90by53aXJlLmV4aXN0c19yZXNwb25zZRItCghsaXN0X3JlcRgKIAEoCzIbLmt2LnByb3RvLndpcmUubGlzdF9yZXF1ZXN0Ei8KCWxpc3RfcmVzcBgLIAEoCzIcLmt2LnByb3RvLndpcmUubGlzdF9yZXNwb25zZRIvCgljbGVhcl9yZXEYDCABKAsyHC5rdi5wcm90by53aXJlLmNsZWFyX3JlcXVlc3QSMQoKY2xlYXJfcmVzcBgNIAEoCzIdLmt2LnByb3RvLndpcmUuY2xlYXJfcmVzcG9uc2UihgIKCG1zZ190eXBlEhEKDXNldF9yZXF1ZXN0X3QQARISCg5zZXRfcmVzcG9uc2VfdBACEhEKDWdldF9yZXF1ZXN0X3QQAxISCg5nZXRfcmVzcG9uc2VfdBAEEhQKEGRlbGV0ZV9yZXF1ZXN0X3QQBRIVChFkZWxldGVfcmVzcG9uc2VfdBAGEhQKEGV4aXN0c19yZXF1ZXN0X3QQBxIVChFleGlzdHNfcmVzcG9uc2VfdBAIEhIKDmxpc3RfcmVxdWVzdF90EAkSEwoPbGlzdF9yZXNwb25zZV90EAoSEwoPY2xlYXJfcmVxdWVzdF90EAsSFAoQY2xlYXJfcmVzcG9uc2VfdBAM");
 
 /**
  * @generated from message kv.proto.wire.data
@@ -92,6 +92,19 @@ export type set_response = Message<"kv.proto.wire.set_response"> & {
    * @generated from field: optional uint64 version = 2;
    */
   version: bigint;
+
+  /**
+   * On a failure (any error but ok and not_found): the stable KV_ERR_* code
+   * and a reason a user can act on; never a value or a secret.
+   *
+   * @generated from field: optional bytes code = 14;
+   */
+  code: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes reason = 15;
+   */
+  reason: Uint8Array;
 };
 
 /**
@@ -173,6 +186,19 @@ export type get_response = Message<"kv.proto.wire.get_response"> & {
    * @generated from field: optional uint64 version = 3;
    */
   version: bigint;
+
+  /**
+   * On a failure (any error but ok and not_found): the stable KV_ERR_* code
+   * and a reason a user can act on; never a value or a secret.
+   *
+   * @generated from field: optional bytes code = 14;
+   */
+  code: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes reason = 15;
+   */
+  reason: Uint8Array;
 };
 
 /**
@@ -235,6 +261,19 @@ export type delete_response = Message<"kv.proto.wire.delete_response"> & {
    * @generated from field: required kv.proto.wire.delete_response.error_t error = 1;
    */
   error: delete_response_error_t;
+
+  /**
+   * On a failure (any error but ok and not_found): the stable KV_ERR_* code
+   * and a reason a user can act on; never a value or a secret.
+   *
+   * @generated from field: optional bytes code = 14;
+   */
+  code: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes reason = 15;
+   */
+  reason: Uint8Array;
 };
 
 /**
@@ -297,6 +336,19 @@ export type exists_response = Message<"kv.proto.wire.exists_response"> & {
    * @generated from field: required kv.proto.wire.exists_response.error_t error = 1;
    */
   error: exists_response_error_t;
+
+  /**
+   * On a failure (any error but ok and not_found): the stable KV_ERR_* code
+   * and a reason a user can act on; never a value or a secret.
+   *
+   * @generated from field: optional bytes code = 14;
+   */
+  code: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes reason = 15;
+   */
+  reason: Uint8Array;
 };
 
 /**
@@ -399,6 +451,19 @@ export type list_response = Message<"kv.proto.wire.list_response"> & {
    * @generated from field: optional bytes cursor = 4;
    */
   cursor: Uint8Array;
+
+  /**
+   * On a failure (any error but ok and not_found): the stable KV_ERR_* code
+   * and a reason a user can act on; never a value or a secret.
+   *
+   * @generated from field: optional bytes code = 14;
+   */
+  code: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes reason = 15;
+   */
+  reason: Uint8Array;
 };
 
 /**
@@ -464,6 +529,19 @@ export type clear_response = Message<"kv.proto.wire.clear_response"> & {
    * @generated from field: optional uint64 removed = 2;
    */
   removed: bigint;
+
+  /**
+   * On a failure (any error but ok and not_found): the stable KV_ERR_* code
+   * and a reason a user can act on; never a value or a secret.
+   *
+   * @generated from field: optional bytes code = 14;
+   */
+  code: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes reason = 15;
+   */
+  reason: Uint8Array;
 };
 
 /**
