@@ -208,8 +208,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     });
   } catch (err) {
-    console.error(`${errorMessage(err)}\n\n${USAGE}`);
-    return 2;
+    return usageLine(errorMessage(err));
   }
   const { values, positionals } = parsed;
   // `--version` alone is the program's version; after `get KEY` it asks for the value's.
@@ -225,16 +224,12 @@ async function main(argv: string[]): Promise<number> {
   try {
     target = await serverTarget(values);
   } catch (err) {
-    console.error(`${errorMessage(err)}\n\n${USAGE}`);
-    return 2;
+    return usageLine(errorMessage(err));
   }
   const host = target.host ?? "127.0.0.1";
   const [command, ...args] = positionals;
 
-  const usageError = (msg: string) => {
-    console.error(`${msg}\n\n${USAGE}`);
-    return 2;
-  };
+  const usageError = usageLine;
   const timeoutText = values["timeout-ms"] ?? process.env.KV_TIMEOUT_MS;
   if (timeoutText !== undefined) {
     const ms = Number(timeoutText);
@@ -398,4 +393,15 @@ try {
 /** What a set prints: the version it wrote, when the server said. */
 function okVersion(version: number | undefined): string {
   return version === undefined ? "ok" : `ok version ${version}`;
+}
+
+/** A usage error: one line naming the problem and where the usage is; exit status 2. */
+function usageLine(problem: string): number {
+  console.error(`kvs-client: ${briefly(problem)} (bun run client --help lists the commands and flags)`);
+  return 2;
+}
+
+/** node:util's parse errors without their advice on positionals that start with "-". */
+function briefly(problem: string): string {
+  return problem.replace(/\. To specify a positional argument[\s\S]*$/, "");
 }

@@ -154,3 +154,24 @@ describe("the three command lines", () => {
     }
   });
 });
+
+describe("usage errors", () => {
+  test("are one line naming the problem and pointing at --help, exit 2, on the client and the cluster", () => {
+    for (const [script, args, problem] of [
+      ["client", ["--nope"], "kvs-client: Unknown option '--nope' (bun run client --help"],
+      ["client", ["frob"], 'kvs-client: unknown command "frob" (bun run client --help'],
+      ["client", ["set"], "kvs-client: set needs KEY (bun run client --help"],
+      ["cluster", ["--nope"], "cluster: Unknown option '--nope' (bun run cluster --help"],
+    ] as const) {
+      const run = Bun.spawnSync([process.execPath, "run", "--silent", script, ...args], { cwd: root });
+      const stderr = run.stderr.toString();
+      expect({ script, args, code: run.exitCode, lines: stderr.trim().split("\n").length }).toEqual({
+        script,
+        args,
+        code: 2,
+        lines: 1,
+      });
+      expect(stderr).toStartWith(problem);
+    }
+  });
+});

@@ -24,7 +24,8 @@ the running cluster through DIR/control.sock.
   --log-level L   debug, info, warn or error (default info; debug shows the nodes' logs)`;
 
 function usage(message: string): never {
-  console.error(`cluster: ${message}\n\n${USAGE}`);
+  const brief = message.replace(/\. To specify a positional argument[\s\S]*$/, "");
+  console.error(`cluster: ${brief} (bun run cluster --help lists the commands and flags)`);
   process.exit(2);
 }
 
