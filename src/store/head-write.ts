@@ -32,8 +32,7 @@ const EMPTY = new Uint8Array(0);
  * Writes `key`'s head item with one UpdateItem: the item's attributes set,
  * the other format's removed, and `v` set to a version chosen here (see
  * version-clock.ts). Without `condition` the write is blind; with one it
- * is checked atomically, and the version written is above the one the
- * condition names. Resolves the version written and, with `returnOld`, the
+ * is checked atomically. Resolves the version written and, with `returnOld`, the
  * item it replaced.
  *
  * This is the path of conditional sets and of chunked values' commits;
@@ -107,22 +106,18 @@ export function headUpdate(
     }
   });
   let conditionExpression: string | undefined;
-  let version: number;
-  if (condition === undefined || condition.ifAbsent || condition.ifVersion === 0) {
-    version = versions.next();
-    // DynamoDB refuses names an expression does not use, so `#pk` is named only where it is.
-    if (condition?.ifAbsent) {
-      names["#pk"] = Attr.pk;
-      conditionExpression = "attribute_not_exists(#pk)";
-    } else if (condition !== undefined) {
-      // Version 0 is a value written before versions existed: it has no `v`.
-      names["#pk"] = Attr.pk;
-      conditionExpression = "attribute_exists(#pk) AND attribute_not_exists(#v)";
-    }
-  } else {
+  const version = versions.next();
+  // DynamoDB refuses names an expression does not use, so `#pk` is named only where it is.
+  if (condition?.ifAbsent) {
+    names["#pk"] = Attr.pk;
+    conditionExpression = "attribute_not_exists(#pk)";
+  } else if (condition?.ifVersion === 0) {
+    // Version 0 is a value written before versions existed: it has no `v`.
+    names["#pk"] = Attr.pk;
+    conditionExpression = "attribute_exists(#pk) AND attribute_not_exists(#v)";
+  } else if (condition !== undefined) {
     conditionExpression = "#v = :expected";
     values[":expected"] = { N: String(condition.ifVersion) };
-    version = versions.after(condition.ifVersion);
   }
   values[":next"] = { N: String(version) };
   sets.push("#v = :next");

@@ -78,7 +78,7 @@ export class MemoryStore implements KvStore {
     const entry = this.#map.get(id);
     const holds = condition.ifAbsent ? entry === undefined : entry?.version === condition.ifVersion;
     if (!holds) return Promise.reject(conflict(key, condition));
-    const version = entry === undefined ? versions.next() : versions.after(entry.version);
+    const version = versions.next();
     return Promise.resolve(this.#write(id, entry, value, version));
   }
 

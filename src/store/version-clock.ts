@@ -1,5 +1,3 @@
-import { ErrorCode, KvError } from "../errors.js";
-
 /**
  * Every version this code writes is at least this. Versions written before
  * (counters started from the writer's clock in microseconds, below 2^51
@@ -7,59 +5,58 @@ import { ErrorCode, KvError } from "../errors.js";
  */
 export const VERSION_BASE = 2 ** 52;
 
-/** Random low bits of a version: 2,048 values per millisecond. */
-const RANDOM_BITS = 11;
-const RANDOM_VALUES = 2 ** RANDOM_BITS;
+const HALF = 2 ** 26;
+const HALF_MASK = HALF - 1;
+const SPACE = 2 ** 52;
 
-/** Milliseconds count from here: 2^41 of them reach September 2095, where the 53 bits run out. */
-const EPOCH_MS = Date.UTC(2026, 0, 1);
+/** A 32-bit mix (murmur3's finaliser): the round function of the permutation. */
+function mix(x: number): number {
+  let h = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
 
 /**
  * Chooses versions without reading the item they go to, so a blind write
- * (a batched put) can carry one.
- *
- * A version is `2^52 + ms · 2^11 + r`: the milliseconds since 2026-01-01 by
- * this process's clock and 11 random bits, always a safe integer.
+ * (a batched put) can carry one. Versions are unique, like S3 version ids
+ * or ETags, not ordered: `2^52 + P(n)`, where `n` counts the versions this
+ * instance gave from a random start and `P` is a permutation of the 52-bit
+ * numbers (a four-round Feistel network) keyed with random bits drawn when
+ * the instance is made.
  *
  * Invariants:
- * - One instance never gives the same version twice, and each version it
- *   gives is larger than the one before, whatever its clock does: a clock
- *   that stands still or steps back gets the previous version plus one.
- * - {@link after} is larger than the version it is given, so a conditional
- *   write always raises the key's version.
+ * - One instance never gives the same version twice (P is a bijection and
+ *   `n` does not repeat within 2^52 calls), whatever the clock does: no
+ *   clock is read.
+ * - Two instances (two servers, or one restarted) draw independent keys and
+ *   starts, so any one version of one equals any one of the other's with a
+ *   chance of about 2^-52.
+ * - Every version is a safe integer of at least 2^52.
  */
 export class VersionClock {
-  #last = 0;
-  readonly #now: () => number;
-  readonly #random: () => number;
+  #n: number;
+  readonly #keys: Uint32Array;
 
-  /** `now` is milliseconds since the Unix epoch; `random` is uniform in [0, 1). */
-  constructor(now: () => number = Date.now, random: () => number = Math.random) {
-    this.#now = now;
-    this.#random = random;
+  /** `seed` fills the permutation's keys and start (tests pass fixed bytes); by default crypto.getRandomValues. */
+  constructor(seed: (into: Uint32Array) => void = (into) => crypto.getRandomValues(into)) {
+    const bits = new Uint32Array(6);
+    seed(bits);
+    this.#keys = bits.subarray(0, 4);
+    this.#n = ((bits[4] as number) & HALF_MASK) * HALF + ((bits[5] as number) & HALF_MASK);
   }
 
-  /** A version for a write that does not know the key's current one. */
+  /** A version no write of this instance had. */
   next(): number {
-    const ms = Math.max(0, Math.floor(this.#now()) - EPOCH_MS);
-    const candidate = VERSION_BASE + ms * RANDOM_VALUES + Math.floor(this.#random() * RANDOM_VALUES);
-    const version = candidate > this.#last ? candidate : this.#last + 1;
-    if (!Number.isSafeInteger(version)) throw exhausted();
-    this.#last = version;
-    return version;
+    const n = this.#n;
+    this.#n = (n + 1) % SPACE;
+    let left = Math.floor(n / HALF);
+    let right = n % HALF;
+    for (const key of this.#keys) {
+      const f = mix((right ^ key) >>> 0) & HALF_MASK;
+      [left, right] = [right, (left ^ f) & HALF_MASK];
+    }
+    return VERSION_BASE + left * HALF + right;
   }
-
-  /** A version for a write that replaces version `current`: {@link next}, or `current + 1` if that is larger. */
-  after(current: number): number {
-    const version = Math.max(this.next(), current + 1);
-    if (!Number.isSafeInteger(version)) throw exhausted();
-    this.#last = Math.max(this.#last, version);
-    return version;
-  }
-}
-
-function exhausted(): KvError {
-  return new KvError(ErrorCode.Storage, "no version is left below 2^53 for this write");
 }
 
 /** The process's clock: every store in one process takes its versions from it. */
