@@ -222,16 +222,11 @@ export function isValueStream(v: Uint8Array | ValueStream | undefined): v is Val
 }
 
 /**
- * A value and its version. Versions are chosen by the writer, not counted
- * (see {@link VersionClock}), so a blind write can carry one:
- * - a version never repeats within one process; across servers, two writes
- *   of one key repeat one only if both servers' clocks read the same
- *   millisecond and 11 random bits agree (1 in 2,048), and only blind
- *   writes can: a conditional write always raises the version it replaces;
- * - versions written through one server increase; across servers they
- *   increase as far as the servers' clocks agree;
- * - every version is a safe integer of at least 2^52, above every version
- *   written before versions were chosen this way (counters below 2^51).
+ * A value and its version. Versions are chosen by the writer, unique rather
+ * than counted or ordered (see store/version-clock.ts): one process never
+ * repeats one, two processes share one with a chance of about 2^-52, and
+ * every version is a safe integer of at least 2^52, above every version
+ * written before versions were chosen this way (counters below 2^51).
  * A value written before versions existed has version 0.
  */
 export interface Versioned {
