@@ -106,7 +106,7 @@ describe("OrderedStore", () => {
     expect(store.keysInFlight).toBe(0);
   });
 
-  test("collapsed sets answer versions of their own: the one written to the last, never-stored ones below it to the replaced", async () => {
+  test("collapsed sets answer versions of their own: the one written to the last, never-stored ones to the replaced", async () => {
     const { inner, sets } = threeSets();
     const [s1, s2, s3] = sets;
     inner.writes[0]?.finish(true);

@@ -65,7 +65,10 @@ interface KeyState {
  * - While a write of a key is running, a set that would queue directly
  *   behind another queued set replaces its value instead; both are
  *   acknowledged (or failed) with that one write, never before it is durable.
- *   Deletes and conditional sets never collapse: each answers for itself.
+ *   The replaced set answers a version of its own, never stored, so a
+ *   compare-and-set on it conflicts, as it would had it landed and been
+ *   overwritten at once. Deletes and conditional sets never collapse: each
+ *   answers for itself.
  * - A versioned read waits for the key's pending writes, then reads the
  *   store: the version is the store's, never guessed.
  * Keys with no write in flight pass straight through. Listing and clear are
