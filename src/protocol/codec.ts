@@ -385,15 +385,6 @@ export const ApiFrames = {
   clearInternal: statusFrame(MsgType.ClearResponse, TAG_CLEAR_RESP, ClearError.Internal),
 } as const;
 
-const INTERNAL: Record<ReplyKind, Uint8Array> = {
-  set: Frames.setInternal,
-  get: Frames.getInternal,
-  delete: ApiFrames.deleteInternal,
-  exists: ApiFrames.existsInternal,
-  list: ApiFrames.listInternal,
-  clear: ApiFrames.clearInternal,
-};
-
 /** Bytes of a framed `set_response{ok, version}`. */
 function setOkLength(version: number): number {
   // Envelope: type (2), set_resp tag and length (2), then error (2) and the version field.
@@ -434,11 +425,6 @@ function varintBytes(n: number): number[] {
   const out = new Uint8Array(varintSize(n));
   writeVarint(out, 0, n);
   return [...out];
-}
-
-/** The `internal` response frame for a request answered with `reply`. */
-export function internalFrame(reply: ReplyKind): Uint8Array {
-  return INTERNAL[reply];
 }
 
 /** Envelope type and field of each kind of response. */
