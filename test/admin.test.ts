@@ -105,7 +105,7 @@ describe("the admin port", () => {
     expect(ready).toBe(200);
 
     const metrics = (await get(port, "/metrics")).text;
-    expect(metrics).toMatch(/kvs_backend_calls_total\{service="dynamodb",operation="UpdateItem"\} [1-9]/);
+    expect(metrics).toMatch(/kvs_backend_calls_total\{service="dynamodb",operation="BatchWriteItem"\} [1-9]/);
     expect(metrics).toMatch(/kvs_backend_calls_total\{service="kms",operation="GenerateDataKey"\} [1-9]/);
     expect(metrics).toMatch(/kvs_data_key_cache_total\{result="hit"\} [1-9]/);
     expect(metrics).toMatch(/kvs_request_duration_seconds_count\{op="set"\} 1/);
@@ -124,9 +124,9 @@ describe("the admin port", () => {
     const port = server.adminPort as number;
     await using c = await KvClient.connect({ port: server.port });
 
-    // Two throttled UpdateItems, then success: the set lands after two retries.
+    // Two throttled BatchWriteItems, then success: the set lands after two retries.
     let throttles = 0;
-    proxies.ddb.rule = (op) => (op === "UpdateItem" && throttles++ < 2 ? "throttle" : undefined);
+    proxies.ddb.rule = (op) => (op === "BatchWriteItem" && throttles++ < 2 ? "throttle" : undefined);
     await c.set("k", "v");
     proxies.ddb.rule = undefined;
     await server.sweepOrphans();
@@ -142,7 +142,7 @@ describe("the admin port", () => {
     proxies.kms.rule = undefined;
 
     const m = (await get(port, "/metrics")).text;
-    const failures = 'kvs_backend_failures_total{service="dynamodb",operation="UpdateItem",kind="throttle"}';
+    const failures = 'kvs_backend_failures_total{service="dynamodb",operation="BatchWriteItem",kind="throttle"}';
     expect(sample(m, failures)).toBe(2);
     expect(sample(m, 'kvs_dynamodb_retries_total{what="write"}')).toBe(2);
     expect(sample(m, 'kvs_orphan_sweeps_total{result="ok"}')).toBe(1);

@@ -28,6 +28,7 @@ import { CollectingSink } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { DEFAULT_RETRY, type RetryPolicy, retryingCall } from "./retry.js";
 import { Semaphore } from "./semaphore.js";
+import { versions } from "./version-clock.js";
 
 export type { StoreFaults } from "./chunked-values.js";
 
@@ -84,13 +85,16 @@ const MAX_VERSION_RETRIES = 5;
 /**
  * Values in DynamoDB under envelope encryption (see item-format.ts).
  *
- * A value that fits in one item is one head item, written with one
- * UpdateItem carrying a version chosen here (see version-clock.ts and
- * head-write.ts). Larger values are chunked (see chunked-values.ts), and
- * listing and clearing scan the keys index (see key-listing.ts).
+ * A value that fits in one item is one head item. An unconditional set of
+ * one is a blind put through the batched writer, coalesced with puts from
+ * every connection into BatchWriteItem calls, carrying a version chosen
+ * here (see version-clock.ts); a conditional one is one UpdateItem that
+ * checks its condition (see head-write.ts). Larger values are chunked
+ * (see chunked-values.ts), and listing and clearing scan the keys index
+ * (see key-listing.ts).
  *
- * A small value that replaces a chunked one leaves that value's chunks to
- * the orphan sweep (the UpdateItem does not read back what it replaced).
+ * A blind put that replaces a chunked value cannot see the head it
+ * replaces, so that value's chunks are left to the orphan sweep.
  */
 export class DynamoStore implements KvStore {
   readonly #o: DynamoStoreOptions;
@@ -203,9 +207,8 @@ export class DynamoStore implements KvStore {
 
   /**
    * Writes a value in one item or in chunks; resolves the version written.
-   * One item is one UpdateItem (checking `condition` when given). Sets are
-   * not batched: with blind BatchWriteItem puts the cluster stress run
-   * found linearizability violations (see the README's *Versions*).
+   * One item without a condition is a blind batched put; with one, an
+   * UpdateItem that checks it.
    */
   async #put(key: Uint8Array, value: Uint8Array, condition: WriteCondition | undefined): Promise<number> {
     if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
@@ -213,6 +216,12 @@ export class DynamoStore implements KvStore {
       const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key));
       const item = singleItem(key, { keyRef: dataKey.ref, iv: sealed.iv, ciphertext: sealed.ciphertext });
       if (itemSize(item) + 32 <= MAX_ITEM_BYTES) {
+        if (condition === undefined) {
+          const version = versions.next();
+          item[Attr.v] = { N: String(version) };
+          await this.#writer.put(item);
+          return version;
+        }
         // The IV is fresh per seal: it tells this write apart from any other on a retried condition.
         const identity = { attr: Attr.iv, bytes: sealed.iv };
         return (await writeHead(this.#table, key, item, identity, condition, false)).version;

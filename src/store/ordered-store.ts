@@ -14,9 +14,6 @@ import {
 } from "./kv-store.js";
 import { versions } from "./version-clock.js";
 
-/** What {@link OrderedStore} answers a read from when no write of its key is pending. */
-const NO_PENDING = Symbol("no pending write");
-
 /**
  * A write of one key: a set carrying its value, a delete, or the commit of
  * a streamed set (whose value is not held: `run` finishes writing and commits it).
@@ -24,8 +21,11 @@ const NO_PENDING = Symbol("no pending write");
 type Write =
   | { kind: "set"; value: Uint8Array }
   | { kind: "setIf"; value: Uint8Array; condition: WriteCondition }
-  | { kind: "delete"; value?: undefined }
-  | { kind: "stream"; value?: undefined; run: () => Promise<number> };
+  | { kind: "delete" }
+  | { kind: "stream"; run: () => Promise<number> };
+
+/** A read of one key: it runs against the store when its turn comes. */
+type Read = { kind: "read"; run: () => Promise<unknown> };
 
 /** One requester of a queued set: given a version of its own if a later set replaces its value. */
 interface SetTicket {
@@ -33,7 +33,7 @@ interface SetTicket {
 }
 
 interface Queued {
-  readonly write: Write;
+  readonly op: Write | Read;
   /** A queued set's requesters whose value is the one it holds now or held before. */
   readonly tickets: SetTicket[];
   readonly promise: Promise<unknown>;
@@ -42,26 +42,30 @@ interface Queued {
 }
 
 interface KeyState {
-  /** The write running for the key, and its settling. */
-  running: Write;
-  settled: Promise<unknown>;
-  /** Writes waiting for it, in issue order. A set never directly follows a set here: they collapse. */
+  /** Operations of the key running in the store: one write, or any number of reads. */
+  running: number;
+  writing: boolean;
+  /** Operations waiting for them, in issue order. A set never directly follows a set here: they collapse. */
   readonly queue: Queued[];
 }
 
 /**
- * Orders writes per key in issue order over a store whose calls may
- * otherwise overtake each other (network round trips, batches).
+ * Orders each key's operations in issue order over a store whose calls may
+ * otherwise overtake each other (network round trips, batches), as a FIFO
+ * readers-writer queue per key.
  *
  * Invariants:
  * - Writes (sets and deletes) of one key reach the inner store one at a
  *   time, in issue order, so the last write issued decides what stays.
- * - A get or exists issued while writes of its key are pending answers from
- *   the last write issued before it, once that write has settled, without a
- *   read: the value of a set, or absence after a delete. So a read pipelined
- *   behind a write on one connection sees exactly that write, never an older
- *   state and never a write issued after it. If that write fails, the read
- *   goes to the store.
+ * - A read (get, exists, versioned get) runs against the store after every
+ *   write of its key issued before it has settled, and a write issued after
+ *   it starts only once it has finished; reads in a row run together. So a
+ *   read pipelined behind a write on one connection sees that write (or a
+ *   later one from another server), and never one issued after it here.
+ * - A read always reads the store, never the value of a write that just
+ *   settled: another server may have written the key after that write
+ *   landed and before its answer arrived, and answering the older value
+ *   then would not be linearizable.
  * - While a write of a key is running, a set that would queue directly
  *   behind another queued set replaces its value instead; both are
  *   acknowledged (or failed) with that one write, never before it is durable.
@@ -69,9 +73,7 @@ interface KeyState {
  *   compare-and-set on it conflicts, as it would had it landed and been
  *   overwritten at once. Deletes and conditional sets never collapse: each
  *   answers for itself.
- * - A versioned read waits for the key's pending writes, then reads the
- *   store: the version is the store's, never guessed.
- * Keys with no write in flight pass straight through. Listing and clear are
+ * Keys with nothing running pass straight through. Listing and clear are
  * not ordered here: the connection orders them (they wait for its earlier
  * requests, and its later requests wait for a clear).
  */
@@ -83,55 +85,30 @@ export class OrderedStore implements KvStore {
     this.#inner = inner;
   }
 
-  /** Keys that have a write in flight. */
+  /** Keys that have an operation running or waiting. */
   get keysInFlight(): number {
     return this.#keys.size;
   }
 
-  async get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
-    const pending = await this.#pendingValue(key);
-    return pending !== NO_PENDING ? pending : this.#inner.get(key, cancel);
+  get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
+    return this.#read(key, () => this.#inner.get(key, cancel)) as Promise<Uint8Array | undefined>;
   }
 
   /** As {@link get}, but a large value from the store comes as a stream when the store can stream it. */
-  async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
-    const pending = await this.#pendingValue(key);
-    if (pending !== NO_PENDING) return pending;
-    return readValue(this.#inner, key, cancel);
+  getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    return this.#read(key, () => readValue(this.#inner, key, cancel)) as Promise<Uint8Array | ValueStream | undefined>;
   }
 
-  /**
-   * What the last write of `key` issued so far leaves, once it has settled:
-   * the value of a set, undefined after a delete; NO_PENDING when no write is
-   * pending or that write failed (the store then holds whatever it holds).
-   */
-  async #pendingValue(key: Uint8Array): Promise<Uint8Array | undefined | typeof NO_PENDING> {
-    const latest = this.#latest(key);
-    if (latest === undefined) return NO_PENDING;
-    // Captured now: a later set may replace a queued value before it lands.
-    const { write, settled } = latest;
-    const { kind, value } = write;
-    try {
-      await settled;
-      // A streamed set's value is in the store, not here: read it from there.
-      return kind === "stream" ? NO_PENDING : value;
-    } catch {
-      return NO_PENDING;
-    }
+  getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
+    return this.#read(key, () => this.#inner.getVersioned(key, cancel)) as Promise<Versioned | undefined>;
   }
 
-  async getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
-    await this.#pendingValue(key);
-    return this.#inner.getVersioned(key, cancel);
+  exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
+    return this.#read(key, () => this.#inner.exists(key, cancel)) as Promise<boolean>;
   }
 
   setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
     return this.#write(key, { kind: "setIf", value, condition }, cancel) as Promise<number>;
-  }
-
-  async exists(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
-    const pending = await this.#pendingValue(key);
-    return pending !== NO_PENDING ? pending !== undefined : this.#inner.exists(key, cancel);
   }
 
   /**
@@ -149,7 +126,7 @@ export class OrderedStore implements KvStore {
   /**
    * The inner store's sink, whose commit is ordered here: the write is
    * issued when `end` is called. Writing the last chunks starts at once;
-   * only the commit waits for the key's earlier writes.
+   * only the commit waits for the key's earlier operations.
    */
   setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
     const inner = writeValue(this.#inner, key, size, cancel);
@@ -177,61 +154,86 @@ export class OrderedStore implements KvStore {
     return this.#inner.close();
   }
 
-  /** The last write issued for `key`, if one is pending, and its settling. */
-  #latest(key: Uint8Array): { write: Write; settled: Promise<unknown> } | undefined {
-    const state = this.#keys.get(byteString(key));
-    if (state === undefined) return undefined;
-    const last = state.queue.at(-1);
-    if (last !== undefined) return { write: last.write, settled: last.promise };
-    return { write: state.running, settled: state.settled };
+  #read(key: Uint8Array, run: () => Promise<unknown>): Promise<unknown> {
+    const id = byteString(key);
+    const state = this.#keys.get(id);
+    if (state === undefined) {
+      const fresh: KeyState = { running: 0, writing: false, queue: [] };
+      this.#keys.set(id, fresh);
+      return this.#start(id, fresh, key, { kind: "read", run });
+    }
+    // Reads join running reads only while no write waits: a queued write keeps its place.
+    if (!state.writing && state.queue.length === 0) return this.#start(id, state, key, { kind: "read", run });
+    return this.#enqueue(state, { kind: "read", run });
   }
 
   #write(key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
     const id = byteString(key);
     const state = this.#keys.get(id);
     if (state === undefined) {
-      const fresh: KeyState = { running: write, settled: Promise.resolve(), queue: [] };
+      const fresh: KeyState = { running: 0, writing: false, queue: [] };
       this.#keys.set(id, fresh);
-      fresh.settled = this.#run(id, fresh, key, write, cancel);
-      return fresh.settled;
+      return this.#start(id, fresh, key, write, cancel);
     }
     const last = state.queue.at(-1);
-    if (last !== undefined && last.write.kind === "set" && write.kind === "set") {
-      last.write.value = write.value;
+    if (last !== undefined && last.op.kind === "set" && write.kind === "set") {
+      last.op.value = write.value;
       // Every earlier requester was given its version at the collapse after it: only the newest lacks one.
       const newest = last.tickets.at(-1);
       if (newest !== undefined) newest.replaced = versions.next();
       return ticketed(last);
     }
-    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    const queued: Queued = { write, tickets: [], promise, resolve, reject };
-    state.queue.push(queued);
-    return write.kind === "set" ? ticketed(queued) : promise;
+    const queued = this.#enqueue(state, write);
+    return write.kind === "set" ? ticketed(state.queue.at(-1) as Queued) : queued;
   }
 
-  #run(id: string, state: KeyState, key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
-    const done: Promise<unknown> =
-      write.kind === "set"
-        ? this.#inner.set(key, write.value, cancel)
-        : write.kind === "setIf"
-          ? this.#inner.setIf(key, write.value, write.condition, cancel)
-          : write.kind === "delete"
-            ? this.#inner.delete(key, cancel)
-            : write.run();
-    const advance = () => this.#advance(id, state, key);
-    done.then(advance, advance);
+  #enqueue(state: KeyState, op: Write | Read): Promise<unknown> {
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    state.queue.push({ op, tickets: [], promise, resolve, reject });
+    return promise;
+  }
+
+  #start(id: string, state: KeyState, key: Uint8Array, op: Write | Read, cancel?: Cancel): Promise<unknown> {
+    state.running++;
+    state.writing = op.kind !== "read";
+    let done: Promise<unknown>;
+    try {
+      done =
+        op.kind === "read"
+          ? op.run()
+          : op.kind === "set"
+            ? this.#inner.set(key, op.value, cancel)
+            : op.kind === "setIf"
+              ? this.#inner.setIf(key, op.value, op.condition, cancel)
+              : op.kind === "delete"
+                ? this.#inner.delete(key, cancel)
+                : op.run();
+    } catch (err) {
+      done = Promise.reject(err);
+    }
+    const finished = () => this.#finished(id, state, key);
+    done.then(finished, finished);
     return done;
   }
 
-  #advance(id: string, state: KeyState, key: Uint8Array): void {
-    const next = state.queue.shift();
-    if (next === undefined) {
+  #finished(id: string, state: KeyState, key: Uint8Array): void {
+    if (--state.running > 0) return;
+    state.writing = false;
+    const head = state.queue[0];
+    if (head === undefined) {
       this.#keys.delete(id);
       return;
     }
-    state.running = next.write;
-    state.settled = this.#run(id, state, key, next.write);
-    state.settled.then(next.resolve, next.reject);
+    if (head.op.kind !== "read") {
+      state.queue.shift();
+      this.#start(id, state, key, head.op).then(head.resolve, head.reject);
+      return;
+    }
+    // Every read at the head of the queue runs now, together.
+    while (state.queue[0]?.op.kind === "read") {
+      const next = state.queue.shift() as Queued;
+      this.#start(id, state, key, next.op).then(next.resolve, next.reject);
+    }
   }
 }
 
