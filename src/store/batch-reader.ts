@@ -49,7 +49,7 @@ interface Entry {
  * Coalesces concurrent reads into consistent BatchGetItem calls.
  *
  * Invariants: concurrent reads of one item share a call (BatchGetItem refuses
- * duplicate keys); a batch goes out when full, at the end of the microtask
+ * duplicate keys); a batch goes out when full, at the end of the event-loop turn
  * when idle, or after `windowMs` while others are in flight; UnprocessedKeys
  * and throttling are retried with full-jitter backoff, and a read that cannot
  * complete within `retry.maxElapsedMs` rejects rather than reporting not found.
@@ -111,7 +111,7 @@ export class BatchReader {
         "read",
       ).finally(() => {
         this.#inFlight--;
-        if (this.#pending.size > 0) this.#scheduler.schedule(this.#pending.size, this.#o.maxKeys, this.#inFlight);
+        if (this.#pending.size > 0) this.#scheduler.afterBatch(this.#pending.size, this.#o.maxKeys, this.#inFlight);
       });
     }
   }

@@ -45,8 +45,8 @@ function pkId(request: WriteRequestJson): string {
  * - A write resolves only after DynamoDB accepted it (it was not among the
  *   UnprocessedItems of any attempt); it rejects once retrying has used up
  *   `retry.maxElapsedMs`. Nothing is acknowledged early or dropped.
- * - A batch goes out when it is full; otherwise at the end of the current
- *   microtask when no batch is in flight (an idle writer adds no latency),
+ * - A batch goes out when it is full; otherwise at the end of the
+ *   event-loop turn when no batch is in flight (an idle writer adds no latency),
  *   or after `windowMs` while others are in flight, so load fills batches.
  * - Two writes of one item never travel in the same or in concurrent batches:
  *   a write of an item already pending replaces it (its waiters are answered
@@ -147,7 +147,7 @@ export class BatchWriter {
           this.#inFlightIds.delete(e.id);
           if (this.#pending.has(e.id)) this.#blocked--;
         }
-        if (this.#pending.size > 0) this.#scheduler.schedule(this.#readyCount(), this.#o.maxItems, this.#inFlight);
+        if (this.#pending.size > 0) this.#scheduler.afterBatch(this.#readyCount(), this.#o.maxItems, this.#inFlight);
         else if (this.#inFlight === 0) for (const fn of this.#idle.splice(0)) fn();
       });
     }
