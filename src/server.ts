@@ -30,13 +30,11 @@ import type { SweepResult } from "./store/orphan-sweeper.js";
 import { DEFAULT_RETRY } from "./store/retry.js";
 
 /**
- * Requests read but unanswered per connection before reading pauses. Not
- * lower: a get that reads the store while no write of its key is pending
- * can be overtaken by a set pipelined after it on the connection (the set is
- * sent at once, the read waits for its batch), and a lower limit splits a
- * pipeline into more such gets (seen with 128 in the pipelined-gets test).
+ * Requests read but unanswered per connection before reading pauses. It
+ * bounds what one connection holds in the store's queues; ordering does not
+ * depend on it (OrderedStore orders each key's reads and writes).
  */
-const MAX_IN_FLIGHT = 1024;
+const MAX_IN_FLIGHT = 128;
 /** Unsent response bytes per connection before reading pauses. */
 const HIGH_WATER_BYTES = 1024 * 1024;
 
