@@ -13,7 +13,8 @@ Commands:
   set KEY --file PATH  store the bytes of PATH, streamed: never held whole (- reads stdin, held whole)
   set KEY VALUE --if-version N | --if-absent
                        conditional write: prints the new version on stderr; exit 3 on a conflict (nothing written)
-  get KEY [--out PATH] write the value to PATH, or stdout, as it arrives; exit 1 if not found
+  get KEY [--out PATH] print the value and a newline, as it arrives; exit 1 if not found
+                       (--out PATH writes the exact bytes to PATH, --out - to stdout)
   get KEY --version    also print the value's version on stderr (the value is read whole)
   --version            (alone) print this program's version
   rm KEY               delete KEY; exit 1 if it was not there
@@ -44,7 +45,7 @@ Flags:
   --values        keys: print values too
   --base64        keys: print keys and values as base64
   --yes           clear: confirm
-  --out PATH      get: write the value to PATH instead of stdout
+  --out PATH      get: write the exact bytes to PATH (- for stdout), with no newline after them
   --timeout-ms MS deadline of each request (env KV_TIMEOUT_MS); past it the command fails with KV_ERR_TIMEOUT
                   (a set may still be applied)`;
 
@@ -132,7 +133,7 @@ async function serverTarget(values: {
     const portText = values.port ?? env.KV_PORT ?? "7070";
     port = Number(portText);
     if (!/^\d+$/.test(portText) || port < 1 || port > 65535) {
-      throw new Error(`--port must be 1-65535, got ${JSON.stringify(portText)}`);
+      throw new Error(`${fromEnv(values.port, "KV_PORT")}--port must be 1-65535, got ${JSON.stringify(portText)}`);
     }
   }
   const ca = values["tls-ca"] ?? env.KV_CLIENT_TLS_CA;
@@ -234,7 +235,9 @@ async function main(argv: string[]): Promise<number> {
   if (timeoutText !== undefined) {
     const ms = Number(timeoutText);
     if (!Number.isInteger(ms) || ms < 1)
-      return usageError(`--timeout-ms must be a positive whole number, got ${JSON.stringify(timeoutText)}`);
+      return usageError(
+        `${fromEnv(values["timeout-ms"], "KV_TIMEOUT_MS")}--timeout-ms must be a positive whole number, got ${JSON.stringify(timeoutText)}`,
+      );
     target = { ...target, requestTimeoutMs: ms };
   }
   const ifVersionText = values["if-version"];
@@ -289,6 +292,8 @@ async function main(argv: string[]): Promise<number> {
     case "get": {
       const [key] = args;
       if (key === undefined || args.length > 1) return usageError("get needs exactly one KEY");
+      // `--out -` is stdout, byte-exact; without --out a newline follows the value.
+      const toFile = values.out !== undefined && values.out !== "-";
       await using client = await KvClient.connect(target);
       if (values.version) {
         const found = await client.getVersioned(key);
@@ -296,12 +301,13 @@ async function main(argv: string[]): Promise<number> {
           console.error("not found");
           return 1;
         }
-        if (values.out !== undefined) await Bun.write(values.out, found.value);
+        if (toFile) await Bun.write(values.out as string, found.value);
         else await writeOut(found.value);
+        if (values.out === undefined) await writeOut("\n");
         console.error(`version ${found.version}`);
         return 0;
       }
-      const out = values.out === undefined ? undefined : await open(values.out, "w");
+      const out = toFile ? await open(values.out as string, "w") : undefined;
       let found: boolean;
       try {
         found = await client.getTo(key, async (piece) => {
@@ -312,10 +318,12 @@ async function main(argv: string[]): Promise<number> {
         await out?.close();
       }
       if (!found) {
-        if (values.out !== undefined) await rm(values.out, { force: true });
+        if (toFile) await rm(values.out as string, { force: true });
         console.error("not found");
         return 1;
       }
+      // On a terminal the prompt belongs on a line of its own; `--out -` gives the exact bytes.
+      if (values.out === undefined) await writeOut("\n");
       return 0;
     }
     case "rm":
@@ -354,7 +362,9 @@ async function main(argv: string[]): Promise<number> {
       if (command !== "admin" && args.length > 0) return usageError(`${command} takes no arguments`);
       const adminText = values["admin-port"] ?? process.env.KV_ADMIN_PORT ?? "7071";
       if (!/^\d+$/.test(adminText) || Number(adminText) < 1 || Number(adminText) > 65535) {
-        return usageError(`--admin-port must be 1-65535, got ${JSON.stringify(adminText)}`);
+        return usageError(
+          `${fromEnv(values["admin-port"], "KV_ADMIN_PORT")}--admin-port must be 1-65535, got ${JSON.stringify(adminText)}`,
+        );
       }
       const path = command === "health" ? "/healthz" : command === "ready" ? "/readyz" : "/admin/rotate-key";
       // A rotation makes one KMS call and a few DynamoDB writes; the server's own deadline bounds them.
@@ -388,6 +398,12 @@ try {
 } catch (err) {
   console.error(`error: ${isKvError(err) ? `${err.code}: ${err.message}` : errorMessage(err)}`);
   process.exitCode = 1;
+}
+
+/** When a flag's value came from its environment variable instead, names the variable (`KV_PORT=abc: `). */
+function fromEnv(flag: string | undefined, variable: string): string {
+  const value = process.env[variable];
+  return flag === undefined && value !== undefined ? `${variable}=${value} (from the environment): ` : "";
 }
 
 /** What a set prints: the version it wrote, when the server said. */

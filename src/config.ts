@@ -67,6 +67,11 @@ export interface Config {
   /** Admin HTTP port (health, metrics); undefined: none. */
   adminPort: number | undefined;
   adminHost: string;
+  /**
+   * Neither `--admin-port` nor `KV_ADMIN_PORT` was given (`off` counts as
+   * given): local mode then offers the client's default, 127.0.0.1:7071.
+   */
+  adminPortDefaulted?: boolean;
   /** Seconds between `request latency` log lines (for CloudWatch metric filters); 0: none. */
   latencyLogIntervalSeconds: number;
   /** TLS for the TCP listener and the HTTP gateway; undefined: plaintext. */
@@ -275,8 +280,8 @@ const FLAGS = {
   "admin-port": {
     env: "KV_ADMIN_PORT",
     type: "string",
-    placeholder: "N",
-    help: "admin HTTP port for /healthz, /readyz and /metrics; 0 picks a free one (default: none)",
+    placeholder: "N|off",
+    help: "admin HTTP port for /healthz, /readyz and /metrics; 0 picks a free one; off: none (default: none; local mode: 127.0.0.1:7071 when free)",
   },
   "admin-host": {
     env: "KV_ADMIN_HOST",
@@ -373,6 +378,25 @@ function url(name: string, raw: string | undefined): string | undefined {
  * for the terminal on an unknown flag or a bad value.
  */
 export function parseConfig(argv: string[], env: Record<string, string | undefined>): Config | "help" | "version" {
+  const fromEnv = new Map<string, string>();
+  try {
+    return parseFlags(argv, env, fromEnv);
+  } catch (err) {
+    // A bad value that came from the environment is named by its variable, not by a flag nobody typed.
+    const flag = err instanceof KvError ? /^--([a-z0-9-]+)\b/.exec(err.message)?.[1] : undefined;
+    const assignment = flag === undefined ? undefined : fromEnv.get(flag);
+    if (assignment === undefined) throw err;
+    throw new KvError(ErrorCode.Config, `${assignment} (from the environment): ${(err as KvError).message}`, {
+      cause: err,
+    });
+  }
+}
+
+function parseFlags(
+  argv: string[],
+  env: Record<string, string | undefined>,
+  fromEnv: Map<string, string>,
+): Config | "help" | "version" {
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
   for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
     options[name] = spec.short ? { type: spec.type, short: spec.short } : { type: spec.type };
@@ -389,8 +413,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     const spec: FlagSpec = FLAGS[name];
     const v = values[name];
     if (typeof v === "string") return v;
-    const fromEnv = spec.env ? env[spec.env] : undefined;
-    if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+    const envValue = spec.env ? env[spec.env] : undefined;
+    if (envValue !== undefined && envValue !== "") {
+      fromEnv.set(name, `${spec.env}=${envValue}`);
+      return envValue;
+    }
     return spec.default;
   };
 
@@ -487,8 +514,11 @@ export function parseConfig(argv: string[], env: Record<string, string | undefin
     logFormat,
     httpPort: httpPortRaw === "off" ? undefined : int("http-port", httpPortRaw, 0, 65535),
     adminPort:
-      adminPortRaw === undefined || adminPortRaw === "" ? undefined : int("admin-port", adminPortRaw, 0, 65535),
+      adminPortRaw === undefined || adminPortRaw === "" || adminPortRaw === "off"
+        ? undefined
+        : int("admin-port", adminPortRaw, 0, 65535),
     adminHost: get("admin-host") || host,
+    adminPortDefaulted: adminPortRaw === undefined || adminPortRaw === "",
     latencyLogIntervalSeconds: int("latency-log-interval-s", get("latency-log-interval-s") as string, 0, 86_400),
     tls:
       tlsCert === undefined || tlsKey === undefined

@@ -1,6 +1,7 @@
 import pkg from "../package.json" with { type: "json" };
-import { type Config, helpText, parseConfig } from "./config.js";
+import { type Config, helpText, isAwsMode, parseConfig } from "./config.js";
 import { errorMessage, isKvError } from "./errors.js";
+import { portFree } from "./local/free-port.js";
 import { createLogger, type Logger } from "./log.js";
 import { ensurePortFree } from "./net/listener.js";
 import { loadTlsMaterial } from "./net/tls-material.js";
@@ -26,7 +27,28 @@ interface Running {
   exited: Promise<number>;
 }
 
+/** The admin port the client's `health`, `ready` and `admin` commands use unless told otherwise. */
+const LOCAL_ADMIN_PORT = 7071;
+
+/**
+ * In local mode with no admin port asked for, the client's default one on
+ * loopback, so the quick start's `bun run client health` works; when that
+ * port is taken (another local server), none, with a warning.
+ */
+async function withLocalAdmin(config: Config, log: Logger): Promise<Config> {
+  if (!config.adminPortDefaulted || config.adminPort !== undefined || isAwsMode(config) || config.reusePort) {
+    return config;
+  }
+  const clashes = config.port === LOCAL_ADMIN_PORT || config.httpPort === LOCAL_ADMIN_PORT;
+  if (clashes || !(await portFree(LOCAL_ADMIN_PORT))) {
+    log.warn(`admin port 127.0.0.1:${LOCAL_ADMIN_PORT} is taken; starting without one (give --admin-port N)`);
+    return config;
+  }
+  return { ...config, adminPort: LOCAL_ADMIN_PORT, adminHost: "127.0.0.1" };
+}
+
 async function start(config: Config, argv: readonly string[], log: Logger): Promise<Running> {
+  config = await withLocalAdmin(config, log);
   // Workers share the port on purpose (SO_REUSEPORT); everyone else learns at once that it is taken.
   if (!config.reusePort) {
     if (config.port !== 0) ensurePortFree(config.host, config.port);
@@ -49,7 +71,7 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
   const server = await startServer(config, log);
   const exited = Promise.withResolvers<number>();
   return {
-    line: `kvs listening on ${server.host}:${server.port}${server.tls === undefined ? "" : ` ${server.tls}`}${server.httpPort === undefined ? "" : ` http=${server.host}:${server.httpPort}`} ${server.description}`,
+    line: `kvs listening on ${server.host}:${server.port}${server.tls === undefined ? "" : ` ${server.tls}`}${server.httpPort === undefined ? "" : ` http=${server.host}:${server.httpPort}`}${server.adminPort === undefined ? "" : ` admin=${config.adminHost}:${server.adminPort}`} ${server.description}`,
     reload: () => {
       try {
         server.reloadTls();

@@ -13,13 +13,15 @@ import { patterned, same } from "./support/values.js";
 setDefaultTimeout(60_000);
 
 describe("bun run client", () => {
-  test("set and get round-trip a value, and get of a missing key exits 1", async () => {
+  test("set and get round-trip a value, get prints it with a newline (--out - without), and a missing key exits 1", async () => {
     await using server = await startTestServer();
     const port = String(server.port);
     expect((await runCli(["set", "k", "v v", "--port", port])).code).toBe(0);
     const got = await runCli(["get", "k", "--port", port]);
     expect(got.code).toBe(0);
-    expect(new TextDecoder().decode(got.stdout)).toBe("v v");
+    expect(new TextDecoder().decode(got.stdout)).toBe("v v\n");
+    const exact = await runCli(["get", "k", "--out", "-", "--port", port]);
+    expect(new TextDecoder().decode(exact.stdout)).toBe("v v");
     const missing = await runCli(["get", "nope", "--port", port]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("not found");
@@ -34,7 +36,7 @@ describe("bun run client", () => {
     expect(Number.isSafeInteger(version)).toBe(true);
     expect((await runCli(["set", "c", "two", "--if-absent", "--port", port])).code).toBe(3);
     const got = await runCli(["get", "c", "--version", "--port", port]);
-    expect(new TextDecoder().decode(got.stdout)).toBe("one");
+    expect(new TextDecoder().decode(got.stdout)).toBe("one\n");
     expect(got.stderr).toContain(`version ${version}`);
     const updated = await runCli(["set", "c", "two", "--if-version", String(version), "--port", port]);
     expect(Number(/ok version (\d+)/.exec(updated.stderr)?.[1])).not.toBe(version);
@@ -50,8 +52,12 @@ describe("bun run client", () => {
       expect({ bad, code: (await runCli([...bad, "--port", port])).code }).toEqual({ bad, code: 2 });
     }
     expect(new TextDecoder().decode((await runCli(["get", "c", "--port", port, "--timeout-ms", "5000"])).stdout)).toBe(
-      "two",
+      "two\n",
     );
+    // A bad value from the environment is named by its variable.
+    const fromEnv = await runCli(["get", "c"], undefined, { KV_PORT: "abc" });
+    expect(fromEnv.code).toBe(2);
+    expect(fromEnv.stderr).toContain('KV_PORT=abc (from the environment): --port must be 1-65535, got "abc"');
   });
 
   test("set --file - stores stdin byte for byte", async () => {
@@ -60,7 +66,7 @@ describe("bun run client", () => {
     expect((await runCli(["set", "blob", "--file", "-", "--port", String(server.port)], bytes)).code).toBe(0);
     await using c = await KvClient.connect({ port: server.port });
     expect(await c.get("blob")).toEqual(bytes);
-    const out = await runCli(["get", "blob", "--port", String(server.port)]);
+    const out = await runCli(["get", "blob", "--out", "-", "--port", String(server.port)]);
     expect(out.stdout).toEqual(bytes);
   });
 
@@ -78,7 +84,7 @@ describe("bun run client", () => {
       const output = join(dir, "out.bin");
       expect((await runCli(["get", "file-key", "--out", output, "--port", port])).code).toBe(0);
       expect(same(new Uint8Array(await Bun.file(output).arrayBuffer()), value)).toBe(true);
-      const piped = await runCli(["get", "file-key", "--port", port]);
+      const piped = await runCli(["get", "file-key", "--out", "-", "--port", port]);
       expect(same(piped.stdout, value)).toBe(true);
       const missing = await runCli(["get", "nope", "--out", join(dir, "none.bin"), "--port", port]);
       expect(missing.code).toBe(1);

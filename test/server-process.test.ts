@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
+import { portFree } from "../src/local/free-port.js";
 import { encodeGetRequest } from "../src/protocol/codec.js";
 import { accepts, root, runCli, runServer, spawnServer, untilLine } from "./support/process.js";
 
@@ -19,6 +20,12 @@ function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), "kvs-proc-"));
   dirs.push(d);
   return d;
+}
+
+/** Holds `port` on 127.0.0.1, as another program would, until disposed. */
+function listenOn(port: number) {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
+  return Promise.resolve({ [Symbol.asyncDispose]: async () => listener.stop(true) });
 }
 
 /** Waits, within a bound, until nothing listens at `endpoint` (a child's exit has no event we can observe). */
@@ -50,7 +57,13 @@ describe("bun run server flags", () => {
     ["a port that is not a number", ["--port", "abc"], {}, "--port must be a whole number"],
     ["a port out of range", ["--port", "70000"], {}, "--port must be between 0 and 65535"],
     ["an unknown store", ["--store", "redis"], {}, "--store must be dynamodb or memory"],
-    ["a bad value from the environment", [], { KV_MAX_FRAME_BYTES: "-5" }, "--max-frame-bytes must be a whole number"],
+    [
+      "a bad value from the environment, named by its variable",
+      [],
+      { KV_MAX_FRAME_BYTES: "-5" },
+      'KV_MAX_FRAME_BYTES=-5 (from the environment): --max-frame-bytes must be a whole number, got "-5"',
+    ],
+    ["a bad port from the environment", [], { KV_PORT: "abc" }, "KV_PORT=abc (from the environment): --port"],
     ["an endpoint that is not a URL", ["--kms-endpoint", "localhost"], {}, "--kms-endpoint must be a URL"],
     ["--table without --kms-key-id", ["--table", "t"], {}, "--table was given without --kms-key-id"],
     ["--kms-key-id without --table", [], { KV_KMS_KEY_ID: "alias/k" }, "--kms-key-id was given without --table"],
@@ -244,7 +257,7 @@ describe("local mode", () => {
       expect((await runCli(["set", "greeting", "hello", "--port", port])).code).toBe(0);
       const got = await runCli(["get", "greeting", "--port", port]);
       expect(got.code).toBe(0);
-      expect(new TextDecoder().decode(got.stdout)).toBe("hello");
+      expect(new TextDecoder().decode(got.stdout)).toBe("hello\n");
       const verify = await runCli(["verify", "--port", port]);
       expect(new TextDecoder().decode(verify.stdout)).toContain("9 passed, 0 failed");
       expect(verify.code).toBe(0);
@@ -259,10 +272,28 @@ describe("local mode", () => {
       // The whole answer, so a failure shows the exit code and the client's reason.
       expect({ code: got.code, stdout: new TextDecoder().decode(got.stdout), stderr: got.stderr }).toEqual({
         code: 0,
-        stdout: "hello",
+        stdout: "hello\n",
         stderr: "",
       });
     }
+  });
+
+  test("the admin port defaults to the client's 127.0.0.1:7071, so `client health` works; when it is taken, the server starts without one and says so", async () => {
+    const dataDir = tempDir();
+    // Another process may hold 7071 on a developer's machine; then only the second half can be checked.
+    if (await portFree(7071)) {
+      await using server = await spawnServer(["--port", "0", "--data-dir", dataDir]);
+      expect(server.line).toContain("admin=127.0.0.1:7071");
+      const health = await runCli(["health"]);
+      expect({ code: health.code, stderr: health.stderr.trim() }).toEqual({ code: 0, stderr: "ok" });
+    }
+    await using holder = await listenOn(7071);
+    await using second = await spawnServer(["--port", "0", "--data-dir", dataDir]);
+    expect(second.line).not.toContain("admin=");
+    expect(await untilLine(second.proc.stderr, /admin port/)).toContain(
+      "admin port 127.0.0.1:7071 is taken; starting without one",
+    );
+    expect(holder).toBeDefined();
   });
 
   test("a DynamoDB Local that dies is restarted on its data, and requests recover by themselves", async () => {

@@ -59,9 +59,11 @@ export async function spawnServer(args: string[], env: Record<string, string> = 
 export async function runCli(
   args: string[],
   stdin?: Uint8Array,
+  env?: Record<string, string>,
 ): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
   const proc = Bun.spawn([process.execPath, "client/cli.ts", ...args], {
     cwd: root,
+    env: { ...process.env, ...env },
     stdin: stdin ? new Blob([stdin]) : "ignore",
     stdout: "pipe",
     stderr: "pipe",
