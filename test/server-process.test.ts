@@ -334,7 +334,7 @@ describe("--workers", () => {
     // Whichever worker each connection lands on, they share one table.
     for (let i = 0; i < 6; i++) {
       const got = await runCli(["get", "shared", "--port", port]);
-      expect(new TextDecoder().decode(got.stdout)).toBe("by workers");
+      expect(new TextDecoder().decode(got.stdout)).toBe("by workers\n");
     }
     const dynamodb = /dynamodb=(http:\/\/[^ ]+)/.exec(group.line)?.[1] as string;
     group.proc.kill("SIGTERM");

@@ -295,7 +295,7 @@ describe("TLS settings", () => {
     const tlsArgs = ["--tls-ca", certs.ca, "--tls-cert", certs.client, "--tls-key", certs.clientKey];
     expect((await runCli(["--url", url, ...tlsArgs, "set", "cli", "over tls"])).code).toBe(0);
     const got = await runCli(["--url", url, ...tlsArgs, "get", "cli"]);
-    expect(new TextDecoder().decode(got.stdout)).toBe("over tls");
+    expect(new TextDecoder().decode(got.stdout)).toBe("over tls\n");
     const untrusted = await runCli(["--url", url, "get", "cli"]);
     expect(untrusted.code).toBe(1);
     expect(untrusted.stderr).toContain(ErrorCode.Tls);
