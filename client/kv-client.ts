@@ -240,45 +240,47 @@ export class KvClient implements AsyncDisposable {
     const handshake = Promise.withResolvers<void>();
     // Settled on every close, awaited only with TLS.
     handshake.promise.catch(() => {});
-    const socket = await Bun.connect<undefined>({
-      hostname: host,
-      port: options.port,
-      ...(tls === undefined ? {} : { tls }),
-      socket: {
-        handshake(_s, success, authorizationError) {
-          if (success && authorizationError === null) return handshake.resolve();
-          let why = (authorizationError as (Error & { code?: string }) | null)?.code ?? "handshake failed";
-          // A plaintext server reads the ClientHello as a bad frame and hangs up.
-          if (why === "ECONNRESET") why += " (is the server serving TLS on this port?)";
-          handshake.reject(
-            new KvError(ErrorCode.Tls, `TLS handshake with ${host}:${options.port} failed: ${why}`, {
-              cause: authorizationError,
-            }),
-          );
+    const socket = await connectOrExplain(host, options.port, () =>
+      Bun.connect<undefined>({
+        hostname: host,
+        port: options.port,
+        ...(tls === undefined ? {} : { tls }),
+        socket: {
+          handshake(_s, success, authorizationError) {
+            if (success && authorizationError === null) return handshake.resolve();
+            let why = (authorizationError as (Error & { code?: string }) | null)?.code ?? "handshake failed";
+            // A plaintext server reads the ClientHello as a bad frame and hangs up.
+            if (why === "ECONNRESET") why += " (is the server serving TLS on this port?)";
+            handshake.reject(
+              new KvError(ErrorCode.Tls, `TLS handshake with ${host}:${options.port} failed: ${why}`, {
+                cause: authorizationError,
+              }),
+            );
+          },
+          data(_s, chunk) {
+            client?.onData(chunk);
+          },
+          drain() {
+            client?.onDrain();
+          },
+          close() {
+            handshake.reject(
+              new KvError(
+                ErrorCode.Tls,
+                `${host}:${options.port} closed the connection during the TLS handshake (is it serving TLS on this port?)`,
+              ),
+            );
+            client?.onClose();
+          },
+          error(_s, err) {
+            // A TLS alert (a server refusing our certificate) arrives as an error naming it.
+            const code = /ALERT|SSL routines/.test(err.message) ? ErrorCode.Tls : ErrorCode.ConnectionClosed;
+            const why = code === ErrorCode.Tls ? "the server refused the TLS session" : "socket error";
+            client?.fail(new KvError(code, `${why}: ${err.message}`, { cause: err }));
+          },
         },
-        data(_s, chunk) {
-          client?.onData(chunk);
-        },
-        drain() {
-          client?.onDrain();
-        },
-        close() {
-          handshake.reject(
-            new KvError(
-              ErrorCode.Tls,
-              `${host}:${options.port} closed the connection during the TLS handshake (is it serving TLS on this port?)`,
-            ),
-          );
-          client?.onClose();
-        },
-        error(_s, err) {
-          // A TLS alert (a server refusing our certificate) arrives as an error naming it.
-          const code = /ALERT|SSL routines/.test(err.message) ? ErrorCode.Tls : ErrorCode.ConnectionClosed;
-          const why = code === ErrorCode.Tls ? "the server refused the TLS session" : "socket error";
-          client?.fail(new KvError(code, `${why}: ${err.message}`, { cause: err }));
-        },
-      },
-    });
+      }),
+    );
     socket.setNoDelay(true);
     // Probes after a minute of silence: an idle connection stays open through the AWS NLB's 350 s idle
     // timeout, and a server host that vanished is noticed (the next request fails instead of hanging).
@@ -753,4 +755,27 @@ function serverFailed(op: string, res: Response): KvError {
   const detail =
     why === undefined ? "" : `: ${why.code ?? "KV_ERR_SERVER_INTERNAL"}: ${why.reason ?? "no reason given"}`;
   return new KvError(ErrorCode.ServerInternal, `server answered ${op} with internal${detail}`);
+}
+
+/** Why a connection could not be made, in a user's words, by the system's error code. */
+const CONNECT_HINTS: Record<string, string> = {
+  ECONNREFUSED: "nothing listens there: is the server running, and on this port?",
+  ENOTFOUND: "the host name does not resolve",
+  EHOSTUNREACH: "the host is unreachable",
+  ENETUNREACH: "the network is unreachable",
+  ETIMEDOUT: "the host did not answer",
+};
+
+/** `Bun.connect`, whose failure becomes `KV_ERR_CONNECT` naming the address and the system's code. */
+async function connectOrExplain<T>(host: string, port: number, connect: () => Promise<Socket<T>>): Promise<Socket<T>> {
+  try {
+    return await connect();
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    const sys = typeof code === "string" ? code : errorMessage(err);
+    const hint = CONNECT_HINTS[sys];
+    throw new KvError(ErrorCode.ConnectFailed, `cannot connect to ${host}:${port}: ${sys}${hint ? ` (${hint})` : ""}`, {
+      cause: err,
+    });
+  }
 }

@@ -44,6 +44,11 @@ export const ErrorCode = {
    * it was not applied, and may be sent again (client side).
    */
   Drained: "KV_ERR_DRAINED",
+  /**
+   * The server could not be reached: the connection was refused, the host
+   * is unknown or unreachable (client side). Nothing was sent.
+   */
+  ConnectFailed: "KV_ERR_CONNECT",
   /** The connection closed before a response arrived (client side). */
   ConnectionClosed: "KV_ERR_CONNECTION_CLOSED",
   /** The TLS handshake failed: the server's certificate is untrusted or expired, or it refused ours (client side). */

@@ -104,7 +104,7 @@ describe("bun run client", () => {
     expect(out.code).toBe(0);
   });
 
-  test("usage errors exit 2 and a refused connection exits 1", async () => {
+  test("usage errors exit 2 and a refused connection exits 1, naming the address and ECONNREFUSED", async () => {
     expect((await runCli([])).code).toBe(2);
     expect((await runCli(["frobnicate"])).code).toBe(2);
     expect((await runCli(["set", "only-key"])).code).toBe(2);
@@ -114,7 +114,7 @@ describe("bun run client", () => {
     await server.stop();
     const refused = await runCli(["get", "k", "--port", String(port)]);
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain("error");
+    expect(refused.stderr).toContain(`KV_ERR_CONNECT: cannot connect to 127.0.0.1:${port}: ECONNREFUSED`);
   });
 });
 

@@ -30,6 +30,20 @@ function holdingGetsOf(held: string) {
 }
 
 describe("per-request deadlines and AbortSignal", () => {
+  test("connecting to a port nothing listens on rejects with KV_ERR_CONNECT, naming the address and ECONNREFUSED", async () => {
+    const server = await startTestServer();
+    const port = server.port;
+    await server.stop();
+    const err = await KvClient.connect({ port }).then(
+      () => undefined,
+      (e: unknown) => e as Error & { code?: string },
+    );
+    expect(err?.code).toBe("KV_ERR_CONNECT");
+    expect(err?.message).toBe(
+      `cannot connect to 127.0.0.1:${port}: ECONNREFUSED (nothing listens there: is the server running, and on this port?)`,
+    );
+  });
+
   test("a request past its deadline rejects with KV_ERR_TIMEOUT, and later answers still reach their own requests", async () => {
     const hold = holdingGetsOf("slow");
     await using server = await startTestServer({}, { wrapStore: (s) => hold.wrap(s as MemoryStore) });
