@@ -396,7 +396,9 @@ async function main(argv: string[]): Promise<number> {
 try {
   process.exitCode = await main(Bun.argv.slice(2));
 } catch (err) {
-  console.error(`error: ${isKvError(err) ? `${err.code}: ${err.message}` : errorMessage(err)}`);
+  // A server's failure already names its code in the message: once is enough.
+  const text = isKvError(err) && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : errorMessage(err);
+  console.error(`error: ${text}`);
   process.exitCode = 1;
 }
 

@@ -191,9 +191,11 @@ function toBytes(b: Bytes): Uint8Array {
  * A client for the service. Calls may be issued without awaiting earlier ones:
  * they are pipelined on one connection and settle in request order.
  *
- * `set` resolves when the server acknowledged a durable write and rejects with
- * `KV_ERR_SERVER_INTERNAL` when it answered `internal`. `get` resolves the
- * value, or `undefined` for not_found.
+ * `set` resolves when the server acknowledged a durable write and rejects
+ * when it answered `internal`, with the code the server gave
+ * (`KV_ERR_VALUE_TOO_LARGE`, `KV_ERR_TIMEOUT`, `KV_ERR_STORAGE`, ...) or
+ * `KV_ERR_SERVER_INTERNAL` when it gave none. `get` resolves the value, or
+ * `undefined` for not_found.
  */
 export class KvClient implements AsyncDisposable {
   readonly #socket: Socket<undefined>;
@@ -745,16 +747,32 @@ export class KvClient implements AsyncDisposable {
   }
 }
 
+/** Codes a server may put in a failure answer; any other (or none, from older servers) reads as KV_ERR_SERVER_INTERNAL. */
+const SERVER_CODES: ReadonlySet<string> = new Set<string>([
+  ErrorCode.KeyTooLarge,
+  ErrorCode.ValueTooLarge,
+  ErrorCode.BadRequest,
+  ErrorCode.BadCursor,
+  ErrorCode.Storage,
+  ErrorCode.Kms,
+  ErrorCode.Integrity,
+  ErrorCode.Timeout,
+  ErrorCode.Unavailable,
+]);
+
 /**
- * The error of a request the server answered `internal`: KV_ERR_SERVER_INTERNAL,
- * with the server's own code and reason when it gave them (servers since
- * `code` and `reason` were added to the responses do).
+ * The error of a request the server answered `internal`: the server's own
+ * code (`KV_ERR_VALUE_TOO_LARGE`, `KV_ERR_TIMEOUT`, ...) and reason when it
+ * gave them, as servers since `code` and `reason` were added do; otherwise
+ * `KV_ERR_SERVER_INTERNAL`.
  */
 function serverFailed(op: string, res: Response): KvError {
   const why = res.failure;
   const detail =
     why === undefined ? "" : `: ${why.code ?? "KV_ERR_SERVER_INTERNAL"}: ${why.reason ?? "no reason given"}`;
-  return new KvError(ErrorCode.ServerInternal, `server answered ${op} with internal${detail}`);
+  const code =
+    why?.code !== undefined && SERVER_CODES.has(why.code) ? (why.code as ErrorCode) : ErrorCode.ServerInternal;
+  return new KvError(code, `server answered ${op} with internal${detail}`);
 }
 
 /** Why a connection could not be made, in a user's words, by the system's error code. */

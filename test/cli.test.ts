@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
 import { Counter } from "../src/metrics.js";
+import { codeOf } from "./support/code-of.js";
 import { startTestServer } from "./support/harness.js";
 import { root, runCli } from "./support/process.js";
 import { patterned, same } from "./support/values.js";
@@ -128,12 +129,17 @@ describe("failures say why", () => {
       "server answered set with internal: KV_ERR_KEY_TOO_LARGE: key of 1025 bytes exceeds the maximum of 1024",
     );
     await expect(c.get(key)).rejects.toThrow("KV_ERR_KEY_TOO_LARGE: key of 1025 bytes exceeds the maximum of 1024");
+    // The error's code is the server's, not a generic one.
+    expect(await codeOf(c.set("k", "x".repeat(1001)))).toBe("KV_ERR_VALUE_TOO_LARGE");
+    expect(await codeOf(c.get(key))).toBe("KV_ERR_KEY_TOO_LARGE");
     await expect(c.set("k", "x".repeat(1001))).rejects.toThrow(
       "KV_ERR_VALUE_TOO_LARGE: value of 1001 bytes exceeds the maximum of 1000",
     );
     const cli = await runCli(["set", "k", "x".repeat(1001), "--port", port]);
     expect(cli.code).toBe(1);
-    expect(cli.stderr).toContain("KV_ERR_VALUE_TOO_LARGE: value of 1001 bytes exceeds the maximum of 1000");
+    expect(cli.stderr.trim()).toBe(
+      "error: server answered set with internal: KV_ERR_VALUE_TOO_LARGE: value of 1001 bytes exceeds the maximum of 1000",
+    );
     const longKey = await runCli(["get", key, "--port", port]);
     expect(longKey.code).toBe(1);
     expect(longKey.stderr).toContain("KV_ERR_KEY_TOO_LARGE: key of 1025 bytes exceeds the maximum of 1024");

@@ -2,6 +2,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { DeleteTableCommand, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { KvClient } from "../client/kv-client.js";
+import { ErrorCode } from "../src/errors.js";
 import { Counter } from "../src/metrics.js";
 import { headPk } from "../src/store/item-format.js";
 import type { KvStore } from "../src/store/kv-store.js";
@@ -215,7 +216,7 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     const ct = Uint8Array.from(item?.ct?.B ?? []);
     ct[0] = (ct[0] as number) ^ 0x01;
     await backends.client.send(new PutItemCommand({ TableName: table, Item: { ...item, ct: { B: ct } } }));
-    await expectInternal(c.get("victim"));
+    await expectInternal(c.get("victim"), ErrorCode.Integrity);
     // The connection stays usable.
     await c.set("other", "fine");
     expect(await c.getString("other")).toBe("fine");
@@ -235,7 +236,7 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     await backends.client.send(
       new PutItemCommand({ TableName: table, Item: { ...alice, pk: { B: headPk(enc.encode("bob")) } } }),
     );
-    await expectInternal(c.get("bob"));
+    await expectInternal(c.get("bob"), ErrorCode.Integrity);
   });
 
   test("an item of an unknown format or with a corrupted data key answers internal", async () => {
@@ -246,11 +247,11 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     const key = { pk: { B: headPk(enc.encode("x")) } };
     const item = (await backends.client.send(new GetItemCommand({ TableName: table, Key: key }))).Item;
     await backends.client.send(new PutItemCommand({ TableName: table, Item: { ...item, fmt: { N: "99" } } }));
-    await expectInternal(c.get("x"));
+    await expectInternal(c.get("x"), ErrorCode.Integrity);
     const dk = Uint8Array.from(item?.dk?.B ?? []);
     dk[dk.length - 1] = (dk[dk.length - 1] as number) ^ 0x01;
     await backends.client.send(new PutItemCommand({ TableName: table, Item: { ...item, dk: { B: dk } } }));
-    await expectInternal(c.get("x"));
+    await expectInternal(c.get("x"), ErrorCode.Integrity);
   });
 
   test("when DynamoDB fails, sets and gets answer internal, never a false ok", async () => {
@@ -259,8 +260,8 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     await using c = await KvClient.connect({ port: server.port });
     await c.set("k", "v");
     await backends.client.send(new DeleteTableCommand({ TableName: table }));
-    await expectInternal(c.set("k", "v2"));
-    await expectInternal(c.get("k"));
+    await expectInternal(c.set("k", "v2"), ErrorCode.Storage);
+    await expectInternal(c.get("k"), ErrorCode.Storage);
   });
 
   test("a restored copy of a table is readable with --encryption-table naming the original, and only then", async () => {
@@ -279,7 +280,7 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     for (const item of items) await backends.client.send(new PutItemCommand({ TableName: restored, Item: item }));
 
     await using c1 = await KvClient.connect({ port: copy.port });
-    await expectInternal(c1.get("small"));
+    await expectInternal(c1.get("small"), ErrorCode.Integrity);
 
     await using served = await startTestServer({ ...dynamoConfig(restored), encryptionTable: original });
     await using c2 = await KvClient.connect({ port: served.port });

@@ -216,7 +216,7 @@ describe("the key-value API on DynamoDB: costs and layout", () => {
       await using c = await KvClient.connect({ port: server.port });
       await c.set("small", "s");
       await c.set("large", large);
-      await expect(c.listPage({})).rejects.toMatchObject({ code: "KV_ERR_SERVER_INTERNAL" });
+      await expect(c.listPage({})).rejects.toMatchObject({ code: "KV_ERR_STORAGE" });
     }
     await using server = await startTestServer(config);
     await using c = await KvClient.connect({ port: server.port });

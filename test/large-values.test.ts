@@ -2,6 +2,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { type AttributeValue, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { KvClient } from "../client/kv-client.js";
+import { ErrorCode } from "../src/errors.js";
 import { Attr, CHUNK_BYTES, chunkPk, headPk, ItemKind } from "../src/store/item-format.js";
 import { onBackends, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
@@ -100,7 +101,7 @@ describe("values of any size up to the maximum", () => {
 
     await c.set("other", "kept");
     const over = new Uint8Array(64 * MiB + 1);
-    await expectInternal(c.set("other", over));
+    await expectInternal(c.set("other", over), ErrorCode.ValueTooLarge);
     // No partial write, and the connection is still usable.
     expect(await c.getString("other")).toBe("kept");
     expect((await chunkItems(table)).length).toBe(chunksBefore);
@@ -203,7 +204,7 @@ describe("atomic replace", () => {
     const old = patterned(2 * MiB, 1);
     await c.set("k", old);
     fail = true;
-    await expectInternal(c.set("k", patterned(3 * MiB, 2)));
+    await expectInternal(c.set("k", patterned(3 * MiB, 2)), ErrorCode.Storage);
     expect(same(await c.get("k"), old)).toBe(true);
 
     const oldChunks = Math.ceil((2 * MiB) / CHUNK_BYTES);
@@ -238,7 +239,7 @@ describe("damaged chunks", () => {
     const ct = Uint8Array.from(item.ct?.B ?? []);
     ct[100] = (ct[100] as number) ^ 0x40;
     await put({ ...item, ct: { B: ct } });
-    await expectInternal(c.get("v"));
+    await expectInternal(c.get("v"), ErrorCode.Integrity);
     await c.set("fine", "still works");
     expect(await c.getString("fine")).toBe("still works");
     await c.close();
@@ -250,7 +251,7 @@ describe("damaged chunks", () => {
     const [zero, one] = [await chunk(0), await chunk(1)];
     await put({ ...zero, [Attr.iv]: one[Attr.iv] as AttributeValue, [Attr.ct]: one[Attr.ct] as AttributeValue });
     await put({ ...one, [Attr.iv]: zero[Attr.iv] as AttributeValue, [Attr.ct]: zero[Attr.ct] as AttributeValue });
-    await expectInternal(c.get("v"));
+    await expectInternal(c.get("v"), ErrorCode.Integrity);
     await c.close();
     await server.stop();
   });
@@ -259,7 +260,7 @@ describe("damaged chunks", () => {
     const { table, server, c, ver } = await setUp();
     const { DeleteItemCommand } = await import("@aws-sdk/client-dynamodb");
     await backends.client.send(new DeleteItemCommand({ TableName: table, Key: { pk: { B: chunkPk(ver, 3) } } }));
-    await expectInternal(c.get("v"));
+    await expectInternal(c.get("v"), ErrorCode.Integrity);
     await c.close();
     await server.stop();
   });

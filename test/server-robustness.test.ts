@@ -108,7 +108,7 @@ describe("failures that are not the client's", () => {
         }),
     });
     await using c = await KvClient.connect({ port: server.port });
-    await expectInternal(c.get("k"));
+    await expectInternal(c.get("k"), ErrorCode.Storage);
     fail = false;
     await c.set("k", "v");
     expect(await c.getString("k")).toBe("v");
