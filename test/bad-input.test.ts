@@ -37,6 +37,8 @@ describe("requests that decode but are not usable get internal and keep the conn
     ["an envelope without type", msg([4, msg([1, k])]), "get"],
     ["an empty frame", new Uint8Array(0), "get"],
     ["a key over 1024 bytes", msg([1, 3], [4, msg([1, new Uint8Array(1025)])]), "get"],
+    ["an empty key in a get", msg([1, 3], [4, msg([1, new Uint8Array(0)])]), "get"],
+    ["an empty key in a set", msg([1, 1], [2, msg([1, msg([1, new Uint8Array(0)], [2, k])])]), "set"],
   ];
   for (const [name, body, reply] of cases) {
     test(`${name} is answered with a ${reply} response carrying internal`, async () => {
@@ -53,6 +55,18 @@ describe("requests that decode but are not usable get internal and keep the conn
       await expectUsable(conn);
     });
   }
+});
+
+test("an empty key is refused over TCP with the reason the HTTP gateway gives, and nothing is stored", async () => {
+  await using server = await startTestServer();
+  await using conn = await RawConnection.open(server.port);
+  conn.send(frame(msg([1, 1], [2, msg([1, msg([1, new Uint8Array(0)], [2, k])])])));
+  const res = decodeResponse((await conn.next()) as Uint8Array);
+  expect(res.failure).toEqual({ code: "KV_ERR_BAD_REQUEST", reason: "the key is empty: a key has 1 to 1024 bytes" });
+  conn.send(frame(msg([1, 3], [4, msg([1, new Uint8Array(0)])])));
+  expect(decodeResponse((await conn.next()) as Uint8Array)).toMatchObject({ kind: "get", error: GetError.Internal });
+  await using c = await KvClient.connect({ port: server.port });
+  expect((await c.listPage({})).entries).toHaveLength(0);
 });
 
 describe("bytes that break the stream close that connection only", () => {

@@ -149,6 +149,26 @@ describe("the HTTP gateway refuses bad input with a JSON error, never a false 20
     expect((await call(port, "/getKeys")).status).toBe(200);
   });
 
+  test("the empty key is refused, as over TCP, with the reason; a repeated parameter is refused, not picked", async () => {
+    await using server = await startTestServer({ httpPort: 0 });
+    const port = server.httpPort as number;
+    for (const path of ["/get?k=", "/set?k=&v=1", "/rm?k=", "/is?k="]) {
+      const res = await call(port, path);
+      expect({ path, status: res.status, body: JSON.parse(res.body) }).toMatchObject({
+        path,
+        status: 400,
+        body: { error: "bad_request", message: "the key is empty: a key has 1 to 1024 bytes" },
+      });
+    }
+    for (const path of ["/get?k=a&k=b", "/set?k=a&v=1&v=2", "/getKeys?limit=1&limit=2"]) {
+      const res = await call(port, path);
+      expect({ path, status: res.status }).toEqual({ path, status: 400 });
+      expect(JSON.parse(res.body).message).toMatch(/ is given more than once$/);
+    }
+    // Nothing was written by the refused sets.
+    expect((await call(port, "/get?k=a")).status).toBe(404);
+  });
+
   test("a body over --max-value-bytes is refused 413, declared or streamed, and nothing is stored", async () => {
     await using server = await startTestServer({ httpPort: 0, maxValueBytes: 1000 });
     const port = server.httpPort as number;

@@ -11,6 +11,7 @@ import {
   MAX_LIST_LIMIT,
   oversizedKey,
   readValue,
+  refusedKey,
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
@@ -300,9 +301,9 @@ class Routes {
   }
 
   #key(raw: Uint8Array | undefined): Uint8Array {
-    if (raw === undefined || raw.length === 0) throw new KvError(ErrorCode.BadRequest, "missing k (the key)");
-    const tooLong = oversizedKey(raw, this.options.maxKeyBytes);
-    if (tooLong) throw tooLong;
+    if (raw === undefined) throw new KvError(ErrorCode.BadRequest, "missing k (the key)");
+    const refused = refusedKey(raw, this.options.maxKeyBytes);
+    if (refused) throw refused;
     return raw;
   }
 

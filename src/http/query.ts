@@ -44,7 +44,8 @@ export function percentDecode(text: string, plusIsSpace: boolean): Uint8Array {
 
 /**
  * Parameters of a query string (without the `?`): names as text, values as
- * bytes. A repeated name keeps its first value.
+ * bytes. A repeated name is refused: picking one of `k=a&k=b` would act on a
+ * key the caller may not have meant.
  */
 export function parseQuery(search: string): Map<string, Uint8Array> {
   const params = new Map<string, Uint8Array>();
@@ -53,7 +54,8 @@ export function parseQuery(search: string): Map<string, Uint8Array> {
     const eq = part.indexOf("=");
     const rawName = eq < 0 ? part : part.slice(0, eq);
     const name = /[%+]/.test(rawName) ? decoder.decode(percentDecode(rawName, true)) : rawName;
-    if (!params.has(name)) params.set(name, percentDecode(eq < 0 ? "" : part.slice(eq + 1), true));
+    if (params.has(name)) throw new KvError(ErrorCode.BadRequest, `${name} is given more than once`);
+    params.set(name, percentDecode(eq < 0 ? "" : part.slice(eq + 1), true));
   }
   return params;
 }

@@ -18,6 +18,7 @@ import {
   MAX_KEY_BYTES,
   oversizedKey,
   readValue,
+  refusedKey,
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
@@ -253,7 +254,7 @@ export class Dispatcher implements FrameHandler {
   }
 
   #checkKey(key: Uint8Array): KvError | undefined {
-    return oversizedKey(key, this.#limits.maxKeyBytes);
+    return refusedKey(key, this.#limits.maxKeyBytes);
   }
 
   #checkValue(value: Uint8Array): KvError | undefined {

@@ -287,8 +287,20 @@ export const MAX_PAGE_VALUE_BYTES = 1024 * 1024;
 export const MAX_KEY_BYTES = 1024;
 
 /**
+ * The refusal of a key that cannot be stored: empty (no front end can name
+ * it: HTTP's `/v1/keys/` is the listing, and DynamoDB refuses empty key
+ * attributes elsewhere, so neither does this service), or longer than `max`
+ * bytes. Undefined for a key that is fine: one check and one message for
+ * every front end.
+ */
+export function refusedKey(key: Uint8Array, max: number): KvError | undefined {
+  if (key.length === 0) return new KvError(ErrorCode.BadRequest, `the key is empty: a key has 1 to ${max} bytes`);
+  return oversizedKey(key, max);
+}
+
+/**
  * The refusal of a key (or a listing prefix) longer than `max` bytes, or
- * undefined when it fits: one check and one message for every front end.
+ * undefined when it fits.
  */
 export function oversizedKey(bytes: Uint8Array, max: number, what: "key" | "prefix" = "key"): KvError | undefined {
   if (bytes.length <= max) return undefined;
