@@ -244,6 +244,22 @@ for (const signal of ["SIGTERM", "SIGHUP"] as const) {
   });
 }
 
+test("SIGTERM to `bun run server` alone (not its group) reaches the server, which drains and leaves no DynamoDB Local behind", async () => {
+  await using job = await terminalServer(["--port", "0", "--data-dir", tempDir()]);
+  const { child, exited, port, stdout, stderr } = job;
+  const endpoint = /dynamodb=(http:\/\/[^ ]+)/.exec(stdout())?.[1] as string;
+  const client = await KvClient.connect({ port });
+  await client.set("k", "v");
+  await client.close();
+  // The pid of `bun run` itself: the server is its child.
+  child.kill("SIGTERM");
+  expect(await exited).toBe(0);
+  expect(stderr()).toContain("stopping: draining connections reason=SIGTERM");
+  expect(await closedWithin(endpoint, 15_000)).toBe(true);
+  const left = Bun.spawnSync(["pgrep", "-f", `DynamoDBLocal.jar -port ${new URL(endpoint).port} `]);
+  expect(left.stdout.toString().trim()).toBe("");
+});
+
 describe("local mode", () => {
   test("starts DynamoDB Local and the KMS endpoint, serves the CLI, keeps data across restarts, and stops its children on SIGTERM", async () => {
     const dataDir = tempDir();
