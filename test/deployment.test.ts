@@ -249,9 +249,29 @@ describe("template.yaml", () => {
     expect(plain.FromPort).toEqual({ Ref: "ServicePort" });
     expect(plain.ToPort).toEqual({ Ref: "ServicePort" });
     const svcIngress = props("ServiceSecurityGroup").SecurityGroupIngress as Obj[];
-    // The service port and the admin port (readiness checks), both from the load balancer only.
-    expect(svcIngress.map((r) => r.FromPort)).toEqual([{ Ref: "ServicePort" }, { Ref: "AdminPort" }]);
-    for (const rule of svcIngress) expect(rule.SourceSecurityGroupId).toEqual({ Ref: "LoadBalancerSecurityGroup" });
+    // The service port and the admin port (readiness checks), both from the load balancer only; the
+    // HTTP gateway's port only when it is served.
+    const [service, admin, http] = svcIngress;
+    expect([service?.FromPort, admin?.FromPort]).toEqual([{ Ref: "ServicePort" }, { Ref: "AdminPort" }]);
+    expect(http).toEqual({
+      "Fn::If": [
+        "HasHttp",
+        {
+          IpProtocol: "tcp",
+          FromPort: { Ref: "HttpPort" },
+          ToPort: { Ref: "HttpPort" },
+          SourceSecurityGroupId: { Ref: "LoadBalancerSecurityGroup" },
+          Description: "HTTP gateway traffic from the load balancer",
+        },
+        { Ref: "AWS::NoValue" },
+      ],
+    });
+    expect(svcIngress).toHaveLength(3);
+    for (const rule of [service, admin])
+      expect(rule?.SourceSecurityGroupId).toEqual({ Ref: "LoadBalancerSecurityGroup" });
+    const [lbCondition, lbRule] = (lbIngress.at(-1) as Obj)["Fn::If"] as [string, Obj];
+    expect(lbCondition).toBe("HasHttp");
+    expect(lbRule).toMatchObject({ FromPort: { Ref: "HttpPort" }, CidrIp: { Ref: "AllowedCidr" } });
     const tg = props("TargetGroup");
     expect(tg).toMatchObject({
       HealthCheckProtocol: "HTTP",
@@ -326,6 +346,36 @@ function ruleViolations(overrides: Record<string, string>): string[] {
   return refused;
 }
 
+describe("template.yaml's HTTP gateway listener", () => {
+  test("off by default: the tasks run no gateway; with it, the load balancer forwards HttpPort to it, checked by /readyz", () => {
+    expect(parameters.HttpListener).toMatchObject({ Default: "none", AllowedValues: ["none", "tcp", "tls"] });
+    const env = (props("TaskDefinition").ContainerDefinitions as Obj[])[0]?.Environment as Obj[];
+    expect(env.find((e) => e.Name === "KV_HTTP_PORT")?.Value).toEqual({
+      "Fn::If": ["HasHttp", { Ref: "HttpPort" }, "off"],
+    });
+    expect(resources.HttpTargetGroup?.Condition).toBe("HasHttp");
+    expect(props("HttpTargetGroup")).toMatchObject({
+      Protocol: "TCP",
+      Port: { Ref: "HttpPort" },
+      HealthCheckProtocol: "HTTP",
+      HealthCheckPath: "/readyz",
+      HealthCheckPort: { Ref: "AdminPort" },
+    });
+    expect(resources.HttpGatewayListener).toMatchObject({ Condition: "HasHttpTcp", Properties: { Protocol: "TCP" } });
+    expect(resources.HttpsGatewayListener).toMatchObject({
+      Condition: "HasHttpTls",
+      Properties: { Protocol: "TLS", Certificates: [{ CertificateArn: { Ref: "CertificateArn" } }] },
+    });
+    const targets = props("Service").LoadBalancers as Json[];
+    const [targetCondition, httpTarget] = (targets[1] as Obj)["Fn::If"] as [string, Obj];
+    expect(targetCondition).toBe("HasHttp");
+    expect(httpTarget).toMatchObject({
+      ContainerPort: { Ref: "HttpPort" },
+      TargetGroupArn: { Ref: "HttpTargetGroup" },
+    });
+  });
+});
+
 describe("template.yaml Rules", () => {
   const arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123";
 
@@ -335,6 +385,10 @@ describe("template.yaml Rules", () => {
     expect(ruleViolations({ TaskSize: "4vcpu-8gb", Workers: "4", CertificateArn: arn })).toEqual([]);
     // TlsPort is unused without a certificate, so it may equal ServicePort then.
     expect(ruleViolations({ TlsPort: "7070" })).toEqual([]);
+    // The HTTP gateway's listener, plain or over TLS; its port is unused while it is off.
+    expect(ruleViolations({ HttpListener: "tcp" })).toEqual([]);
+    expect(ruleViolations({ HttpListener: "tls", CertificateArn: arn })).toEqual([]);
+    expect(ruleViolations({ HttpPort: "7070" })).toEqual([]);
   });
 
   test.each([
@@ -344,6 +398,10 @@ describe("template.yaml Rules", () => {
     [{ TaskSize: "2vcpu-4gb", Workers: "3" }, "Workers must not exceed"],
     [{ AdminPort: "7070" }, "AdminPort and ServicePort must differ."],
     [{ CertificateArn: arn, TlsPort: "7070" }, "TlsPort and ServicePort"],
+    [{ HttpListener: "tls" }, "HttpListener tls needs CertificateArn."],
+    [{ HttpListener: "tcp", HttpPort: "7070" }, "HttpPort must differ from ServicePort and AdminPort."],
+    [{ HttpListener: "tcp", HttpPort: "7071" }, "HttpPort must differ from ServicePort and AdminPort."],
+    [{ HttpListener: "tls", CertificateArn: arn, HttpPort: "7443" }, "HttpPort and TlsPort"],
   ])("a deliberately bad parameter set %p is refused", (overrides, message) => {
     const refused = ruleViolations(overrides);
     expect(refused).toHaveLength(1);
