@@ -7,6 +7,7 @@ import { ReconnectingClient } from "../client/reconnecting-client.js";
 import { Cluster } from "../src/cluster/cluster.js";
 import { silentLogger } from "../src/log.js";
 import { root, untilLine } from "./support/process.js";
+import { lacking } from "./support/system-tools.js";
 
 // Starts DynamoDB Local, HAProxy and several servers; this bound only turns a hang into a failure.
 setDefaultTimeout(180_000);
@@ -34,7 +35,9 @@ async function untilServers(cluster: Cluster, names: string[]): Promise<void> {
   }
 }
 
-describe("the local cluster", () => {
+const noHaproxy = lacking("the cluster tests", "haproxy");
+
+describe.skipIf(noHaproxy)("the local cluster", () => {
   test("starts nodes behind HAProxy, serves every key through any node, and stops leaving no process behind", async () => {
     const dir = tempDir();
     try {
@@ -133,7 +136,7 @@ describe("the local cluster", () => {
   });
 });
 
-describe("bun run cluster", () => {
+describe.skipIf(noHaproxy)("bun run cluster", () => {
   test("starts, takes add, status and remove from another shell, and stops on Ctrl-C leaving nothing behind", async () => {
     const dir = tempDir();
     const run = (...args: string[]) =>
@@ -190,8 +193,10 @@ describe("bun run cluster", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
 
-  test("without haproxy on PATH it exits 1 saying how to install it, before starting anything", async () => {
+describe("bun run cluster without HAProxy", () => {
+  test("it exits 1 when haproxy is not on PATH saying how to install it, before starting anything", async () => {
     const proc = Bun.spawnSync([process.execPath, "src/cluster/main.ts", "--dir", join(tmpdir(), "kvs-no-haproxy")], {
       cwd: root,
       env: { ...process.env, PATH: "/nonexistent" },

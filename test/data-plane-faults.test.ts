@@ -3,7 +3,7 @@ import { ScanCommand } from "@aws-sdk/client-dynamodb";
 import type { AwsCredentialIdentity } from "@smithy/types";
 import { KvClient } from "../client/kv-client.js";
 import type { Config } from "../src/config.js";
-import { ErrorCode, isKvError, type KvError } from "../src/errors.js";
+import { ErrorCode, type KvError } from "../src/errors.js";
 import { encodeGetRequest } from "../src/protocol/codec.js";
 import { type ServerOverrides, startServer } from "../src/server.js";
 import { useBackends } from "./support/backends.js";

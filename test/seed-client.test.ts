@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { root } from "./support/process.js";
+import { lacking } from "./support/system-tools.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
@@ -14,8 +15,7 @@ setDefaultTimeout(60_000);
  * the C++ protobuf runtime. Needs protoc, g++ and libprotobuf-dev; .ci/run
  * installs them, so in CI their absence fails the test instead of skipping it.
  */
-const tools = Bun.which("protoc") !== null && Bun.which("g++") !== null;
-const required = process.env.CI === "true";
+const noCompiler = lacking("the seed-schema C++ client tests", "protoc", "g++");
 const backends = useBackends();
 const build = mkdtempSync(join(tmpdir(), "kvs-seed-"));
 afterAll(() => rmSync(build, { recursive: true, force: true }));
@@ -53,7 +53,7 @@ async function runClient(binary: string): Promise<{ stdout: string; stderr: stri
 }
 
 describe("clients compiled by another protobuf runtime", () => {
-  test.skipIf(!tools && !required)(
+  test.skipIf(noCompiler)(
     "C++ from the seed's own schema gets correct answers: pipelined, byte-exact, and past bad input",
     async () => {
       const binary = buildClient("seed_client", "test/seed-client/seed.proto", "test/seed-client/seed_client.cc");
@@ -65,7 +65,7 @@ describe("clients compiled by another protobuf runtime", () => {
     },
   );
 
-  test.skipIf(!tools && !required)(
+  test.skipIf(noCompiler)(
     "C++ from the current schema deletes, tests, lists in pages and clears, pipelined with gets and sets",
     async () => {
       const binary = buildClient("api_client", "proto/kv.proto", "test/seed-client/api_client.cc");

@@ -11,6 +11,7 @@ import { MemoryStore } from "../src/store/memory-store.js";
 import { CapturingLog } from "./support/capturing-log.js";
 import { RawConnection, testConfig } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
+import { lacking } from "./support/system-tools.js";
 import { body, expectInternal } from "./support/wire.js";
 
 /** A memory store whose gets wait for the test to open the gate (async, as a remote store is). */
@@ -65,7 +66,7 @@ function expectKeepaliveTimer(ssLine: string): void {
   expect(seconds).toBeLessThanOrEqual(60);
 }
 
-describe("TCP keepalive", () => {
+describe.skipIf(lacking("the keepalive tests", "ss"))("TCP keepalive", () => {
   test("server sockets probe a silent peer after a minute, so dead clients are found and idle flows kept", async () => {
     await using server = await startServer(
       testConfig(),

@@ -11,12 +11,16 @@ import { encodeSetRequest } from "../src/protocol/codec.js";
 import { makeCerts, type TestCerts } from "./support/certs.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
 import { runCli, runServer, spawnServer, untilLine } from "./support/process.js";
+import { lacking } from "./support/system-tools.js";
 
 let certs: TestCerts;
 const pem: Record<string, string> = {};
 const read = (path: string) => Bun.file(path).text();
 
+const noOpenssl = lacking("the TLS tests", "openssl");
+
 beforeAll(async () => {
+  if (noOpenssl) return;
   certs = await makeCerts();
   pem.ca = await read(certs.ca);
   pem.otherCa = await read(certs.otherCa);
@@ -25,7 +29,7 @@ beforeAll(async () => {
   pem.expiredClient = await read(certs.expiredClient);
   pem.clientKey = await read(certs.clientKey);
 });
-afterAll(() => certs[Symbol.dispose]());
+afterAll(() => certs?.[Symbol.dispose]());
 
 /** TLS settings of a client that trusts the test CA, with the good client certificate. */
 function goodClient(): ClientTlsOptions {
@@ -73,7 +77,7 @@ async function refusal(port: number, tls: ClientTlsOptions): Promise<KvError> {
   throw new Error("the client was served");
 }
 
-describe("TLS on the TCP port", () => {
+describe.skipIf(noOpenssl)("TLS on the TCP port", () => {
   test("a client that trusts the server's CA sets and gets over TLS", async () => {
     await using server = await startTestServer(tlsConfig(false));
     expect(server.tls).toBe("tls");
@@ -112,7 +116,7 @@ describe("TLS on the TCP port", () => {
   });
 });
 
-describe("mutual TLS (--tls-ca)", () => {
+describe.skipIf(noOpenssl)("mutual TLS (--tls-ca)", () => {
   test("a client with a certificate signed by the CA is served", async () => {
     await using server = await startTestServer(tlsConfig(true));
     expect(server.tls).toBe("mtls");
@@ -162,7 +166,7 @@ describe("mutual TLS (--tls-ca)", () => {
   });
 });
 
-describe("certificate reload", () => {
+describe.skipIf(noOpenssl)("certificate reload", () => {
   /** A directory holding the server's certificate under fixed names, as a renewal tool rewrites them. */
   function liveFiles(): { cert: string; key: string; dir: string } & Disposable {
     const dir = mkdtempSync(join(tmpdir(), "kvs-live-tls-"));
@@ -232,7 +236,7 @@ describe("certificate reload", () => {
   });
 });
 
-describe("TLS settings", () => {
+describe.skipIf(noOpenssl)("TLS settings", () => {
   /** The server's exit code and stderr for `args` on the memory store. */
   const startupFailure = (args: string[]) => runServer(["--store", "memory", "--port", "0", ...args]);
 
