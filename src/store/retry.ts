@@ -39,7 +39,8 @@ export function isRetryable(err: unknown): boolean {
  * `attempt` gets the budget left, in ms, to bound its own call with; it
  * returns true when done, false to be called again (unprocessed work), and
  * throws on a failed call. A failure not worth repeating, or a budget too
- * short for another try, rejects with `KV_ERR_STORAGE` naming the last cause.
+ * short for another try, rejects with `KV_ERR_STORAGE` naming the last cause,
+ * or `KV_ERR_TIMEOUT` when that cause was a call left unanswered.
  */
 export async function retrying(
   policy: RetryPolicy,
@@ -58,6 +59,12 @@ export async function retrying(
     }
     const delay = backoffDelay(policy, n);
     if (Date.now() + delay >= deadline) {
+      if (last instanceof DynamoCallError && last.name === "TimeoutError") {
+        // No answer, not a refusal: the call may still have been applied, which KV_ERR_TIMEOUT says.
+        throw new KvError(ErrorCode.Timeout, `DynamoDB ${what}: no answer within ${policy.maxElapsedMs} ms`, {
+          cause: last,
+        });
+      }
       if (last !== undefined) {
         throw asKvError(last, ErrorCode.Storage, `DynamoDB ${what} failed for ${policy.maxElapsedMs} ms`);
       }
