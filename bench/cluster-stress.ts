@@ -1,8 +1,8 @@
 import { KvClient } from "../client/kv-client.js";
 import { ReconnectingClient } from "../client/reconnecting-client.js";
 import { Cluster } from "../src/cluster/cluster.js";
-import { ErrorCode, KvError } from "../src/errors.js";
 import { silentLogger } from "../src/log.js";
+import { ErrorCode, KvError } from "../src/wire/errors.js";
 import { checkHistory, type Op } from "./linearizability.js";
 import type { Row } from "./scenarios.js";
 

@@ -1,6 +1,6 @@
-import { FrameDecoder } from "../src/net/frame-decoder.js";
-import { SocketWriter } from "../src/net/socket-writer.js";
-import { varintSize, writeVarint } from "../src/protocol/varint.js";
+import { FrameDecoder } from "../src/wire/frame-decoder.js";
+import { SocketWriter } from "../src/wire/socket-writer.js";
+import { varintSize, writeVarint } from "../src/wire/varint.js";
 
 /**
  * Reference server for the bench: reads size-delimited frames and writes each

@@ -2,9 +2,10 @@ import { randomBytes } from "node:crypto";
 import { Bench } from "tinybench";
 import { open, seal } from "../src/crypto/envelope.js";
 import { DataKeyCache } from "../src/crypto/key-cache.js";
-import { FrameDecoder } from "../src/net/frame-decoder.js";
-import { decodeRequest, encodeGetOk, encodeGetRequest, encodeSetRequest } from "../src/protocol/codec.js";
+import { decodeRequest, encodeGetOk } from "../src/protocol/codec.js";
 import { valueAad } from "../src/store/item-format.js";
+import { encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
+import { FrameDecoder } from "../src/wire/frame-decoder.js";
 
 /** A named micro-benchmark case. */
 export interface MicroCase {

@@ -16,7 +16,7 @@
  * `localhost`; `KV_LOAD_TLS_CERT` and `KV_LOAD_TLS_KEY` add a client
  * certificate. Sending starts once every handshake is done.
  */
-import { encodeGetRequest, encodeSetRequest } from "../src/protocol/codec.js";
+import { encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
 
 type Protocol = "kvs" | "echo" | "redis";
 const [protocolArg, portArg, connsArg, depthArg, opArg, msArg, valueArg, keyspaceArg] = Bun.argv.slice(2);

@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
-import { errorMessage } from "../src/errors.js";
 import { startDynamoDbLocal } from "../src/local/dynamodb-local.js";
 import { LocalKms } from "../src/local/kms-endpoint.js";
+import { errorMessage } from "../src/wire/errors.js";
 import { CountingProxy } from "./counting-proxy.js";
 import { kvsDriver } from "./drivers.js";
 import { connectMany, type LoadResult, runLoad } from "./load.js";

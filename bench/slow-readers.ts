@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
 import { KvClient } from "../client/kv-client.js";
-import { encodeGetRequest, encodeSetRequest } from "../src/protocol/codec.js";
+import { encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
 import type { BenchSettings, Row } from "./scenarios.js";
 import { startKvs, type Target } from "./targets.js";
 

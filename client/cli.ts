@@ -1,8 +1,7 @@
 import { open, rm } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import pkg from "../package.json" with { type: "json" };
-import { toBase64 } from "../src/bytes.js";
-import { ErrorCode, errorMessage, isKvError } from "../src/errors.js";
+import { ErrorCode, errorMessage, isKvError } from "../src/wire/errors.js";
 import { type ClientTlsOptions, KvClient, type KvClientOptions, parseServerUrl } from "./kv-client.js";
 import { formatResults, verify } from "./verify.js";
 
@@ -84,7 +83,8 @@ function writeOut(text: string | Uint8Array): Promise<boolean> {
  * listing quietly.
  */
 async function printListing(client: KvClient, prefix: string | undefined, withValues: boolean, base64: boolean) {
-  const text = (b: Uint8Array) => (base64 ? toBase64(b) : new TextDecoder().decode(b));
+  const text = (b: Uint8Array) =>
+    base64 ? Buffer.from(b.buffer, b.byteOffset, b.length).toString("base64") : new TextDecoder().decode(b);
   let cursor: Uint8Array | undefined;
   do {
     const page = await client.listPage({ prefix, cursor, values: withValues });

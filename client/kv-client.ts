@@ -1,11 +1,5 @@
 import type { Socket } from "bun";
-import { ErrorCode, errorMessage, KvError } from "../src/errors.js";
-import { Fifo } from "../src/fifo.js";
-import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/net/frame-decoder.js";
-import { KEEPALIVE_IDLE_MS } from "../src/net/listener.js";
-import { SocketWriter } from "../src/net/socket-writer.js";
 import {
-  ClearError,
   decodeResponse,
   encodeClearRequest,
   encodeGetRequest,
@@ -13,15 +7,16 @@ import {
   encodeListRequest,
   encodeSetRequest,
   encodeSetRequestHead,
-  GetError,
-  KeyError,
-  ListError,
-  type ReplyKind,
   type Response,
-  SetError,
-} from "../src/protocol/codec.js";
-import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/protocol/value-head.js";
-import type { WriteCondition } from "../src/store/kv-store.js";
+} from "../src/wire/client-codec.js";
+import { ClearError, GetError, KeyError, ListError, type ReplyKind, SetError } from "../src/wire/envelope.js";
+import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
+import { Fifo } from "../src/wire/fifo.js";
+import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-decoder.js";
+import { KEEPALIVE_IDLE_MS } from "../src/wire/keepalive.js";
+import { SocketWriter } from "../src/wire/socket-writer.js";
+import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
+import type { WriteCondition } from "../src/wire/write-condition.js";
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
 export type Bytes = Uint8Array | string;

@@ -1,5 +1,5 @@
-import { ErrorCode, errorMessage, KvError } from "../src/errors.js";
-import { backoffDelay } from "../src/store/retry.js";
+import { backoffDelay } from "../src/wire/backoff.js";
+import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
 import {
   type Bytes,
   KvClient,

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { errorMessage } from "../src/errors.js";
+import { errorMessage } from "../src/wire/errors.js";
 import { KvClient, type KvClientOptions } from "./kv-client.js";
 
 /** One verification step's outcome. */

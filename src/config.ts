@@ -1,11 +1,11 @@
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { KeyringKind } from "./crypto/keyring.js";
-import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import { LogFormat, type LogLevel } from "./log.js";
 import type { TlsFiles } from "./net/tls-material.js";
 import { MAX_BATCH_GET_KEYS } from "./store/batch-reader.js";
 import { MAX_BATCH_WRITE_ITEMS } from "./store/batch-writer.js";
+import { ErrorCode, errorMessage, KvError } from "./wire/errors.js";
 
 /** Storage backends. */
 export const StoreKind = { dynamodb: "dynamodb", memory: "memory" } as const;

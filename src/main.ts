@@ -1,12 +1,12 @@
 import pkg from "../package.json" with { type: "json" };
 import { type Config, helpText, isAwsMode, parseConfig } from "./config.js";
-import { errorMessage, isKvError } from "./errors.js";
 import { portFree } from "./local/free-port.js";
 import { createLogger, type Logger } from "./log.js";
 import { ensurePortFree } from "./net/listener.js";
 import { loadTlsMaterial } from "./net/tls-material.js";
 import { startServer } from "./server.js";
 import { SUPERVISED_ENV, startWorkers } from "./supervisor.js";
+import { errorMessage, isKvError } from "./wire/errors.js";
 
 const VERSION: string = pkg.version;
 

@@ -6,7 +6,6 @@ import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
 import { Keyring, KeyringKind } from "./crypto/keyring.js";
 import { ensureKey } from "./crypto/kms-key.js";
 import { KmsKeyring } from "./crypto/kms-keyring.js";
-import { ErrorCode, errorMessage, KvError } from "./errors.js";
 import { HttpGateway } from "./http/gateway.js";
 import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
@@ -28,6 +27,7 @@ import { MemoryStore } from "./store/memory-store.js";
 import { OrderedStore } from "./store/ordered-store.js";
 import type { SweepResult } from "./store/orphan-sweeper.js";
 import { DEFAULT_RETRY } from "./store/retry.js";
+import { ErrorCode, errorMessage, KvError } from "./wire/errors.js";
 
 /**
  * Requests read but unanswered per connection before reading pauses. It

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { KvClient } from "../client/kv-client.js";
-import { decodeResponse, encodeGetRequest, encodeSetRequest, GetError, SetError } from "../src/protocol/codec.js";
-import { writeVarint } from "../src/protocol/varint.js";
+import { decodeResponse, encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
+import { GetError, SetError } from "../src/wire/envelope.js";
+import { writeVarint } from "../src/wire/varint.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
 import { msg } from "./support/wire.js";
 

@@ -2,18 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import * as wire from "../src/gen/wire/kv_bytes_pb.js";
-import {
-  ApiFrames,
-  decodeRequest,
-  decodeResponse,
-  encodeClearOk,
-  encodeClearRequest,
-  encodeKeyRequest,
-  encodeListOk,
-  encodeListRequest,
-  KeyError,
-  ListError,
-} from "../src/protocol/codec.js";
+import { ApiFrames, decodeRequest, encodeClearOk, encodeListOk } from "../src/protocol/codec.js";
+import { decodeResponse, encodeClearRequest, encodeKeyRequest, encodeListRequest } from "../src/wire/client-codec.js";
+import { KeyError, ListError } from "../src/wire/envelope.js";
 import { body } from "./support/wire.js";
 
 const T = wire.req_envelope_msg_type;

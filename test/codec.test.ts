@@ -2,22 +2,13 @@ import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import fc from "fast-check";
-import { ErrorCode, KvError } from "../src/errors.js";
 import * as seed from "../src/gen/kv_pb.js";
 import * as wire from "../src/gen/wire/kv_bytes_pb.js";
-import {
-  decodeRequest,
-  decodeResponse,
-  encodeGetOk,
-  encodeGetOkInto,
-  encodeGetOkScratch,
-  encodeGetRequest,
-  encodeSetRequest,
-  Frames,
-  GetError,
-  SetError,
-} from "../src/protocol/codec.js";
-import { WireReader } from "../src/protocol/wire-reader.js";
+import { decodeRequest, encodeGetOk, encodeGetOkInto, encodeGetOkScratch, Frames } from "../src/protocol/codec.js";
+import { decodeResponse, encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
+import { GetError, SetError } from "../src/wire/envelope.js";
+import { ErrorCode, KvError } from "../src/wire/errors.js";
+import { WireReader } from "../src/wire/wire-reader.js";
 import { body, expectKvError, msg } from "./support/wire.js";
 
 function joined(parts: Uint8Array[]): Uint8Array {

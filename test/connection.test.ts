@@ -2,8 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { silentLogger } from "../src/log.js";
 import { Counters } from "../src/metrics.js";
 import { type Answer, Connection, type ConnectionSocket, type FrameHandler } from "../src/net/connection.js";
-import { SocketWriter, STAGE_BYTES } from "../src/net/socket-writer.js";
-import { writeVarint } from "../src/protocol/varint.js";
+import { SocketWriter, STAGE_BYTES } from "../src/wire/socket-writer.js";
+import { writeVarint } from "../src/wire/varint.js";
 
 /** A socket stand-in: records writes, pauses and resumes; accepts `accept` bytes per write (Infinity: all). */
 class FakeSocket implements ConnectionSocket {

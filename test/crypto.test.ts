@@ -3,8 +3,8 @@ import { hkdfSync, randomBytes } from "node:crypto";
 import { open, seal } from "../src/crypto/envelope.js";
 import { deriveItemKey } from "../src/crypto/item-key.js";
 import { type DataKey, DataKeyCache, type DataKeyProvider } from "../src/crypto/key-cache.js";
-import { ErrorCode } from "../src/errors.js";
 import { valueAad } from "../src/store/item-format.js";
+import { ErrorCode } from "../src/wire/errors.js";
 import { expectKvError } from "./support/wire.js";
 
 const enc = new TextEncoder();

@@ -1,8 +1,8 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { KvClient } from "../client/kv-client.js";
-import { encodeGetRequest } from "../src/protocol/codec.js";
 import type { KvStore } from "../src/store/kv-store.js";
+import { encodeGetRequest } from "../src/wire/client-codec.js";
 import { onBackends, useBackends } from "./support/backends.js";
 import { FaultProxy } from "./support/fault-proxy.js";
 import { RawConnection, startTestServer } from "./support/harness.js";

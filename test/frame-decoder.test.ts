@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ErrorCode } from "../src/errors.js";
-import { FrameDecoder, FrameMode } from "../src/net/frame-decoder.js";
-import { varintSize, writeVarint } from "../src/protocol/varint.js";
+import { ErrorCode } from "../src/wire/errors.js";
+import { FrameDecoder, FrameMode } from "../src/wire/frame-decoder.js";
+import { varintSize, writeVarint } from "../src/wire/varint.js";
 import { expectKvError } from "./support/wire.js";
 
 function frame(body: Uint8Array): Uint8Array {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
 import { portFree } from "../src/local/free-port.js";
-import { encodeGetRequest } from "../src/protocol/codec.js";
+import { encodeGetRequest } from "../src/wire/client-codec.js";
 import { accepts, root, runCli, runServer, spawnServer, untilLine } from "./support/process.js";
 
 // Starts DynamoDB Local or server processes; tests wait on events, and this bound only turns a hang into a failure.

@@ -1,13 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import { KvClient } from "../client/kv-client.js";
-import { ErrorCode, KvError } from "../src/errors.js";
 import { awsSdkLogger, createLogger } from "../src/log.js";
-import { decodeResponse, encodeGetRequest, GetError } from "../src/protocol/codec.js";
 import { Dispatcher } from "../src/protocol/dispatch.js";
 import { RepeatLimiter } from "../src/repeat-limiter.js";
 import { startServer } from "../src/server.js";
 import type { KvStore } from "../src/store/kv-store.js";
 import { MemoryStore } from "../src/store/memory-store.js";
+import { decodeResponse, encodeGetRequest } from "../src/wire/client-codec.js";
+import { GetError } from "../src/wire/envelope.js";
+import { ErrorCode, KvError } from "../src/wire/errors.js";
 import { CapturingLog } from "./support/capturing-log.js";
 import { RawConnection, testConfig } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { ErrorCode } from "../src/errors.js";
-import { decodeRequest, encodeSetRequest } from "../src/protocol/codec.js";
-import { checkSetTrailer, MAX_SET_TRAILER_BYTES, scanValueHead } from "../src/protocol/value-head.js";
+import { decodeRequest } from "../src/protocol/codec.js";
+import { encodeSetRequest } from "../src/wire/client-codec.js";
+import { ErrorCode } from "../src/wire/errors.js";
+import { checkSetTrailer, MAX_SET_TRAILER_BYTES, scanValueHead } from "../src/wire/value-head.js";
 import { body, expectKvError, msg } from "./support/wire.js";
 
 const enc = new TextEncoder();

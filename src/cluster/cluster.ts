@@ -1,11 +1,11 @@
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import { type DynamoDbLocal, startDynamoDbLocal } from "../local/dynamodb-local.js";
 import { freePort, portFree } from "../local/free-port.js";
 import { LocalKms } from "../local/kms-endpoint.js";
 import type { Logger } from "../log.js";
+import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 import { Haproxy, type NodeAddress } from "./haproxy.js";
 
 /** The repository root, where `src/main.ts` is. */

@@ -1,8 +1,8 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { ErrorCode, KvError } from "../errors.js";
 import { canConnect } from "../local/free-port.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 
 /** The HAProxy backends a node is in: TCP (the protocol) and HTTP (the gateway). */
 export const Backend = { tcp: "kv", http: "kv_http" } as const;

@@ -2,8 +2,8 @@ import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import pkg from "../../package.json" with { type: "json" };
-import { errorMessage } from "../errors.js";
 import { createLogger, type LogLevel } from "../log.js";
+import { errorMessage } from "../wire/errors.js";
 import { Cluster } from "./cluster.js";
 
 const USAGE = `Usage:

@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { sameBytes } from "../bytes.js";
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
+import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 import type { BranchKeyKms, BranchKeyRecord, BranchKeyStorage } from "./branch-keys.js";
 import { type ItemKey, type ItemKeyDeriver, itemKeyDeriver, type KeyRef, SALT_BYTES } from "./item-key.js";
 

@@ -1,6 +1,6 @@
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from "@aws-sdk/client-kms";
-import { asKvError, ErrorCode, KvError } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
+import { asKvError, ErrorCode, KvError } from "../wire/errors.js";
 import type { DataKey, DataKeyProvider } from "./key-cache.js";
 
 /**

@@ -1,5 +1,5 @@
-import { ErrorCode, type KvError } from "../errors.js";
 import { isRetryable } from "../store/retry.js";
+import { ErrorCode, type KvError } from "../wire/errors.js";
 
 /** An HTTP error answer: status and the stable `error` string of its JSON body. */
 export interface HttpError {

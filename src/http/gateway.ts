@@ -1,5 +1,4 @@
 import type { Server } from "bun";
-import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { listenError } from "../net/listener.js";
 import type { TlsMaterial } from "../net/tls-material.js";
@@ -15,6 +14,7 @@ import {
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
+import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../wire/errors.js";
 import { isCrossSite } from "./cross-site.js";
 import { errorResponse, httpError, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";

@@ -1,7 +1,7 @@
 import { fromBase64, toBase64 } from "../bytes.js";
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { ListPage } from "../store/kv-store.js";
+import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 
 /**
  * How keys and values appear in JSON. `utf8`: as JSON strings, except one

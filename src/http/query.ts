@@ -1,4 +1,4 @@
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 
 /**
  * Byte-exact decoding of URLs. `URLSearchParams` decodes percent-escapes as

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
+import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 import { freePort, waitForPort } from "./free-port.js";
 
 /** A running DynamoDB Local. */

@@ -1,5 +1,5 @@
-import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
+import { errorMessage } from "../wire/errors.js";
 import { type DynamoDbLocal, type DynamoDbLocalOptions, startDynamoDbLocal } from "./dynamodb-local.js";
 
 /** Backoff between restarts: 1 s, doubling to 30 s. */

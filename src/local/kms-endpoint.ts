@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import type { Server } from "bun";
-import { errorMessage } from "../errors.js";
+import { errorMessage } from "../wire/errors.js";
 import { KmsKeyStore, LOCAL_ACCOUNT, type MasterKey } from "./kms-keystore.js";
 
 /**

@@ -1,9 +1,9 @@
-import { ErrorCode, errorMessage, isKvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
+import { ErrorCode, errorMessage, isKvError } from "../wire/errors.js";
+import { type FrameConsumer, FrameDecoder, FrameMode } from "../wire/frame-decoder.js";
+import { SocketWriter } from "../wire/socket-writer.js";
 import type { ByteBudget } from "./byte-budget.js";
-import { type FrameConsumer, FrameDecoder, FrameMode } from "./frame-decoder.js";
-import { SocketWriter } from "./socket-writer.js";
 
 /** The part of a Bun socket a connection drives. */
 export interface ConnectionSocket {

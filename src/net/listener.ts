@@ -1,8 +1,9 @@
 import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { Counter, type Counters } from "../metrics.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
+import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
+import { KEEPALIVE_IDLE_MS } from "../wire/keepalive.js";
 import { Connection, type ConnectionOptions, type FrameHandler } from "./connection.js";
 import type { TlsMaterial } from "./tls-material.js";
 
@@ -39,9 +40,6 @@ export function listenError(host: string, port: number, err: unknown, what?: str
     cause: err,
   });
 }
-
-/** Silence after which TCP keepalive probes start, in ms (below the AWS NLB's 350 s idle timeout). */
-export const KEEPALIVE_IDLE_MS = 60_000;
 
 /** Listener settings. */
 export interface ListenerOptions extends ConnectionOptions {

@@ -1,7 +1,7 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { TLSOptions } from "bun";
-import { ErrorCode, errorMessage, KvError } from "../errors.js";
+import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 
 /** Where a listener's TLS material lives on disk. */
 export interface TlsFiles {

@@ -1,6 +1,6 @@
 import type { Server } from "bun";
-import { errorMessage } from "../errors.js";
 import { listenError } from "../net/listener.js";
+import { errorMessage } from "../wire/errors.js";
 import type { Metrics } from "./prometheus.js";
 
 /** What readiness depends on. */

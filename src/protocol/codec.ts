@@ -1,11 +1,44 @@
-import { ErrorCode, isKvError, KvError } from "../errors.js";
-import type { WriteCondition } from "../store/kv-store.js";
-import { encodeFrame, encodeSmallFrame, type Field } from "./proto-writer.js";
-import { varintSize, writeVarint } from "./varint.js";
-import { Wire, WireReader } from "./wire-reader.js";
+import {
+  ClearError,
+  type DataFields,
+  encodeDataHead,
+  encodeWithData,
+  GetError,
+  INLINE_VALUE_BYTES,
+  KeyError,
+  LIST_PAGE_ENTRIES,
+  ListError,
+  MsgType,
+  parts,
+  type ReplyKind,
+  readData,
+  SetError,
+  TAG_CLEAR_RESP,
+  TAG_DELETE_RESP,
+  TAG_ERROR,
+  TAG_EXISTS_RESP,
+  TAG_FAILURE_CODE,
+  TAG_FAILURE_REASON,
+  TAG_GET_RESP,
+  TAG_GET_VERSION,
+  TAG_KEY,
+  TAG_LIST_RESP,
+  TAG_RESP_DATA,
+  TAG_SET_RESP,
+  TAG_SET_VERSION,
+  TAG_TYPE,
+  TAG_VALUE,
+  varintBytes,
+} from "../wire/envelope.js";
+import { ErrorCode, isKvError, KvError } from "../wire/errors.js";
+import { encodeFrame, encodeSmallFrame, type Field } from "../wire/proto-writer.js";
+import { varintSize, writeVarint } from "../wire/varint.js";
+import { Wire, WireReader } from "../wire/wire-reader.js";
+import type { WriteCondition } from "../wire/write-condition.js";
 
 /**
- * Hand-written codec for the hot path of proto/kv.proto. It reads and writes
+ * The server's half of the hand-written codec for proto/kv.proto (the
+ * client's is src/wire/client-codec.ts; what both share, src/wire/envelope.ts). It reads and writes
  * exactly what the generated code does (test/codec.test.ts checks both
  * directions against src/gen), but:
  * - keys and values come out as views of the frame, never JS strings, so
@@ -13,49 +46,6 @@ import { Wire, WireReader } from "./wire-reader.js";
  * - proto2 `required` fields are checked, which `fromBinary` does not do;
  * - a closed-enum value it does not know is reported, not silently defaulted.
  */
-
-/** `req_envelope.msg_type` values. */
-export const MsgType = {
-  SetRequest: 1,
-  SetResponse: 2,
-  GetRequest: 3,
-  GetResponse: 4,
-  DeleteRequest: 5,
-  DeleteResponse: 6,
-  ExistsRequest: 7,
-  ExistsResponse: 8,
-  ListRequest: 9,
-  ListResponse: 10,
-  ClearRequest: 11,
-  ClearResponse: 12,
-} as const;
-export type MsgType = (typeof MsgType)[keyof typeof MsgType];
-
-/** `set_response.error_t` values. */
-export const SetError = { Ok: 1, Internal: 2, Conflict: 3 } as const;
-export type SetError = (typeof SetError)[keyof typeof SetError];
-
-/** `get_response.error_t` values. */
-export const GetError = { Ok: 1, NotFound: 2, Internal: 3 } as const;
-export type GetError = (typeof GetError)[keyof typeof GetError];
-
-/** `delete_response.error_t` and `exists_response.error_t` values. */
-export const KeyError = { Ok: 1, NotFound: 2, Internal: 3 } as const;
-export type KeyError = (typeof KeyError)[keyof typeof KeyError];
-
-/** `list_response.error_t` values. */
-export const ListError = { Ok: 1, Internal: 2, BadCursor: 3 } as const;
-export type ListError = (typeof ListError)[keyof typeof ListError];
-
-/** `clear_response.error_t` values. */
-export const ClearError = { Ok: 1, Internal: 2 } as const;
-export type ClearError = (typeof ClearError)[keyof typeof ClearError];
-
-/** Which response a request is answered with. */
-export type ReplyKind = "set" | "get" | "delete" | "exists" | "list" | "clear";
-
-/** Entries per list page when the request names none, and the most it may name. */
-export const LIST_PAGE_ENTRIES = 1000;
 
 /** A decoded list request. */
 export interface ListRequestFields {
@@ -83,66 +73,11 @@ export type Request =
   /** A well-formed envelope that is not a usable request; answered with `internal`. */
   | { readonly kind: "invalid"; readonly reply: ReplyKind; readonly reason: string };
 
-/** Why a request failed, as a failure response says (`code` 14 and `reason` 15 of every response). */
-export interface Failure {
-  code?: string;
-  reason?: string;
-}
-
-/** A decoded response (client side). Byte fields are views of the frame; `failure` is there when the server said why. */
-export type Response = { readonly failure?: Failure } & (
-  | { readonly kind: "set"; readonly error: SetError; readonly version?: number }
-  | {
-      readonly kind: "get";
-      readonly error: GetError;
-      readonly key?: Uint8Array;
-      readonly value?: Uint8Array;
-      readonly version?: number;
-    }
-  | { readonly kind: "delete" | "exists"; readonly error: KeyError }
-  | {
-      readonly kind: "list";
-      readonly error: ListError;
-      readonly keys: Uint8Array[];
-      readonly entries: { key: Uint8Array; value: Uint8Array }[];
-      readonly cursor: Uint8Array | undefined;
-    }
-  | { readonly kind: "clear"; readonly error: ClearError; readonly removed: number }
-);
-
-interface DataFields {
-  key?: Uint8Array;
-  value?: Uint8Array;
-}
-
 /** A set_request's conditions, as read (checked after the envelope is read). */
 interface SetConditions {
   ifVersion?: number;
   ifAbsent?: boolean;
 }
-
-// Field tags, precomputed as (field << 3) | wire type.
-const TAG_TYPE = 0x08; // req_envelope.type = 1, varint
-const TAG_SET_REQ = 0x12; // req_envelope.set_req = 2
-const TAG_SET_RESP = 0x1a; // req_envelope.set_resp = 3
-const TAG_GET_REQ = 0x22; // req_envelope.get_req = 4
-const TAG_GET_RESP = 0x2a; // req_envelope.get_resp = 5
-const TAG_DELETE_RESP = 0x3a; // req_envelope.delete_resp = 7
-const TAG_EXISTS_RESP = 0x4a; // req_envelope.exists_resp = 9
-const TAG_LIST_RESP = 0x5a; // req_envelope.list_resp = 11
-const TAG_CLEAR_RESP = 0x6a; // req_envelope.clear_resp = 13
-const TAG_ERROR = 0x08; // *_response.error = 1
-const TAG_RESP_DATA = 0x12; // get_response.req = 2
-const TAG_KEY = 0x0a; // data.key = 1, get_request.key = 1
-const TAG_VALUE = 0x12; // data.value = 2
-const TAG_REQ_DATA = 0x0a; // set_request.req = 1
-const TAG_IF_VERSION = 0x10; // set_request.if_version = 2, varint
-const TAG_IF_ABSENT = 0x18; // set_request.if_absent = 3, varint
-const TAG_WITH_VERSION = 0x10; // get_request.with_version = 2, varint
-const TAG_SET_VERSION = 0x10; // set_response.version = 2, varint
-const TAG_GET_VERSION = 0x18; // get_response.version = 3, varint
-const TAG_FAILURE_CODE = 0x72; // *_response.code = 14
-const TAG_FAILURE_REASON = 0x7a; // *_response.reason = 15
 
 /**
  * The reader's own reason, in context: it says what is wrong, this says
@@ -152,19 +87,6 @@ const TAG_FAILURE_REASON = 0x7a; // *_response.reason = 15
 function wireError(err: unknown): unknown {
   if (!isKvError(err, ErrorCode.BadEnvelope)) return err;
   return new KvError(ErrorCode.BadEnvelope, `malformed req_envelope: ${err.message}`, { cause: err });
-}
-
-/**
- * Reads a `data` message. Repeated occurrences of a field keep the last one,
- * and repeated occurrences of an embedded message merge, as protobuf requires.
- */
-function readData(r: WireReader, into: DataFields): void {
-  while (r.more()) {
-    r.tag();
-    if (r.field === 1 && r.wire === Wire.bytes) into.key = r.bytes();
-    else if (r.field === 2 && r.wire === Wire.bytes) into.value = r.bytes();
-    else r.skip();
-  }
 }
 
 /**
@@ -421,12 +343,6 @@ export function encodeSetOkInto(target: EncodeTarget, version: number): boolean 
   return true;
 }
 
-function varintBytes(n: number): number[] {
-  const out = new Uint8Array(varintSize(n));
-  writeVarint(out, 0, n);
-  return [...out];
-}
-
 /** Envelope type and field of each kind of response. */
 const RESPONSE_OF: Record<ReplyKind, { type: number; tag: number }> = {
   set: { type: MsgType.SetResponse, tag: TAG_SET_RESP },
@@ -509,114 +425,7 @@ export function encodeClearOk(removed: number): Uint8Array {
   ]);
 }
 
-/** Encodes a framed delete or exists request. */
-export function encodeKeyRequest(kind: "delete" | "exists", key: Uint8Array): Uint8Array {
-  const type = kind === "delete" ? MsgType.DeleteRequest : MsgType.ExistsRequest;
-  return encodeSmallFrame([
-    { field: 1, varint: type },
-    { field: kind === "delete" ? 6 : 8, message: [{ field: 1, bytes: key }] },
-  ]);
-}
-
-/** Encodes a framed list request. */
-export function encodeListRequest(request: {
-  prefix?: Uint8Array;
-  limit?: number;
-  cursor?: Uint8Array;
-  values?: boolean;
-}): Uint8Array {
-  const fields: Field[] = [];
-  if (request.prefix !== undefined) fields.push({ field: 1, bytes: request.prefix });
-  if (request.limit !== undefined) fields.push({ field: 2, varint: request.limit });
-  if (request.cursor !== undefined) fields.push({ field: 3, bytes: request.cursor });
-  if (request.values) fields.push({ field: 4, varint: 1 });
-  return encodeSmallFrame([
-    { field: 1, varint: MsgType.ListRequest },
-    { field: 10, message: fields },
-  ]);
-}
-
-/** Encodes a framed clear request. */
-export function encodeClearRequest(): Uint8Array {
-  return encodeSmallFrame([
-    { field: 1, varint: MsgType.ClearRequest },
-    { field: 12, message: [] },
-  ]);
-}
-
-/** Values up to this size are copied into the header buffer; larger ones go out as their own part. */
-const INLINE_VALUE_BYTES = 16 * 1024;
-
-/**
- * Encodes a framed `req_envelope{type, <outerTag>: {...innerPrefix, <dataTag>: data{key, value}}}`.
- * Returns one buffer, or, for a large value, a header and the value itself so
- * the value is never copied.
- */
-function encodeWithData(
-  type: MsgType,
-  outerTag: number,
-  innerPrefix: readonly number[],
-  dataTag: number,
-  key: Uint8Array,
-  value: Uint8Array,
-  alloc: (n: number) => Uint8Array = fresh,
-): Uint8Array | Uint8Array[] {
-  if (value.length > INLINE_VALUE_BYTES) {
-    return [encodeDataHead(type, outerTag, innerPrefix, dataTag, key, value.length, alloc), value];
-  }
-  const head = encodeDataHead(type, outerTag, innerPrefix, dataTag, key, value.length, alloc, value.length);
-  head.set(value, head.length - value.length);
-  return head;
-}
-
-/**
- * A framed envelope carrying `data{key, value}` up to the value's first byte:
- * length prefix, type, the outer message's tag and length, `innerPrefix`,
- * the data tag and length, the key, and the value's tag and length. The
- * value's `valueLength` bytes follow it on the wire; `room` extra bytes are
- * allocated at the end for a caller that copies the value in.
- */
-function encodeDataHead(
-  type: MsgType,
-  outerTag: number,
-  innerPrefix: readonly number[],
-  dataTag: number,
-  key: Uint8Array,
-  valueLength: number,
-  alloc: (n: number) => Uint8Array = fresh,
-  room = 0,
-): Uint8Array {
-  const dataLen = 1 + varintSize(key.length) + key.length + 1 + varintSize(valueLength) + valueLength;
-  const innerLen = innerPrefix.length + 1 + varintSize(dataLen) + dataLen;
-  const envLen = 2 + 1 + varintSize(innerLen) + innerLen;
-  const total = varintSize(envLen) + envLen;
-  const head = alloc(total - valueLength + room);
-  let p = writeVarint(head, 0, envLen);
-  head[p++] = TAG_TYPE;
-  head[p++] = type;
-  head[p++] = outerTag;
-  p = writeVarint(head, p, innerLen);
-  for (const b of innerPrefix) head[p++] = b;
-  head[p++] = dataTag;
-  p = writeVarint(head, p, dataLen);
-  head[p++] = TAG_KEY;
-  p = writeVarint(head, p, key.length);
-  head.set(key, p);
-  p += key.length;
-  head[p++] = TAG_VALUE;
-  writeVarint(head, p, valueLength);
-  return head;
-}
-
-function parts(frame: Uint8Array | Uint8Array[]): Uint8Array[] {
-  return frame instanceof Uint8Array ? [frame] : frame;
-}
-
 const GET_OK_PREFIX = [TAG_ERROR, GetError.Ok] as const;
-
-function fresh(n: number): Uint8Array {
-  return new Uint8Array(n);
-}
 
 /** `get_response`'s fields before `req`: `error: ok`, and the version when one is answered (before req, so a streamed value can follow). */
 function getOkPrefix(version: number | undefined): readonly number[] {
@@ -629,11 +438,6 @@ function getOkPrefix(version: number | undefined): readonly number[] {
  */
 export function encodeGetOkHead(key: Uint8Array, valueLength: number, version?: number): Uint8Array {
   return encodeDataHead(MsgType.GetResponse, TAG_GET_RESP, getOkPrefix(version), TAG_RESP_DATA, key, valueLength);
-}
-
-/** The start of a framed `set_request` whose value of `valueLength` bytes follows it: a streamed upload. */
-export function encodeSetRequestHead(key: Uint8Array, valueLength: number): Uint8Array {
-  return encodeDataHead(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, valueLength);
 }
 
 /** Encodes a framed `get_response{ok, [version], req{key, value}}`; a large value is its own part, uncopied. */
@@ -707,200 +511,4 @@ function fromScratch(n: number): Uint8Array {
  */
 export function encodeGetOkScratch(key: Uint8Array, value: Uint8Array): Uint8Array | Uint8Array[] {
   return encodeWithData(MsgType.GetResponse, TAG_GET_RESP, GET_OK_PREFIX, TAG_RESP_DATA, key, value, fromScratch);
-}
-
-/**
- * Encodes a framed `set_request`, conditional when `condition` is given (its
- * field goes before `req`); a large value is its own part, uncopied.
- */
-export function encodeSetRequest(key: Uint8Array, value: Uint8Array, condition?: WriteCondition): Uint8Array[] {
-  return parts(encodeWithData(MsgType.SetRequest, TAG_SET_REQ, conditionPrefix(condition), TAG_REQ_DATA, key, value));
-}
-
-function conditionPrefix(condition: WriteCondition | undefined): readonly number[] {
-  if (condition === undefined) return [];
-  return condition.ifAbsent ? [TAG_IF_ABSENT, 1] : [TAG_IF_VERSION, ...varintBytes(condition.ifVersion)];
-}
-
-/** Encodes a framed `get_request`, asking for the version too with `withVersion`. */
-export function encodeGetRequest(key: Uint8Array, withVersion = false): Uint8Array {
-  const getLen = 1 + varintSize(key.length) + key.length + (withVersion ? 2 : 0);
-  const envLen = 2 + 1 + varintSize(getLen) + getLen;
-  const out = new Uint8Array(varintSize(envLen) + envLen);
-  let p = writeVarint(out, 0, envLen);
-  out[p++] = TAG_TYPE;
-  out[p++] = MsgType.GetRequest;
-  out[p++] = TAG_GET_REQ;
-  p = writeVarint(out, p, getLen);
-  out[p++] = TAG_KEY;
-  p = writeVarint(out, p, key.length);
-  out.set(key, p);
-  if (withVersion) {
-    out[p + key.length] = TAG_WITH_VERSION;
-    out[p + key.length + 1] = 1;
-  }
-  return out;
-}
-
-function protocolError(reason: string, cause?: unknown): KvError {
-  return new KvError(ErrorCode.Protocol, `bad response: ${reason}`, { cause });
-}
-
-interface ListResponseFields {
-  error?: number;
-  keys: Uint8Array[];
-  entries: { key: Uint8Array; value: Uint8Array }[];
-  cursor?: Uint8Array;
-}
-
-const utf8Text = new TextDecoder();
-
-/** Reads field 14 or 15 of a response (what `r` is at) into `failure`; false for any other field. */
-function readFailure(r: WireReader, failure: Failure): boolean {
-  if (r.wire !== Wire.bytes || (r.field !== 14 && r.field !== 15)) return false;
-  const text = utf8Text.decode(r.bytes());
-  if (r.field === 14) failure.code = text;
-  else failure.reason = text;
-  return true;
-}
-
-function readListResponse(r: WireReader, into: ListResponseFields, failure: Failure): void {
-  while (r.more()) {
-    r.tag();
-    if (readFailure(r, failure)) continue;
-    if (r.field === 1 && r.wire === Wire.varint) into.error = r.int32();
-    else if (r.field === 2 && r.wire === Wire.bytes) {
-      const entry: DataFields = {};
-      readData(r.message(), entry);
-      if (entry.key === undefined || entry.value === undefined) throw protocolError("list entry without key or value");
-      into.entries.push({ key: entry.key, value: entry.value });
-    } else if (r.field === 3 && r.wire === Wire.bytes) into.keys.push(r.bytes());
-    else if (r.field === 4 && r.wire === Wire.bytes) into.cursor = r.bytes();
-    else r.skip();
-  }
-}
-
-function readClearResponse(r: WireReader, into: { error?: number; removed?: number }, failure: Failure): void {
-  while (r.more()) {
-    r.tag();
-    if (readFailure(r, failure)) continue;
-    if (r.field === 1 && r.wire === Wire.varint) into.error = r.int32();
-    else if (r.field === 2 && r.wire === Wire.varint) into.removed = r.varint();
-    else r.skip();
-  }
-}
-
-/**
- * Reads a response's `1: error`, and, where the response has them, its
- * `data` (`2` of get_response) and its version (`versionField`: 2 of
- * set_response, 3 of get_response).
- */
-function readStatus(
-  r: WireReader,
-  failure: Failure,
-  data: DataFields | null,
-  version?: { field: number; value?: number },
-): number | undefined {
-  let error: number | undefined;
-  while (r.more()) {
-    r.tag();
-    if (readFailure(r, failure)) continue;
-    if (r.field === 1 && r.wire === Wire.varint) error = r.int32();
-    else if (data !== null && r.field === 2 && r.wire === Wire.bytes) readData(r.message(), data);
-    else if (version !== undefined && r.field === version.field && r.wire === Wire.varint) version.value = r.varint();
-    else r.skip();
-  }
-  return error;
-}
-
-/**
- * Decodes one frame body as a response envelope (client side). Throws
- * `KV_ERR_PROTOCOL` for anything that is not a complete, known response.
- */
-export function decodeResponse(frame: Uint8Array): Response {
-  const failure: Failure = {};
-  const response = decodeEnvelope(frame, failure);
-  return failure.code === undefined && failure.reason === undefined ? response : { ...response, failure };
-}
-
-function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
-  let type: number | undefined;
-  let setError: number | undefined;
-  let getError: number | undefined;
-  let deleteError: number | undefined;
-  let existsError: number | undefined;
-  let clear: { error?: number; removed?: number } | undefined;
-  let list: ListResponseFields | undefined;
-  const data: DataFields = {};
-  let dataSeen = false;
-  const setVersion: { field: number; value?: number } = { field: 2 };
-  const getVersion: { field: number; value?: number } = { field: 3 };
-  try {
-    const r = new WireReader(frame);
-    while (r.more()) {
-      r.tag();
-      if (r.field === 1 && r.wire === Wire.varint) type = r.int32();
-      else if (r.field === 3 && r.wire === Wire.bytes) setError = readStatus(r.message(), failure, null, setVersion);
-      else if (r.field === 5 && r.wire === Wire.bytes) {
-        const before = data.key !== undefined || data.value !== undefined;
-        getError = readStatus(r.message(), failure, data, getVersion) ?? getError;
-        dataSeen = before || data.key !== undefined || data.value !== undefined;
-      } else if (r.field === 7 && r.wire === Wire.bytes) deleteError = readStatus(r.message(), failure, null);
-      else if (r.field === 9 && r.wire === Wire.bytes) existsError = readStatus(r.message(), failure, null);
-      else if (r.field === 11 && r.wire === Wire.bytes) {
-        list ??= { keys: [], entries: [] };
-        readListResponse(r.message(), list, failure);
-      } else if (r.field === 13 && r.wire === Wire.bytes) {
-        clear ??= {};
-        readClearResponse(r.message(), clear, failure);
-      } else r.skip();
-    }
-  } catch (err) {
-    throw protocolError("malformed envelope", err);
-  }
-  if (type === MsgType.DeleteResponse || type === MsgType.ExistsResponse) {
-    const error = type === MsgType.DeleteResponse ? deleteError : existsError;
-    if (error !== KeyError.Ok && error !== KeyError.NotFound && error !== KeyError.Internal) {
-      throw protocolError(`msg_type ${type} with error ${error}`);
-    }
-    return { kind: type === MsgType.DeleteResponse ? "delete" : "exists", error };
-  }
-  if (type === MsgType.ListResponse) {
-    const error = list?.error;
-    if (error !== ListError.Ok && error !== ListError.Internal && error !== ListError.BadCursor) {
-      throw protocolError(`list_response with error ${error}`);
-    }
-    const l = list as ListResponseFields;
-    return { kind: "list", error, keys: l.keys, entries: l.entries, cursor: l.cursor };
-  }
-  if (type === MsgType.ClearResponse) {
-    const error = clear?.error;
-    if (error !== ClearError.Ok && error !== ClearError.Internal)
-      throw protocolError(`clear_response with error ${error}`);
-    if (error === ClearError.Ok && clear?.removed === undefined)
-      throw protocolError("clear_response ok without removed");
-    return { kind: "clear", error, removed: clear?.removed ?? 0 };
-  }
-  if (type === MsgType.SetResponse) {
-    if (setError !== SetError.Ok && setError !== SetError.Internal && setError !== SetError.Conflict) {
-      throw protocolError(`set_response with error ${setError}`);
-    }
-    return setVersion.value === undefined
-      ? { kind: "set", error: setError }
-      : { kind: "set", error: setError, version: setVersion.value };
-  }
-  if (type === MsgType.GetResponse) {
-    if (getError !== GetError.Ok && getError !== GetError.NotFound && getError !== GetError.Internal) {
-      throw protocolError(`get_response with error ${getError}`);
-    }
-    if (getError !== GetError.Ok) return { kind: "get", error: getError };
-    if (!dataSeen || data.key === undefined || data.value === undefined) {
-      throw protocolError("get_response ok without req{key, value}");
-    }
-    if (getVersion.value !== undefined) {
-      return { kind: "get", error: getError, key: data.key, value: data.value, version: getVersion.value };
-    }
-    return { kind: "get", error: getError, key: data.key, value: data.value };
-  }
-  throw protocolError(`unexpected msg_type ${type}`);
 }

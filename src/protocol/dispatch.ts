@@ -1,4 +1,3 @@
-import { asKvError, ErrorCode, KvError } from "../errors.js";
 import type { Logger } from "../log.js";
 import {
   type Answer,
@@ -22,6 +21,8 @@ import {
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
+import type { ReplyKind } from "../wire/envelope.js";
+import { asKvError, ErrorCode, KvError } from "../wire/errors.js";
 import {
   ApiFrames,
   decodeRequest,
@@ -35,7 +36,6 @@ import {
   encodeSetOkInto,
   Frames,
   type ListRequestFields,
-  type ReplyKind,
   type Request,
   writeFrameInto,
 } from "./codec.js";

@@ -1,5 +1,6 @@
-import { ErrorCode, type KvError } from "../errors.js";
-import { ClearError, encodeFailure, GetError, KeyError, ListError, type ReplyKind, SetError } from "./codec.js";
+import { ClearError, GetError, KeyError, ListError, type ReplyKind, SetError } from "../wire/envelope.js";
+import { ErrorCode, type KvError } from "../wire/errors.js";
+import { encodeFailure } from "./codec.js";
 
 /**
  * How failures reach the wire, in one place. The seed's schema has one

@@ -1,9 +1,9 @@
-import { ErrorCode, KvError } from "../errors.js";
 import type { Answer, Deferred, FrameStream } from "../net/connection.js";
 import type { Cancel, KvStore, ValueSink } from "../store/kv-store.js";
 import { writeValue } from "../store/kv-store.js";
-import type { ReplyKind } from "./codec.js";
-import { checkSetTrailer, type SetLayout, scanValueHead } from "./value-head.js";
+import type { ReplyKind } from "../wire/envelope.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
+import { checkSetTrailer, type SetLayout, scanValueHead } from "../wire/value-head.js";
 
 /** What a {@link StreamedSet} needs from its dispatcher. */
 export interface StreamedSetHost {

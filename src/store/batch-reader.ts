@@ -1,6 +1,6 @@
 import { byteString } from "../bytes.js";
-import { ErrorCode, KvError } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 import type { DataPlane } from "./data-plane.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { Attr } from "./item-format.js";

@@ -6,8 +6,8 @@ import {
   type PutItemCommandInput,
 } from "@aws-sdk/client-dynamodb";
 import { type BranchKeyRecord, type BranchKeyStorage, MAX_BRANCH_VERSION } from "../crypto/branch-keys.js";
-import { asKvError, ErrorCode, KvError } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
+import { asKvError, ErrorCode, KvError } from "../wire/errors.js";
 import { Attr, ItemKind } from "./item-format.js";
 
 /** The active item's partition key: the kind byte alone. */

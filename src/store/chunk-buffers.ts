@@ -1,5 +1,5 @@
-import { BufferPool } from "../buffer-pool.js";
 import { TAG_BYTES } from "../crypto/envelope.js";
+import { BufferPool } from "../wire/buffer-pool.js";
 import { CHUNK_BYTES } from "./item-format.js";
 
 /** Length of every pooled buffer: one chunk's plaintext, or its ciphertext with the tag. */

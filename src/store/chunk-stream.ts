@@ -1,4 +1,4 @@
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 import { chunkBuffers, collectSoon } from "./chunk-buffers.js";
 import type { ValueStream } from "./kv-store.js";
 

@@ -1,6 +1,6 @@
 import { type Sealed, seal } from "../crypto/envelope.js";
 import type { ItemKey, KeyRef } from "../crypto/item-key.js";
-import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { asKvError, ErrorCode, KvError } from "../wire/errors.js";
 import { chunkBuffers } from "./chunk-buffers.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { CHUNK_BYTES, chunkAad, chunkItem } from "./item-format.js";

@@ -1,4 +1,4 @@
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 import {
   type Cancel,
   forwardingSink,

@@ -1,7 +1,7 @@
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { HttpRequest, RequestSigner } from "@smithy/types";
 import { discard } from "../bytes.js";
-import { errorMessage } from "../errors.js";
+import { errorMessage } from "../wire/errors.js";
 import type { DataPlane } from "./data-plane.js";
 import { type AttributeMap, parseAttributeMap, parseResponse, writeAttributeMap } from "./dynamo-json.js";
 import { JsonBytes } from "./json-bytes.js";

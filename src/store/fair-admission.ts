@@ -1,4 +1,4 @@
-import { Fifo } from "../fifo.js";
+import { Fifo } from "../wire/fifo.js";
 
 /** Who an operation is for: a connection (its cancel signal), or any object that stands for one. */
 export type Owner = object;

@@ -1,6 +1,6 @@
 import { sameBytes } from "../bytes.js";
-import { ErrorCode, KvError } from "../errors.js";
 import { Counter, type Counters } from "../metrics.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 import type { DataPlane } from "./data-plane.js";
 import { DynamoCallError, type UpdateItemJson } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";

@@ -1,5 +1,5 @@
 import { sameBytes } from "../bytes.js";
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { Attr, ItemFormat, ItemKind } from "./item-format.js";
 import { MAX_KEY_BYTES } from "./kv-store.js";

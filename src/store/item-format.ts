@@ -1,7 +1,7 @@
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { MAX_BRANCH_VERSION } from "../crypto/branch-keys.js";
 import { type KeyRef, SALT_BYTES } from "../crypto/item-key.js";
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 
 /**
  * The DynamoDB item layout. Every item's partition key starts with a kind byte.

@@ -1,5 +1,5 @@
-import { BufferPool } from "../buffer-pool.js";
 import { base64Into, base64Length, toBase64 } from "../bytes.js";
+import { BufferPool } from "../wire/buffer-pool.js";
 
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);

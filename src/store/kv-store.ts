@@ -1,4 +1,5 @@
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
+import type { WriteCondition } from "../wire/write-condition.js";
 
 /**
  * The storage seam. Keys and values are bytes; a store never decodes them.
@@ -234,10 +235,7 @@ export interface Versioned {
   readonly version: number;
 }
 
-/** What a conditional write requires: the key at exactly this version, or the key absent. */
-export type WriteCondition =
-  | { readonly ifVersion: number; readonly ifAbsent?: undefined }
-  | { readonly ifAbsent: true };
+export type { WriteCondition } from "../wire/write-condition.js";
 
 /** The refusal of a conditional write whose condition failed. */
 export function conflict(key: Uint8Array, condition: WriteCondition): KvError {

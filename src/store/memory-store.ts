@@ -1,5 +1,5 @@
 import { byteString, fromByteString } from "../bytes.js";
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 import {
   conflict,
   type KvStore,

@@ -1,12 +1,9 @@
-import { asKvError, ErrorCode, KvError } from "../errors.js";
+import { type BackoffPolicy, backoffDelay } from "../wire/backoff.js";
+import { asKvError, ErrorCode, KvError } from "../wire/errors.js";
 import { DynamoCallError } from "./dynamo-data-client.js";
 
 /** Backoff settings for retrying throttled or unprocessed DynamoDB work. */
-export interface RetryPolicy {
-  /** First delay, in ms. */
-  baseDelayMs: number;
-  /** Largest single delay, in ms. */
-  maxDelayMs: number;
+export interface RetryPolicy extends BackoffPolicy {
   /** Give up once this much time has passed since the first attempt. */
   maxElapsedMs: number;
   /** Told of each retry, with what is retried (`write`, `read`, `delete`...), for metrics. */
@@ -14,11 +11,6 @@ export interface RetryPolicy {
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { baseDelayMs: 25, maxDelayMs: 1_000, maxElapsedMs: 10_000 };
-
-/** "Full jitter" exponential backoff: a uniform delay in [0, min(max, base·2^attempt)]. */
-export function backoffDelay(policy: RetryPolicy, attempt: number, random: () => number = Math.random): number {
-  return random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
-}
 
 /**
  * Whether a failed data-plane call is worth repeating. The data client

@@ -1,4 +1,4 @@
-import { Fifo } from "../fifo.js";
+import { Fifo } from "../wire/fifo.js";
 
 /**
  * Bounds concurrent backend calls. Waiters queue here, in FIFO order, rather

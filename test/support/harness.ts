@@ -2,8 +2,8 @@ import { randomBytes } from "node:crypto";
 import type { Socket } from "bun";
 import { type Config, parseConfig } from "../../src/config.js";
 import { silentLogger } from "../../src/log.js";
-import { FrameDecoder } from "../../src/net/frame-decoder.js";
 import { type KvServer, type ServerOverrides, startServer } from "../../src/server.js";
+import { FrameDecoder } from "../../src/wire/frame-decoder.js";
 
 /**
  * A config for tests: the server's own defaults (parsed from flags, ignoring

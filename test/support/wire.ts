@@ -1,6 +1,6 @@
 import { expect } from "bun:test";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { type ErrorCode, KvError } from "../../src/errors.js";
+import { type ErrorCode, KvError } from "../../src/wire/errors.js";
 
 /** A field of a hand-built message: varint for numbers, length-delimited for bytes. */
 export type Field = [field: number, value: number | Uint8Array];

@@ -1,4 +1,4 @@
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "./errors.js";
 
 /** Protobuf wire types. */
 export const Wire = { varint: 0, fixed64: 1, bytes: 2, startGroup: 3, endGroup: 4, fixed32: 5 } as const;

@@ -1,5 +1,5 @@
-import { ErrorCode, isKvError, KvError } from "../errors.js";
-import type { ReplyKind } from "./codec.js";
+import type { ReplyKind } from "./envelope.js";
+import { ErrorCode, isKvError, KvError } from "./errors.js";
 import { Wire, WireReader } from "./wire-reader.js";
 
 /**

@@ -1,4 +1,4 @@
-import { ErrorCode, KvError } from "../errors.js";
+import { ErrorCode, KvError } from "./errors.js";
 
 /** Longest varint accepted as a length prefix: a uint32, as in protobuf's size-delimited format. */
 const MAX_VARINT_BYTES = 5;

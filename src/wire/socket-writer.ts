@@ -1,5 +1,5 @@
-import { BufferPool } from "../buffer-pool.js";
-import { Fifo } from "../fifo.js";
+import { BufferPool } from "./buffer-pool.js";
+import { Fifo } from "./fifo.js";
 
 /** The part of a Bun socket the writer needs. */
 export interface WritableSocket {

@@ -1,0 +1,2 @@
+/** Silence after which TCP keepalive probes start, in ms, on both ends (below the AWS NLB's 350 s idle timeout). */
+export const KEEPALIVE_IDLE_MS = 60_000;
