@@ -1,4 +1,3 @@
-import type { Socket } from "bun";
 import {
   decodeResponse,
   encodeClearRequest,
@@ -9,20 +8,21 @@ import {
   encodeSetRequestHead,
   type Response,
 } from "../src/wire/client-codec.js";
+import { deferred } from "../src/wire/deferred.js";
 import { ClearError, GetError, KeyError, ListError, type ReplyKind, SetError } from "../src/wire/envelope.js";
 import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
 import { Fifo } from "../src/wire/fifo.js";
 import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-decoder.js";
-import { KEEPALIVE_IDLE_MS } from "../src/wire/keepalive.js";
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import type { WriteCondition } from "../src/wire/write-condition.js";
+import { connectTransport, type Transport } from "./transport.js";
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
 export type Bytes = Uint8Array | string;
 
 /**
- * TLS settings. PEM text or bytes; read files with `Bun.file(path).text()`.
+ * TLS settings. PEM text or bytes; read files with `readFile` (node:fs/promises) or `Bun.file(path).text()`.
  * Without `ca` the server must present a certificate the system trusts (an
  * ACM certificate on the load balancer does).
  */
@@ -193,14 +193,14 @@ function toBytes(b: Bytes): Uint8Array {
  * `undefined` for not_found.
  */
 export class KvClient implements AsyncDisposable {
-  readonly #socket: Socket<undefined>;
+  readonly #socket: Transport;
   readonly #writer: SocketWriter;
   readonly #decoder: FrameDecoder;
   #waiters = new Fifo<Waiter>();
   #error: KvError | null = null;
   /** Called once nothing is outstanding. */
   #idle: (() => void)[] = [];
-  readonly #closed = Promise.withResolvers<void>();
+  readonly #closed = deferred<void>();
 
   /** While an upload writes its frame, other requests' bytes wait here, in order. */
   #held: Uint8Array[] | null = null;
@@ -210,7 +210,7 @@ export class KvClient implements AsyncDisposable {
   readonly #consumer: FrameConsumer;
   readonly #requestTimeoutMs: number | undefined;
 
-  private constructor(socket: Socket<undefined>, maxFrameBytes: number, requestTimeoutMs: number | undefined) {
+  private constructor(socket: Transport, maxFrameBytes: number, requestTimeoutMs: number | undefined) {
     this.#socket = socket;
     this.#requestTimeoutMs = requestTimeoutMs;
     this.#writer = new SocketWriter(socket);
@@ -228,68 +228,17 @@ export class KvClient implements AsyncDisposable {
     let client: KvClient | undefined;
     const maxFrameBytes = options.maxFrameBytes ?? 80 * 1024 * 1024;
     const host = options.host ?? "127.0.0.1";
-    // Never an empty object: Bun.connect treats `tls: {}` as no TLS at all, silently speaking plaintext.
     const tls =
-      options.tls === undefined || options.tls === false
-        ? undefined
-        : { ...(options.tls === true ? {} : options.tls), rejectUnauthorized: true };
-    // Bun drops bytes written to a TLS socket before its handshake ends, so nothing is sent until then.
-    const handshake = Promise.withResolvers<void>();
-    // Settled on every close, awaited only with TLS.
-    handshake.promise.catch(() => {});
-    const socket = await connectOrExplain(host, options.port, () =>
-      Bun.connect<undefined>({
-        hostname: host,
-        port: options.port,
-        ...(tls === undefined ? {} : { tls }),
-        socket: {
-          handshake(_s, success, authorizationError) {
-            if (success && authorizationError === null) return handshake.resolve();
-            let why = (authorizationError as (Error & { code?: string }) | null)?.code ?? "handshake failed";
-            // A plaintext server reads the ClientHello as a bad frame and hangs up.
-            if (why === "ECONNRESET") why += " (is the server serving TLS on this port?)";
-            handshake.reject(
-              new KvError(ErrorCode.Tls, `TLS handshake with ${host}:${options.port} failed: ${why}`, {
-                cause: authorizationError,
-              }),
-            );
-          },
-          data(_s, chunk) {
-            client?.onData(chunk);
-          },
-          drain() {
-            client?.onDrain();
-          },
-          close() {
-            handshake.reject(
-              new KvError(
-                ErrorCode.Tls,
-                `${host}:${options.port} closed the connection during the TLS handshake (is it serving TLS on this port?)`,
-              ),
-            );
-            client?.onClose();
-          },
-          error(_s, err) {
-            // A TLS alert (a server refusing our certificate) arrives as an error naming it.
-            const code = /ALERT|SSL routines/.test(err.message) ? ErrorCode.Tls : ErrorCode.ConnectionClosed;
-            const why = code === ErrorCode.Tls ? "the server refused the TLS session" : "socket error";
-            client?.fail(new KvError(code, `${why}: ${err.message}`, { cause: err }));
-          },
-        },
-      }),
+      options.tls === undefined || options.tls === false ? undefined : options.tls === true ? {} : options.tls;
+    const socket = await connectTransport(
+      { host, port: options.port, ...(tls === undefined ? {} : { tls }) },
+      {
+        data: (chunk) => client?.onData(chunk),
+        drain: () => client?.onDrain(),
+        close: () => client?.onClose(),
+        error: (err) => client?.fail(err),
+      },
     );
-    socket.setNoDelay(true);
-    // Probes after a minute of silence: an idle connection stays open through the AWS NLB's 350 s idle
-    // timeout, and a server host that vanished is noticed (the next request fails instead of hanging).
-    socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
-    if (tls !== undefined) {
-      try {
-        await handshake.promise;
-      } catch (err) {
-        socket.terminate();
-        throw err;
-      }
-    }
     client = new KvClient(socket, maxFrameBytes, options.requestTimeoutMs);
     return client;
   }
@@ -522,7 +471,7 @@ export class KvClient implements AsyncDisposable {
     if (this.#error !== null) return Promise.reject(this.#error);
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(aborted(signal));
-    const { promise, resolve, reject } = Promise.withResolvers<Response>();
+    const { promise, resolve, reject } = deferred<Response>();
     const waiter: Waiter = { kind, resolve, reject, sink };
     const timeoutMs = options?.timeoutMs ?? this.#requestTimeoutMs;
     if (timeoutMs !== undefined || signal !== undefined) {
@@ -768,27 +717,4 @@ function serverFailed(op: string, res: Response): KvError {
   const code =
     why?.code !== undefined && SERVER_CODES.has(why.code) ? (why.code as ErrorCode) : ErrorCode.ServerInternal;
   return new KvError(code, `server answered ${op} with internal${detail}`);
-}
-
-/** Why a connection could not be made, in a user's words, by the system's error code. */
-const CONNECT_HINTS: Record<string, string> = {
-  ECONNREFUSED: "nothing listens there: is the server running, and on this port?",
-  ENOTFOUND: "the host name does not resolve",
-  EHOSTUNREACH: "the host is unreachable",
-  ENETUNREACH: "the network is unreachable",
-  ETIMEDOUT: "the host did not answer",
-};
-
-/** `Bun.connect`, whose failure becomes `KV_ERR_CONNECT` naming the address and the system's code. */
-async function connectOrExplain<T>(host: string, port: number, connect: () => Promise<Socket<T>>): Promise<Socket<T>> {
-  try {
-    return await connect();
-  } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    const sys = typeof code === "string" ? code : errorMessage(err);
-    const hint = CONNECT_HINTS[sys];
-    throw new KvError(ErrorCode.ConnectFailed, `cannot connect to ${host}:${port}: ${sys}${hint ? ` (${hint})` : ""}`, {
-      cause: err,
-    });
-  }
 }

@@ -168,7 +168,7 @@ export class ReconnectingClient implements AsyncDisposable {
             { cause: err },
           );
         }
-        await Bun.sleep(delay);
+        await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }
   }

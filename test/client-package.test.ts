@@ -1,0 +1,149 @@
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { onBackends, useBackends } from "./support/backends.js";
+import { makeCerts, type TestCerts } from "./support/certs.js";
+import { startTestServer } from "./support/harness.js";
+import { root } from "./support/process.js";
+import { lacking } from "./support/system-tools.js";
+
+// Packs, installs with npm and starts runtimes; this bound only turns a hang into a failure.
+setDefaultTimeout(120_000);
+
+const backends = useBackends();
+const work = mkdtempSync(join(tmpdir(), "kvs-client-package-"));
+const consumer = join(work, "consumer");
+let tarball = "";
+let certs: TestCerts | undefined;
+const noOpenssl = lacking("the client package's TLS checks", "openssl");
+
+function run(cmd: string[], cwd: string): { code: number; stdout: string; stderr: string } {
+  const out = Bun.spawnSync(cmd, {
+    cwd,
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, npm_config_update_notifier: "false" },
+  });
+  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
+}
+
+/** As {@link run}, without blocking this process: the servers under test run in it. */
+async function runAsync(cmd: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn(cmd, { cwd, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+beforeAll(() => {
+  // What is published is what is tested: `npm pack` runs the package's prepack build.
+  const packed = run(["npm", "pack", "--silent", "--pack-destination", work], join(root, "client"));
+  if (packed.code !== 0) throw new Error(`npm pack failed: ${packed.stderr}`);
+  tarball = join(work, packed.stdout.trim().split("\n").at(-1) as string);
+  rmSync(consumer, { recursive: true, force: true });
+  Bun.spawnSync(["mkdir", "-p", consumer]);
+  writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
+  const installed = run(["npm", "install", "--offline", "--no-audit", "--no-fund", tarball], consumer);
+  if (installed.code !== 0) throw new Error(`npm install failed: ${installed.stderr}`);
+  copyFileSync(join(root, "test/support/package-check/check.mjs"), join(consumer, "check.mjs"));
+});
+afterAll(() => {
+  certs?.[Symbol.dispose]();
+  rmSync(work, { recursive: true, force: true });
+});
+
+function sizeOf(dir: string): number {
+  let total = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    total += entry.isDirectory() ? sizeOf(path) : statSync(path).size;
+  }
+  return total;
+}
+
+describe("the kvs-client package", () => {
+  test("npm pack makes an installable tarball of a few hundred KiB with no runtime dependency", () => {
+    expect(statSync(tarball).size).toBeLessThan(100 * 1024);
+    const installed = join(consumer, "node_modules", "kvs-client");
+    expect(sizeOf(installed)).toBeLessThan(512 * 1024);
+    const manifest = JSON.parse(Bun.spawnSync(["cat", join(installed, "package.json")]).stdout.toString());
+    expect(manifest.dependencies).toBeUndefined();
+    // npm installed it alone: no AWS SDK, no DynamoDB Local, nothing of the server.
+    expect(readdirSync(join(consumer, "node_modules")).filter((d) => !d.startsWith("."))).toEqual(["kvs-client"]);
+  });
+
+  for (const runtime of ["node", "bun"] as const) {
+    test(`installed from the tarball, it works on ${runtime === "node" ? "Node" : "Bun"}: pipelining, large values, versions, errors, listing${noOpenssl ? "" : ", mutual TLS"}`, async () => {
+      await using server = await startTestServer(onBackends(backends));
+      const args = [String(server.port)];
+      let tlsServer: Awaited<ReturnType<typeof startTestServer>> | undefined;
+      if (!noOpenssl) {
+        certs ??= await makeCerts();
+        tlsServer = await startTestServer({ tls: { cert: certs.server.cert, key: certs.server.key, ca: certs.ca } });
+        args.push(String(tlsServer.port), certs.ca, certs.client, certs.clientKey);
+      }
+      try {
+        const bin = runtime === "node" ? "node" : process.execPath;
+        const out = await runAsync([bin, "check.mjs", ...args], consumer);
+        expect(out.stderr).toBe("");
+        expect(JSON.parse(out.stdout)).toEqual({
+          runtime,
+          pipelined: true,
+          large: true,
+          conflict: "KV_ERR_CONFLICT",
+          cas: "ok",
+          tooLong: "KV_ERR_KEY_TOO_LARGE",
+          listed: 1111,
+          refused: "KV_ERR_CONNECT",
+          ...(noOpenssl ? {} : { mtls: "yes", untrusted: "KV_ERR_TLS" }),
+          codes: true,
+        });
+      } finally {
+        await tlsServer?.stop();
+      }
+    });
+  }
+
+  test("its type declarations serve a strict TypeScript consumer", () => {
+    writeFileSync(
+      join(consumer, "consumer.ts"),
+      `import { KvClient, type KvClientOptions, KvError } from "kvs-client";
+const options: KvClientOptions = { port: 7070 };
+export async function run(): Promise<string | undefined> {
+  const c: KvClient = await KvClient.connect(options);
+  try {
+    const v: Uint8Array | undefined = await c.get("k");
+    const version: number | undefined = await c.set("k", "v", { ifAbsent: true });
+    return v === undefined ? String(version) : new TextDecoder().decode(v);
+  } catch (e) {
+    if (e instanceof KvError) return e.code;
+    throw e;
+  } finally {
+    await c.close();
+  }
+}
+`,
+    );
+    const tsc = join(root, "node_modules", ".bin", "tsc");
+    const flags = [
+      "--noEmit",
+      "--strict",
+      "--module",
+      "nodenext",
+      "--moduleResolution",
+      "nodenext",
+      "--target",
+      "es2022",
+    ];
+    const checked = run(
+      [tsc, ...flags, "--types", "node", "--typeRoots", join(root, "node_modules", "@types"), "consumer.ts"],
+      consumer,
+    );
+    expect(checked.stdout + checked.stderr).toBe("");
+    expect(checked.code).toBe(0);
+  });
+});

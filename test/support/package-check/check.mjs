@@ -1,0 +1,60 @@
+// Run from a directory where the packed kvs-client is installed, under Node or Bun:
+//   node check.mjs PORT [TLS_PORT CA CERT KEY]
+// Prints one JSON line of what worked; the test compares it whole.
+import { readFile } from "node:fs/promises";
+import { ErrorCode, KvClient, KvError } from "kvs-client";
+
+const [port, tlsPort, caPath, certPath, keyPath] = process.argv.slice(2);
+const dec = new TextDecoder();
+const out = { runtime: typeof globalThis.Bun === "undefined" ? "node" : "bun" };
+
+const c = await KvClient.connect({ port: Number(port), requestTimeoutMs: 20_000 });
+// Pipelining: 2,000 sets and gets in flight at once, answered in order.
+const n = 2000;
+await Promise.all(Array.from({ length: n }, (_, i) => c.set(`p${i}`, `v${i}`)));
+const got = await Promise.all(Array.from({ length: n }, (_, i) => c.get(`p${i}`)));
+out.pipelined = got.every((v, i) => v !== undefined && dec.decode(v) === `v${i}`);
+// A large value, uploaded from an async iterable and read back piece by piece.
+const size = 6 * 1024 * 1024;
+const chunk = new Uint8Array(256 * 1024).map((_, i) => i % 251);
+async function* source() {
+  for (let sent = 0; sent < size; sent += chunk.length) yield chunk;
+}
+await c.setFrom("large", size, source());
+let received = 0;
+let exact = true;
+await c.getTo("large", (piece) => {
+  for (let i = 0; i < piece.length; i++) if (piece[i] !== ((received + i) % (256 * 1024)) % 251) exact = false;
+  received += piece.length;
+});
+out.large = received === size && exact;
+// Versions and conditional writes, and typed errors with stable codes.
+const version = await c.set("cas", "one", { ifAbsent: true });
+const codeOf = (p) =>
+  p.then(
+    () => "ok",
+    (e) => (e instanceof KvError ? e.code : String(e)),
+  );
+out.conflict = await codeOf(c.set("cas", "two", { ifAbsent: true }));
+out.cas = await codeOf(c.set("cas", "two", { ifVersion: version }));
+out.tooLong = await codeOf(c.get("k".repeat(1025)));
+// Listing as an async iterator.
+let listed = 0;
+for await (const _ of c.keys({ prefix: "p1" })) listed++;
+out.listed = listed;
+await c.close();
+out.refused = await codeOf(KvClient.connect({ port: 1 }));
+if (tlsPort !== undefined) {
+  const tls = {
+    ca: await readFile(caPath, "utf8"),
+    cert: await readFile(certPath, "utf8"),
+    key: await readFile(keyPath, "utf8"),
+  };
+  const secure = await KvClient.connect({ port: Number(tlsPort), tls });
+  await secure.set("over-tls", "yes");
+  out.mtls = dec.decode(await secure.get("over-tls"));
+  await secure.close();
+  out.untrusted = await codeOf(KvClient.connect({ port: Number(tlsPort), tls: {} }));
+}
+out.codes = ErrorCode.Conflict === "KV_ERR_CONFLICT";
+console.log(JSON.stringify(out));
