@@ -47,7 +47,7 @@ export interface KvClientOptions {
   maxFrameBytes?: number;
   /** Default deadline of each request, in ms (see {@link RequestOptions}); none when omitted. */
   requestTimeoutMs?: number;
-  /** Deadline of connecting (and the TLS handshake), in ms; default 10,000. */
+  /** Deadline of connecting (and the TLS handshake), in ms; default 10,000. Past it, `KV_ERR_CONNECT`. */
   connectTimeoutMs?: number;
 }
 
@@ -231,7 +231,12 @@ export class KvClient implements AsyncDisposable {
     const tls =
       options.tls === undefined || options.tls === false ? undefined : options.tls === true ? {} : options.tls;
     const socket = await connectTransport(
-      { host, port: options.port, ...(tls === undefined ? {} : { tls }) },
+      {
+        host,
+        port: options.port,
+        timeoutMs: options.connectTimeoutMs ?? 10_000,
+        ...(tls === undefined ? {} : { tls }),
+      },
       {
         data: (chunk) => client?.onData(chunk),
         drain: () => client?.onDrain(),

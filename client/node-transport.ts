@@ -4,6 +4,7 @@ import { ErrorCode, KvError } from "../src/wire/errors.js";
 import { KEEPALIVE_IDLE_MS } from "../src/wire/keepalive.js";
 import {
   connectFailed,
+  connectTimedOut,
   handshakeFailed,
   type Transport,
   type TransportEvents,
@@ -21,7 +22,7 @@ const VERIFY_CODES = /^(UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|CERT_|ERR_TLS_CERT_|
  * water mark a write takes nothing, so the writer keeps the rest and waits
  * for `drain`, as it does with Bun: output stays bounded either way.
  */
-export function connectNode(target: TransportTarget, events: TransportEvents): Promise<Transport> {
+export function connectNode(target: TransportTarget, events: TransportEvents, giveUp: AbortSignal): Promise<Transport> {
   const { host, port, tls } = target;
   return new Promise<Transport>((resolve, reject) => {
     let open = false;
@@ -46,8 +47,14 @@ export function connectNode(target: TransportTarget, events: TransportEvents): P
       reject(connectFailed(target, err));
     };
     socket.once("error", onConnectError);
+    const onGiveUp = () => {
+      socket.destroy();
+      reject(connectTimedOut(target));
+    };
+    giveUp.addEventListener("abort", onGiveUp, { once: true });
     socket.once(tls === undefined ? "connect" : "secureConnect", () => {
       socket.off("error", onConnectError);
+      giveUp.removeEventListener("abort", onGiveUp);
       open = true;
       socket.setNoDelay(true);
       // Probes after a minute of silence, as on Bun (see bun-transport.ts).

@@ -15,6 +15,8 @@ export interface TransportTarget {
   port: number;
   /** Present: speak TLS, verifying the server's certificate. */
   tls?: TransportTls;
+  /** Deadline of connecting and of the TLS handshake, in ms. */
+  timeoutMs: number;
 }
 
 /** What a transport tells its client. */
@@ -76,10 +78,22 @@ export function handshakeFailed(target: TransportTarget, why: string, cause?: un
  * write, and no buffering beyond the kernel's), `node:net` and `node:tls` on Node.
  */
 export async function connectTransport(target: TransportTarget, events: TransportEvents): Promise<Transport> {
-  if (typeof globalThis.Bun !== "undefined") {
-    const { connectBun } = await import("./bun-transport.js");
-    return connectBun(target, events);
+  const giveUp = new AbortController();
+  const timer = setTimeout(() => giveUp.abort(), target.timeoutMs);
+  try {
+    return typeof globalThis.Bun !== "undefined"
+      ? await (await import("./bun-transport.js")).connectBun(target, events, giveUp.signal)
+      : await (await import("./node-transport.js")).connectNode(target, events, giveUp.signal);
+  } finally {
+    clearTimeout(timer);
   }
-  const { connectNode } = await import("./node-transport.js");
-  return connectNode(target, events);
+}
+
+/** The `KV_ERR_CONNECT` error of a connection (or handshake) that did not complete within its deadline. */
+export function connectTimedOut(target: TransportTarget): KvError {
+  const what = target.tls ? "no connection and TLS handshake" : "no connection";
+  return new KvError(
+    ErrorCode.ConnectFailed,
+    `cannot connect to ${target.host}:${target.port}: ${what} within ${target.timeoutMs} ms`,
+  );
 }

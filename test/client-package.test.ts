@@ -100,6 +100,8 @@ describe("the kvs-client package", () => {
           listed: 1111,
           refused: "KV_ERR_CONNECT",
           ...(noOpenssl ? {} : { mtls: "yes", untrusted: "KV_ERR_TLS" }),
+          handshakeTimeout: "KV_ERR_CONNECT",
+          gaveUpInTime: true,
           codes: true,
         });
       } finally {

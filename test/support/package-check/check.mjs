@@ -2,6 +2,7 @@
 //   node check.mjs PORT [TLS_PORT CA CERT KEY]
 // Prints one JSON line of what worked; the test compares it whole.
 import { readFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { ErrorCode, KvClient, KvError } from "kvs-client";
 
 const [port, tlsPort, caPath, certPath, keyPath] = process.argv.slice(2);
@@ -56,5 +57,15 @@ if (tlsPort !== undefined) {
   await secure.close();
   out.untrusted = await codeOf(KvClient.connect({ port: Number(tlsPort), tls: {} }));
 }
+// A peer that accepts and never speaks: the TLS handshake cannot finish, and connecting gives up at its deadline.
+const silent = createServer(() => {});
+await new Promise((resolve) => silent.listen(0, "127.0.0.1", resolve));
+const started = performance.now();
+out.handshakeTimeout = await codeOf(
+  KvClient.connect({ port: silent.address().port, tls: true, connectTimeoutMs: 300 }),
+);
+out.gaveUpInTime = performance.now() - started < 5_000;
+silent.close();
+for (const s of silent.connections ?? []) s.destroy();
 out.codes = ErrorCode.Conflict === "KV_ERR_CONFLICT";
 console.log(JSON.stringify(out));
