@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { canConnect } from "../local/free-port.js";
-import { ErrorCode, KvError } from "../wire/errors.js";
+import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 
 /** The HAProxy backends a node is in: TCP (the protocol) and HTTP (the gateway). */
 export const Backend = { tcp: "kv", http: "kv_http" } as const;
@@ -135,7 +135,25 @@ export class Haproxy implements AsyncDisposable {
     for (const backend of Object.values(Backend)) {
       await this.command(`set server ${backend}/${name} state maint`);
       await this.command(`shutdown sessions server ${backend}/${name}`);
-      await this.command(`del server ${backend}/${name}`);
+      await this.#deleteServer(`${backend}/${name}`);
+    }
+  }
+
+  /**
+   * `del server`, once the sessions just shut down have let go: HAProxy closes
+   * them on its next pass and refuses the delete until then, with nothing to
+   * wait on but asking again.
+   */
+  async #deleteServer(server: string): Promise<void> {
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      try {
+        await this.command(`del server ${server}`);
+        return;
+      } catch (err) {
+        if (!/still has connections attached/.test(errorMessage(err)) || Date.now() > deadline) throw err;
+        await Bun.sleep(20);
+      }
     }
   }
 
