@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { clientRuntimes } from "./client-runtimes.js";
 import { clusterStress } from "./cluster-stress.js";
 import { keyringCost } from "./keyring-cost.js";
 import { httpGateway, listing } from "./kv-api.js";
@@ -13,7 +14,8 @@ import { tlsCost } from "./tls-cost.js";
 
 const USAGE = `Usage: bun run bench [flags]
 
-Scenarios (select with --filter): micro, front-end, slow-readers, concurrency, end-to-end, server-cost,
+Scenarios (select with --filter): micro, front-end, slow-readers, client-runtimes (kvs-client's pipelined gets on
+Node and on Bun beside the load generator), concurrency, end-to-end, server-cost,
 large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve), tls (TLS and mTLS cost
 on the pipelined front end, beside redis with TLS), keyring (KMS calls of random reads over a table written
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
@@ -129,6 +131,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["micro", async () => (await runMicro(/./, quick ? 100 : 1000)) as Row[]],
   ["front-end", () => frontEnd(settings)],
   ["slow-readers", () => slowReaders(settings)],
+  ["client-runtimes", () => clientRuntimes(settings)],
   ["concurrency", () => concurrency(settings)],
   ["end-to-end", () => endToEnd(settings)],
   ["server-cost", () => serverCost(settings)],

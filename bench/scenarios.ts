@@ -73,7 +73,7 @@ interface PipelineResult {
 const root = join(import.meta.dir, "..");
 
 /** Runs the lean generator of bench/pipeline-load.ts in its own process against `port`; `env` carries its TLS settings. */
-async function pipelineLoad(
+export async function pipelineLoad(
   protocol: "kvs" | "echo" | "redis",
   port: number,
   conns: number,
