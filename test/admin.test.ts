@@ -51,6 +51,24 @@ describe("the admin port", () => {
     expect((await get(port, "/healthz", "POST")).status).toBe(405);
   });
 
+  test("HTTP requests are in the latency histogram as TCP ones are, so a dashboard sees both front ends", async () => {
+    // A store that answers asynchronously, as DynamoDB does: the memory store's synchronous answers are not timed.
+    await using server = await startServer(testConfig({ adminPort: 0, httpPort: 0 }), silentLogger, {
+      wrapStore: (s): KvStore => wrapping(s, { getSync: undefined, setSync: undefined }),
+    });
+    const http = `http://127.0.0.1:${server.httpPort}`;
+    await fetch(`${http}/set?k=a&v=1`);
+    for (let i = 0; i < 25; i++) await fetch(`${http}/get?k=a`);
+    await fetch(`${http}/get?k=${"x".repeat(1025)}`);
+    await using c = await KvClient.connect({ port: server.port });
+    await c.get("a");
+    const m = (await get(server.adminPort as number, "/metrics")).text;
+    expect(sample(m, 'kvs_request_duration_seconds_count{op="set"}')).toBe(1);
+    // 25 HTTP gets, the refused one, and one over TCP.
+    expect(sample(m, 'kvs_request_duration_seconds_count{op="get"}')).toBe(27);
+    expect(sample(m, 'kvs_requests_total{op="get",result="ok"}')).toBe(26);
+  });
+
   test("readiness turns 503 while the server drains; liveness stays 200", async () => {
     const gate = Promise.withResolvers<void>();
     const reached = Promise.withResolvers<void>();

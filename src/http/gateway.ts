@@ -231,6 +231,7 @@ class Routes {
     const head = req.method === "HEAD";
     if (changesData(req.method, path) && isCrossSite(req.headers)) return crossSiteRefused();
     let op: Op | undefined;
+    const started = performance.now();
     try {
       if (path.startsWith("/v1/keys/")) {
         const key = this.#key(percentDecode(path.slice("/v1/keys/".length), false));
@@ -297,6 +298,12 @@ class Routes {
       if (status < 500) this.log.debug("HTTP request refused", fields);
       else this.#repeats.warn(kv.code, "HTTP request failed", fields);
       return errorResponse(kv, head);
+    } finally {
+      // Latency to the answer's head, as over TCP, so kvs_request_duration_seconds covers both front ends;
+      // like TCP's, answers the memory store gives synchronously are counted, not timed.
+      if (op !== undefined && this.store.getSync === undefined) {
+        this.stats.observe(op, (performance.now() - started) / 1000);
+      }
     }
   }
 
