@@ -16,6 +16,7 @@ import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-d
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import type { WriteCondition } from "../src/wire/write-condition.js";
+import { type BatchResult, settleEach } from "./batch-result.js";
 import { connectTransport, type Transport } from "./transport.js";
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
@@ -371,6 +372,36 @@ export class KvClient implements AsyncDisposable {
     if (res.version === undefined)
       throw new KvError(ErrorCode.Protocol, "get_response ok without the version asked for");
     return { value: res.value as Uint8Array, version: res.version };
+  }
+
+  /** The values of `keys`, pipelined, one result per key in their order: a key's failure does not fail the others. */
+  mget(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<Uint8Array | undefined>[]> {
+    return settleEach(
+      keys,
+      (k) => k,
+      (key) => this.get(key, options),
+    );
+  }
+
+  /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
+  mset(
+    entries: Iterable<readonly [Bytes, Bytes]>,
+    options?: RequestOptions,
+  ): Promise<BatchResult<number | undefined>[]> {
+    return settleEach(
+      [...entries],
+      ([key]) => key,
+      ([key, value]) => this.set(key, value, options),
+    );
+  }
+
+  /** Deletes `keys`, pipelined, one result per key (whether it had a value) in their order. */
+  mdelete(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<boolean>[]> {
+    return settleEach(
+      keys,
+      (k) => k,
+      (key) => this.delete(key, options),
+    );
   }
 
   /** Removes `key`; resolves false if it had no value. */

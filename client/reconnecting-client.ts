@@ -1,5 +1,6 @@
 import { backoffDelay } from "../src/wire/backoff.js";
 import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
+import { type BatchResult, settleEach } from "./batch-result.js";
 import {
   type Bytes,
   KvClient,
@@ -86,6 +87,35 @@ export class ReconnectingClient implements AsyncDisposable {
   /** See {@link KvClient.getString}. */
   async getString(key: Bytes): Promise<string | undefined> {
     return this.#run((c) => c.getString(key));
+  }
+  /** The values of `keys`, pipelined, one result per key in their order: a key's failure does not fail the others. */
+  mget(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<Uint8Array | undefined>[]> {
+    return settleEach(
+      keys,
+      (k) => k,
+      (key) => this.get(key, options),
+    );
+  }
+
+  /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
+  mset(
+    entries: Iterable<readonly [Bytes, Bytes]>,
+    options?: RequestOptions,
+  ): Promise<BatchResult<number | undefined>[]> {
+    return settleEach(
+      [...entries],
+      ([key]) => key,
+      ([key, value]) => this.set(key, value, options),
+    );
+  }
+
+  /** Deletes `keys`, pipelined, one result per key (whether it had a value) in their order. */
+  mdelete(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<boolean>[]> {
+    return settleEach(
+      keys,
+      (k) => k,
+      (key) => this.delete(key, options),
+    );
   }
 
   /** See {@link KvClient.delete}. */

@@ -65,6 +65,26 @@ for (const [name, config] of Object.entries(STORES)) {
       expect(await c.delete(binary)).toBe(true);
     });
 
+    test("mset, mget and mdelete pipeline many keys and settle per key: one refused key fails alone", async () => {
+      await using server = await startTestServer(config());
+      await using c = await KvClient.connect({ port: server.port });
+      const long = "x".repeat(1025);
+      const set = await c.mset([
+        ["m1", "one"],
+        [long, "refused"],
+        ["m2", "two"],
+      ]);
+      expect(set.map((r) => r.ok)).toEqual([true, false, true]);
+      expect(set[1]).toMatchObject({ key: long, ok: false, error: { code: "KV_ERR_KEY_TOO_LARGE" } });
+      const got = await c.mget(["m1", "absent", long, "m2"]);
+      expect(
+        got.map((r) => (r.ok ? (r.value === undefined ? null : new TextDecoder().decode(r.value)) : r.error.code)),
+      ).toEqual(["one", null, "KV_ERR_KEY_TOO_LARGE", "two"]);
+      const gone = await c.mdelete(["m1", "m1", "absent"]);
+      expect(gone.map((r) => r.ok && r.value)).toEqual([true, false, false]);
+      expect(await c.get("m1")).toBeUndefined();
+    });
+
     test("set, delete, get pipelined on one connection answer ok, ok, not_found", async () => {
       await using server = await startTestServer(config());
       await using c = await KvClient.connect({ port: server.port });
