@@ -1,11 +1,15 @@
-import { open, rm } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import pkg from "../package.json" with { type: "json" };
 import { ErrorCode, errorMessage, isKvError } from "../src/wire/errors.js";
 import { type ClientTlsOptions, KvClient, type KvClientOptions, parseServerUrl } from "./kv-client.js";
+import pkg from "./package.json" with { type: "json" };
 import { formatResults, verify } from "./verify.js";
 
-const USAGE = `Usage: bun run client <command> [--host ADDR] [--port N] [--url kvs[s]://HOST:PORT] [--tls ...]
+/** How the user ran this: `bun run client` from the repository, else the installed `kvs-client`. */
+const PROGRAM = /client\/cli\.ts$/.test(process.argv[1] ?? "") ? "bun run client" : "kvs-client";
+
+const USAGE = `Usage: ${PROGRAM} <command> [--host ADDR] [--port N] [--url kvs[s]://HOST:PORT] [--tls ...]
 
 Commands:
   set KEY VALUE        store VALUE under KEY
@@ -52,8 +56,12 @@ Flags:
 const PING_KEY = "__kvs_health__";
 
 async function readInput(path: string): Promise<Uint8Array> {
-  if (path === "-") return new Uint8Array(await Bun.stdin.arrayBuffer());
-  return new Uint8Array(await Bun.file(path).arrayBuffer());
+  if (path === "-") {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Uint8Array);
+    return new Uint8Array(Buffer.concat(chunks));
+  }
+  return new Uint8Array(await readFile(path));
 }
 
 /** Whether stdout's reader has gone (`keys | head`): EPIPE arrives as an error event. */
@@ -101,7 +109,7 @@ async function printListing(client: KvClient, prefix: string | undefined, withVa
 /** Reads a PEM file named by a flag, naming the flag if it cannot. */
 async function pem(flag: string, path: string): Promise<string> {
   try {
-    return await Bun.file(path).text();
+    return await readFile(path, "utf8");
   } catch (err) {
     throw new Error(`${flag}: cannot read ${path}: ${errorMessage(err)}`);
   }
@@ -275,13 +283,13 @@ async function main(argv: string[]): Promise<number> {
       }
       if (values.file !== undefined && values.file !== "-") {
         // A file is streamed: its size is known up front, and its bytes go out as they are read.
-        const file = Bun.file(values.file);
-        if (!(await file.exists())) {
+        const info = await stat(values.file).catch(() => undefined);
+        if (info === undefined || !info.isFile()) {
           console.error(`cannot read ${values.file}: no such file, or not a regular file`);
           return 1;
         }
         await using client = await KvClient.connect(target);
-        console.error(okVersion(await client.setFrom(key, file.size, file.stream())));
+        console.error(okVersion(await client.setFrom(key, info.size, createReadStream(values.file))));
         return 0;
       }
       const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
@@ -301,7 +309,7 @@ async function main(argv: string[]): Promise<number> {
           console.error("not found");
           return 1;
         }
-        if (toFile) await Bun.write(values.out as string, found.value);
+        if (toFile) await writeFile(values.out as string, found.value);
         else await writeOut(found.value);
         if (values.out === undefined) await writeOut("\n");
         console.error(`version ${found.version}`);
@@ -394,7 +402,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 try {
-  process.exitCode = await main(Bun.argv.slice(2));
+  process.exitCode = await main(process.argv.slice(2));
 } catch (err) {
   // A server's failure already names its code in the message: once is enough.
   const text = isKvError(err) && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : errorMessage(err);
@@ -415,7 +423,7 @@ function okVersion(version: number | undefined): string {
 
 /** A usage error: one line naming the problem and where the usage is; exit status 2. */
 function usageLine(problem: string): number {
-  console.error(`kvs-client: ${briefly(problem)} (bun run client --help lists the commands and flags)`);
+  console.error(`kvs-client: ${briefly(problem)} (${PROGRAM} --help lists the commands and flags)`);
   return 2;
 }
 

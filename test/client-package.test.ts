@@ -110,6 +110,29 @@ describe("the kvs-client package", () => {
     });
   }
 
+  test("its CLI is an npm bin that runs on Node: --version, set, get with a newline, a file streamed in and out", async () => {
+    await using server = await startTestServer(onBackends(backends));
+    const bin = join(consumer, "node_modules", ".bin", "kvs-client");
+    const port = ["--port", String(server.port)];
+    const version = await runAsync([bin, "--version"], consumer);
+    expect(version).toMatchObject({ code: 0, stdout: "kvs-client 0.1.0\n" });
+    expect(await runAsync([bin, "set", "cli-key", "from node", ...port], consumer)).toMatchObject({ code: 0 });
+    expect(await runAsync([bin, "get", "cli-key", ...port], consumer)).toMatchObject({
+      code: 0,
+      stdout: "from node\n",
+    });
+    const input = join(work, "in.bin");
+    const bytes = new Uint8Array(5 * 1024 * 1024).map((_, i) => (i * 7) % 256);
+    writeFileSync(input, bytes);
+    expect(await runAsync([bin, "set", "cli-file", "--file", input, ...port], consumer)).toMatchObject({ code: 0 });
+    const output = join(work, "out.bin");
+    expect(await runAsync([bin, "get", "cli-file", "--out", output, ...port], consumer)).toMatchObject({ code: 0 });
+    expect(Buffer.compare(Buffer.from(await Bun.file(output).arrayBuffer()), Buffer.from(bytes))).toBe(0);
+    const usage = await runAsync([bin, "frob"], consumer);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("(kvs-client --help lists the commands and flags)");
+  });
+
   test("its type declarations serve a strict TypeScript consumer", () => {
     writeFileSync(
       join(consumer, "consumer.ts"),
