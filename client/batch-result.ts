@@ -23,3 +23,49 @@ export async function settleEach<I, T>(
       : { key, ok: false, error: asKvError(s.reason, ErrorCode.Protocol, "the call failed") };
   });
 }
+
+/** The calls the batch helpers are made of; both clients have them. */
+export interface KeyCalls<B, O> {
+  get(key: B, options?: O): Promise<Uint8Array | undefined>;
+  set(key: B, value: B, options?: O): Promise<number | undefined>;
+  delete(key: B, options?: O): Promise<boolean>;
+}
+
+/** `mget`: the values of `keys`, pipelined, one result per key in their order. */
+export function mgetOf<B extends Uint8Array | string, O>(
+  c: KeyCalls<B, O>,
+  keys: readonly B[],
+  options?: O,
+): Promise<BatchResult<Uint8Array | undefined>[]> {
+  return settleEach(
+    keys,
+    (k) => k,
+    (key) => c.get(key, options),
+  );
+}
+
+/** `mset`: every `[key, value]` set, pipelined, one result per entry (the version written). */
+export function msetOf<B extends Uint8Array | string, O>(
+  c: KeyCalls<B, O>,
+  entries: Iterable<readonly [B, B]>,
+  options?: O,
+): Promise<BatchResult<number | undefined>[]> {
+  return settleEach(
+    [...entries],
+    ([key]) => key,
+    ([key, value]) => c.set(key, value, options),
+  );
+}
+
+/** `mdelete`: `keys` deleted, pipelined, one result per key (whether it had a value). */
+export function mdeleteOf<B extends Uint8Array | string, O>(
+  c: KeyCalls<B, O>,
+  keys: readonly B[],
+  options?: O,
+): Promise<BatchResult<boolean>[]> {
+  return settleEach(
+    keys,
+    (k) => k,
+    (key) => c.delete(key, options),
+  );
+}

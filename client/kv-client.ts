@@ -16,7 +16,7 @@ import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-d
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import type { WriteCondition } from "../src/wire/write-condition.js";
-import { type BatchResult, settleEach } from "./batch-result.js";
+import { type BatchResult, mdeleteOf, mgetOf, msetOf } from "./batch-result.js";
 import { connectTransport, type Transport } from "./transport.js";
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
@@ -376,11 +376,7 @@ export class KvClient implements AsyncDisposable {
 
   /** The values of `keys`, pipelined, one result per key in their order: a key's failure does not fail the others. */
   mget(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<Uint8Array | undefined>[]> {
-    return settleEach(
-      keys,
-      (k) => k,
-      (key) => this.get(key, options),
-    );
+    return mgetOf(this, keys, options);
   }
 
   /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
@@ -388,20 +384,12 @@ export class KvClient implements AsyncDisposable {
     entries: Iterable<readonly [Bytes, Bytes]>,
     options?: RequestOptions,
   ): Promise<BatchResult<number | undefined>[]> {
-    return settleEach(
-      [...entries],
-      ([key]) => key,
-      ([key, value]) => this.set(key, value, options),
-    );
+    return msetOf(this, entries, options);
   }
 
   /** Deletes `keys`, pipelined, one result per key (whether it had a value) in their order. */
   mdelete(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<boolean>[]> {
-    return settleEach(
-      keys,
-      (k) => k,
-      (key) => this.delete(key, options),
-    );
+    return mdeleteOf(this, keys, options);
   }
 
   /** Removes `key`; resolves false if it had no value. */

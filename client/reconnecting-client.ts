@@ -1,6 +1,6 @@
 import { backoffDelay } from "../src/wire/backoff.js";
 import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
-import { type BatchResult, settleEach } from "./batch-result.js";
+import { type BatchResult, mdeleteOf, mgetOf, msetOf } from "./batch-result.js";
 import {
   type Bytes,
   KvClient,
@@ -90,11 +90,7 @@ export class ReconnectingClient implements AsyncDisposable {
   }
   /** The values of `keys`, pipelined, one result per key in their order: a key's failure does not fail the others. */
   mget(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<Uint8Array | undefined>[]> {
-    return settleEach(
-      keys,
-      (k) => k,
-      (key) => this.get(key, options),
-    );
+    return mgetOf(this, keys, options);
   }
 
   /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
@@ -102,20 +98,12 @@ export class ReconnectingClient implements AsyncDisposable {
     entries: Iterable<readonly [Bytes, Bytes]>,
     options?: RequestOptions,
   ): Promise<BatchResult<number | undefined>[]> {
-    return settleEach(
-      [...entries],
-      ([key]) => key,
-      ([key, value]) => this.set(key, value, options),
-    );
+    return msetOf(this, entries, options);
   }
 
   /** Deletes `keys`, pipelined, one result per key (whether it had a value) in their order. */
   mdelete(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<boolean>[]> {
-    return settleEach(
-      keys,
-      (k) => k,
-      (key) => this.delete(key, options),
-    );
+    return mdeleteOf(this, keys, options);
   }
 
   /** See {@link KvClient.delete}. */
