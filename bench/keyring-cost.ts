@@ -1,5 +1,5 @@
 /**
- * KMS calls and item overhead of the two keyrings (README "Keys"): a table
+ * KMS calls and item overhead of the two keyrings (docs/encryption.md, "Keys"): a table
  * written under `periods` distinct key periods (KMS data keys of 1 ms with
  * `--keyring kms`; one branch-key rotation per period with the hierarchical
  * keyring), then, on a fresh server with a cold cache, random gets over the

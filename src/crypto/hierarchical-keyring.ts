@@ -46,7 +46,7 @@ interface Material {
 }
 
 /**
- * The hierarchical keyring (after the AWS Encryption SDK's, see README
+ * The hierarchical keyring (after the AWS Encryption SDK's, see docs/encryption.md
  * "Keys"): KMS protects a few branch keys; every item's data key is derived
  * locally from the active branch key and a random per-item salt.
  *

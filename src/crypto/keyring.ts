@@ -9,7 +9,7 @@ export type KeyringKind = (typeof KeyringKind)[keyof typeof KeyringKind];
 /**
  * The store's keys: new items get keys from the keyring `writeWith` names;
  * every item reads with the keyring its own key reference names, so items of
- * both formats stay readable whichever writes (the migration in README
+ * both formats stay readable whichever writes (the migration in docs/encryption.md
  * "Keys" relies on this).
  */
 export class Keyring implements ItemKeys {

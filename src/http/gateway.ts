@@ -461,7 +461,7 @@ function crossSiteRefused(): Response {
 }
 
 function notFound(): Response {
-  return jsonError(404, "no_route", "no such endpoint; see the README's HTTP section");
+  return jsonError(404, "no_route", "no such endpoint; see docs/http.md");
 }
 
 function methodNotAllowed(allow: string): Response {
