@@ -279,6 +279,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           maxKeyBytes: MAX_KEY_BYTES,
           maxValueBytes: config.maxValueBytes,
           tls,
+          budget,
         },
         bounded,
         dispatcher.stats,

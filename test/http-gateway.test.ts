@@ -149,6 +149,33 @@ describe("the HTTP gateway refuses bad input with a JSON error, never a false 20
     expect((await call(port, "/getKeys")).status).toBe(200);
   });
 
+  test("a request body counts in the server's byte budget while it is read and until its value is stored", async () => {
+    const reached = Promise.withResolvers<void>();
+    const gate = Promise.withResolvers<void>();
+    await using server = await startTestServer(
+      { httpPort: 0, maxBufferedBytes: 1024 * 1024 },
+      {
+        wrapStore: (s) =>
+          wrapping(s, {
+            setSync: undefined,
+            set: async (key, value) => {
+              reached.resolve();
+              await gate.promise;
+              return s.set(key, value);
+            },
+          }),
+      },
+    );
+    const body = new Uint8Array(3 * 1024 * 1024).fill(7);
+    const put = fetch(`http://127.0.0.1:${server.httpPort}/v1/keys/held`, { method: "PUT", body });
+    await reached.promise;
+    // The whole body is held while the store writes it: counted, as a TCP frame would be.
+    expect(server.budget.used).toBeGreaterThanOrEqual(body.length);
+    gate.resolve();
+    expect((await put).status).toBe(204);
+    expect(server.budget.used).toBe(0);
+  });
+
   test("the empty key is refused, as over TCP, with the reason; a repeated parameter is refused, not picked", async () => {
     await using server = await startTestServer({ httpPort: 0 });
     const port = server.httpPort as number;

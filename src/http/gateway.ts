@@ -1,5 +1,6 @@
 import type { Server } from "bun";
 import type { Logger } from "../log.js";
+import type { ByteBudget } from "../net/byte-budget.js";
 import { listenError } from "../net/listener.js";
 import type { TlsMaterial } from "../net/tls-material.js";
 import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
@@ -29,6 +30,11 @@ export interface GatewayOptions {
   maxValueBytes: number;
   /** Serve HTTPS with this material (mutual TLS when it has a CA); undefined: plain HTTP. */
   tls?: TlsMaterial;
+  /**
+   * The server's byte budget, which request bodies count in while they are
+   * read and until their value is stored, as TCP frames do; none: uncounted.
+   */
+  budget?: ByteBudget;
 }
 
 /** Room over --max-value-bytes before Bun's own body cap: enough for the handler to see the excess first. */
@@ -332,7 +338,16 @@ class Routes {
     const max = this.options.maxValueBytes;
     const declared = Number(req.headers.get("content-length") ?? Number.NaN);
     if (declared > max) throw tooLarge(declared, max);
-    const value = await readBody(req, max);
+    const budget = this.options.budget;
+    const { value, held } = await readBody(req, max, budget);
+    try {
+      return await this.#putValue(key, value, condition);
+    } finally {
+      budget?.add(-held);
+    }
+  }
+
+  async #putValue(key: Uint8Array, value: Uint8Array, condition: WriteCondition | undefined): Promise<Response> {
     if (condition === undefined) return this.#set(key, value, 204);
     try {
       const version = await this.store.setIf(key, value, condition);
@@ -433,21 +448,45 @@ function tooLarge(size: number, max: number): KvError {
 }
 
 /** Reads a request body of at most `max` bytes; refuses more without reading it all. */
-async function readBody(req: Request, max: number): Promise<Uint8Array> {
-  if (req.body === null) return new Uint8Array(0);
+/**
+ * Reads a request body of at most `max` bytes. Each piece counts in `budget`
+ * as it arrives; past the budget's limit the read waits its turn, as a TCP
+ * connection reading a large frame does, which holds the client back. The
+ * caller gives back `held` once the value is stored (or refused).
+ */
+async function readBody(
+  req: Request,
+  max: number,
+  budget: ByteBudget | undefined,
+): Promise<{ value: Uint8Array; held: number }> {
+  if (req.body === null) return { value: new Uint8Array(0), held: 0 };
   const parts: Uint8Array[] = [];
   let size = 0;
+  let held = 0;
+  const who = {};
   try {
     for await (const part of req.body) {
       size += part.length;
       if (size > max) throw tooLarge(size, max);
+      if (budget !== undefined) {
+        for (;;) {
+          const { promise, resolve } = Promise.withResolvers<void>();
+          if (budget.admit(who, resolve)) break;
+          await promise;
+        }
+        budget.add(part.length);
+        held += part.length;
+      }
       parts.push(part);
     }
   } catch (err) {
+    budget?.add(-held);
     if (isKvError(err)) throw err;
     throw new KvError(ErrorCode.BadRequest, "the request body could not be read", { cause: err });
+  } finally {
+    budget?.release(who);
   }
-  return parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
+  return { value: parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts), held };
 }
 
 /** Whether a request to `path` with `method` can change the store (the brief's GET endpoints included). */
