@@ -10,10 +10,10 @@ const DEPTH = 64;
 
 /** The driver each runtime runs: pipelined gets of one key through kvs-client for `seconds`. */
 const DRIVER = `import { KvClient } from "./index.js";
-const [port, ms, depth] = process.argv.slice(2).map(Number);
+const [port, ms, depth, warm] = process.argv.slice(2).map(Number);
 const c = await KvClient.connect({ port });
 await c.set("k", new Uint8Array(24));
-for (let i = 0; i < 20000; i++) await c.get("k");
+for (let i = 0; i < warm; i++) await c.get("k");
 let done = 0;
 const until = performance.now() + ms;
 const lane = async () => { while (performance.now() < until) { await c.get("k"); done++; } };
@@ -42,7 +42,8 @@ export async function clientRuntimes(s: BenchSettings): Promise<Row[]> {
     if (!built.success) throw new Error(`building the client failed: ${built.logs.join("; ")}`);
     writeFileSync(join(dir, "driver.mjs"), DRIVER);
     await using target = await startKvs("kvs memory", ["--store", "memory", "--log-level", "error"]);
-    const ms = s.quick ? 1000 : Math.max(3000, s.durationMs);
+    const ms = s.quick ? 300 : Math.max(3000, s.durationMs);
+    const warm = s.quick ? 2000 : 20000;
     const ceiling = await pipelineLoad("kvs", target.port, 1, DEPTH, "get", ms, 24);
     const generator = ceiling.ops / ceiling.seconds;
     const rows: Row[] = [
@@ -51,7 +52,7 @@ export async function clientRuntimes(s: BenchSettings): Promise<Row[]> {
     const rates: Record<string, number> = {};
     for (const runtime of ["bun", "node"] as const) {
       const bin = runtime === "bun" ? process.execPath : "node";
-      const proc = Bun.spawn([bin, "driver.mjs", String(target.port), String(ms), String(DEPTH)], {
+      const proc = Bun.spawn([bin, "driver.mjs", String(target.port), String(ms), String(DEPTH), String(warm)], {
         cwd: dir,
         stdout: "pipe",
         stderr: "pipe",

@@ -59,7 +59,7 @@ async function sampled(target: Target, work: () => Promise<void>): Promise<{ ms:
 export async function listing(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
   const stores: [string, string[], number, number][] = [
-    ["memory", ["--store", "memory"], s.quick ? 50_000 : 1_000_000, 500],
+    ["memory", ["--store", "memory"], s.quick ? 20_000 : 1_000_000, 500],
     ["dynamodb-local", ["--store", "dynamodb"], s.quick ? 1_000 : 100_000, 100],
   ];
   for (const [store, args, n, window] of stores) {

@@ -21,7 +21,7 @@ on the pipelined front end, beside redis with TLS), keyring (KMS calls of random
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
 added and killed, with a linearizability check; exits 1 on a violation).
 
-  --quick              every scenario briefly (under 60 s on 2 cores)
+  --quick              every scenario briefly (about a minute on 2 cores: 60-72 s measured)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
   --duration MS        measuring time per load step (default 2000; quick 250)  [KV_BENCH_DURATION_MS]
   --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000; quick 100)  [KV_BENCH_CONNECTIONS]
