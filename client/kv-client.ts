@@ -16,7 +16,7 @@ import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-d
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import type { WriteCondition } from "../src/wire/write-condition.js";
-import { type BatchResult, mdeleteOf, mgetOf, msetOf } from "./batch-result.js";
+import { type BatchResult, entriesOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
 import { connectTransport, type Transport } from "./transport.js";
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
@@ -202,6 +202,7 @@ export class KvClient implements AsyncDisposable {
   /** Called once nothing is outstanding. */
   #idle: (() => void)[] = [];
   readonly #closed = deferred<void>();
+  readonly #ended = deferred<KvError>();
 
   /** While an upload writes its frame, other requests' bytes wait here, in order. */
   #held: Uint8Array[] | null = null;
@@ -252,6 +253,14 @@ export class KvClient implements AsyncDisposable {
   /** The connection's local port: what a load balancer sees as its source. */
   get localPort(): number {
     return this.#socket.localPort;
+  }
+
+  /**
+   * Settles once the connection has closed, for whatever reason, with the
+   * error its outstanding and later calls reject with.
+   */
+  whenClosed(): Promise<KvError> {
+    return this.#ended.promise;
   }
 
   /** Whether the connection has failed or closed: every call on it now rejects. */
@@ -411,14 +420,13 @@ export class KvClient implements AsyncDisposable {
    * order. Every key present for the whole listing comes exactly once; keys
    * set or deleted meanwhile may or may not.
    */
-  async *keys(options: ListOptions = {}): AsyncGenerator<Uint8Array> {
-    for await (const page of this.#pages(options, false)) yield* page.entries.map((e) => e.key);
+  keys(options: ListOptions = {}): AsyncGenerator<Uint8Array> {
+    return keysOf(this, options);
   }
 
   /** Every entry, with its value, as {@link keys} lists keys. */
-  async *entries(options: ListOptions = {}): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
-    for await (const page of this.#pages(options, true))
-      yield* page.entries as { key: Uint8Array; value: Uint8Array }[];
+  entries(options: ListOptions = {}): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
+    return entriesOf(this, options);
   }
 
   /**
@@ -454,15 +462,6 @@ export class KvClient implements AsyncDisposable {
     if (res.kind !== "clear") throw unreachable();
     if (res.error === ClearError.Ok) return res.removed;
     throw serverFailed("clear", res);
-  }
-
-  async *#pages(options: ListOptions, values: boolean) {
-    let cursor = options.cursor;
-    do {
-      const page = await this.listPage({ ...options, cursor, values });
-      yield page;
-      cursor = page.cursor;
-    } while (cursor !== undefined);
   }
 
   #found(res: Response, op: "delete" | "exists"): boolean {
@@ -696,6 +695,7 @@ export class KvClient implements AsyncDisposable {
     );
     this.#writer.close();
     this.#closed.resolve();
+    this.#ended.resolve(this.#error as KvError);
   }
 
   /** Rejects every outstanding and future call with `err`. */

@@ -1,6 +1,6 @@
 import { backoffDelay } from "../src/wire/backoff.js";
 import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
-import { type BatchResult, mdeleteOf, mgetOf, msetOf } from "./batch-result.js";
+import { type BatchResult, entriesOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
 import {
   type Bytes,
   KvClient,
@@ -22,6 +22,12 @@ export interface ReconnectOptions extends KvClientOptions {
    * `KV_ERR_CONNECTION_CLOSED`, in ms (default 10,000).
    */
   reconnectTimeoutMs?: number;
+  /** A connection opened: the first, or a reconnect. */
+  onConnect?: (info: { localPort: number; reconnect: boolean }) => void;
+  /** The connection closed, and why (a graceful drain's goodbye, a crash, a network fault); the next call reconnects. */
+  onDisconnect?: (reason: KvError) => void;
+  /** An attempt to connect failed; the next comes after `delayMs`. */
+  onReconnecting?: (info: { attempt: number; delayMs: number; error: KvError }) => void;
 }
 
 /**
@@ -116,6 +122,36 @@ export class ReconnectingClient implements AsyncDisposable {
     return this.#run((c) => c.exists(key, options));
   }
 
+  /** See {@link KvClient.keys}. Pages may come from different connections: a cursor is not tied to one. */
+  keys(options: ListOptions = {}): AsyncGenerator<Uint8Array> {
+    return keysOf(this, options);
+  }
+
+  /** See {@link KvClient.entries}. */
+  entries(options: ListOptions = {}): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
+    return entriesOf(this, options);
+  }
+
+  /**
+   * See {@link KvClient.getTo}. A draining server never read it, so it is
+   * sent again on the next connection before any piece reached `sink`.
+   */
+  async getTo(key: Bytes, sink: (piece: Uint8Array) => void | Promise<void>): Promise<boolean> {
+    return this.#run((c) => c.getTo(key, sink));
+  }
+
+  /**
+   * See {@link KvClient.setFrom}. Never sent again: `source` may be spent.
+   * If a draining server closes the connection before reading the upload,
+   * this rejects with `KV_ERR_DRAINED` (nothing was written), and a retry
+   * with a fresh source is safe.
+   */
+  async setFrom(key: Bytes, size: number, source: AsyncIterable<Uint8Array>): Promise<number | undefined> {
+    const client = await this.#current();
+    this.#lastPort = client.localPort;
+    return client.setFrom(key, size, source);
+  }
+
   /** See {@link KvClient.listPage}. A listing's pages may come from different connections: cursors are not tied to one. */
   async listPage(
     options: ListOptions & { values?: boolean } = {},
@@ -172,8 +208,13 @@ export class ReconnectingClient implements AsyncDisposable {
     for (let attempt = 0; ; attempt++) {
       try {
         const client = await KvClient.connect(this.#options);
-        if (this.#client !== undefined) this.reconnects++;
+        const reconnect = this.#client !== undefined;
+        if (reconnect) this.reconnects++;
         this.#client = client;
+        this.#options.onConnect?.({ localPort: client.localPort, reconnect });
+        void client.whenClosed().then((reason) => {
+          if (!this.#closed) this.#options.onDisconnect?.(reason);
+        });
         return client;
       } catch (err) {
         // A certificate that does not verify will not verify on the next try either.
@@ -186,6 +227,9 @@ export class ReconnectingClient implements AsyncDisposable {
             { cause: err },
           );
         }
+        const error =
+          err instanceof KvError ? err : new KvError(ErrorCode.ConnectFailed, errorMessage(err), { cause: err });
+        this.#options.onReconnecting?.({ attempt: attempt + 1, delayMs: delay, error });
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }

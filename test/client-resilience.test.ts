@@ -91,6 +91,56 @@ describe("ReconnectingClient", () => {
     expect(c.resent).toBeLessThan(2000);
   });
 
+  test("it lists, streams and batches as KvClient does, and reports connect, disconnect and reconnecting across a restart", async () => {
+    const first = await startTestServer();
+    const port = first.port;
+    const events: string[] = [];
+    const retrying = Promise.withResolvers<void>();
+    await using c = await ReconnectingClient.connect({
+      port,
+      baseDelayMs: 5,
+      maxDelayMs: 20,
+      onConnect: ({ reconnect }) => events.push(reconnect ? "reconnected" : "connected"),
+      onDisconnect: (reason) => events.push(`disconnected ${reason.code}`),
+      onReconnecting: ({ attempt, error }) => {
+        if (attempt === 1) events.push(`reconnecting ${error.code}`);
+        retrying.resolve();
+      },
+    });
+    expect(
+      (
+        await c.mset([
+          ["a", "1"],
+          ["b", "2"],
+          ["c", "3"],
+        ])
+      ).every((r) => r.ok),
+    ).toBe(true);
+    const keys: string[] = [];
+    for await (const k of c.keys()) keys.push(dec.decode(k));
+    expect(keys.sort()).toEqual(["a", "b", "c"]);
+    const big = new Uint8Array(2 * 1024 * 1024).map((_, i) => i % 253);
+    async function* pieces() {
+      for (let at = 0; at < big.length; at += 256 * 1024) yield big.subarray(at, at + 256 * 1024);
+    }
+    await c.setFrom("big", big.length, pieces());
+    let received = 0;
+    await c.getTo("big", (piece) => {
+      received += piece.length;
+    });
+    expect(received).toBe(big.length);
+    for await (const e of c.entries({ prefix: "a" })) expect(dec.decode(e.value)).toBe("1");
+
+    await first.stop();
+    // The next call finds no server, retries, and lands on the one that comes back.
+    const later = c.getString("a");
+    await retrying.promise;
+    await using _second = await startTestServer({ port });
+    await c.set("a", "again");
+    expect(await later).toBeUndefined();
+    expect(events).toEqual(["connected", "disconnected KV_ERR_DRAINED", "reconnecting KV_ERR_CONNECT", "reconnected"]);
+  });
+
   test("a request on a connection that dies unanswered rejects with a clear KV_ERR_CONNECTION_CLOSED and is not resent", async () => {
     // A peer that reads one request and hangs up without answering: a crash, as the client sees it.
     let requests = 0;

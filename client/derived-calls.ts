@@ -1,3 +1,7 @@
+/**
+ * Calls both clients build from their basic ones (get, set, delete, listPage), written once:
+ * the batch helpers that settle per key, and the listing iterators.
+ */
 import { asKvError, ErrorCode, type KvError } from "../src/wire/errors.js";
 
 /** The outcome of one key of a batch call (`mget`, `mset`, `mdelete`): each key settles on its own. */
@@ -68,4 +72,39 @@ export function mdeleteOf<B extends Uint8Array | string, O>(
     (k) => k,
     (key) => c.delete(key, options),
   );
+}
+
+/** The listing call the iterators are made of; both clients have it. */
+export interface PageCalls<L> {
+  listPage(
+    options: L & { cursor?: Uint8Array; values?: boolean },
+  ): Promise<{ entries: { key: Uint8Array; value?: Uint8Array }[]; cursor: Uint8Array | undefined }>;
+}
+
+/** Pages of a listing, one request at a time, following cursors to the end. */
+async function* pagesOf<L extends { cursor?: Uint8Array }>(c: PageCalls<L>, options: L, values: boolean) {
+  let cursor = options.cursor;
+  do {
+    const page = await c.listPage({ ...options, cursor, values });
+    yield page;
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+}
+
+/** `keys`: every key of a listing, page by page. */
+export async function* keysOf<L extends { cursor?: Uint8Array }>(
+  c: PageCalls<L>,
+  options: L,
+): AsyncGenerator<Uint8Array> {
+  for await (const page of pagesOf(c, options, false)) for (const e of page.entries) yield e.key;
+}
+
+/** `entries`: every key and value of a listing, page by page. */
+export async function* entriesOf<L extends { cursor?: Uint8Array }>(
+  c: PageCalls<L>,
+  options: L,
+): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
+  for await (const page of pagesOf(c, options, true)) {
+    for (const e of page.entries) yield { key: e.key, value: e.value ?? new Uint8Array(0) };
+  }
 }
