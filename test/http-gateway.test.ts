@@ -225,7 +225,9 @@ describe("the HTTP gateway refuses bad input with a JSON error, never a false 20
                 retryable: true,
               });
               if (mode === "throttled")
-                return Promise.reject(new KvError(ErrorCode.Storage, "throttled", { cause: throttle }));
+                return Promise.reject(
+                  new KvError(ErrorCode.Storage, "throttled", { cause: throttle, retryable: true }),
+                );
               if (mode === "broken") return Promise.reject(new KvError(ErrorCode.Storage, "ValidationException"));
               if (mode === "timeout") return Promise.reject(new KvError(ErrorCode.Timeout, "no answer"));
               return s.set(k, v);

@@ -73,7 +73,12 @@ export class KmsKeyring implements DataKeyProvider {
       return { plaintext: out.Plaintext, wrapped: out.CiphertextBlob };
     } catch (err) {
       this.#countFailure("GenerateDataKey", err);
-      throw asKvError(err, ErrorCode.Kms, `KMS GenerateDataKey failed${timedOut(err, this.#timeoutMs)}`);
+      throw asKvError(
+        err,
+        ErrorCode.Kms,
+        `KMS GenerateDataKey failed${timedOut(err, this.#timeoutMs)}`,
+        kmsRetryable(err),
+      );
     }
   }
 
@@ -101,7 +106,7 @@ export class KmsKeyring implements DataKeyProvider {
       if (err instanceof Error && (err.name === "InvalidCiphertextException" || err.name === "IncorrectKeyException")) {
         throw new KvError(ErrorCode.Integrity, `KMS refused the stored data key: ${err.name}`, { cause: err });
       }
-      throw asKvError(err, ErrorCode.Kms, `KMS Decrypt failed${timedOut(err, this.#timeoutMs)}`);
+      throw asKvError(err, ErrorCode.Kms, `KMS Decrypt failed${timedOut(err, this.#timeoutMs)}`, kmsRetryable(err));
     }
   }
 }
@@ -113,4 +118,15 @@ function timedOut(err: unknown, ms: number): string {
   return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError")
     ? ` (no answer within ${ms} ms)`
     : "";
+}
+
+/** KMS throttling, timeouts and 5xx may pass; a disabled key or a denied call will not. */
+function kmsRetryable(cause: unknown): boolean {
+  if (!(cause instanceof Error)) return false;
+  const meta = cause as { $retryable?: unknown; $fault?: string };
+  return (
+    meta.$retryable !== undefined ||
+    meta.$fault === "server" ||
+    /Throttl|Timeout|Unavailable|KMSInternal|Abort/i.test(cause.name)
+  );
 }

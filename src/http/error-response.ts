@@ -1,4 +1,3 @@
-import { isRetryable } from "../store/retry.js";
 import { ErrorCode, type KvError } from "../wire/errors.js";
 
 /** An HTTP error answer: status and the stable `error` string of its JSON body. */
@@ -31,25 +30,14 @@ export function httpError(err: KvError): HttpError {
     case ErrorCode.Unavailable:
       return { status: 503, error: "unavailable" };
     case ErrorCode.Storage:
-      return isRetryable(err.cause) ? { status: 503, error: "storage_unavailable" } : { status: 500, error: "storage" };
+      return err.retryable ? { status: 503, error: "storage_unavailable" } : { status: 500, error: "storage" };
     case ErrorCode.Kms:
-      return kmsRetryable(err.cause) ? { status: 503, error: "kms_unavailable" } : { status: 500, error: "kms" };
+      return err.retryable ? { status: 503, error: "kms_unavailable" } : { status: 500, error: "kms" };
     case ErrorCode.Integrity:
       return { status: 500, error: "integrity" };
     default:
       return { status: 500, error: "internal" };
   }
-}
-
-/** KMS throttling, timeouts and 5xx may pass; a disabled key or a denied call will not. */
-function kmsRetryable(cause: unknown): boolean {
-  if (!(cause instanceof Error)) return false;
-  const meta = cause as { $retryable?: unknown; $fault?: string };
-  return (
-    meta.$retryable !== undefined ||
-    meta.$fault === "server" ||
-    /Throttl|Timeout|Unavailable|KMSInternal|Abort/i.test(cause.name)
-  );
 }
 
 /** The JSON error answer for `err`. */

@@ -15,9 +15,9 @@ import {
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
-import { asKvError, ErrorCode, errorMessage, isKvError, KvError } from "../wire/errors.js";
+import { asKvError, ErrorCode, errorMessage, failureResult, isKvError, KvError } from "../wire/errors.js";
 import { isCrossSite } from "./cross-site.js";
-import { errorResponse, httpError, jsonError } from "./error-response.js";
+import { errorResponse, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
 import { parseQuery, percentDecode } from "./query.js";
 
@@ -298,10 +298,10 @@ class Routes {
       }
     } catch (err) {
       const kv = asKvError(err, ErrorCode.Storage, "request failed");
-      const { status } = httpError(kv);
-      if (op !== undefined) this.#count(op, status < 500 ? "refused" : "internal");
+      const result = failureResult(kv);
+      if (op !== undefined) this.#count(op, result);
       const fields = { code: kv.code, op: op ?? "none", reason: kv.message };
-      if (status < 500) this.log.debug("HTTP request refused", fields);
+      if (result !== "internal") this.log.debug("HTTP request refused", fields);
       else this.#repeats.warn(kv.code, "HTTP request failed", fields);
       return errorResponse(kv, head);
     } finally {

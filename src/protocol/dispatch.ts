@@ -22,7 +22,7 @@ import {
   type WriteCondition,
 } from "../store/kv-store.js";
 import type { ReplyKind } from "../wire/envelope.js";
-import { asKvError, ErrorCode, KvError } from "../wire/errors.js";
+import { asKvError, ErrorCode, failureResult, KvError } from "../wire/errors.js";
 import {
   ApiFrames,
   decodeRequest,
@@ -52,15 +52,6 @@ export interface DispatchLimits {
 
 /** Frames from this length up are streamed unless the dispatcher is told otherwise. */
 export const STREAM_SETS_FROM_BYTES = 4 * 1024 * 1024;
-
-/** Codes that are the client's doing: logged at debug, so a noisy client cannot flood the log. */
-const CLIENT_ERRORS: ReadonlySet<string> = new Set([
-  ErrorCode.Conflict,
-  ErrorCode.BadRequest,
-  ErrorCode.KeyTooLarge,
-  ErrorCode.ValueTooLarge,
-  ErrorCode.BadCursor,
-]);
 
 /**
  * Answers frames: decodes each as a request, runs it against the store and
@@ -286,10 +277,10 @@ export class Dispatcher implements FrameHandler {
   }
 
   #fail(reply: ReplyKind, err: KvError): Uint8Array {
-    const result = err.code === ErrorCode.Conflict ? "conflict" : CLIENT_ERRORS.has(err.code) ? "refused" : "internal";
+    const result = failureResult(err);
     this.stats.count(reply, result);
     const fields = { code: err.code, op: reply, reason: err.message };
-    if (CLIENT_ERRORS.has(err.code)) this.#log.debug("request refused", fields);
+    if (result !== "internal") this.#log.debug("request refused", fields);
     else this.#repeats.warn(err.code, "request failed", fields);
     return errorFrame(reply, err);
   }

@@ -55,12 +55,16 @@ export async function retrying(
         // No answer, not a refusal: the call may still have been applied, which KV_ERR_TIMEOUT says.
         throw new KvError(ErrorCode.Timeout, `DynamoDB ${what}: no answer within ${policy.maxElapsedMs} ms`, {
           cause: last,
+          retryable: true,
         });
       }
+      // Every failure here was worth repeating: a later request may succeed.
       if (last !== undefined) {
-        throw asKvError(last, ErrorCode.Storage, `DynamoDB ${what} failed for ${policy.maxElapsedMs} ms`);
+        throw asKvError(last, ErrorCode.Storage, `DynamoDB ${what} failed for ${policy.maxElapsedMs} ms`, true);
       }
-      throw new KvError(ErrorCode.Storage, `DynamoDB left ${what}s unprocessed for ${policy.maxElapsedMs} ms`);
+      throw new KvError(ErrorCode.Storage, `DynamoDB left ${what}s unprocessed for ${policy.maxElapsedMs} ms`, {
+        retryable: true,
+      });
     }
     policy.onRetry?.(what);
     await Bun.sleep(delay);

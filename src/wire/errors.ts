@@ -68,12 +68,37 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
  */
 export class KvError extends Error {
   readonly code: ErrorCode;
+  /**
+   * Set by whoever made the error from a backend's failure: the same request
+   * may succeed later (throttling, a timeout, an unreachable endpoint), as
+   * opposed to a refusal that will recur (a denied call, a disabled key).
+   */
+  readonly retryable: boolean;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryable?: boolean }) {
     super(message, options);
     this.name = "KvError";
     this.code = code;
+    this.retryable = options?.retryable ?? false;
   }
+}
+
+/** Codes that say the request was the client's mistake: refused before anything was changed. */
+const CLIENT_FAULTS: ReadonlySet<string> = new Set([
+  ErrorCode.BadRequest,
+  ErrorCode.KeyTooLarge,
+  ErrorCode.ValueTooLarge,
+  ErrorCode.BadCursor,
+]);
+
+/**
+ * How a failed request is counted and logged, the same on every front end:
+ * a failed condition is `conflict`, the client's own mistake `refused`, and
+ * anything else `internal`.
+ */
+export function failureResult(err: KvError): "conflict" | "refused" | "internal" {
+  if (err.code === ErrorCode.Conflict) return "conflict";
+  return CLIENT_FAULTS.has(err.code) ? "refused" : "internal";
 }
 
 /** Whether `err` is a {@link KvError}, optionally with the given code. */
@@ -87,8 +112,8 @@ export function errorMessage(err: unknown): string {
 }
 
 /** Wraps anything thrown by a backend into a {@link KvError} with `code`, keeping it as `cause`. */
-export function asKvError(err: unknown, code: ErrorCode, what: string): KvError {
+export function asKvError(err: unknown, code: ErrorCode, what: string, retryable = false): KvError {
   if (err instanceof KvError) return err;
   const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  return new KvError(code, `${what}: ${detail}`, { cause: err });
+  return new KvError(code, `${what}: ${detail}`, { cause: err, retryable });
 }
