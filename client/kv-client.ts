@@ -15,7 +15,7 @@ import { Fifo } from "../src/wire/fifo.js";
 import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-decoder.js";
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
-import type { WriteCondition } from "../src/wire/write-condition.js";
+import { type WriteCondition, writeCondition } from "../src/wire/write-condition.js";
 import { type BatchResult, entriesOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
 import { connectTransport, type Transport } from "./transport.js";
 
@@ -163,15 +163,9 @@ function aborted(signal: AbortSignal): KvError {
 
 /** The wire condition of a set's options; at most one of `ifVersion` and `ifAbsent`. */
 function conditionOf(options: SetOptions): WriteCondition | undefined {
-  if (options.ifVersion !== undefined && options.ifAbsent) {
-    throw new KvError(ErrorCode.BadRequest, "a set takes ifVersion or ifAbsent, not both");
-  }
-  if (options.ifAbsent) return { ifAbsent: true };
-  if (options.ifVersion === undefined) return undefined;
-  if (!Number.isSafeInteger(options.ifVersion) || options.ifVersion < 0) {
-    throw new KvError(ErrorCode.BadRequest, `ifVersion must be an integer from 0 to 2^53, got ${options.ifVersion}`);
-  }
-  return { ifVersion: options.ifVersion };
+  const condition = writeCondition(options.ifVersion, options.ifAbsent, { version: "ifVersion", absent: "ifAbsent" });
+  if (typeof condition === "string") throw new KvError(ErrorCode.BadRequest, condition);
+  return condition;
 }
 
 function unreachable(): KvError {

@@ -13,9 +13,9 @@ import {
   readValue,
   refusedKey,
   type ValueStream,
-  type WriteCondition,
 } from "../store/kv-store.js";
 import { asKvError, ErrorCode, errorMessage, failureResult, isKvError, KvError } from "../wire/errors.js";
+import { type WriteCondition, writeCondition } from "../wire/write-condition.js";
 import { isCrossSite } from "./cross-site.js";
 import { errorResponse, jsonError } from "./error-response.js";
 import { cursorBytes, type Encoding, type ListShape, listingResponse } from "./json-listing.js";
@@ -196,23 +196,23 @@ function etagOf(version: number): string {
 export function writeConditionOf(headers: Headers): WriteCondition | undefined {
   const ifMatch = headers.get("if-match");
   const ifNoneMatch = headers.get("if-none-match");
-  if (ifMatch !== null && ifNoneMatch !== null) {
-    throw new KvError(ErrorCode.BadRequest, "a PUT takes If-Match or If-None-Match, not both");
+  if (ifNoneMatch !== null && ifNoneMatch.trim() !== "*") {
+    throw new KvError(ErrorCode.BadRequest, 'If-None-Match takes only "*"');
   }
-  if (ifNoneMatch !== null) {
-    if (ifNoneMatch.trim() !== "*") throw new KvError(ErrorCode.BadRequest, 'If-None-Match takes only "*"');
-    return { ifAbsent: true };
+  let version: number | undefined;
+  if (ifMatch !== null) {
+    const m = VERSION_ETAG.exec(ifMatch.trim());
+    version = m === null ? Number.NaN : Number(m[1]);
+    if (Number.isNaN(version)) {
+      throw new KvError(
+        ErrorCode.BadRequest,
+        'If-Match takes one ETag from a GET of the key, such as "4563121906207954"',
+      );
+    }
   }
-  if (ifMatch === null) return undefined;
-  const m = VERSION_ETAG.exec(ifMatch.trim());
-  const version = m === null ? Number.NaN : Number(m[1]);
-  if (!Number.isSafeInteger(version)) {
-    throw new KvError(
-      ErrorCode.BadRequest,
-      'If-Match takes one ETag from a GET of the key, such as "4563121906207954"',
-    );
-  }
-  return { ifVersion: version };
+  const condition = writeCondition(version, ifNoneMatch !== null, { version: "If-Match", absent: "If-None-Match" });
+  if (typeof condition === "string") throw new KvError(ErrorCode.BadRequest, condition);
+  return condition;
 }
 
 /** The gateway's request handling, apart from the socket. */

@@ -34,7 +34,7 @@ import { ErrorCode, isKvError, KvError } from "../wire/errors.js";
 import { encodeFrame, encodeSmallFrame, type Field } from "../wire/proto-writer.js";
 import { varintSize, writeVarint } from "../wire/varint.js";
 import { Wire, WireReader } from "../wire/wire-reader.js";
-import type { WriteCondition } from "../wire/write-condition.js";
+import { type WriteCondition, writeCondition } from "../wire/write-condition.js";
 
 /**
  * The server's half of the hand-written codec for proto/kv.proto (the
@@ -119,11 +119,7 @@ function readSetRequest(r: WireReader, into: DataFields, conditions: SetConditio
 
 /** The write condition of a set, or why its conditions are unusable. */
 function conditionOf(c: SetConditions): WriteCondition | string | undefined {
-  if (c.ifVersion !== undefined && c.ifAbsent) return "set_req has both if_version and if_absent";
-  if (c.ifAbsent) return { ifAbsent: true };
-  if (c.ifVersion === undefined) return undefined;
-  if (!Number.isSafeInteger(c.ifVersion)) return `if_version ${c.ifVersion} is above 2^53, which no version reaches`;
-  return { ifVersion: c.ifVersion };
+  return writeCondition(c.ifVersion, c.ifAbsent, { version: "if_version", absent: "if_absent" });
 }
 
 /**
