@@ -17,113 +17,20 @@ import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import { type WriteCondition, writeCondition } from "../src/wire/write-condition.js";
 import { type BatchResult, entriesOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
+import type { Bytes, KvClientOptions, ListOptions, ListPage, RequestOptions, SetOptions } from "./options.js";
+import { parseServerUrl } from "./server-url.js";
 import { connectTransport, type Transport } from "./transport.js";
 
-/** Keys and values: bytes, or strings sent as UTF-8. */
-export type Bytes = Uint8Array | string;
-
-/**
- * TLS settings. PEM text or bytes; read files with `readFile` (node:fs/promises) or `Bun.file(path).text()`.
- * Without `ca` the server must present a certificate the system trusts (an
- * ACM certificate on the load balancer does).
- */
-export interface ClientTlsOptions {
-  /** CA bundle that signed the server's certificate, replacing the system's. */
-  ca?: string | Uint8Array;
-  /** Client certificate chain, for servers that require one (`--tls-ca`). */
-  cert?: string | Uint8Array;
-  /** Private key of `cert`. */
-  key?: string | Uint8Array;
-  /** Name the server's certificate must carry, when it differs from `host` (an IP address, a tunnel). */
-  serverName?: string;
-}
-
-/** Connection settings. */
-export interface KvClientOptions {
-  host?: string;
-  port: number;
-  /** Speak TLS: `true` with the system's CAs, or with these settings. */
-  tls?: boolean | ClientTlsOptions;
-  /** Largest response frame accepted (default 80 MiB: a 64 MiB value plus framing). */
-  maxFrameBytes?: number;
-  /** Default deadline of each request, in ms (see {@link RequestOptions}); none when omitted. */
-  requestTimeoutMs?: number;
-  /** Deadline of connecting (and the TLS handshake), in ms; default 10,000. Past it, `KV_ERR_CONNECT`. */
-  connectTimeoutMs?: number;
-}
-
-/**
- * Per-request settings. A request whose deadline passes, or whose signal
- * fires, rejects at once (`KV_ERR_TIMEOUT`, `KV_ERR_ABORTED`); it was sent,
- * so the server may still apply it, and its answer, when it comes, is
- * dropped. Later requests on the connection are unaffected.
- */
-export interface RequestOptions {
-  signal?: AbortSignal;
-  /** Overrides the client's `requestTimeoutMs`. */
-  timeoutMs?: number;
-}
-
-/** A conditional write (see {@link KvClient.set}). At most one of the two. */
-export interface SetOptions extends RequestOptions {
-  /** Write only if the key is at this version (from {@link KvClient.getVersioned} or an earlier conditional set). */
-  ifVersion?: number;
-  /** Write only if the key has no value. */
-  ifAbsent?: boolean;
-}
-
-/** The default port of `kvs://` URLs (the server's default). */
-export const DEFAULT_PORT = 7070;
-/** The default port of `kvss://` URLs (the template's TLS listener). */
-export const DEFAULT_TLS_PORT = 7443;
-
-/**
- * Parses `kvs://HOST[:PORT]` (plaintext, port 7070) or `kvss://HOST[:PORT]`
- * (TLS, port 7443) into connection settings. IPv6 hosts go in brackets.
- * Throws `KV_ERR_CONFIG` on anything else.
- */
-export function parseServerUrl(url: string): { host: string; port: number; tls: boolean } {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new KvError(
-      ErrorCode.Config,
-      `not a server URL: ${JSON.stringify(url)} (expected kvs://HOST:PORT or kvss://HOST:PORT)`,
-    );
-  }
-  const tls = parsed.protocol === "kvss:";
-  if (!tls && parsed.protocol !== "kvs:") {
-    throw new KvError(
-      ErrorCode.Config,
-      `unknown scheme ${parsed.protocol} in ${JSON.stringify(url)} (use kvs:// or kvss://)`,
-    );
-  }
-  if (parsed.hostname === "" || (parsed.pathname !== "" && parsed.pathname !== "/") || parsed.search || parsed.hash) {
-    throw new KvError(
-      ErrorCode.Config,
-      `a server URL is kvs[s]://HOST[:PORT] and nothing more, got ${JSON.stringify(url)}`,
-    );
-  }
-  const host = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname;
-  return { host, port: parsed.port === "" ? (tls ? DEFAULT_TLS_PORT : DEFAULT_PORT) : Number(parsed.port), tls };
-}
-
-/** What to list; see {@link KvClient.list}. */
-export interface ListOptions {
-  /** Only keys starting with these bytes. */
-  prefix?: Bytes;
-  /** Entries per page, 1-1000 (default 1000). */
-  pageSize?: number;
-  /** Start from this cursor, from an earlier page, instead of the beginning. */
-  cursor?: Uint8Array;
-}
-
-/** One page of a listing; no `cursor` means the listing is complete. */
-export interface ListPage<E> {
-  entries: E[];
-  cursor: Uint8Array | undefined;
-}
+export type {
+  Bytes,
+  ClientTlsOptions,
+  KvClientOptions,
+  ListOptions,
+  ListPage,
+  RequestOptions,
+  SetOptions,
+} from "./options.js";
+export { DEFAULT_PORT, DEFAULT_TLS_PORT, parseServerUrl } from "./server-url.js";
 
 interface Waiter {
   readonly kind: ReplyKind;
