@@ -72,6 +72,12 @@ export interface Config {
    * given): local mode then offers the client's default, 127.0.0.1:7071.
    */
   adminPortDefaulted?: boolean;
+  /**
+   * How long one connection or HTTP body may hold the byte budget on one
+   * frame while others wait, in ms, before it is closed (default 30,000).
+   * Not a flag: tests shorten it.
+   */
+  budgetHoldMs?: number;
   /** Seconds between `request latency` log lines (for CloudWatch metric filters); 0: none. */
   latencyLogIntervalSeconds: number;
   /** TLS for the TCP listener and the HTTP gateway; undefined: plaintext. */

@@ -249,7 +249,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       maxValueBytes: config.maxValueBytes,
       streamFromBytes: config.streamFromBytes,
     });
-    const budget = new ByteBudget(config.maxBufferedBytes);
+    const budget = new ByteBudget(config.maxBufferedBytes, config.budgetHoldMs);
     if (config.latencyLogIntervalSeconds > 0) {
       const reporter = new LatencyReporter(dispatcher.stats, log, config.latencyLogIntervalSeconds * 1000);
       cleanups.push(async () => reporter.stop());

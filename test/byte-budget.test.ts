@@ -50,6 +50,20 @@ describe("ByteBudget", () => {
     expect(budget.waiting).toBe(0);
   });
 
+  test("a holder that keeps others waiting past the hold limit is evicted, and the oldest waiter takes over", async () => {
+    const woken: string[] = [];
+    const budget = new ByteBudget(100, 20);
+    const [a, b] = [waiter("a", woken), waiter("b", woken)];
+    const evicted = Promise.withResolvers<void>();
+    budget.add(100);
+    expect(budget.admit(a.who, a.wake, () => evicted.resolve())).toBe(true);
+    expect(budget.admit(b.who, b.wake)).toBe(false);
+    await evicted.promise;
+    await Promise.resolve();
+    expect(budget.holder).toBe(b.who);
+    expect(woken).toEqual(["b"]);
+  });
+
   test("a waiter that closes is forgotten", () => {
     const budget = new ByteBudget(10);
     budget.add(10);

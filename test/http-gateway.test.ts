@@ -176,6 +176,38 @@ describe("the HTTP gateway refuses bad input with a JSON error, never a false 20
     expect(server.budget.used).toBe(0);
   });
 
+  test("a body that trickles while others wait for the budget is cut off after the hold limit, and they go on", async () => {
+    await using server = await startTestServer({ httpPort: 0, maxBufferedBytes: 1024 * 1024, budgetHoldMs: 300 });
+    const stall = Promise.withResolvers<void>();
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        // 2 MiB in 64 KiB pieces, then nothing: the client stalls with the budget held.
+        if (sent >= 2 * 1024 * 1024) return stall.promise;
+        controller.enqueue(new Uint8Array(64 * 1024).fill(1));
+        sent += 64 * 1024;
+      },
+    });
+    const trickling = fetch(`http://127.0.0.1:${server.httpPort}/v1/keys/slow`, { method: "PUT", body }).then(
+      async (r) => ({ status: r.status, body: await r.json() }),
+      (err) => ({ status: 0, body: String(err) }),
+    );
+    while (server.budget.used < 1024 * 1024) await new Promise((resolve) => setTimeout(resolve, 5));
+    // Another large request must wait for the budget, until the trickling body is cut off.
+    const other = fetch(`http://127.0.0.1:${server.httpPort}/v1/keys/other`, {
+      method: "PUT",
+      body: new Uint8Array(3 * 1024 * 1024).fill(2),
+    });
+    expect((await other).status).toBe(204);
+    // Refused with the reason, not merely reset.
+    expect(await trickling).toEqual({
+      status: 400,
+      body: { error: "bad_request", message: "the request body came too slowly while others waited" },
+    });
+    stall.resolve();
+    expect((await fetch(`http://127.0.0.1:${server.httpPort}/v1/keys/slow`)).status).toBe(404);
+  });
+
   test("the empty key is refused, as over TCP, with the reason; a repeated parameter is refused, not picked", async () => {
     await using server = await startTestServer({ httpPort: 0 });
     const port = server.httpPort as number;

@@ -307,6 +307,27 @@ describe("the byte budget", () => {
     b.end();
   });
 
+  test("a connection that trickles a large frame while others wait is closed after the hold limit, and the next goes on", async () => {
+    await using server = await startTestServer({ maxBufferedBytes: MiB, streamFromBytes: 64 * MiB, budgetHoldMs: 300 });
+    const a = await rawClient(server.port);
+    const b = await rawClient(server.port);
+    const frameA = setFrame("a", patterned(3 * MiB, 1));
+    const valueB = patterned(3 * MiB, 2);
+    // A takes the budget with most of its frame, then sends nothing more: a client trickling, or stuck.
+    await a.send(frameA.subarray(0, 2 * MiB));
+    await until(() => server.budget.used >= MiB);
+    const bSent = b.send(setFrame("b", valueB));
+    await until(() => server.budget.waiting === 1);
+    // After the hold limit A is closed, unanswered, and B's frame is read and stored.
+    expect(await a.next()).toBeNull();
+    await bSent;
+    expect(decodeResponse((await b.next()) as Uint8Array)).toMatchObject({ kind: "set", error: SetError.Ok });
+    await using c = await KvClient.connect({ port: server.port });
+    expect(same(await c.get("b"), valueB)).toBe(true);
+    expect(await c.get("a")).toBeUndefined();
+    b.end();
+  });
+
   test("one streamed value many times the budget still goes through within its window", async () => {
     await using server = await startTestServer({ ...dynamo(), maxBufferedBytes: MiB, streamFromBytes: 1024 });
     await using c = await KvClient.connect({ port: server.port });

@@ -464,14 +464,24 @@ async function readBody(
   let size = 0;
   let held = 0;
   const who = {};
+  const reader = req.body.getReader();
+  let evicted = false;
+  // A body that holds the budget too long while others wait (a trickling client) is cut off.
+  const evict = () => {
+    evicted = true;
+    void reader.cancel().catch(() => {});
+  };
   try {
-    for await (const part of req.body) {
+    for (;;) {
+      const { value: part, done } = await reader.read();
+      if (evicted) throw new KvError(ErrorCode.BadRequest, "the request body came too slowly while others waited");
+      if (done) break;
       size += part.length;
       if (size > max) throw tooLarge(size, max);
       if (budget !== undefined) {
         for (;;) {
           const { promise, resolve } = Promise.withResolvers<void>();
-          if (budget.admit(who, resolve)) break;
+          if (budget.admit(who, resolve, evict)) break;
           await promise;
         }
         budget.add(part.length);

@@ -605,11 +605,21 @@ export class Connection {
       if (budget.holder === this) budget.release(this);
       return;
     }
-    if (this.#budgetBlocked || budget.admit(this, this.#budgetWake)) return;
+    if (this.#budgetBlocked || budget.admit(this, this.#budgetWake, this.#budgetEvict)) return;
     this.#budgetBlocked = true;
     this.#counters.add(Counter.budgetPauses);
     this.#pauseSocket();
   }
+
+  /** Held the byte budget on one frame for too long while others waited: a trickling client. */
+  readonly #budgetEvict = (): void => {
+    if (this.#closed) return;
+    this.#log.warn("closing connection: it held the byte budget on one frame while others waited", {
+      conn: this.id,
+      limitMs: this.#options.budget?.holdLimitMs,
+    });
+    this.destroy();
+  };
 
   readonly #budgetWake = (): void => {
     this.#budgetBlocked = false;
