@@ -2,6 +2,7 @@
  * Calls both clients build from their basic ones (get, set, delete, listPage), written once:
  * the batch helpers that settle per key, and the listing iterators.
  */
+import { deferred } from "../src/wire/deferred.js";
 import { asKvError, ErrorCode, type KvError } from "../src/wire/errors.js";
 
 /** The outcome of one key of a batch call (`mget`, `mset`, `mdelete`): each key settles on its own. */
@@ -107,4 +108,61 @@ export async function* entriesOf<L extends { cursor?: Uint8Array }>(
   for await (const page of pagesOf(c, options, true)) {
     for (const e of page.entries) yield { key: e.key, value: e.value ?? new Uint8Array(0) };
   }
+}
+
+/** The streaming read `getStream` is made of; both clients have it. */
+export interface StreamCalls<B> {
+  getTo(key: B, sink: (piece: Uint8Array) => void | Promise<void>): Promise<boolean>;
+}
+
+/**
+ * `getStream`: the value of `key` as a Web `ReadableStream` of its pieces as
+ * they arrive, or undefined when the key has no value. The connection reads
+ * no further while the stream's reader is behind (its queue is full), so a
+ * slow consumer holds the server to a window, as with `getTo`. Node users
+ * can wrap it with `Readable.fromWeb`.
+ */
+export function getStreamOf<B>(c: StreamCalls<B>, key: B): Promise<ReadableStream<Uint8Array> | undefined> {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  let room: (() => void) | undefined;
+  // A cancelled stream takes no more pieces; the rest of the answer is still read, and dropped.
+  let cancelled = false;
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        controller = c;
+      },
+      pull() {
+        room?.();
+        room = undefined;
+      },
+      cancel() {
+        cancelled = true;
+        room?.();
+      },
+    },
+    { highWaterMark: 4 },
+  );
+  const opened = deferred<ReadableStream<Uint8Array> | undefined>();
+  let started = false;
+  c.getTo(key, async (piece) => {
+    if (!started) {
+      started = true;
+      opened.resolve(stream);
+    }
+    if (cancelled) return;
+    controller.enqueue(piece);
+    if ((controller.desiredSize ?? 1) <= 0) await new Promise<void>((resolve) => (room = resolve));
+  }).then(
+    (found) => {
+      if (!found) return opened.resolve(undefined);
+      if (!started) opened.resolve(stream);
+      if (!cancelled) controller.close();
+    },
+    (err) => {
+      if (!started) opened.reject(err);
+      else if (!cancelled) controller.error(err);
+    },
+  );
+  return opened.promise;
 }

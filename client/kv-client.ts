@@ -16,7 +16,7 @@ import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-d
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import { type WriteCondition, writeCondition } from "../src/wire/write-condition.js";
-import { type BatchResult, entriesOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
+import { type BatchResult, entriesOf, getStreamOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
 import type { Bytes, KvClientOptions, ListOptions, ListPage, RequestOptions, SetOptions } from "./options.js";
 import { parseServerUrl } from "./server-url.js";
 import { connectTransport, type Transport } from "./transport.js";
@@ -256,6 +256,11 @@ export class KvClient implements AsyncDisposable {
     // An answer small enough to come whole was not streamed: hand its value over now.
     if (res.value !== undefined) await sink(res.value);
     return true;
+  }
+
+  /** The value of `key` as a Web `ReadableStream` of pieces as they arrive, or undefined when absent (see {@link getStreamOf}). */
+  getStream(key: Bytes): Promise<ReadableStream<Uint8Array> | undefined> {
+    return getStreamOf(this, key);
   }
 
   /** The value of `key`, or undefined if it has none. */

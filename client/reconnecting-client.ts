@@ -1,6 +1,6 @@
 import { backoffDelay } from "../src/wire/backoff.js";
 import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
-import { type BatchResult, entriesOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
+import { type BatchResult, entriesOf, getStreamOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
 import {
   type Bytes,
   KvClient,
@@ -138,6 +138,11 @@ export class ReconnectingClient implements AsyncDisposable {
    */
   async getTo(key: Bytes, sink: (piece: Uint8Array) => void | Promise<void>): Promise<boolean> {
     return this.#run((c) => c.getTo(key, sink));
+  }
+
+  /** The value of `key` as a Web `ReadableStream` of pieces as they arrive, or undefined when absent (see {@link getStreamOf}). */
+  getStream(key: Bytes): Promise<ReadableStream<Uint8Array> | undefined> {
+    return getStreamOf(this, key);
   }
 
   /**

@@ -29,6 +29,21 @@ await c.getTo("large", (piece) => {
   received += piece.length;
 });
 out.large = received === size && exact;
+// The same value as a Web ReadableStream, read to the end; a cancelled one leaves the connection usable.
+const stream = await c.getStream("large");
+let streamed = 0;
+let streamExact = true;
+for await (const piece of stream) {
+  for (let i = 0; i < piece.length; i++) if (piece[i] !== ((streamed + i) % (256 * 1024)) % 251) streamExact = false;
+  streamed += piece.length;
+}
+out.stream = streamed === size && streamExact;
+out.absentStream = (await c.getStream("no-such-key")) === undefined;
+const cancelled = await c.getStream("large");
+const reader = cancelled.getReader();
+await reader.read();
+await reader.cancel();
+out.afterCancel = dec.decode(await c.get("p7"));
 // Versions and conditional writes, and typed errors with stable codes.
 const version = await c.set("cas", "one", { ifAbsent: true });
 const codeOf = (p) =>
