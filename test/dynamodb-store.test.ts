@@ -165,18 +165,6 @@ describe("the server on DynamoDB Local and the local KMS endpoint", () => {
     await Promise.all(clients.map((c) => c.close()));
   });
 
-  test("gets of one key asked for while its read is queued share that read and take no place in the store", async () => {
-    // One place in the store: without sharing, each get would wait its turn and send a read of its own.
-    await using server = await startTestServer({ ...dynamoConfig(), maxPending: 1 });
-    await using c = await KvClient.connect({ port: server.port });
-    await c.set("hot", "value");
-    const before = server.counters.get(Counter.dynamoBatchGetItem) + server.counters.get(Counter.dynamoGetItem);
-    const values = await Promise.all(Array.from({ length: 200 }, () => c.getString("hot")));
-    expect(values.every((v) => v === "value")).toBe(true);
-    const reads = server.counters.get(Counter.dynamoBatchGetItem) + server.counters.get(Counter.dynamoGetItem) - before;
-    expect(reads).toBeLessThanOrEqual(5);
-  });
-
   test("gets from many connections are coalesced into BatchGetItem calls", async () => {
     await using server = await startTestServer(dynamoConfig());
     const clients = await Promise.all(Array.from({ length: 20 }, () => KvClient.connect({ port: server.port })));

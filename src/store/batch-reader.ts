@@ -75,11 +75,6 @@ export class BatchReader {
     return this.#pending.size;
   }
 
-  /** Whether a read of `pk` waits for a batch now (not yet sent): a read asked for now would share it. */
-  isQueued(pk: Uint8Array): boolean {
-    return this.#pending.has(byteString(pk));
-  }
-
   /** Batches sent and not yet settled. */
   get batchesInFlight(): number {
     return this.#inFlight;

@@ -12,17 +12,7 @@ import { type ChunkedHead, ChunkedValues, ORPHAN_GRACE_MS, type StoreFaults } fr
 import type { DataPlane } from "./data-plane.js";
 import { FairAdmission, INTERNAL_OWNER } from "./fair-admission.js";
 import { type TableCalls, writeHead } from "./head-write.js";
-import {
-  Attr,
-  type Head,
-  headPk,
-  ItemFormat,
-  itemSize,
-  MAX_ITEM_BYTES,
-  parseHead,
-  singleItem,
-  valueAad,
-} from "./item-format.js";
+import { Attr, headPk, ItemFormat, itemSize, MAX_ITEM_BYTES, parseHead, singleItem, valueAad } from "./item-format.js";
 import { KeyListing } from "./key-listing.js";
 import type {
   Cancel,
@@ -169,27 +159,8 @@ export class DynamoStore implements KvStore {
     return this.#read(key, STREAM_FROM_BYTES, cancel);
   }
 
-  /**
-   * Reads `key`'s value and version: the value whole, or as a stream when it
-   * has at least `streamFrom` bytes. A read of a key whose head read is
-   * already queued in the read batcher, and not yet sent, joins it without
-   * taking a place in the store: it costs no DynamoDB call, and is as fresh
-   * as a read of its own, since the shared read is sent after it was asked
-   * for. Only a value in one item is answered that way; a chunked one then
-   * takes its place like any read.
-   */
+  /** Reads `key`'s value and version: the value whole, or as a stream when it has at least `streamFrom` bytes. */
   #read(key: Uint8Array, streamFrom: number, cancel?: Cancel): Promise<Versioned | undefined> {
-    const pk = headPk(key);
-    if (!this.#reader.isQueued(pk)) return this.#admitted(key, streamFrom, cancel);
-    return this.#reader.get(pk, cancel).then(async (item) => {
-      if (item === undefined) return undefined;
-      const head = parseHead(item);
-      if (head.format !== ItemFormat.single) return this.#admitted(key, streamFrom, cancel);
-      return this.#openSingle(key, head, await this.#o.keys.decryptionKey(head.keyRef));
-    });
-  }
-
-  #admitted(key: Uint8Array, streamFrom: number, cancel?: Cancel): Promise<Versioned | undefined> {
     return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
       for (let attempt = 0; ; attempt++) {
@@ -198,19 +169,16 @@ export class DynamoStore implements KvStore {
         const head = parseHead(item);
         const { version } = head;
         const dataKey = await this.#o.keys.decryptionKey(head.keyRef);
-        if (head.format === ItemFormat.single) return this.#openSingle(key, head, dataKey);
+        if (head.format === ItemFormat.single) {
+          const aad = valueAad(this.#o.encryptionScope, key);
+          return { value: open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad), version };
+        }
         const value = await this.#chunked.read(key, head, dataKey, streamFrom);
         if (value !== MISSING) return { value, version };
         // A chunk is gone: either the version was replaced (retry) or the data is damaged.
         await this.#checkReplaced(key, head, attempt);
       }
     });
-  }
-
-  /** A value in one item, decrypted and authenticated against its key. */
-  #openSingle(key: Uint8Array, head: Extract<Head, { format: 1 }>, dataKey: Uint8Array): Versioned {
-    const aad = valueAad(this.#o.encryptionScope, key);
-    return { value: open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad), version: head.version };
   }
 
   /** After a chunk went missing: throws unless the head now names another version and retries are left. */
