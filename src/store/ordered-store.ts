@@ -156,12 +156,7 @@ export class OrderedStore implements KvStore {
 
   #read(key: Uint8Array, run: () => Promise<unknown>): Promise<unknown> {
     const id = byteString(key);
-    const state = this.#keys.get(id);
-    if (state === undefined) {
-      const fresh: KeyState = { running: 0, writing: false, queue: [] };
-      this.#keys.set(id, fresh);
-      return this.#start(id, fresh, key, { kind: "read", run });
-    }
+    const state = this.#stateOf(id);
     // Reads join running reads only while no write waits: a queued write keeps its place.
     if (!state.writing && state.queue.length === 0) return this.#start(id, state, key, { kind: "read", run });
     return this.#enqueue(state, { kind: "read", run });
@@ -169,12 +164,8 @@ export class OrderedStore implements KvStore {
 
   #write(key: Uint8Array, write: Write, cancel?: Cancel): Promise<unknown> {
     const id = byteString(key);
-    const state = this.#keys.get(id);
-    if (state === undefined) {
-      const fresh: KeyState = { running: 0, writing: false, queue: [] };
-      this.#keys.set(id, fresh);
-      return this.#start(id, fresh, key, write, cancel);
-    }
+    const state = this.#stateOf(id);
+    if (state.running === 0) return this.#start(id, state, key, write, cancel);
     const last = state.queue.at(-1);
     if (last !== undefined && last.op.kind === "set" && write.kind === "set") {
       last.op.value = write.value;
@@ -185,6 +176,16 @@ export class OrderedStore implements KvStore {
     }
     const queued = this.#enqueue(state, write);
     return write.kind === "set" ? ticketed(state.queue.at(-1) as Queued) : queued;
+  }
+
+  /** The key's state; a key with nothing running has none, and gets a fresh one. */
+  #stateOf(id: string): KeyState {
+    let state = this.#keys.get(id);
+    if (state === undefined) {
+      state = { running: 0, writing: false, queue: [] };
+      this.#keys.set(id, state);
+    }
+    return state;
   }
 
   #enqueue(state: KeyState, op: Write | Read): Promise<unknown> {
