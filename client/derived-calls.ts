@@ -4,6 +4,7 @@
  */
 import { deferred } from "../src/wire/deferred.js";
 import { asKvError, ErrorCode, type KvError } from "../src/wire/errors.js";
+import type { Bytes, ListOptions, ListPage, RequestOptions, SetOptions } from "./options.js";
 
 /** The outcome of one key of a batch call (`mget`, `mset`, `mdelete`): each key settles on its own. */
 export type BatchResult<T> =
@@ -29,90 +30,82 @@ export async function settleEach<I, T>(
   });
 }
 
-/** The calls the batch helpers are made of; both clients have them. */
-export interface KeyCalls<B, O> {
-  get(key: B, options?: O): Promise<Uint8Array | undefined>;
-  set(key: B, value: B, options?: O): Promise<number | undefined>;
-  delete(key: B, options?: O): Promise<boolean>;
-}
+/**
+ * What both clients build from their basic calls, written once: each client
+ * extends this and provides get, set, delete, listPage and getTo.
+ */
+export abstract class DerivedCalls {
+  abstract get(key: Bytes, options?: RequestOptions): Promise<Uint8Array | undefined>;
+  abstract set(key: Bytes, value: Bytes, options?: SetOptions): Promise<number | undefined>;
+  abstract delete(key: Bytes, options?: RequestOptions): Promise<boolean>;
+  abstract listPage(
+    options?: ListOptions & { values?: boolean },
+  ): Promise<ListPage<{ key: Uint8Array; value?: Uint8Array }>>;
+  abstract getTo(key: Bytes, sink: (piece: Uint8Array) => void | Promise<void>): Promise<boolean>;
 
-/** `mget`: the values of `keys`, pipelined, one result per key in their order. */
-export function mgetOf<B extends Uint8Array | string, O>(
-  c: KeyCalls<B, O>,
-  keys: readonly B[],
-  options?: O,
-): Promise<BatchResult<Uint8Array | undefined>[]> {
-  return settleEach(
-    keys,
-    (k) => k,
-    (key) => c.get(key, options),
-  );
-}
-
-/** `mset`: every `[key, value]` set, pipelined, one result per entry (the version written). */
-export function msetOf<B extends Uint8Array | string, O>(
-  c: KeyCalls<B, O>,
-  entries: Iterable<readonly [B, B]>,
-  options?: O,
-): Promise<BatchResult<number | undefined>[]> {
-  return settleEach(
-    [...entries],
-    ([key]) => key,
-    ([key, value]) => c.set(key, value, options),
-  );
-}
-
-/** `mdelete`: `keys` deleted, pipelined, one result per key (whether it had a value). */
-export function mdeleteOf<B extends Uint8Array | string, O>(
-  c: KeyCalls<B, O>,
-  keys: readonly B[],
-  options?: O,
-): Promise<BatchResult<boolean>[]> {
-  return settleEach(
-    keys,
-    (k) => k,
-    (key) => c.delete(key, options),
-  );
-}
-
-/** The listing call the iterators are made of; both clients have it. */
-export interface PageCalls<L> {
-  listPage(
-    options: L & { cursor?: Uint8Array; values?: boolean },
-  ): Promise<{ entries: { key: Uint8Array; value?: Uint8Array }[]; cursor: Uint8Array | undefined }>;
-}
-
-/** Pages of a listing, one request at a time, following cursors to the end. */
-async function* pagesOf<L extends { cursor?: Uint8Array }>(c: PageCalls<L>, options: L, values: boolean) {
-  let cursor = options.cursor;
-  do {
-    const page = await c.listPage({ ...options, cursor, values });
-    yield page;
-    cursor = page.cursor;
-  } while (cursor !== undefined);
-}
-
-/** `keys`: every key of a listing, page by page. */
-export async function* keysOf<L extends { cursor?: Uint8Array }>(
-  c: PageCalls<L>,
-  options: L,
-): AsyncGenerator<Uint8Array> {
-  for await (const page of pagesOf(c, options, false)) for (const e of page.entries) yield e.key;
-}
-
-/** `entries`: every key and value of a listing, page by page. */
-export async function* entriesOf<L extends { cursor?: Uint8Array }>(
-  c: PageCalls<L>,
-  options: L,
-): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
-  for await (const page of pagesOf(c, options, true)) {
-    for (const e of page.entries) yield { key: e.key, value: e.value ?? new Uint8Array(0) };
+  /** The values of `keys`, pipelined, one result per key in their order: a key's failure does not fail the others. */
+  mget(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<Uint8Array | undefined>[]> {
+    return settleEach(
+      keys,
+      (k) => k,
+      (key) => this.get(key, options),
+    );
   }
-}
 
-/** The streaming read `getStream` is made of; both clients have it. */
-export interface StreamCalls<B> {
-  getTo(key: B, sink: (piece: Uint8Array) => void | Promise<void>): Promise<boolean>;
+  /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
+  mset(
+    entries: Iterable<readonly [Bytes, Bytes]>,
+    options?: RequestOptions,
+  ): Promise<BatchResult<number | undefined>[]> {
+    return settleEach(
+      [...entries],
+      ([key]) => key,
+      ([key, value]) => this.set(key, value, options),
+    );
+  }
+
+  /** Deletes `keys`, pipelined, one result per key (whether it had a value) in their order. */
+  mdelete(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<boolean>[]> {
+    return settleEach(
+      keys,
+      (k) => k,
+      (key) => this.delete(key, options),
+    );
+  }
+
+  /**
+   * Every key (optionally under a prefix), page by page, as an async
+   * iterator: only one page is held at a time, so `for await` over a store
+   * of millions of keys runs in constant memory. Keys come in no particular
+   * order. Every key present for the whole listing comes exactly once; keys
+   * set or deleted meanwhile may or may not. Pages may come from different
+   * connections: a cursor is not tied to one.
+   */
+  async *keys(options: ListOptions = {}): AsyncGenerator<Uint8Array> {
+    for await (const page of this.#pages(options, false)) for (const e of page.entries) yield e.key;
+  }
+
+  /** Every entry, with its value, as {@link keys} lists keys. */
+  async *entries(options: ListOptions = {}): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
+    for await (const page of this.#pages(options, true)) {
+      for (const e of page.entries) yield { key: e.key, value: e.value ?? new Uint8Array(0) };
+    }
+  }
+
+  /** The value of `key` as a Web `ReadableStream` of pieces as they arrive, or undefined when absent (see {@link streamOf}). */
+  getStream(key: Bytes): Promise<ReadableStream<Uint8Array> | undefined> {
+    return streamOf(this, key);
+  }
+
+  /** Pages of a listing, one request at a time, following cursors to the end. */
+  async *#pages(options: ListOptions, values: boolean) {
+    let cursor = options.cursor;
+    do {
+      const page = await this.listPage({ ...options, cursor, values });
+      yield page;
+      cursor = page.cursor;
+    } while (cursor !== undefined);
+  }
 }
 
 /**
@@ -122,7 +115,7 @@ export interface StreamCalls<B> {
  * slow consumer holds the server to a window, as with `getTo`. Node users
  * can wrap it with `Readable.fromWeb`.
  */
-export function getStreamOf<B>(c: StreamCalls<B>, key: B): Promise<ReadableStream<Uint8Array> | undefined> {
+function streamOf(c: DerivedCalls, key: Bytes): Promise<ReadableStream<Uint8Array> | undefined> {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let room: (() => void) | undefined;
   // A cancelled stream takes no more pieces; the rest of the answer is still read, and dropped.

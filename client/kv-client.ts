@@ -16,7 +16,7 @@ import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-d
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import { type WriteCondition, writeCondition } from "../src/wire/write-condition.js";
-import { type BatchResult, entriesOf, getStreamOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
+import { DerivedCalls } from "./derived-calls.js";
 import type { Bytes, KvClientOptions, ListOptions, ListPage, RequestOptions, SetOptions } from "./options.js";
 import { parseServerUrl } from "./server-url.js";
 import { connectTransport, type Transport } from "./transport.js";
@@ -94,7 +94,7 @@ function toBytes(b: Bytes): Uint8Array {
  * `KV_ERR_SERVER_INTERNAL` when it gave none. `get` resolves the value, or
  * `undefined` for not_found.
  */
-export class KvClient implements AsyncDisposable {
+export class KvClient extends DerivedCalls implements AsyncDisposable {
   readonly #socket: Transport;
   readonly #writer: SocketWriter;
   readonly #decoder: FrameDecoder;
@@ -114,6 +114,7 @@ export class KvClient implements AsyncDisposable {
   readonly #requestTimeoutMs: number | undefined;
 
   private constructor(socket: Transport, maxFrameBytes: number, requestTimeoutMs: number | undefined) {
+    super();
     this.#socket = socket;
     this.#requestTimeoutMs = requestTimeoutMs;
     this.#writer = new SocketWriter(socket);
@@ -258,11 +259,6 @@ export class KvClient implements AsyncDisposable {
     return true;
   }
 
-  /** The value of `key` as a Web `ReadableStream` of pieces as they arrive, or undefined when absent (see {@link getStreamOf}). */
-  getStream(key: Bytes): Promise<ReadableStream<Uint8Array> | undefined> {
-    return getStreamOf(this, key);
-  }
-
   /** The value of `key`, or undefined if it has none. */
   async get(key: Bytes, options?: RequestOptions): Promise<Uint8Array | undefined> {
     const res = await this.#send("get", [encodeGetRequest(toBytes(key))], undefined, options);
@@ -289,24 +285,6 @@ export class KvClient implements AsyncDisposable {
     return { value: res.value as Uint8Array, version: res.version };
   }
 
-  /** The values of `keys`, pipelined, one result per key in their order: a key's failure does not fail the others. */
-  mget(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<Uint8Array | undefined>[]> {
-    return mgetOf(this, keys, options);
-  }
-
-  /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
-  mset(
-    entries: Iterable<readonly [Bytes, Bytes]>,
-    options?: RequestOptions,
-  ): Promise<BatchResult<number | undefined>[]> {
-    return msetOf(this, entries, options);
-  }
-
-  /** Deletes `keys`, pipelined, one result per key (whether it had a value) in their order. */
-  mdelete(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<boolean>[]> {
-    return mdeleteOf(this, keys, options);
-  }
-
   /** Removes `key`; resolves false if it had no value. */
   async delete(key: Bytes, options?: RequestOptions): Promise<boolean> {
     const res = await this.#send("delete", [encodeKeyRequest("delete", toBytes(key))], undefined, options);
@@ -317,22 +295,6 @@ export class KvClient implements AsyncDisposable {
   async exists(key: Bytes, options?: RequestOptions): Promise<boolean> {
     const res = await this.#send("exists", [encodeKeyRequest("exists", toBytes(key))], undefined, options);
     return this.#found(res, "exists");
-  }
-
-  /**
-   * Every key (optionally under a prefix), page by page, as an async
-   * iterator: only one page is held at a time, so `for await` over a store
-   * of millions of keys runs in constant memory. Keys come in no particular
-   * order. Every key present for the whole listing comes exactly once; keys
-   * set or deleted meanwhile may or may not.
-   */
-  keys(options: ListOptions = {}): AsyncGenerator<Uint8Array> {
-    return keysOf(this, options);
-  }
-
-  /** Every entry, with its value, as {@link keys} lists keys. */
-  entries(options: ListOptions = {}): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
-    return entriesOf(this, options);
   }
 
   /**

@@ -1,4 +1,4 @@
-import { connect as netConnect, type Socket } from "node:net";
+import { isIP, connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { ErrorCode, KvError } from "../src/wire/errors.js";
 import { KEEPALIVE_IDLE_MS } from "../src/wire/keepalive.js";
@@ -35,7 +35,7 @@ export function connectNode(target: TransportTarget, events: TransportEvents, gi
             ca: pemOf(tls.ca),
             cert: pemOf(tls.cert),
             key: pemOf(tls.key),
-            servername: tls.serverName ?? (isIp(host) ? undefined : host),
+            servername: tls.serverName ?? (isIP(host) === 0 ? host : undefined),
             rejectUnauthorized: true,
           });
     const onConnectError = (err: Error & { code?: string }) => {
@@ -99,8 +99,4 @@ export function connectNode(target: TransportTarget, events: TransportEvents, gi
 /** PEM as Node takes it (a string or a Buffer; a plain Uint8Array is not accepted everywhere). */
 function pemOf(pem: string | Uint8Array | undefined): string | Buffer | undefined {
   return pem === undefined || typeof pem === "string" ? pem : Buffer.from(pem);
-}
-
-function isIp(host: string): boolean {
-  return /^[\d.]+$/.test(host) || host.includes(":");
 }

@@ -1,6 +1,6 @@
 import { backoffDelay } from "../src/wire/backoff.js";
 import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
-import { type BatchResult, entriesOf, getStreamOf, keysOf, mdeleteOf, mgetOf, msetOf } from "./derived-calls.js";
+import { DerivedCalls } from "./derived-calls.js";
 import {
   type Bytes,
   KvClient,
@@ -45,7 +45,7 @@ export interface ReconnectOptions extends KvClientOptions {
  * they were made, on one connection at a time, so a later call never
  * overtakes an earlier one.
  */
-export class ReconnectingClient implements AsyncDisposable {
+export class ReconnectingClient extends DerivedCalls implements AsyncDisposable {
   readonly #options: ReconnectOptions;
   #client: KvClient | undefined;
   #connecting: Promise<KvClient> | undefined;
@@ -57,6 +57,7 @@ export class ReconnectingClient implements AsyncDisposable {
   resent = 0;
 
   private constructor(options: ReconnectOptions) {
+    super();
     this.#options = options;
   }
 
@@ -94,23 +95,6 @@ export class ReconnectingClient implements AsyncDisposable {
   async getString(key: Bytes): Promise<string | undefined> {
     return this.#run((c) => c.getString(key));
   }
-  /** The values of `keys`, pipelined, one result per key in their order: a key's failure does not fail the others. */
-  mget(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<Uint8Array | undefined>[]> {
-    return mgetOf(this, keys, options);
-  }
-
-  /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
-  mset(
-    entries: Iterable<readonly [Bytes, Bytes]>,
-    options?: RequestOptions,
-  ): Promise<BatchResult<number | undefined>[]> {
-    return msetOf(this, entries, options);
-  }
-
-  /** Deletes `keys`, pipelined, one result per key (whether it had a value) in their order. */
-  mdelete(keys: readonly Bytes[], options?: RequestOptions): Promise<BatchResult<boolean>[]> {
-    return mdeleteOf(this, keys, options);
-  }
 
   /** See {@link KvClient.delete}. */
   async delete(key: Bytes, options?: RequestOptions): Promise<boolean> {
@@ -122,27 +106,12 @@ export class ReconnectingClient implements AsyncDisposable {
     return this.#run((c) => c.exists(key, options));
   }
 
-  /** See {@link KvClient.keys}. Pages may come from different connections: a cursor is not tied to one. */
-  keys(options: ListOptions = {}): AsyncGenerator<Uint8Array> {
-    return keysOf(this, options);
-  }
-
-  /** See {@link KvClient.entries}. */
-  entries(options: ListOptions = {}): AsyncGenerator<{ key: Uint8Array; value: Uint8Array }> {
-    return entriesOf(this, options);
-  }
-
   /**
    * See {@link KvClient.getTo}. A draining server never read it, so it is
    * sent again on the next connection before any piece reached `sink`.
    */
   async getTo(key: Bytes, sink: (piece: Uint8Array) => void | Promise<void>): Promise<boolean> {
     return this.#run((c) => c.getTo(key, sink));
-  }
-
-  /** The value of `key` as a Web `ReadableStream` of pieces as they arrive, or undefined when absent (see {@link getStreamOf}). */
-  getStream(key: Bytes): Promise<ReadableStream<Uint8Array> | undefined> {
-    return getStreamOf(this, key);
   }
 
   /**
@@ -152,9 +121,7 @@ export class ReconnectingClient implements AsyncDisposable {
    * with a fresh source is safe.
    */
   async setFrom(key: Bytes, size: number, source: AsyncIterable<Uint8Array>): Promise<number | undefined> {
-    const client = await this.#current();
-    this.#lastPort = client.localPort;
-    return client.setFrom(key, size, source);
+    return this.#run((c) => c.setFrom(key, size, source), false);
   }
 
   /** See {@link KvClient.listPage}. A listing's pages may come from different connections: cursors are not tied to one. */
@@ -180,15 +147,15 @@ export class ReconnectingClient implements AsyncDisposable {
     await this.close();
   }
 
-  /** Runs `call` on the current connection; again on the next one while a draining server had not read it. */
-  async #run<T>(call: (client: KvClient) => Promise<T>): Promise<T> {
+  /** Runs `call` on the current connection; with `resend`, again on the next one while a draining server had not read it. */
+  async #run<T>(call: (client: KvClient) => Promise<T>, resend = true): Promise<T> {
     for (;;) {
       const client = await this.#current();
       this.#lastPort = client.localPort;
       try {
         return await call(client);
       } catch (err) {
-        if (!(err instanceof KvError && err.code === ErrorCode.Drained)) throw err;
+        if (!resend || !(err instanceof KvError && err.code === ErrorCode.Drained)) throw err;
         this.resent++;
       }
     }
