@@ -52,8 +52,9 @@ async function sampled(target: Target, work: () => Promise<void>): Promise<{ ms:
 
 /**
  * Listing and clear at scale: fill a store, list every key (and every
- * value), then clear it; report keys/s, the server's RSS before and at its
- * peak during each, and the clear's time. The memory store holds 1,000,000
+ * value) over TCP, and on the memory store through the HTTP gateway's
+ * `/getKeys` and `/getAll` too, then clear it; report keys/s, the server's
+ * RSS before and at its peak during each, and the clear's time. The memory store holds 1,000,000
  * keys, DynamoDB Local 100,000 (quick: 50,000 and 1,000).
  */
 export async function listing(s: BenchSettings): Promise<Row[]> {
@@ -65,7 +66,7 @@ export async function listing(s: BenchSettings): Promise<Row[]> {
   for (const [store, args, n, window] of stores) {
     const dir = mkdtempSync(join(tmpdir(), "kvs-bench-list-"));
     try {
-      await using target = await startKvs(`kvs ${store}`, [...args, "--data-dir", dir]);
+      await using target = await startKvs(`kvs ${store}`, [...args, "--data-dir", dir, "--http-port", "0"]);
       await using c = await KvClient.connect({ port: target.port });
       s.log(`listing: filling ${n} keys on ${store}`);
       let retries = 0;
@@ -90,6 +91,26 @@ export async function listing(s: BenchSettings): Promise<Row[]> {
           // With DynamoDB Local, its Java process is a child of the server and counts here.
           "+ children µs CPU/key": +(((target.cpuMs() - cpu) * 1000) / count).toFixed(2),
           "RSS before MiB": +(baseline / MiB).toFixed(1),
+          "RSS peak MiB": +(run.peakRss / MiB).toFixed(1),
+        });
+      }
+      for (const path of store === "memory" ? ["/getKeys", "/getAll"] : []) {
+        const cpu = target.cpuMs();
+        const before = target.rss();
+        let bytes = 0;
+        const run = await sampled(target, async () => {
+          const res = await fetch(`http://127.0.0.1:${httpPortOf(target)}${path}`);
+          if (!res.ok || res.body === null) throw new Error(`${path} answered ${res.status}`);
+          for await (const chunk of res.body) bytes += chunk.byteLength;
+        });
+        rows.push({
+          store,
+          op: `HTTP ${path}`,
+          keys: n,
+          "keys/s": Math.round(n / (run.ms / 1000)),
+          "kvs µs CPU/key": +(((target.cpuMs() - cpu) * 1000) / n).toFixed(2),
+          "answer MiB": +(bytes / MiB).toFixed(1),
+          "RSS before MiB": +(before / MiB).toFixed(1),
           "RSS peak MiB": +(run.peakRss / MiB).toFixed(1),
         });
       }
