@@ -4,7 +4,7 @@
  * CPU per operation from DynamoDB Local's speed. It runs in its own process,
  * so its CPU is not the server's.
  *
- * It serves DescribeTable, CreateTable, BatchWriteItem, BatchGetItem, PutItem,
+ * It serves DescribeTable, CreateTable, DescribeTimeToLive, BatchWriteItem, BatchGetItem, PutItem,
  * UpdateItem (the `SET #n = :v` and `REMOVE #n` forms the store writes),
  * GetItem and DeleteItem, and signs every body with `x-amz-crc32`. It does not
  * check signatures or condition expressions, and never throttles: it is a
@@ -39,6 +39,8 @@ const handlers: Record<string, (input: Record<string, unknown>) => unknown> = {
     },
   }),
   CreateTable: (input) => ({ TableDescription: { TableName: input.TableName, TableStatus: "ACTIVE" } }),
+  // The server turns TTL on for a local table; this stand-in never deletes anything itself.
+  DescribeTimeToLive: () => ({ TimeToLiveDescription: { TimeToLiveStatus: "ENABLED", AttributeName: "ttl" } }),
   BatchWriteItem: (input) => {
     for (const requests of Object.values(input.RequestItems as Record<string, Record<string, Item>[]>)) {
       for (const r of requests) {

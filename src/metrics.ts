@@ -19,6 +19,7 @@ export const Counter = {
   sweeps: "sweep.runs",
   sweepFailures: "sweep.failures",
   sweepDeleted: "sweep.deleted",
+  expiredReads: "expiry.expired_reads",
   bytesIn: "bytes.in",
   bytesOut: "bytes.out",
   budgetPauses: "budget.pauses",

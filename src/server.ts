@@ -92,10 +92,12 @@ export interface ServerOverrides {
   faults?: StoreFaults;
   /** Credentials for both AWS clients instead of the default chain (tests hand out short-lived ones). */
   credentials?: AwsCredentialIdentityProvider;
-  /** Leave a table made without the keys index as it is, as a server older than the index would (tests). */
+  /** Leave a table made without the keys index as it is (no index, no TTL), as a server older than both would (tests). */
   skipIndex?: boolean;
   /** How long a DynamoDB answer keeps /readyz ready without a probe (tests set 0). */
   readyRecentMs?: number;
+  /** The clock values expire by (tests move it past an expiry); default `Date.now`. */
+  clock?: () => number;
 }
 
 /** Starts a server for `config`: local services first if needed, then the listener. */
@@ -131,7 +133,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
 
     if (config.store === StoreKind.memory) {
-      store = new MemoryStore();
+      store = new MemoryStore({ clock: overrides.clock, counters });
       description = "store=memory (not durable)";
     } else {
       table = config.table ?? LOCAL_DEFAULTS.table;
@@ -159,7 +161,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
 
       // On AWS the table and key come from template.yaml, and the task role may not describe them.
       if (localDynamo) {
-        const outcome = await ensureTable(ddbClient, table, { addIndex: overrides.skipIndex !== true });
+        const old = overrides.skipIndex === true;
+        const outcome = await ensureTable(ddbClient, table, { addIndex: !old, enableTtl: !old });
         if (outcome === "created") log.info("created table", { table });
         if (outcome === "indexed") log.info("added the keys index to the table", { table });
       }
@@ -208,6 +211,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         keys,
         counters,
         log,
+        clock: overrides.clock,
         faults: overrides.faults,
         maxConcurrency: maxSocketsFor(ddbOptions),
         maxPending: config.maxPending,

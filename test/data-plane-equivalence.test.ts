@@ -96,7 +96,7 @@ async function writeThroughSdk(table: string, key: Uint8Array, value: Uint8Array
     backends.client.send(new PutItemCommand({ TableName: table, Item: item }));
   if (!chunked) {
     const sealed = seal(plaintext, value, valueAad(table, key));
-    await put(singleItem(key, { keyRef, ...sealed }));
+    await put(singleItem(key, { keyRef, ...sealed, expiresAt: undefined }));
     return;
   }
   const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -104,9 +104,9 @@ async function writeThroughSdk(table: string, key: Uint8Array, value: Uint8Array
   for (let i = 0; i < count; i++) {
     const part = value.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES);
     const sealed = seal(plaintext, part, chunkAad(table, key, ver, i, count, value.length));
-    await put(chunkItem(key, ver, i, { ...sealed, ts: Date.now() }));
+    await put(chunkItem(key, ver, i, { ...sealed, ts: Date.now(), expiresAt: undefined }));
   }
-  await put(chunkedHeadItem(key, { keyRef, ver, count, size: value.length, ts: Date.now() }));
+  await put(chunkedHeadItem(key, { keyRef, ver, count, size: value.length, ts: Date.now(), expiresAt: undefined }));
 }
 
 describe("the lean data-plane client and the AWS SDK store the same items", () => {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { RegoEngine, TemplateFile } from "@aws/cloudformation-validate";
 import { parse, type Tags } from "yaml";
 import { freePort } from "../src/local/free-port.js";
-import { KEYS_INDEX_DEFINITION } from "../src/store/dynamo-table.js";
+import { KEYS_INDEX_DEFINITION, TTL_ATTRIBUTE } from "../src/store/dynamo-table.js";
 import { root, untilLine } from "./support/process.js";
 import { lacking } from "./support/system-tools.js";
 
@@ -147,7 +147,7 @@ describe("template.yaml", () => {
     expect(missing).toEqual([]);
   });
 
-  test("the table is encrypted with the template's own key, has point-in-time recovery, and matches the service's key schema and keys index", () => {
+  test("the table is encrypted with the template's own key, has point-in-time recovery and TTL, and matches the service's key schema and keys index", () => {
     const table = props("Table");
     expect(table.BillingMode).toBe("PAY_PER_REQUEST");
     expect(table.KeySchema).toEqual([{ AttributeName: "pk", KeyType: "HASH" }]);
@@ -159,6 +159,8 @@ describe("template.yaml", () => {
     expect(table.GlobalSecondaryIndexes).toEqual([
       KEYS_INDEX_DEFINITION,
     ] as unknown as typeof table.GlobalSecondaryIndexes);
+    // DynamoDB's TTL on the attribute every expiring item carries, as local mode turns it on.
+    expect(table.TimeToLiveSpecification).toEqual({ AttributeName: TTL_ATTRIBUTE, Enabled: true });
     expect(table.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
     expect(table.DeletionProtectionEnabled).toEqual({ Ref: "DeletionProtection" });
     expect(props("DataKey").EnableKeyRotation).toBe(true);

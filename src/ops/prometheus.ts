@@ -127,6 +127,15 @@ export class Metrics {
         this.inc(sources.counters.get(Counter.sweepDeleted));
       },
     });
+    new PromCounter({
+      name: "kvs_expired_reads_total",
+      help: "Requests that found a value past its expiry and answered as if it were absent",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.counters.get(Counter.expiredReads));
+      },
+    });
     if (sources.batchQueues !== undefined) {
       const queues = sources.batchQueues;
       new Gauge({

@@ -21,6 +21,8 @@ export interface ChunkUploadParts {
   readonly ver: Uint8Array;
   /** The table name bound into AADs. */
   readonly scope: string;
+  /** When the value expires (ms since the epoch; undefined: never), bound into every chunk's AAD. */
+  readonly expiresAt: number | undefined;
   /**
    * The data key every chunk is sealed under, asked for once the store
    * admits the upload: no chunk is sealed or written before it resolves.
@@ -175,12 +177,12 @@ export class ChunkUpload implements ValueSink {
 
   async #sendChunk(index: number, plain: Uint8Array, length: number): Promise<void> {
     const out = chunkBuffers.take();
-    const { key, ver, scope, size } = this.#p;
+    const { key, ver, scope, size, expiresAt } = this.#p;
     let sealed: Sealed | undefined;
     try {
       const dataKey = await this.#p.dataKey;
       if (this.#failure === undefined) {
-        const aad = chunkAad(scope, key, ver, index, this.#count, size);
+        const aad = chunkAad(scope, key, ver, index, this.#count, size, expiresAt);
         sealed = seal(dataKey.plaintext, plain.subarray(0, length), aad, out);
       }
     } finally {
@@ -188,7 +190,7 @@ export class ChunkUpload implements ValueSink {
       if (sealed === undefined) chunkBuffers.give(out);
     }
     if (sealed === undefined) return;
-    await this.#p.put(chunkItem(key, ver, index, { ...sealed, ts: this.#started }));
+    await this.#p.put(chunkItem(key, ver, index, { ...sealed, ts: this.#started, expiresAt }));
     // Written: nothing reads the ciphertext again. After a failed write a retry
     // might still read it, so then it is dropped rather than given back.
     chunkBuffers.give(out);

@@ -14,6 +14,7 @@ import { type FairAdmission, INTERNAL_OWNER } from "./fair-admission.js";
 import { type TableCalls, writeHead } from "./head-write.js";
 import {
   Attr,
+  authenticated,
   CHUNK_BYTES,
   chunkAad,
   chunkedHeadItem,
@@ -24,7 +25,7 @@ import {
   parseHead,
   VERSION_BYTES,
 } from "./item-format.js";
-import type { Cancel, ValueSink, ValueStream, WriteCondition } from "./kv-store.js";
+import type { Cancel, Clock, ValueSink, ValueStream, WriteCondition } from "./kv-store.js";
 
 /** A chunked value's head, parsed. */
 export type ChunkedHead = Extract<Head, { format: 2 }>;
@@ -73,6 +74,8 @@ export interface ChunkedValuesParts {
   /** The store's admission bound: a streamed set holds one slot until its chunks are written. */
   readonly admission: FairAdmission;
   readonly log: Logger;
+  /** The clock expiry is measured on. */
+  readonly clock: Clock;
   readonly faults?: StoreFaults;
 }
 
@@ -101,8 +104,16 @@ export class ChunkedValues {
     this.#p = parts;
   }
 
-  /** Writes `value`, held whole, as chunks and commits it; resolves the version written. */
-  async set(key: Uint8Array, value: Uint8Array, condition?: WriteCondition): Promise<number> {
+  /**
+   * Writes `value`, held whole, as chunks and commits it, expiring at
+   * `expiresAt` (ms since the epoch; undefined: never); resolves the version written.
+   */
+  async set(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition | undefined,
+    expiresAt: number | undefined,
+  ): Promise<number> {
     const { scope, keys, writer } = this.#p;
     const size = value.length;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
@@ -114,14 +125,14 @@ export class ChunkedValues {
       const puts: Promise<void>[] = [];
       for (let i = first; i < Math.min(count, first + CHUNK_WINDOW); i++) {
         const plain = value.subarray(i * CHUNK_BYTES, Math.min(size, (i + 1) * CHUNK_BYTES));
-        const sealed = seal(dataKey.plaintext, plain, chunkAad(scope, key, ver, i, count, size));
-        puts.push(writer.put(chunkItem(key, ver, i, { ...sealed, ts: started })));
+        const sealed = seal(dataKey.plaintext, plain, chunkAad(scope, key, ver, i, count, size, expiresAt));
+        puts.push(writer.put(chunkItem(key, ver, i, { ...sealed, ts: started, expiresAt })));
       }
       await Promise.all(puts);
       collectSoon();
     }
     try {
-      return await this.#commit(key, ver, dataKey.ref, count, size, started, condition);
+      return await this.#commit(key, ver, dataKey.ref, { count, size, started, expiresAt }, condition);
     } catch (err) {
       // Not committed (a conflict, or a commit that failed): the chunks are nobody's.
       if (err instanceof KvError && err.code === ErrorCode.Conflict) {
@@ -137,7 +148,7 @@ export class ChunkedValues {
    * chunks are written; the commit, a single UpdateItem, needs none, so a
    * commit waiting its turn behind another write of the key never holds one.
    */
-  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
+  setStream(key: Uint8Array, size: number, cancel: Cancel | undefined, expiresAt: number | undefined): ValueSink {
     const { admission, keys, writer, scope } = this.#p;
     const count = Math.max(1, Math.ceil(size / CHUNK_BYTES));
     const ver = new Uint8Array(randomBytes(VERSION_BYTES));
@@ -156,9 +167,10 @@ export class ChunkedValues {
       size,
       ver,
       scope,
+      expiresAt,
       dataKey: admitted.promise.then(() => keys.encryptionKey(count, size)),
       put: (item) => writer.put(item).finally(collectSoon),
-      commit: (keyRef, n, started) => this.#commit(key, ver, keyRef, n, size, started),
+      commit: (keyRef, n, started) => this.#commit(key, ver, keyRef, { count: n, size, started, expiresAt }),
       discard: (n) => this.#deleteChunksOrLeave(ver, n, "an abandoned upload's"),
       settled: () => settled.resolve(),
       deadlineMs: COMMIT_DEADLINE_MS,
@@ -219,18 +231,17 @@ export class ChunkedValues {
     key: Uint8Array,
     ver: Uint8Array,
     keyRef: KeyRef,
-    count: number,
-    size: number,
-    started: number,
+    chunks: { count: number; size: number; started: number; expiresAt: number | undefined },
     condition?: WriteCondition,
   ): Promise<number> {
+    const { count, size, started, expiresAt } = chunks;
     if (Date.now() - started > COMMIT_DEADLINE_MS) {
       throw new KvError(ErrorCode.Storage, "chunks took too long to write; the set was not committed");
     }
     await this.#p.faults?.beforeCommit?.(key);
-    const head = chunkedHeadItem(key, { keyRef, ver, count, size, ts: Date.now() });
+    const head = chunkedHeadItem(key, { keyRef, ver, count, size, ts: Date.now(), expiresAt });
     const identity = { attr: Attr.ver, bytes: ver };
-    const { version, old } = await writeHead(this.#p.table, key, head, identity, condition, true);
+    const { version, old } = await writeHead(this.#p.table, key, head, identity, condition, true, this.#p.clock());
     // A retried commit that had landed returns our own head as the old one: nothing to retire then.
     const previous = old === undefined ? undefined : safeHead(old);
     if (previous?.format === ItemFormat.chunked && !sameBytes(previous.ver, ver)) {
@@ -276,9 +287,9 @@ export class ChunkedValues {
     if (ciphertext.length !== expected + TAG_BYTES) {
       throw new KvError(ErrorCode.Integrity, `chunk ${i} has the wrong length`);
     }
-    const aad = chunkAad(this.#p.scope, key, head.ver, i, head.count, head.size);
+    const aad = chunkAad(this.#p.scope, key, head.ver, i, head.count, head.size, head.expiresAt);
     try {
-      return open(dataKey, { iv, ciphertext }, aad, into);
+      return authenticated(() => open(dataKey, { iv, ciphertext }, aad, into), `chunk ${i} of a stored value`);
     } finally {
       // The chunk reader (maxKeys 1) never shares an item, so this ciphertext has no other reader.
       discard(ciphertext);

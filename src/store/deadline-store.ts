@@ -77,9 +77,9 @@ export class DeadlineStore implements KvStore {
     };
   }
 
-  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number> {
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel, ttlMs?: number): Promise<number> {
     const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
-    return this.#bounded("set", ms, this.#inner.set(key, value, cancel));
+    return this.#bounded("set", ms, this.#inner.set(key, value, cancel, ttlMs));
   }
 
   /**
@@ -88,8 +88,8 @@ export class DeadlineStore implements KvStore {
    * upload: the rest of the bytes are dropped and `end` rejects with
    * `KV_ERR_TIMEOUT`, so a stalled backend never leaves a connection paused.
    */
-  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
-    const inner = writeValue(this.#inner, key, size, cancel);
+  setStream(key: Uint8Array, size: number, cancel?: Cancel, ttlMs?: number): ValueSink {
+    const inner = writeValue(this.#inner, key, size, cancel, ttlMs);
     const ms = this.#timeoutMs;
     let failure: KvError | undefined;
     return forwardingSink(inner, {
@@ -109,12 +109,18 @@ export class DeadlineStore implements KvStore {
   async getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
     const result = await this.#bounded("get", this.#timeoutMs, this.#inner.getVersioned(key, cancel));
     if (result === undefined || !isValueStream(result.value)) return result;
-    return { value: this.#boundedStream(result.value), version: result.version };
+    return { ...result, value: this.#boundedStream(result.value) };
   }
 
-  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
+  setIf(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition,
+    cancel?: Cancel,
+    ttlMs?: number,
+  ): Promise<number> {
     const ms = this.#timeoutMs * (1 + Math.floor(value.length / DEADLINE_STEP_BYTES));
-    return this.#bounded("set", ms, this.#inner.setIf(key, value, condition, cancel));
+    return this.#bounded("set", ms, this.#inner.setIf(key, value, condition, cancel, ttlMs));
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {

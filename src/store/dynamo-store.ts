@@ -12,10 +12,22 @@ import { type ChunkedHead, ChunkedValues, ORPHAN_GRACE_MS, type StoreFaults } fr
 import type { DataPlane } from "./data-plane.js";
 import { FairAdmission, INTERNAL_OWNER } from "./fair-admission.js";
 import { type TableCalls, writeHead } from "./head-write.js";
-import { Attr, headPk, ItemFormat, itemSize, MAX_ITEM_BYTES, parseHead, singleItem, valueAad } from "./item-format.js";
+import {
+  Attr,
+  authenticated,
+  headPk,
+  ItemFormat,
+  itemSize,
+  MAX_ITEM_BYTES,
+  parseHead,
+  singleItem,
+  unpackFmt,
+  valueAad,
+} from "./item-format.js";
 import { KeyListing } from "./key-listing.js";
 import type {
   Cancel,
+  Clock,
   KvStore,
   ListPage,
   ListRequest,
@@ -24,7 +36,7 @@ import type {
   Versioned,
   WriteCondition,
 } from "./kv-store.js";
-import { CollectingSink } from "./kv-store.js";
+import { CollectingSink, expiryOf, isExpired } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { DEFAULT_RETRY, type RetryPolicy, retryingCall } from "./retry.js";
 import { Semaphore } from "./semaphore.js";
@@ -69,6 +81,8 @@ export interface DynamoStoreOptions extends BatchSettings {
    * DynamoDB is slow and no connection starves the others.
    */
   maxPending: number;
+  /** The clock expiry is measured on (see kv-store.ts `Clock`); default `Date.now`. */
+  clock?: Clock;
   faults?: StoreFaults;
 }
 
@@ -104,9 +118,11 @@ export class DynamoStore implements KvStore {
   readonly #admission: FairAdmission;
   readonly #chunked: ChunkedValues;
   readonly #listing: KeyListing;
+  readonly #clock: Clock;
 
   constructor(options: DynamoStoreOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? Date.now;
     const calls = new Semaphore(options.maxConcurrency);
     const retry = options.retry ?? DEFAULT_RETRY;
     this.#table = { data: options.data, table: options.table, counters: options.counters, calls, retry };
@@ -136,12 +152,14 @@ export class DynamoStore implements KvStore {
       scope: options.encryptionScope,
       admission: this.#admission,
       log: options.log,
+      clock: this.#clock,
       faults: options.faults,
     });
     this.#listing = new KeyListing({
       table: this.#table,
       writer: this.#writer,
       log: options.log,
+      clock: this.#clock,
       get: (key, cancel) => this.get(key, cancel),
       deleteHead: (pk) => this.#deleteHead(pk),
     });
@@ -167,14 +185,16 @@ export class DynamoStore implements KvStore {
         const item = await this.#reader.get(headPk(key), cancel);
         if (item === undefined) return undefined;
         const head = parseHead(item);
-        const { version } = head;
+        const { version, expiresAt } = head;
+        if (this.#expired(expiresAt)) return undefined;
         const dataKey = await this.#o.keys.decryptionKey(head.keyRef);
         if (head.format === ItemFormat.single) {
-          const aad = valueAad(this.#o.encryptionScope, key);
-          return { value: open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad), version };
+          const aad = valueAad(this.#o.encryptionScope, key, expiresAt);
+          const value = authenticated(() => open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad));
+          return expiresAt === undefined ? { value, version } : { value, version, expiresAt };
         }
         const value = await this.#chunked.read(key, head, dataKey, streamFrom);
-        if (value !== MISSING) return { value, version };
+        if (value !== MISSING) return expiresAt === undefined ? { value, version } : { value, version, expiresAt };
         // A chunk is gone: either the version was replaced (retry) or the data is damaged.
         await this.#checkReplaced(key, head, attempt);
       }
@@ -191,17 +211,30 @@ export class DynamoStore implements KvStore {
       throw new KvError(ErrorCode.Storage, "the value changed under every read attempt");
   }
 
-  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number> {
+  /** Whether a head that expires at `expiresAt` is expired now; counts it when it is. */
+  #expired(expiresAt: number | undefined): boolean {
+    if (!isExpired(expiresAt, this.#clock())) return false;
+    this.#o.counters.add(Counter.expiredReads);
+    return true;
+  }
+
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel, ttlMs?: number): Promise<number> {
     return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
-      return this.#put(key, value, undefined);
+      return this.#put(key, value, undefined, expiryOf(this.#clock, ttlMs));
     });
   }
 
-  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
+  setIf(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition,
+    cancel?: Cancel,
+    ttlMs?: number,
+  ): Promise<number> {
     return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
-      return this.#put(key, value, condition);
+      return this.#put(key, value, condition, expiryOf(this.#clock, ttlMs));
     });
   }
 
@@ -210,11 +243,16 @@ export class DynamoStore implements KvStore {
    * One item without a condition is a blind batched put; with one, an
    * UpdateItem that checks it.
    */
-  async #put(key: Uint8Array, value: Uint8Array, condition: WriteCondition | undefined): Promise<number> {
+  async #put(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition | undefined,
+    expiresAt: number | undefined,
+  ): Promise<number> {
     if (value.length + key.length + 512 <= MAX_ITEM_BYTES) {
       const dataKey = await this.#o.keys.encryptionKey(1, value.length);
-      const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key));
-      const item = singleItem(key, { keyRef: dataKey.ref, iv: sealed.iv, ciphertext: sealed.ciphertext });
+      const sealed = seal(dataKey.plaintext, value, valueAad(this.#o.encryptionScope, key, expiresAt));
+      const item = singleItem(key, { keyRef: dataKey.ref, iv: sealed.iv, ciphertext: sealed.ciphertext, expiresAt });
       if (itemSize(item) + 32 <= MAX_ITEM_BYTES) {
         if (condition === undefined) {
           const version = versions.next();
@@ -224,20 +262,20 @@ export class DynamoStore implements KvStore {
         }
         // The IV is fresh per seal: it tells this write apart from any other on a retried condition.
         const identity = { attr: Attr.iv, bytes: sealed.iv };
-        return (await writeHead(this.#table, key, item, identity, condition, false)).version;
+        return (await writeHead(this.#table, key, item, identity, condition, false, this.#clock())).version;
       }
     }
-    return this.#chunked.set(key, value, condition);
+    return this.#chunked.set(key, value, condition, expiresAt);
   }
 
   /**
    * A sink that writes a large value's chunks as its bytes arrive; a value
    * small enough for one item is collected and set whole.
    */
-  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
+  setStream(key: Uint8Array, size: number, cancel?: Cancel, ttlMs?: number): ValueSink {
     if (size + key.length + 512 <= MAX_ITEM_BYTES)
-      return new CollectingSink(size, (value) => this.set(key, value, cancel));
-    return this.#chunked.setStream(key, size, cancel);
+      return new CollectingSink(size, (value) => this.set(key, value, cancel, ttlMs));
+    return this.#chunked.setStream(key, size, cancel, expiryOf(this.#clock, ttlMs));
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
@@ -258,7 +296,7 @@ export class DynamoStore implements KvStore {
           data.getItem(table, { [Attr.pk]: { B: headPk(key) } }, this.#o.consistentRead ?? true, budgetMs, Attr.fmt),
         );
       });
-      return item !== undefined;
+      return item !== undefined && !this.#expired(unpackFmt(item[Attr.fmt]?.N)?.expiresAt);
     });
   }
 
@@ -310,7 +348,7 @@ export class DynamoStore implements KvStore {
     await this.#writer.drained();
   }
 
-  /** Deletes a head and, if it was chunked, its chunks; resolves whether there was one. */
+  /** Deletes a head and, if it was chunked, its chunks; resolves whether there was one that had not expired. */
   async #deleteHead(pk: Uint8Array): Promise<boolean> {
     const { table, data, counters, calls, retry } = this.#table;
     const old = await retryingCall(retry, "delete", (budgetMs) => {
@@ -319,7 +357,7 @@ export class DynamoStore implements KvStore {
     });
     if (old === undefined) return false;
     await this.#chunked.deletedHead(old);
-    return true;
+    return !isExpired(unpackFmt(old[Attr.fmt]?.N)?.expiresAt, this.#clock());
   }
 }
 

@@ -2,10 +2,12 @@ import {
   type AttributeDefinition,
   CreateTableCommand,
   DescribeTableCommand,
+  DescribeTimeToLiveCommand,
   type DynamoDBClient,
   type GlobalSecondaryIndex,
   type TableDescription,
   UpdateTableCommand,
+  UpdateTimeToLiveCommand,
   waitUntilTableExists,
 } from "@aws-sdk/client-dynamodb";
 import { Attr, KEYS_INDEX } from "./item-format.js";
@@ -25,19 +27,60 @@ export const KEYS_INDEX_DEFINITION: GlobalSecondaryIndex = {
   Projection: { ProjectionType: "KEYS_ONLY" },
 };
 
+/** The attribute DynamoDB's TTL deletes by (item-format.ts); template.yaml names the same. */
+export const TTL_ATTRIBUTE = Attr.ttl;
+
 /** How long to wait for a table or index to become active, in ms. */
 const ACTIVE_TIMEOUT_MS = 120_000;
 
 /**
  * Creates `table` with the service's key schema and keys index if it does
- * not exist, adds the index to a table made before it existed, and waits
- * until both are active. For local endpoints only: on AWS the table belongs
- * to template.yaml, and the service's role may not create or change tables.
+ * not exist, adds the index to a table made before it existed, waits until
+ * both are active, and turns on DynamoDB's TTL on {@link TTL_ATTRIBUTE}
+ * (expired items then cost no write to delete). For local endpoints only:
+ * on AWS the table belongs to template.yaml, and the service's role may not
+ * create or change tables.
  */
 export async function ensureTable(
   client: DynamoDBClient,
   table: string,
-  options: { addIndex: boolean } = { addIndex: true },
+  options: { addIndex: boolean; enableTtl: boolean } = { addIndex: true, enableTtl: true },
+): Promise<"created" | "exists" | "indexed"> {
+  const outcome = await ensureTableAndIndex(client, table, options);
+  if (options.enableTtl) await ensureTtl(client, table);
+  return outcome;
+}
+
+/** Turns on TTL on {@link TTL_ATTRIBUTE} unless it is on (or being turned on) already. */
+async function ensureTtl(client: DynamoDBClient, table: string): Promise<void> {
+  const out = await client.send(new DescribeTimeToLiveCommand({ TableName: table }));
+  const status = out.TimeToLiveDescription?.TimeToLiveStatus;
+  if (status === "ENABLED" || status === "ENABLING") {
+    const name = out.TimeToLiveDescription?.AttributeName;
+    if (name !== TTL_ATTRIBUTE) {
+      throw new Error(
+        `table ${table} has TTL on attribute ${JSON.stringify(name)}; this service needs "${TTL_ATTRIBUTE}"`,
+      );
+    }
+    return;
+  }
+  try {
+    await client.send(
+      new UpdateTimeToLiveCommand({
+        TableName: table,
+        TimeToLiveSpecification: { AttributeName: TTL_ATTRIBUTE, Enabled: true },
+      }),
+    );
+  } catch (err) {
+    // Another process is turning it on.
+    if (!(err instanceof Error && /already enabled|in progress/i.test(err.message))) throw err;
+  }
+}
+
+async function ensureTableAndIndex(
+  client: DynamoDBClient,
+  table: string,
+  options: { addIndex: boolean },
 ): Promise<"created" | "exists" | "indexed"> {
   let description: TableDescription | undefined;
   try {

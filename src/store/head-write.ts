@@ -4,7 +4,7 @@ import { ErrorCode, KvError } from "../wire/errors.js";
 import type { DataPlane } from "./data-plane.js";
 import { DynamoCallError, type UpdateItemJson } from "./dynamo-data-client.js";
 import type { AttributeMap } from "./dynamo-json.js";
-import { Attr, HEAD_ATTRS, versionOf } from "./item-format.js";
+import { Attr, HEAD_ATTRS, ItemFormat, packFmt, versionOf } from "./item-format.js";
 import { conflict, type WriteCondition } from "./kv-store.js";
 import { type RetryPolicy, retrying } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
@@ -32,8 +32,8 @@ const EMPTY = new Uint8Array(0);
  * Writes `key`'s head item with one UpdateItem: the item's attributes set,
  * the other format's removed, and `v` set to a version chosen here (see
  * version-clock.ts). Without `condition` the write is blind; with one it
- * is checked atomically. Resolves the version written and, with `returnOld`, the
- * item it replaced.
+ * is checked atomically, a value expired at `now` counting as absent.
+ * Resolves the version written and, with `returnOld`, the item it replaced.
  *
  * This is the path of conditional sets and of chunked values' commits;
  * unconditional single-item sets go through the batched writer instead.
@@ -51,8 +51,9 @@ export async function writeHead(
   identity: WriteIdentity,
   condition: WriteCondition | undefined,
   returnOld: boolean,
+  now: number,
 ): Promise<{ version: number; old: AttributeMap | undefined }> {
-  const { input, version } = headUpdate(t.table, item, condition, returnOld);
+  const { input, version } = headUpdate(t.table, item, condition, returnOld, now);
   let written = version;
   let old: AttributeMap | undefined;
   let attempts = 0;
@@ -85,12 +86,18 @@ export async function writeHead(
  * The UpdateItem that makes `item` the whole head at a new version, with
  * `condition` checked when given. Every name goes through a placeholder, so
  * none can collide with DynamoDB's reserved words.
+ *
+ * A head expired at `now` is absent to a condition: if-absent holds on it,
+ * and if-version fails. Expired means a packed `fmt` (item-format.ts) of at
+ * least 10, whose expiry is at most `now`: `fmt` from 10 to the largest one
+ * `now` makes.
  */
 export function headUpdate(
   table: string,
   item: AttributeMap,
   condition: WriteCondition | undefined,
   returnOld: boolean,
+  now: number,
 ): { input: UpdateItemJson; version: number } {
   const names: Record<string, string> = { "#v": Attr.v };
   const values: AttributeMap = {};
@@ -107,17 +114,23 @@ export function headUpdate(
   });
   let conditionExpression: string | undefined;
   const version = versions.next();
-  // DynamoDB refuses names an expression does not use, so `#pk` is named only where it is.
-  if (condition?.ifAbsent) {
-    names["#pk"] = Attr.pk;
-    conditionExpression = "attribute_not_exists(#pk)";
-  } else if (condition?.ifVersion === 0) {
-    // Version 0 is a value written before versions existed: it has no `v`.
-    names["#pk"] = Attr.pk;
-    conditionExpression = "attribute_exists(#pk) AND attribute_not_exists(#v)";
-  } else if (condition !== undefined) {
-    conditionExpression = "#v = :expected";
-    values[":expected"] = { N: String(condition.ifVersion) };
+  // DynamoDB refuses names and values an expression does not use, so each is added only where it is.
+  if (condition !== undefined) {
+    const fmtName = `#a${HEAD_ATTRS.indexOf(Attr.fmt)}`;
+    values[":expiredFrom"] = { N: "10" };
+    values[":expiredTo"] = { N: packFmt(ItemFormat.chunked, now) };
+    const expired = `${fmtName} BETWEEN :expiredFrom AND :expiredTo`;
+    if (condition.ifAbsent) {
+      names["#pk"] = Attr.pk;
+      conditionExpression = `attribute_not_exists(#pk) OR ${expired}`;
+    } else if (condition.ifVersion === 0) {
+      // Version 0 is a value written before versions existed: it has no `v`.
+      names["#pk"] = Attr.pk;
+      conditionExpression = `attribute_exists(#pk) AND attribute_not_exists(#v) AND NOT ${expired}`;
+    } else {
+      conditionExpression = `#v = :expected AND NOT ${expired}`;
+      values[":expected"] = { N: String(condition.ifVersion) };
+    }
   }
   values[":next"] = { N: String(version) };
   sets.push("#v = :next");

@@ -1,7 +1,7 @@
 import { sameBytes } from "../bytes.js";
 import { ErrorCode, KvError } from "../wire/errors.js";
 import type { AttributeMap } from "./dynamo-json.js";
-import { Attr, ItemFormat, ItemKind } from "./item-format.js";
+import { Attr, ItemKind, unpackFmt } from "./item-format.js";
 import { MAX_KEY_BYTES } from "./kv-store.js";
 
 /**
@@ -22,7 +22,8 @@ import { MAX_KEY_BYTES } from "./kv-store.js";
 export const LIST_SEGMENTS = 4;
 
 const CURSOR_TAG = 0x44;
-const CURSOR_VERSION = 1;
+/** Version 2 holds a head's packed `fmt` (format and expiry) in 8 bytes; version 1 held the format in one. */
+const CURSOR_VERSION = 2;
 
 /** Where one segment stands: not started, after `start`, or finished (absent from the cursor). */
 export interface SegmentPosition {
@@ -45,10 +46,10 @@ export function freshPosition(totalSegments = LIST_SEGMENTS): ListPosition {
   };
 }
 
-/** Encodes a position: tag, version, total, then per segment: index, flag, and if started u16 pk length, pk, fmt. */
+/** Encodes a position: tag, version, total, then per segment: index, flag, and if started u16 pk length, pk, u64 fmt. */
 export function encodeCursor(position: ListPosition): Uint8Array {
   let size = 3;
-  for (const s of position.segments) size += 2 + (s.start === undefined ? 0 : 3 + startPk(s.start).length);
+  for (const s of position.segments) size += 2 + (s.start === undefined ? 0 : 10 + startPk(s.start).length);
   const out = new Uint8Array(size);
   const view = new DataView(out.buffer);
   out[0] = CURSOR_TAG;
@@ -66,7 +67,8 @@ export function encodeCursor(position: ListPosition): Uint8Array {
     view.setUint16(p, pk.length);
     out.set(pk, p + 2);
     p += 2 + pk.length;
-    out[p++] = Number(s.start[Attr.fmt]?.N);
+    view.setBigUint64(p, BigInt(s.start[Attr.fmt]?.N ?? 0));
+    p += 8;
   }
   return out;
 }
@@ -86,7 +88,9 @@ function badCursor(why: string): KvError {
  */
 export function decodeCursor(cursor: Uint8Array): ListPosition {
   if (cursor.length < 3 || cursor[0] !== CURSOR_TAG) throw badCursor("wrong tag");
-  if (cursor[1] !== CURSOR_VERSION) throw badCursor(`version ${cursor[1]}`);
+  const version = cursor[1];
+  if (version !== CURSOR_VERSION && version !== 1) throw badCursor(`version ${version}`);
+  const fmtBytes = version === 1 ? 1 : 8;
   const totalSegments = cursor[2] as number;
   if (totalSegments < 1 || totalSegments > 64) throw badCursor("bad segment count");
   const view = new DataView(cursor.buffer, cursor.byteOffset, cursor.length);
@@ -108,13 +112,12 @@ export function decodeCursor(cursor: Uint8Array): ListPosition {
     if (started !== 1 || p + 2 > cursor.length) throw badCursor("bad segment state");
     const length = view.getUint16(p);
     p += 2;
-    if (length < 1 || length > MAX_KEY_BYTES + 1 || p + length + 1 > cursor.length) throw badCursor("bad key");
+    if (length < 1 || length > MAX_KEY_BYTES + 1 || p + length + fmtBytes > cursor.length) throw badCursor("bad key");
     const pk = cursor.slice(p, p + length);
     p += length;
-    const fmt = cursor[p++];
-    if (pk[0] !== ItemKind.head || (fmt !== ItemFormat.single && fmt !== ItemFormat.chunked)) {
-      throw badCursor("bad key");
-    }
+    const fmt = String(version === 1 ? cursor[p] : view.getBigUint64(p));
+    p += fmtBytes;
+    if (pk[0] !== ItemKind.head || unpackFmt(fmt) === undefined) throw badCursor("bad key");
     segments.push({ segment, start: { [Attr.pk]: { B: pk }, [Attr.fmt]: { N: String(fmt) } } });
   }
   if (segments.length === 0) throw badCursor("no segments");
@@ -126,6 +129,8 @@ export interface ScannedKey {
   /** The user's key: the head's `pk` without its kind byte. */
   readonly key: Uint8Array;
   readonly format: number;
+  /** When its value expires, ms since the epoch; undefined: never. */
+  readonly expiresAt: number | undefined;
   /** The index key, to resume after. */
   readonly indexKey: AttributeMap;
 }
@@ -144,11 +149,13 @@ export interface KeyQuery {
   readonly limit: number;
   /** Scan rounds (one call per unfinished segment each) before a page answers with what it has. */
   readonly maxRounds: number;
+  /** Leave out keys whose values are expired at this time (ms since the epoch); undefined: keep them. */
+  readonly liveAt?: number;
 }
 
 interface Consumed {
   readonly indexKey: AttributeMap;
-  /** The entry's index in the page, or -1 for an entry skipped (prefix, duplicate). */
+  /** The entry's index in the page, or -1 for an entry skipped (prefix, duplicate, expired). */
   readonly entry: number;
 }
 
@@ -205,21 +212,31 @@ export async function listKeys(scan: ScanIndexPage, position: ListPosition, quer
           break;
         }
         const pk = item[Attr.pk]?.B;
-        const format = Number(item[Attr.fmt]?.N);
-        const indexKey = { [Attr.pk]: item[Attr.pk] ?? { B: new Uint8Array(0) }, [Attr.fmt]: { N: String(format) } };
+        const fmt = item[Attr.fmt]?.N;
+        const packed = unpackFmt(fmt);
+        const indexKey = { [Attr.pk]: item[Attr.pk] ?? { B: new Uint8Array(0) }, [Attr.fmt]: { N: fmt ?? "0" } };
         run.start = indexKey;
-        if (pk === undefined || pk[0] !== ItemKind.head || (run.lastPk !== undefined && sameBytes(pk, run.lastPk))) {
+        if (
+          pk === undefined ||
+          pk[0] !== ItemKind.head ||
+          packed === undefined ||
+          (run.lastPk !== undefined && sameBytes(pk, run.lastPk))
+        ) {
           run.consumed.push({ indexKey, entry: -1 });
           continue;
         }
         run.lastPk = pk;
         const key = pk.subarray(1);
-        if (prefixed && !startsWith(key, query.prefix as Uint8Array)) {
+        const { format, expiresAt } = packed;
+        if (
+          (prefixed && !startsWith(key, query.prefix as Uint8Array)) ||
+          (query.liveAt !== undefined && expiresAt !== undefined && query.liveAt >= expiresAt)
+        ) {
           run.consumed.push({ indexKey, entry: -1 });
           continue;
         }
         run.consumed.push({ indexKey, entry: keys.length });
-        keys.push({ key, format, indexKey });
+        keys.push({ key, format, expiresAt, indexKey });
       }
       if (all) {
         run.start = page.lastKey;

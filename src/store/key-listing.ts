@@ -11,7 +11,15 @@ import {
   type ScanIndexPage,
 } from "./index-scan.js";
 import { Attr, ItemFormat, KEYS_INDEX } from "./item-format.js";
-import { type Cancel, type ListEntry, type ListPage, type ListRequest, MAX_PAGE_VALUE_BYTES } from "./kv-store.js";
+import {
+  type Cancel,
+  type Clock,
+  isExpired,
+  type ListEntry,
+  type ListPage,
+  type ListRequest,
+  MAX_PAGE_VALUE_BYTES,
+} from "./kv-store.js";
 import { retryingCall } from "./retry.js";
 
 /** Scan rounds a page of a listing makes before it answers with what it found. */
@@ -46,6 +54,8 @@ export interface KeyListingParts {
   readonly table: TableCalls;
   readonly writer: BatchWriter;
   readonly log: Logger;
+  /** The clock expiry is measured on. */
+  readonly clock: Clock;
   /** Reads one value like a get. */
   get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined>;
   /** Deletes a chunked head and its chunks; resolves whether there was one. */
@@ -77,6 +87,7 @@ export class KeyListing {
       prefix: request.prefix,
       limit: request.limit,
       maxRounds: LIST_ROUNDS,
+      liveAt: this.#p.clock(),
     });
     if (!request.values) {
       const after = page.positionAfter(page.keys.length);
@@ -106,7 +117,7 @@ export class KeyListing {
    * heads in batches and chunked ones with their chunks; then, once the
    * index has had time to settle, makes a second pass for keys set just
    * before the clear that reached the index late. Keys set while it runs
-   * may or may not be removed.
+   * may or may not be removed. Expired values are removed and not counted.
    */
   async clear(): Promise<number> {
     const started = Date.now();
@@ -131,7 +142,7 @@ export class KeyListing {
               const pk = k.indexKey[Attr.pk]?.B as Uint8Array;
               if (k.format === ItemFormat.chunked) return this.#p.deleteHead(pk);
               await writer.delete({ [Attr.pk]: { B: pk } });
-              return true;
+              return !isExpired(k.expiresAt, this.#p.clock());
             }),
           );
           for (const r of removed) if (r) progress.removed++;

@@ -21,15 +21,20 @@ export interface KvStore {
    * `KV_ERR_UNAVAILABLE`) instead of being sent to the backend.
    */
   get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined>;
-  /** Resolves the version written (see {@link Versioned}). */
-  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number>;
+  /**
+   * Resolves the version written (see {@link Versioned}). With `ttlMs` the
+   * value expires that many ms after the store applies the write (see
+   * {@link Clock}); without, it lives until overwritten or deleted, and an
+   * expiry the key had is gone.
+   */
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel, ttlMs?: number): Promise<number>;
   /**
    * Present on stores that answer at once (the memory store): `get` without
    * a Promise, so the front end makes no Promise per request.
    */
   readonly getSync?: (key: Uint8Array) => Uint8Array | undefined;
   /** Present on stores that apply a set at once: `set` without a Promise; returns the version written. */
-  readonly setSync?: (key: Uint8Array, value: Uint8Array) => number;
+  readonly setSync?: (key: Uint8Array, value: Uint8Array, ttlMs?: number) => number;
   /**
    * Present on stores that can read a large value piece by piece: resolves
    * a small value whole, a large one as a {@link ValueStream}, or undefined
@@ -43,7 +48,7 @@ export interface KvStore {
    * until its `end` resolves; ordering and durability as `set`, the write
    * being issued when `end` is called.
    */
-  setStream?(key: Uint8Array, size: number, cancel?: Cancel): ValueSink;
+  setStream?(key: Uint8Array, size: number, cancel?: Cancel, ttlMs?: number): ValueSink;
   /**
    * `key`'s value with its version, or undefined when the key is absent.
    * Waits for writes of the key issued before it, then reads the store (never
@@ -56,7 +61,13 @@ export interface KvStore {
    * resolves the version written, or rejects with `KV_ERR_CONFLICT`, having
    * written nothing, when the condition fails.
    */
-  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number>;
+  setIf(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition,
+    cancel?: Cancel,
+    ttlMs?: number,
+  ): Promise<number>;
   /** Removes `key` (for a large value, its chunks too); resolves false when it was absent. */
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean>;
   /** Whether `key` has a value. Reads no value bytes and decrypts nothing. */
@@ -135,10 +146,10 @@ export interface ValueSink {
  * A sink for `size` bytes under `key`: the store's own when it can stream,
  * else one that collects the value and sets it whole at `end`.
  */
-export function writeValue(store: KvStore, key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
+export function writeValue(store: KvStore, key: Uint8Array, size: number, cancel?: Cancel, ttlMs?: number): ValueSink {
   return store.setStream !== undefined
-    ? store.setStream(key, size, cancel)
-    : new CollectingSink(size, (value) => store.set(key, value, cancel));
+    ? store.setStream(key, size, cancel, ttlMs)
+    : new CollectingSink(size, (value) => store.set(key, value, cancel, ttlMs));
 }
 
 /**
@@ -233,6 +244,44 @@ export function isValueStream(v: Uint8Array | ValueStream | undefined): v is Val
 export interface Versioned {
   readonly value: Uint8Array | ValueStream;
   readonly version: number;
+  /** When the value expires, in ms since the epoch; undefined: never. */
+  readonly expiresAt?: number;
+}
+
+/**
+ * Expiry. A value written with a time to live expires at the store's clock
+ * reading when it applied the write plus the TTL, and is absent to every
+ * operation from the first moment the clock reads that instant or later:
+ * get, exists and delete answer not found, listings leave it out, clear
+ * does not count it, and set-if-absent succeeds on it. A set without a TTL
+ * removes the expiry; a change of TTL is a write with a new version.
+ */
+export type Clock = () => number;
+
+/** The longest time to live a write may ask for: ten years of 365 days, in ms. */
+export const MAX_TTL_MS = 3650 * 86_400_000;
+
+/**
+ * The refusal of a time to live that is not a whole number of ms from 1 to
+ * {@link MAX_TTL_MS}, or undefined for one that is fine. `given` is how
+ * the user wrote it, for the reason.
+ */
+export function refusedTtl(ttlMs: number, given = `${ttlMs} ms`): KvError | undefined {
+  if (Number.isSafeInteger(ttlMs) && ttlMs >= 1 && ttlMs <= MAX_TTL_MS) return undefined;
+  return new KvError(
+    ErrorCode.BadRequest,
+    `the time to live ${given} is not allowed: it must be at least 1 ms and at most ${MAX_TTL_MS / 86_400_000} days; nothing was written`,
+  );
+}
+
+/** When a value written now with `ttlMs` expires; undefined without a TTL. */
+export function expiryOf(clock: Clock, ttlMs: number | undefined): number | undefined {
+  return ttlMs === undefined ? undefined : clock() + ttlMs;
+}
+
+/** Whether a value that expires at `expiresAt` (undefined: never) is expired at `now`. */
+export function isExpired(expiresAt: number | undefined, now: number): boolean {
+  return expiresAt !== undefined && now >= expiresAt;
 }
 
 export type { WriteCondition } from "../wire/write-condition.js";

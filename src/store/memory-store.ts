@@ -1,7 +1,12 @@
 import { byteString, fromByteString } from "../bytes.js";
+import { Counter, type Counters } from "../metrics.js";
 import { ErrorCode, KvError } from "../wire/errors.js";
+import { ExpiryQueue } from "./expiry-queue.js";
 import {
+  type Clock,
   conflict,
+  expiryOf,
+  isExpired,
   type KvStore,
   type ListEntry,
   type ListPage,
@@ -15,12 +20,29 @@ import { versions } from "./version-clock.js";
 interface Entry {
   value: Uint8Array;
   version: number;
+  /** When the value expires, ms since the epoch; undefined: never. */
+  expiresAt: number | undefined;
   /** When the key was inserted: its place in the listing order. */
   readonly seq: number;
 }
 
 /** Log slots a page looks at before it answers with what it has: bounds one call's time on a huge store. */
 const MAX_SLOTS_PER_PAGE = 100_000;
+
+/** Expired values the background sweep frees per turn: bounds how long one turn holds the event loop. */
+const SWEEP_BATCH = 10_000;
+
+/** What a memory store may be given. */
+export interface MemoryStoreOptions {
+  /** The clock expiry is measured on (see {@link Clock}); default `Date.now`. */
+  clock?: Clock;
+  /** Where reads that found an expired value are counted. */
+  counters?: Counters;
+  /** How often a background sweep frees expired values no read touches, in ms (default 1,000; 0: never). */
+  sweepIntervalMs?: number;
+  /** Told after each background sweep that freed values, how many. */
+  onSwept?: (freed: number) => void;
+}
 
 /** First byte of a memory-store cursor; the rest is the last sequence number looked at. */
 const CURSOR_TAG = 0x4d;
@@ -35,6 +57,12 @@ const CURSOR_TAG = 0x4d;
  * whole listing is listed exactly once; a key deleted and set again gets a
  * new seq, and its old slot is dead. Dead slots are compacted away once they
  * outnumber live ones, which keeps seqs in order, so cursors stay valid.
+ *
+ * Expired values (see {@link Clock}) are absent to every call from the
+ * moment they expire; the memory they hold is freed by the first call that
+ * finds one, or within about two seconds by a background sweep that looks
+ * every second and frees at most {@link SWEEP_BATCH} per turn, taking
+ * further turns, each after other work, while more are due.
  */
 export class MemoryStore implements KvStore {
   #map = new Map<string, Entry>();
@@ -42,62 +70,146 @@ export class MemoryStore implements KvStore {
   #logSeqs: number[] = [];
   #dead = 0;
   #nextSeq = 1;
+  /** Entries that have an expiry: when none do, nothing needs the clock. */
+  #expiring = 0;
+  readonly #expiries = new ExpiryQueue();
+  readonly #clock: Clock;
+  readonly #counters: Counters | undefined;
+  readonly #sweeper: Timer | undefined;
+  #sweeping = false;
   readonly appliesInOrder = true;
 
-  readonly getSync = (key: Uint8Array): Uint8Array | undefined => this.#map.get(byteString(key))?.value;
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#clock = options.clock ?? Date.now;
+    this.#counters = options.counters;
+    const every = options.sweepIntervalMs ?? 1_000;
+    if (every > 0) {
+      this.#sweeper = setInterval(async () => {
+        const freed = await this.sweepExpired();
+        if (freed > 0) options.onSwept?.(freed);
+      }, every);
+      this.#sweeper.unref();
+    }
+  }
 
-  readonly setSync = (key: Uint8Array, value: Uint8Array): number => {
+  readonly getSync = (key: Uint8Array): Uint8Array | undefined => this.#live(byteString(key))?.value;
+
+  readonly setSync = (key: Uint8Array, value: Uint8Array, ttlMs?: number): number => {
     const id = byteString(key);
-    return this.#write(id, this.#map.get(id), value, versions.next());
+    return this.#write(id, this.#map.get(id), value, versions.next(), expiryOf(this.#clock, ttlMs));
   };
 
+  /**
+   * Frees values that have expired, at most {@link SWEEP_BATCH} per turn,
+   * taking further turns (each after other work) while more are due.
+   * Resolves once none is due; the background sweep calls it every second.
+   */
+  async sweepExpired(): Promise<number> {
+    if (this.#sweeping) return 0;
+    this.#sweeping = true;
+    let freed = 0;
+    try {
+      for (;;) {
+        const now = this.#clock();
+        const ids = this.#expiries.due(now, SWEEP_BATCH);
+        for (const id of ids) {
+          const entry = this.#map.get(id);
+          // A stale id (written again since) is filed under its value's new expiry, if any.
+          if (entry !== undefined && isExpired(entry.expiresAt, now)) {
+            this.#remove(id);
+            freed++;
+          }
+        }
+        if (ids.length < SWEEP_BATCH) return freed;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  /** The entry of `id` if it has a value that has not expired; an expired one is freed and counted. */
+  #live(id: string): Entry | undefined {
+    const entry = this.#map.get(id);
+    if (entry === undefined || entry.expiresAt === undefined || this.#clock() < entry.expiresAt) return entry;
+    this.#remove(id);
+    this.#counters?.add(Counter.expiredReads);
+    return undefined;
+  }
+
+  /** Removes `id`'s entry; whether it had one. */
+  #remove(id: string): boolean {
+    const entry = this.#map.get(id);
+    if (entry === undefined) return false;
+    this.#map.delete(id);
+    if (entry.expiresAt !== undefined) this.#expiring--;
+    if (++this.#dead > Math.max(1024, this.#map.size)) this.#compact();
+    return true;
+  }
+
   /** Stores a copy of `value` under `id` (whose entry is `entry`) at `version`; returns it. */
-  #write(id: string, entry: Entry | undefined, value: Uint8Array, version: number): number {
+  #write(id: string, entry: Entry | undefined, value: Uint8Array, version: number, expiresAt?: number): number {
     // The one copy the store keeps (new Uint8Array(view) copies; Buffer#slice would not):
     // the frame's bytes belong to the socket's read buffer.
     const copy = new Uint8Array(value);
+    if (expiresAt !== undefined) this.#expiries.add(id, expiresAt);
     if (entry !== undefined) {
+      if (entry.expiresAt !== undefined) this.#expiring--;
+      if (expiresAt !== undefined) this.#expiring++;
       entry.value = copy;
       entry.version = version;
+      entry.expiresAt = expiresAt;
       return version;
     }
+    if (expiresAt !== undefined) this.#expiring++;
     const seq = this.#nextSeq++;
-    this.#map.set(id, { value: copy, seq, version });
+    this.#map.set(id, { value: copy, seq, version, expiresAt });
     this.#logKeys.push(id);
     this.#logSeqs.push(seq);
     return version;
   }
 
   getVersioned(key: Uint8Array): Promise<Versioned | undefined> {
-    const entry = this.#map.get(byteString(key));
-    return Promise.resolve(entry && { value: entry.value, version: entry.version });
+    const entry = this.#live(byteString(key));
+    if (entry === undefined) return Promise.resolve(undefined);
+    const versioned: Versioned =
+      entry.expiresAt === undefined
+        ? { value: entry.value, version: entry.version }
+        : { value: entry.value, version: entry.version, expiresAt: entry.expiresAt };
+    return Promise.resolve(versioned);
   }
 
-  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition): Promise<number> {
+  setIf(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition,
+    _cancel?: unknown,
+    ttlMs?: number,
+  ): Promise<number> {
     const id = byteString(key);
-    const entry = this.#map.get(id);
+    const entry = this.#live(id);
     const holds = condition.ifAbsent ? entry === undefined : entry?.version === condition.ifVersion;
     if (!holds) return Promise.reject(conflict(key, condition));
     const version = versions.next();
-    return Promise.resolve(this.#write(id, entry, value, version));
+    return Promise.resolve(this.#write(id, entry, value, version, expiryOf(this.#clock, ttlMs)));
   }
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return Promise.resolve(this.getSync(key));
   }
 
-  set(key: Uint8Array, value: Uint8Array): Promise<number> {
-    return Promise.resolve(this.setSync(key, value));
+  set(key: Uint8Array, value: Uint8Array, _cancel?: unknown, ttlMs?: number): Promise<number> {
+    return Promise.resolve(this.setSync(key, value, ttlMs));
   }
 
   delete(key: Uint8Array): Promise<boolean> {
-    const removed = this.#map.delete(byteString(key));
-    if (removed && ++this.#dead > Math.max(1024, this.#map.size)) this.#compact();
-    return Promise.resolve(removed);
+    const id = byteString(key);
+    const live = this.#live(id) !== undefined;
+    return Promise.resolve(live && this.#remove(id));
   }
 
   exists(key: Uint8Array): Promise<boolean> {
-    return Promise.resolve(this.#map.has(byteString(key)));
+    return Promise.resolve(this.#live(byteString(key)) !== undefined);
   }
 
   list(request: ListRequest): Promise<ListPage> {
@@ -108,17 +220,24 @@ export class MemoryStore implements KvStore {
     }
   }
 
-  /** O(1): the old maps are dropped whole. */
+  /** O(1) when no value has an expiry (the old maps are dropped whole); else one pass to leave expired ones uncounted. */
   clear(): Promise<number> {
-    const removed = this.#map.size;
+    let removed = this.#map.size;
+    if (this.#expiring > 0) {
+      const now = this.#clock();
+      for (const entry of this.#map.values()) if (isExpired(entry.expiresAt, now)) removed--;
+    }
     this.#map = new Map();
     this.#logKeys = [];
     this.#logSeqs = [];
     this.#dead = 0;
+    this.#expiring = 0;
+    this.#expiries.clear();
     return Promise.resolve(removed);
   }
 
   close(): Promise<void> {
+    clearInterval(this.#sweeper);
     return Promise.resolve();
   }
 
@@ -131,10 +250,12 @@ export class MemoryStore implements KvStore {
     let bytes = 0;
     let i = firstAfter(seqs, after);
     const stop = Math.min(keys.length, i + MAX_SLOTS_PER_PAGE);
+    const now = this.#expiring > 0 ? this.#clock() : 0;
     for (; i < stop && entries.length < request.limit && bytes < MAX_PAGE_VALUE_BYTES; i++) {
       const id = keys[i] as string;
       const entry = this.#map.get(id);
       if (entry === undefined || entry.seq !== seqs[i] || !id.startsWith(prefix)) continue;
+      if (entry.expiresAt !== undefined && now >= entry.expiresAt) continue;
       const key = fromByteString(id);
       if (request.values) {
         entries.push({ key, value: entry.value });

@@ -19,8 +19,8 @@ import { versions } from "./version-clock.js";
  * a streamed set (whose value is not held: `run` finishes writing and commits it).
  */
 type Write =
-  | { kind: "set"; value: Uint8Array }
-  | { kind: "setIf"; value: Uint8Array; condition: WriteCondition }
+  | { kind: "set"; value: Uint8Array; ttlMs: number | undefined }
+  | { kind: "setIf"; value: Uint8Array; condition: WriteCondition; ttlMs: number | undefined }
   | { kind: "delete" }
   | { kind: "stream"; run: () => Promise<number> };
 
@@ -107,16 +107,22 @@ export class OrderedStore implements KvStore {
     return this.#read(key, () => this.#inner.exists(key, cancel)) as Promise<boolean>;
   }
 
-  setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Promise<number> {
-    return this.#write(key, { kind: "setIf", value, condition }, cancel) as Promise<number>;
+  setIf(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition,
+    cancel?: Cancel,
+    ttlMs?: number,
+  ): Promise<number> {
+    return this.#write(key, { kind: "setIf", value, condition, ttlMs }, cancel) as Promise<number>;
   }
 
   /**
    * Only a write that starts at once carries `cancel`: a queued set may
    * carry sets collapsed into it from other requesters, so it always runs.
    */
-  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel): Promise<number> {
-    return this.#write(key, { kind: "set", value }, cancel) as Promise<number>;
+  set(key: Uint8Array, value: Uint8Array, cancel?: Cancel, ttlMs?: number): Promise<number> {
+    return this.#write(key, { kind: "set", value, ttlMs }, cancel) as Promise<number>;
   }
 
   delete(key: Uint8Array, cancel?: Cancel): Promise<boolean> {
@@ -128,8 +134,8 @@ export class OrderedStore implements KvStore {
    * issued when `end` is called. Writing the last chunks starts at once;
    * only the commit waits for the key's earlier operations.
    */
-  setStream(key: Uint8Array, size: number, cancel?: Cancel): ValueSink {
-    const inner = writeValue(this.#inner, key, size, cancel);
+  setStream(key: Uint8Array, size: number, cancel?: Cancel, ttlMs?: number): ValueSink {
+    const inner = writeValue(this.#inner, key, size, cancel, ttlMs);
     const write = (run: () => Promise<number>) => this.#write(key, { kind: "stream", run }) as Promise<number>;
     return forwardingSink(inner, {
       end: () => {
@@ -169,6 +175,7 @@ export class OrderedStore implements KvStore {
     const last = state.queue.at(-1);
     if (last !== undefined && last.op.kind === "set" && write.kind === "set") {
       last.op.value = write.value;
+      last.op.ttlMs = write.ttlMs;
       // Every earlier requester was given its version at the collapse after it: only the newest lacks one.
       const newest = last.tickets.at(-1);
       if (newest !== undefined) newest.replaced = versions.next();
@@ -203,9 +210,9 @@ export class OrderedStore implements KvStore {
         op.kind === "read"
           ? op.run()
           : op.kind === "set"
-            ? this.#inner.set(key, op.value, cancel)
+            ? this.#inner.set(key, op.value, cancel, op.ttlMs)
             : op.kind === "setIf"
-              ? this.#inner.setIf(key, op.value, op.condition, cancel)
+              ? this.#inner.setIf(key, op.value, op.condition, cancel, op.ttlMs)
               : op.kind === "delete"
                 ? this.#inner.delete(key, cancel)
                 : op.run();
