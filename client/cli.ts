@@ -2,6 +2,7 @@ import { createReadStream } from "node:fs";
 import { open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { ErrorCode, errorMessage, isKvError } from "../src/wire/errors.js";
+import { parseDuration } from "./duration.js";
 import { type ClientTlsOptions, KvClient, type KvClientOptions, parseServerUrl } from "./kv-client.js";
 import pkg from "./package.json" with { type: "json" };
 import { formatResults, verify } from "./verify.js";
@@ -16,9 +17,13 @@ Commands:
   set KEY --file PATH  store the bytes of PATH, streamed: never held whole (- reads stdin, held whole)
   set KEY VALUE --if-version N | --if-absent
                        conditional write: prints the new version on stderr; exit 3 on a conflict (nothing written)
+  set KEY VALUE --ttl DURATION
+                       the value expires after DURATION (30s, 1.5h, 250ms, 7d: units ms, s, m, h, d);
+                       without --ttl it never expires, and any expiry the key had is removed
   get KEY [--out PATH] print the value and a newline, as it arrives; exit 1 if not found
                        (--out PATH writes the exact bytes to PATH, --out - to stdout)
-  get KEY --version    also print the value's version on stderr (the value is read whole)
+  get KEY --version    also print the value's version, and its expiry if it has one, on stderr
+                       (the value is read whole)
   --version            (alone) print this program's version
   rm KEY               delete KEY; exit 1 if it was not there
   exists KEY           exit 0 if KEY has a value, 1 if not (prints nothing to stdout)
@@ -49,6 +54,7 @@ Flags:
   --base64        keys: print keys and values as base64
   --yes           clear: confirm
   --out PATH      get: write the exact bytes to PATH (- for stdout), with no newline after them
+  --ttl DURATION  set: expire the value after DURATION (no env twin: a stray variable must not expire data)
   --timeout-ms MS deadline of each request (env KV_TIMEOUT_MS); past it the command fails with KV_ERR_TIMEOUT
                   (a set may still be applied)`;
 
@@ -183,6 +189,7 @@ async function main(argv: string[]): Promise<number> {
         "if-absent": { type: "boolean" };
         version: { type: "boolean" };
         "timeout-ms": { type: "string" };
+        ttl: { type: "string" };
         help: { type: "boolean"; short: "h" };
       };
       allowPositionals: true;
@@ -211,6 +218,7 @@ async function main(argv: string[]): Promise<number> {
         "if-absent": { type: "boolean" },
         version: { type: "boolean" },
         "timeout-ms": { type: "string" },
+        ttl: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       allowPositionals: true,
@@ -256,6 +264,13 @@ async function main(argv: string[]): Promise<number> {
   const conditional = ifVersion !== undefined || values["if-absent"] === true;
   if (conditional && command !== "set") return usageError("--if-version and --if-absent go with set");
   if (values.version && command !== "get") return usageError("--version goes with get");
+  if (values.ttl !== undefined && command !== "set") return usageError("--ttl goes with set");
+  let ttlMs: number | undefined;
+  try {
+    ttlMs = values.ttl === undefined ? undefined : parseDuration(values.ttl);
+  } catch (err) {
+    return usageError(`--ttl: ${errorMessage(err)}`);
+  }
 
   switch (command) {
     case "set": {
@@ -270,7 +285,8 @@ async function main(argv: string[]): Promise<number> {
         const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
         await using client = await KvClient.connect(target);
         try {
-          const version = await client.set(key, bytes, values["if-absent"] ? { ifAbsent: true } : { ifVersion });
+          const condition = values["if-absent"] ? { ifAbsent: true } : { ifVersion };
+          const version = await client.set(key, bytes, { ...condition, ttlMs });
           console.error(`ok version ${version}`);
           return 0;
         } catch (err) {
@@ -289,12 +305,12 @@ async function main(argv: string[]): Promise<number> {
           return 1;
         }
         await using client = await KvClient.connect(target);
-        console.error(okVersion(await client.setFrom(key, info.size, createReadStream(values.file))));
+        console.error(okVersion(await client.setFrom(key, info.size, createReadStream(values.file), { ttlMs })));
         return 0;
       }
       const bytes = values.file !== undefined ? await readInput(values.file) : (value as string);
       await using client = await KvClient.connect(target);
-      console.error(okVersion(await client.set(key, bytes)));
+      console.error(okVersion(await client.set(key, bytes, { ttlMs })));
       return 0;
     }
     case "get": {
@@ -313,6 +329,10 @@ async function main(argv: string[]): Promise<number> {
         else await writeOut(found.value);
         if (values.out === undefined) await writeOut("\n");
         console.error(`version ${found.version}`);
+        if (found.expiresAt !== undefined) {
+          const left = Math.max(0, found.expiresAt - Date.now());
+          console.error(`expires ${new Date(found.expiresAt).toISOString()} (in ${(left / 1000).toFixed(3)} s)`);
+        }
         return 0;
       }
       const out = toFile ? await open(values.out as string, "w") : undefined;

@@ -11,6 +11,7 @@ export {
   type ClientTlsOptions,
   DEFAULT_PORT,
   DEFAULT_TLS_PORT,
+  type ExpiryOptions,
   KvClient,
   type KvClientOptions,
   type ListOptions,
@@ -18,5 +19,6 @@ export {
   parseServerUrl,
   type RequestOptions,
   type SetOptions,
+  type VersionedValue,
 } from "./kv-client.js";
 export { ReconnectingClient, type ReconnectOptions } from "./reconnecting-client.js";

@@ -15,20 +15,31 @@ import { Fifo } from "../src/wire/fifo.js";
 import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-decoder.js";
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
-import { type WriteCondition, writeCondition } from "../src/wire/write-condition.js";
 import { DerivedCalls } from "./derived-calls.js";
-import type { Bytes, KvClientOptions, ListOptions, ListPage, RequestOptions, SetOptions } from "./options.js";
+import type {
+  Bytes,
+  ExpiryOptions,
+  KvClientOptions,
+  ListOptions,
+  ListPage,
+  RequestOptions,
+  SetOptions,
+  VersionedValue,
+} from "./options.js";
+import { conditionOf, ttlOf } from "./options.js";
 import { parseServerUrl } from "./server-url.js";
 import { connectTransport, type Transport } from "./transport.js";
 
 export type {
   Bytes,
   ClientTlsOptions,
+  ExpiryOptions,
   KvClientOptions,
   ListOptions,
   ListPage,
   RequestOptions,
   SetOptions,
+  VersionedValue,
 } from "./options.js";
 export { DEFAULT_PORT, DEFAULT_TLS_PORT, parseServerUrl } from "./server-url.js";
 
@@ -66,13 +77,6 @@ function aborted(signal: AbortSignal): KvError {
   return new KvError(ErrorCode.Aborted, "the request was aborted; if it was sent, the server may still apply it", {
     cause: signal.reason,
   });
-}
-
-/** The wire condition of a set's options; at most one of `ifVersion` and `ifAbsent`. */
-function conditionOf(options: SetOptions): WriteCondition | undefined {
-  const condition = writeCondition(options.ifVersion, options.ifAbsent, { version: "ifVersion", absent: "ifAbsent" });
-  if (typeof condition === "string") throw new KvError(ErrorCode.BadRequest, condition);
-  return condition;
 }
 
 function unreachable(): KvError {
@@ -180,11 +184,14 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
    * as `ifVersion` later without reading the key first (undefined only from
    * a server older than versions on every set). With `ifVersion` or
    * `ifAbsent` the write is conditional: it rejects with `KV_ERR_CONFLICT`,
-   * having written nothing, when the condition failed.
+   * having written nothing, when the condition failed. With `ttlMs` the
+   * value expires (see {@link ExpiryOptions}); a TTL the server refuses
+   * rejects with `KV_ERR_INTERNAL` and the server's reason.
    */
   async set(key: Bytes, value: Bytes, options: SetOptions = {}): Promise<number | undefined> {
     const condition = conditionOf(options);
-    const res = await this.#send("set", encodeSetRequest(toBytes(key), toBytes(value), condition), undefined, options);
+    const frame = encodeSetRequest(toBytes(key), toBytes(value), condition, ttlOf(options));
+    const res = await this.#send("set", frame, undefined, options);
     if (res.kind !== "set") throw unreachable();
     if (res.error === SetError.Ok) {
       if (condition !== undefined && res.version === undefined) {
@@ -206,11 +213,17 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
    * (a file's stream, say): neither this process nor the server holds it
    * whole. Requests issued meanwhile are sent after it, in order. A source
    * that fails or ends short leaves a frame that cannot be finished: the
-   * connection is closed and the call rejects. Resolves the version written, as {@link set}.
+   * connection is closed and the call rejects. Resolves the version written,
+   * as {@link set}; `ttlMs` as there.
    */
-  async setFrom(key: Bytes, size: number, source: AsyncIterable<Uint8Array>): Promise<number | undefined> {
+  async setFrom(
+    key: Bytes,
+    size: number,
+    source: AsyncIterable<Uint8Array>,
+    options: ExpiryOptions = {},
+  ): Promise<number | undefined> {
     if (this.#held !== null) throw new KvError(ErrorCode.Protocol, "one upload at a time per connection");
-    const answer = this.#send("set", [encodeSetRequestHead(toBytes(key), size)]);
+    const answer = this.#send("set", [encodeSetRequestHead(toBytes(key), size, ttlOf(options))]);
     answer.catch(() => {});
     this.#held = [];
     let sent = 0;
@@ -270,19 +283,19 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
 
   /**
    * The value of `key` with its version, or undefined if it has none: the
-   * version to pass as `ifVersion` for a read-modify-write without lost updates.
+   * version to pass as `ifVersion` for a read-modify-write without lost
+   * updates, and the value's expiry if it has one.
    */
-  async getVersioned(
-    key: Bytes,
-    options?: RequestOptions,
-  ): Promise<{ value: Uint8Array; version: number } | undefined> {
+  async getVersioned(key: Bytes, options?: RequestOptions): Promise<VersionedValue | undefined> {
     const res = await this.#send("get", [encodeGetRequest(toBytes(key), true)], undefined, options);
     if (res.kind !== "get") throw unreachable();
     if (res.error === GetError.NotFound) return undefined;
     if (res.error !== GetError.Ok) throw serverFailed("get", res);
     if (res.version === undefined)
       throw new KvError(ErrorCode.Protocol, "get_response ok without the version asked for");
-    return { value: res.value as Uint8Array, version: res.version };
+    const found: VersionedValue = { value: res.value as Uint8Array, version: res.version };
+    if (res.expiresAt !== undefined) found.expiresAt = res.expiresAt;
+    return found;
   }
 
   /** Removes `key`; resolves false if it had no value. */

@@ -1,3 +1,6 @@
+import { ErrorCode, KvError } from "../src/wire/errors.js";
+import { type WriteCondition, writeCondition } from "../src/wire/write-condition.js";
+
 /** What a client is told when it connects and calls: the package's option and listing types. */
 
 /** Keys and values: bytes, or strings sent as UTF-8. */
@@ -45,12 +48,30 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
-/** A conditional write (see {@link KvClient.set}). At most one of the two. */
-export interface SetOptions extends RequestOptions {
+/** How a value is written: when it expires (see {@link KvClient.set}). */
+export interface ExpiryOptions {
+  /**
+   * The value expires this many ms after the server applies the write, and
+   * is then absent to every request. A whole number from 1 to ten years;
+   * without it the value never expires, and any expiry the key had is removed.
+   */
+  ttlMs?: number;
+}
+
+/** A write's options: conditional with at most one of `ifVersion` and `ifAbsent`, expiring with `ttlMs`. */
+export interface SetOptions extends RequestOptions, ExpiryOptions {
   /** Write only if the key is at this version (from {@link KvClient.getVersioned} or an earlier conditional set). */
   ifVersion?: number;
   /** Write only if the key has no value. */
   ifAbsent?: boolean;
+}
+
+/** A value read with its version (see {@link KvClient.getVersioned}). */
+export interface VersionedValue {
+  value: Uint8Array;
+  version: number;
+  /** When the value expires, in ms since the Unix epoch; absent: never. */
+  expiresAt?: number;
 }
 
 /** What to list; see {@link KvClient.list}. */
@@ -67,4 +88,21 @@ export interface ListOptions {
 export interface ListPage<E> {
   entries: E[];
   cursor: Uint8Array | undefined;
+}
+
+/** A write's `ttlMs`, checked to be one the wire can carry (the server checks its range). */
+export function ttlOf(options: ExpiryOptions): number | undefined {
+  const { ttlMs } = options;
+  if (ttlMs === undefined) return undefined;
+  if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) {
+    throw new KvError(ErrorCode.BadRequest, `ttlMs must be a whole number of ms, at least 1; got ${ttlMs}`);
+  }
+  return ttlMs;
+}
+
+/** The wire condition of a set's options; at most one of `ifVersion` and `ifAbsent`. */
+export function conditionOf(options: SetOptions): WriteCondition | undefined {
+  const condition = writeCondition(options.ifVersion, options.ifAbsent, { version: "ifVersion", absent: "ifAbsent" });
+  if (typeof condition === "string") throw new KvError(ErrorCode.BadRequest, condition);
+  return condition;
 }

@@ -3,12 +3,14 @@ import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
 import { DerivedCalls } from "./derived-calls.js";
 import {
   type Bytes,
+  type ExpiryOptions,
   KvClient,
   type KvClientOptions,
   type ListOptions,
   type ListPage,
   type RequestOptions,
   type SetOptions,
+  type VersionedValue,
 } from "./kv-client.js";
 
 /** Settings of a {@link ReconnectingClient}: a {@link KvClient}'s, and how it reconnects. */
@@ -84,10 +86,7 @@ export class ReconnectingClient extends DerivedCalls implements AsyncDisposable 
   }
 
   /** See {@link KvClient.getVersioned}. */
-  async getVersioned(
-    key: Bytes,
-    options?: RequestOptions,
-  ): Promise<{ value: Uint8Array; version: number } | undefined> {
+  async getVersioned(key: Bytes, options?: RequestOptions): Promise<VersionedValue | undefined> {
     return this.#run((c) => c.getVersioned(key, options));
   }
 
@@ -120,8 +119,13 @@ export class ReconnectingClient extends DerivedCalls implements AsyncDisposable 
    * this rejects with `KV_ERR_DRAINED` (nothing was written), and a retry
    * with a fresh source is safe.
    */
-  async setFrom(key: Bytes, size: number, source: AsyncIterable<Uint8Array>): Promise<number | undefined> {
-    return this.#run((c) => c.setFrom(key, size, source), false);
+  async setFrom(
+    key: Bytes,
+    size: number,
+    source: AsyncIterable<Uint8Array>,
+    options?: ExpiryOptions,
+  ): Promise<number | undefined> {
+    return this.#run((c) => c.setFrom(key, size, source, options), false);
   }
 
   /** See {@link KvClient.listPage}. A listing's pages may come from different connections: cursors are not tied to one. */

@@ -61,6 +61,35 @@ describe("bun run client", () => {
     expect(fromEnv.stderr).toContain('KV_PORT=abc (from the environment): --port must be 1-65535, got "abc"');
   });
 
+  test("set --ttl gives the value an expiry, get --version prints it, and a duration without a unit is refused", async () => {
+    await using server = await startTestServer();
+    const port = String(server.port);
+    const before = Date.now();
+    expect((await runCli(["set", "session", "s", "--ttl", "1.5h", "--port", port])).code).toBe(0);
+    const got = await runCli(["get", "session", "--version", "--port", port]);
+    const expires = Date.parse(/expires (\S+) \(in [\d.]+ s\)/.exec(got.stderr)?.[1] ?? "");
+    expect(expires).toBeGreaterThanOrEqual(before + 5_400_000);
+    expect(expires).toBeLessThanOrEqual(Date.now() + 5_400_000);
+    // Without --ttl the expiry is gone.
+    expect((await runCli(["set", "session", "s", "--port", port])).code).toBe(0);
+    expect((await runCli(["get", "session", "--version", "--port", port])).stderr).not.toContain("expires");
+    for (const bad of [
+      ["set", "k", "v", "--ttl", "30"],
+      ["set", "k", "v", "--ttl", "0s"],
+      ["get", "k", "--ttl", "30s"],
+    ]) {
+      const run = await runCli([...bad, "--port", port]);
+      expect({ bad, code: run.code }).toEqual({ bad, code: 2 });
+      expect(run.stderr).toContain("--ttl");
+    }
+    // A TTL past the server's limit is the server's refusal, with its reason.
+    const tooLong = await runCli(["set", "k", "v", "--ttl", "3651d", "--port", port]);
+    expect(tooLong.code).toBe(1);
+    expect(tooLong.stderr).toContain("at most 3650 days");
+    await using c = await KvClient.connect({ port: server.port });
+    expect(await c.get("k")).toBeUndefined();
+  });
+
   test("set --file - stores stdin byte for byte", async () => {
     await using server = await startTestServer();
     const bytes = new Uint8Array(randomBytes(50_000));

@@ -12,6 +12,7 @@ import {
   oversizedKey,
   readValue,
   refusedKey,
+  refusedTtl,
   type ValueStream,
 } from "../store/kv-store.js";
 import { asKvError, ErrorCode, errorMessage, failureResult, isKvError, KvError } from "../wire/errors.js";
@@ -180,6 +181,31 @@ function streamedValue(value: ValueStream, log: Logger): Response {
   });
 }
 
+/** A `ttl` query parameter: seconds, decimals allowed. */
+const TTL_SECONDS = /^\d{1,12}(\.\d{1,9})?$/;
+
+/**
+ * The TTL in ms a `ttl` parameter asks for (seconds, decimals allowed,
+ * rounded to the ms), undefined without one; `KV_ERR_BAD_REQUEST` (400)
+ * for anything that is not a positive number of seconds within the limit.
+ */
+function ttlOf(q: Map<string, Uint8Array>): number | undefined {
+  const raw = q.get("ttl");
+  if (raw === undefined) return undefined;
+  const text = new TextDecoder().decode(raw);
+  const given = `ttl=${JSON.stringify(text)}`;
+  if (!TTL_SECONDS.test(text)) {
+    throw new KvError(
+      ErrorCode.BadRequest,
+      `${given} is not a number of seconds: give one such as 30 or 1.5; nothing was written`,
+    );
+  }
+  const ttlMs = Math.round(Number(text) * 1000);
+  const refused = refusedTtl(ttlMs, `${given} (${ttlMs} ms)`);
+  if (refused) throw refused;
+  return ttlMs;
+}
+
 /** A strong ETag holding a version: `"123"`. */
 const VERSION_ETAG = /^"(\d{1,16})"$/;
 
@@ -244,7 +270,7 @@ class Routes {
         switch (req.method) {
           case "PUT":
             op = "set";
-            return await this.#put(key, req);
+            return await this.#put(key, req, ttlOf(parseQuery(search)));
           case "GET":
           case "HEAD":
             op = head ? "exists" : "get";
@@ -266,7 +292,7 @@ class Routes {
           const key = this.#key(q.get("k"));
           const value = q.get("v");
           if (value === undefined) throw new KvError(ErrorCode.BadRequest, "missing v");
-          return await this.#set(key, value, 200);
+          return await this.#set(key, value, 200, ttlOf(q));
         }
         case "/get":
           op = "get";
@@ -320,10 +346,11 @@ class Routes {
     return raw;
   }
 
-  async #set(key: Uint8Array, value: Uint8Array, status: 200 | 204): Promise<Response> {
+  async #set(key: Uint8Array, value: Uint8Array, status: 200 | 204, ttlMs: number | undefined): Promise<Response> {
     if (value.length > this.options.maxValueBytes) throw tooLarge(value.length, this.options.maxValueBytes);
     const setSync = this.store.setSync;
-    const version = setSync !== undefined ? setSync(key, value) : await this.store.set(key, value);
+    const version =
+      setSync !== undefined ? setSync(key, value, ttlMs) : await this.store.set(key, value, undefined, ttlMs);
     this.#count("set", "ok");
     return new Response(null, { status, headers: { etag: etagOf(version) } });
   }
@@ -331,9 +358,10 @@ class Routes {
   /**
    * PUT /v1/keys/KEY. `If-Match: "VERSION"` (an ETag from a GET or an
    * earlier conditional PUT) or `If-None-Match: *` makes it conditional:
-   * 204 with the new ETag, or 412 when the condition failed.
+   * 204 with the new ETag, or 412 when the condition failed. `?ttl=` (in
+   * seconds) gives the value an expiry.
    */
-  async #put(key: Uint8Array, req: Request): Promise<Response> {
+  async #put(key: Uint8Array, req: Request, ttlMs: number | undefined): Promise<Response> {
     const condition = writeConditionOf(req.headers);
     const max = this.options.maxValueBytes;
     const declared = Number(req.headers.get("content-length") ?? Number.NaN);
@@ -341,16 +369,21 @@ class Routes {
     const budget = this.options.budget;
     const { value, held } = await readBody(req, max, budget);
     try {
-      return await this.#putValue(key, value, condition);
+      return await this.#putValue(key, value, condition, ttlMs);
     } finally {
       budget?.add(-held);
     }
   }
 
-  async #putValue(key: Uint8Array, value: Uint8Array, condition: WriteCondition | undefined): Promise<Response> {
-    if (condition === undefined) return this.#set(key, value, 204);
+  async #putValue(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition | undefined,
+    ttlMs: number | undefined,
+  ): Promise<Response> {
+    if (condition === undefined) return this.#set(key, value, 204, ttlMs);
     try {
-      const version = await this.store.setIf(key, value, condition);
+      const version = await this.store.setIf(key, value, condition, undefined, ttlMs);
       this.#count("set", "ok");
       return new Response(null, { status: 204, headers: { etag: etagOf(version) } });
     } catch (err) {
@@ -362,10 +395,12 @@ class Routes {
     }
   }
 
-  /** GET /v1/keys/KEY: the value with its version as the ETag. */
+  /** GET /v1/keys/KEY: the value with its version as the ETag, and its expiry in `x-expires-at`. */
   async #getVersioned(key: Uint8Array): Promise<Response> {
     const found = await this.store.getVersioned(key);
-    return this.#answerGet(found?.value, found?.version);
+    const response = this.#answerGet(found?.value, found?.version);
+    if (found?.expiresAt !== undefined) response.headers.set("x-expires-at", String(found.expiresAt));
+    return response;
   }
 
   async #get(key: Uint8Array): Promise<Response> {

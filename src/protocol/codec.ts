@@ -19,6 +19,7 @@ import {
   TAG_EXISTS_RESP,
   TAG_FAILURE_CODE,
   TAG_FAILURE_REASON,
+  TAG_GET_EXPIRES,
   TAG_GET_RESP,
   TAG_GET_VERSION,
   TAG_KEY,
@@ -64,6 +65,8 @@ export type Request =
       readonly value: Uint8Array;
       /** Present on a conditional write. */
       readonly condition?: WriteCondition;
+      /** `ttl_ms` as sent, unchecked (the dispatcher refuses what is out of range); absent: no expiry. */
+      readonly ttlMs?: number;
     }
   | { readonly kind: "get"; readonly key: Uint8Array; readonly withVersion?: boolean }
   | { readonly kind: "delete"; readonly key: Uint8Array }
@@ -77,6 +80,7 @@ export type Request =
 interface SetConditions {
   ifVersion?: number;
   ifAbsent?: boolean;
+  ttlMs?: number;
 }
 
 /**
@@ -102,7 +106,10 @@ function readKeyOnly(r: WireReader, into: DataFields, flag?: { withVersion?: boo
   }
 }
 
-/** Reads a set_request: `1: data req`, `2: uint64 if_version`, `3: bool if_absent`. Returns whether `req` was present. */
+/**
+ * Reads a set_request: `1: data req`, `2: uint64 if_version`, `3: bool
+ * if_absent`, `4: uint64 ttl_ms`. Returns whether `req` was present.
+ */
 function readSetRequest(r: WireReader, into: DataFields, conditions: SetConditions): boolean {
   let present = false;
   while (r.more()) {
@@ -112,6 +119,7 @@ function readSetRequest(r: WireReader, into: DataFields, conditions: SetConditio
       present = true;
     } else if (r.field === 2 && r.wire === Wire.varint) conditions.ifVersion = r.varint();
     else if (r.field === 3 && r.wire === Wire.varint) conditions.ifAbsent = r.varint() !== 0;
+    else if (r.field === 4 && r.wire === Wire.varint) conditions.ttlMs = r.varint();
     else r.skip();
   }
   return present;
@@ -199,8 +207,15 @@ export function decodeRequest(frame: Uint8Array): Request {
       {
         const condition = conditionOf(conditions);
         if (typeof condition === "string") return invalid("set", condition);
-        if (condition === undefined) return { kind: "set", key: data.key, value: data.value };
-        return { kind: "set", key: data.key, value: data.value, condition };
+        const { ttlMs } = conditions;
+        if (condition === undefined) {
+          return ttlMs === undefined
+            ? { kind: "set", key: data.key, value: data.value }
+            : { kind: "set", key: data.key, value: data.value, ttlMs };
+        }
+        return ttlMs === undefined
+          ? { kind: "set", key: data.key, value: data.value, condition }
+          : { kind: "set", key: data.key, value: data.value, condition, ttlMs };
       }
     case MsgType.GetRequest:
       if (!getReqSeen) return invalid("get", "get_request_t without get_req");
@@ -423,22 +438,38 @@ export function encodeClearOk(removed: number): Uint8Array {
 
 const GET_OK_PREFIX = [TAG_ERROR, GetError.Ok] as const;
 
-/** `get_response`'s fields before `req`: `error: ok`, and the version when one is answered (before req, so a streamed value can follow). */
-function getOkPrefix(version: number | undefined): readonly number[] {
-  return version === undefined ? GET_OK_PREFIX : [...GET_OK_PREFIX, TAG_GET_VERSION, ...varintBytes(version)];
+/**
+ * `get_response`'s fields before `req`: `error: ok`, and the version and
+ * expiry when they are answered (before req, so a streamed value can follow).
+ */
+function getOkPrefix(version: number | undefined, expiresAt: number | undefined): readonly number[] {
+  if (version === undefined) return GET_OK_PREFIX;
+  const prefix = [...GET_OK_PREFIX, TAG_GET_VERSION, ...varintBytes(version)];
+  if (expiresAt !== undefined) prefix.push(TAG_GET_EXPIRES, ...varintBytes(expiresAt));
+  return prefix;
 }
 
 /**
- * The start of a framed `get_response{ok, [version], req{key, value}}` whose
- * value of `valueLength` bytes is sent after it, piece by piece: a streamed get.
+ * The start of a framed `get_response{ok, [version, [expires_at_ms]], req{key, value}}`
+ * whose value of `valueLength` bytes is sent after it, piece by piece: a streamed get.
  */
-export function encodeGetOkHead(key: Uint8Array, valueLength: number, version?: number): Uint8Array {
-  return encodeDataHead(MsgType.GetResponse, TAG_GET_RESP, getOkPrefix(version), TAG_RESP_DATA, key, valueLength);
+export function encodeGetOkHead(
+  key: Uint8Array,
+  valueLength: number,
+  version?: number,
+  expiresAt?: number,
+): Uint8Array {
+  const prefix = getOkPrefix(version, expiresAt);
+  return encodeDataHead(MsgType.GetResponse, TAG_GET_RESP, prefix, TAG_RESP_DATA, key, valueLength);
 }
 
-/** Encodes a framed `get_response{ok, [version], req{key, value}}`; a large value is its own part, uncopied. */
-export function encodeGetOk(key: Uint8Array, value: Uint8Array, version?: number): Uint8Array[] {
-  return parts(encodeWithData(MsgType.GetResponse, TAG_GET_RESP, getOkPrefix(version), TAG_RESP_DATA, key, value));
+/**
+ * Encodes a framed `get_response{ok, [version, [expires_at_ms]], req{key, value}}`;
+ * a large value is its own part, uncopied.
+ */
+export function encodeGetOk(key: Uint8Array, value: Uint8Array, version?: number, expiresAt?: number): Uint8Array[] {
+  const prefix = getOkPrefix(version, expiresAt);
+  return parts(encodeWithData(MsgType.GetResponse, TAG_GET_RESP, prefix, TAG_RESP_DATA, key, value));
 }
 
 /** Where {@link encodeGetOkInto} writes: room reserved in an output buffer. */

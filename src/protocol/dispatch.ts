@@ -18,6 +18,7 @@ import {
   oversizedKey,
   readValue,
   refusedKey,
+  refusedTtl,
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
@@ -93,7 +94,8 @@ export class Dispatcher implements FrameHandler {
     this.#streamHost = {
       store,
       handleWhole: (frame) => this.handle(frame),
-      refuseSet: (key, valueLength) => this.#checkKey(key) ?? this.#checkValueLength(valueLength),
+      refuseSet: (key, valueLength, ttlMs) =>
+        this.#checkKey(key) ?? this.#checkValueLength(valueLength) ?? checkTtl(ttlMs),
       answerSet: (work, started) => this.#answerSet(work, started),
       fail: (reply, err) => this.#fail(reply, err),
     };
@@ -123,8 +125,8 @@ export class Dispatcher implements FrameHandler {
   dispatch(req: Request, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> | Deferred {
     switch (req.kind) {
       case "set":
-        if (req.condition !== undefined) return this.#setIf(req.key, req.value, req.condition, cancel);
-        return this.#set(req.key, req.value, sink, cancel);
+        if (req.condition !== undefined) return this.#setIf(req.key, req.value, req.condition, cancel, req.ttlMs);
+        return this.#set(req.key, req.value, sink, cancel, req.ttlMs);
       case "get":
         if (req.withVersion) return this.#getVersioned(req.key, cancel);
         return this.#get(req.key, sink, cancel);
@@ -176,27 +178,39 @@ export class Dispatcher implements FrameHandler {
     });
   }
 
-  #set(key: Uint8Array, value: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#checkKey(key) ?? this.#checkValue(value);
+  #set(
+    key: Uint8Array,
+    value: Uint8Array,
+    sink: AnswerSink | undefined,
+    cancel: Cancel | undefined,
+    ttlMs: number | undefined,
+  ): Answer | Promise<Answer> {
+    const limitError = this.#checkKey(key) ?? this.#checkValue(value) ?? checkTtl(ttlMs);
     if (limitError) return this.#fail("set", limitError);
     const store = this.#store;
     if (store.setSync !== undefined) {
       try {
-        const version = store.setSync(key, value);
+        const version = store.setSync(key, value, ttlMs);
         this.stats.count("set", "ok");
         return sink !== undefined && encodeSetOkInto(sink, version) ? WRITTEN : encodeSetOk(version);
       } catch (err) {
         return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
       }
     }
-    return this.#answerSet(store.set(key, value, cancel), performance.now());
+    return this.#answerSet(store.set(key, value, cancel, ttlMs), performance.now());
   }
 
   /** A conditional set: `ok` with the version written, or `conflict`. Never collapsed with other sets. */
-  #setIf(key: Uint8Array, value: Uint8Array, condition: WriteCondition, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#checkKey(key) ?? this.#checkValue(value);
+  #setIf(
+    key: Uint8Array,
+    value: Uint8Array,
+    condition: WriteCondition,
+    cancel: Cancel | undefined,
+    ttlMs: number | undefined,
+  ): Answer | Promise<Answer> {
+    const limitError = this.#checkKey(key) ?? this.#checkValue(value) ?? checkTtl(ttlMs);
     if (limitError) return this.#fail("set", limitError);
-    return this.#answerSet(this.#store.setIf(key, value, condition, cancel), performance.now());
+    return this.#answerSet(this.#store.setIf(key, value, condition, cancel, ttlMs), performance.now());
   }
 
   /** A get that answers the value's version too. */
@@ -207,7 +221,7 @@ export class Dispatcher implements FrameHandler {
     return this.#settled("get", started, this.#store.getVersioned(key, cancel), (found) => {
       this.#timed("get", found === undefined ? "not_found" : "ok", started);
       if (found === undefined) return Frames.getNotFound;
-      return getOkAnswer(key, found.value, found.version);
+      return getOkAnswer(key, found.value, found.version, found.expiresAt);
     });
   }
 
@@ -240,7 +254,7 @@ export class Dispatcher implements FrameHandler {
     return this.#settled("get", started, readValue(store, key, cancel), (value) => {
       this.#timed("get", value === undefined ? "not_found" : "ok", started);
       if (value === undefined) return Frames.getNotFound;
-      return getOkAnswer(key, value, undefined);
+      return getOkAnswer(key, value, undefined, undefined);
     });
   }
 
@@ -290,15 +304,25 @@ export class Dispatcher implements FrameHandler {
  * A get's `ok` answer: whole, or for a large value streamed as its chunks
  * arrive (the frame's length is known from the value's size).
  */
-function getOkAnswer(key: Uint8Array, value: Uint8Array | ValueStream, version: number | undefined): Answer {
-  if (!isValueStream(value)) return encodeGetOk(key, value, version);
+function getOkAnswer(
+  key: Uint8Array,
+  value: Uint8Array | ValueStream,
+  version: number | undefined,
+  expiresAt: number | undefined,
+): Answer {
+  if (!isValueStream(value)) return encodeGetOk(key, value, version, expiresAt);
   return new StreamedAnswer(
-    encodeGetOkHead(key, value.size, version),
+    encodeGetOkHead(key, value.size, version, expiresAt),
     value.size,
     () => value.next(),
     () => value.cancel(),
     (piece) => value.release?.(piece),
   );
+}
+
+/** The refusal of a `ttl_ms` out of range (see kv-store.ts `refusedTtl`); none without one. */
+function checkTtl(ttlMs: number | undefined): KvError | undefined {
+  return ttlMs === undefined ? undefined : refusedTtl(ttlMs, `ttl_ms ${ttlMs}`);
 }
 
 /**

@@ -11,7 +11,7 @@ export interface StreamedSetHost {
   /** Answers a whole frame, as a small one is answered (a large frame that is not a streamable set). */
   handleWhole(frame: Uint8Array): Answer | Promise<Answer> | Deferred;
   /** Why a set of this key and value size is refused, or undefined. */
-  refuseSet(key: Uint8Array, valueLength: number): KvError | undefined;
+  refuseSet(key: Uint8Array, valueLength: number, ttlMs: number | undefined): KvError | undefined;
   /** The answer to a set once `work` settles (counted and timed from `started`). */
   answerSet(work: Promise<number>, started: number): Promise<Answer>;
   /** The error answer for `reply`, logged and counted. */
@@ -116,14 +116,14 @@ export class StreamedSet implements FrameStream {
     }
     this.#layout = head;
     this.#buffer = null;
-    const refusal = this.#host.refuseSet(head.key, head.valueLength);
+    const refusal = this.#host.refuseSet(head.key, head.valueLength, head.ttlMs);
     if (refusal !== undefined) {
       this.#refusal = refusal;
       this.#state = "drop";
       return false;
     }
     this.#started = performance.now();
-    this.#sink = writeValue(this.#host.store, head.key, head.valueLength, this.#cancel);
+    this.#sink = writeValue(this.#host.store, head.key, head.valueLength, this.#cancel, head.ttlMs);
     this.#trailer = new Uint8Array(this.#length - (head.valueStart + head.valueLength));
     this.#state = "value";
     // What of the value (and after it) came with the head goes on as if it had just arrived.

@@ -17,6 +17,7 @@ import {
   TAG_KEY,
   TAG_REQ_DATA,
   TAG_SET_REQ,
+  TAG_TTL_MS,
   TAG_TYPE,
   TAG_WITH_VERSION,
   varintBytes,
@@ -42,6 +43,8 @@ export type Response = { readonly failure?: Failure } & (
       readonly key?: Uint8Array;
       readonly value?: Uint8Array;
       readonly version?: number;
+      /** When the value expires, ms since the epoch, when the server said. */
+      readonly expiresAt?: number;
     }
   | { readonly kind: "delete" | "exists"; readonly error: KeyError }
   | {
@@ -89,22 +92,37 @@ export function encodeClearRequest(): Uint8Array {
   ]);
 }
 
-/** The start of a framed `set_request` whose value of `valueLength` bytes follows it: a streamed upload. */
-export function encodeSetRequestHead(key: Uint8Array, valueLength: number): Uint8Array {
-  return encodeDataHead(MsgType.SetRequest, TAG_SET_REQ, [], TAG_REQ_DATA, key, valueLength);
+/**
+ * The start of a framed `set_request` whose value of `valueLength` bytes
+ * follows it: a streamed upload. `ttlMs` goes before `req`, where a server
+ * streaming the value reads it.
+ */
+export function encodeSetRequestHead(key: Uint8Array, valueLength: number, ttlMs?: number): Uint8Array {
+  return encodeDataHead(MsgType.SetRequest, TAG_SET_REQ, setPrefix(undefined, ttlMs), TAG_REQ_DATA, key, valueLength);
 }
 
 /**
- * Encodes a framed `set_request`, conditional when `condition` is given (its
- * field goes before `req`); a large value is its own part, uncopied.
+ * Encodes a framed `set_request`, conditional when `condition` is given and
+ * expiring with `ttlMs` (their fields go before `req`); a large value is its
+ * own part, uncopied.
  */
-export function encodeSetRequest(key: Uint8Array, value: Uint8Array, condition?: WriteCondition): Uint8Array[] {
-  return parts(encodeWithData(MsgType.SetRequest, TAG_SET_REQ, conditionPrefix(condition), TAG_REQ_DATA, key, value));
+export function encodeSetRequest(
+  key: Uint8Array,
+  value: Uint8Array,
+  condition?: WriteCondition,
+  ttlMs?: number,
+): Uint8Array[] {
+  const prefix = setPrefix(condition, ttlMs);
+  return parts(encodeWithData(MsgType.SetRequest, TAG_SET_REQ, prefix, TAG_REQ_DATA, key, value));
 }
 
-function conditionPrefix(condition: WriteCondition | undefined): readonly number[] {
-  if (condition === undefined) return [];
-  return condition.ifAbsent ? [TAG_IF_ABSENT, 1] : [TAG_IF_VERSION, ...varintBytes(condition.ifVersion)];
+/** `set_request`'s fields before `req`: `ttl_ms` first (see value-head.ts), then the condition. */
+function setPrefix(condition: WriteCondition | undefined, ttlMs: number | undefined): readonly number[] {
+  const ttl = ttlMs === undefined ? [] : [TAG_TTL_MS, ...varintBytes(ttlMs)];
+  if (condition === undefined) return ttl;
+  return condition.ifAbsent
+    ? [...ttl, TAG_IF_ABSENT, 1]
+    : [...ttl, TAG_IF_VERSION, ...varintBytes(condition.ifVersion)];
 }
 
 /** Encodes a framed `get_request`, asking for the version too with `withVersion`. */
@@ -177,14 +195,14 @@ function readClearResponse(r: WireReader, into: { error?: number; removed?: numb
 
 /**
  * Reads a response's `1: error`, and, where the response has them, its
- * `data` (`2` of get_response) and its version (`versionField`: 2 of
- * set_response, 3 of get_response).
+ * `data` (`2` of get_response), its version (`versionField`: 2 of
+ * set_response, 3 of get_response) and its expiry (4 of get_response).
  */
 function readStatus(
   r: WireReader,
   failure: Failure,
   data: DataFields | null,
-  version?: { field: number; value?: number },
+  version?: { field: number; value?: number; expiresAt?: number },
 ): number | undefined {
   let error: number | undefined;
   while (r.more()) {
@@ -193,7 +211,9 @@ function readStatus(
     if (r.field === 1 && r.wire === Wire.varint) error = r.int32();
     else if (data !== null && r.field === 2 && r.wire === Wire.bytes) readData(r.message(), data);
     else if (version !== undefined && r.field === version.field && r.wire === Wire.varint) version.value = r.varint();
-    else r.skip();
+    else if (data !== null && version !== undefined && r.field === 4 && r.wire === Wire.varint) {
+      version.expiresAt = r.varint();
+    } else r.skip();
   }
   return error;
 }
@@ -219,7 +239,7 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
   const data: DataFields = {};
   let dataSeen = false;
   const setVersion: { field: number; value?: number } = { field: 2 };
-  const getVersion: { field: number; value?: number } = { field: 3 };
+  const getVersion: { field: number; value?: number; expiresAt?: number } = { field: 3 };
   try {
     const r = new WireReader(frame);
     while (r.more()) {
@@ -283,7 +303,10 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
       throw protocolError("get_response ok without req{key, value}");
     }
     if (getVersion.value !== undefined) {
-      return { kind: "get", error: getError, key: data.key, value: data.value, version: getVersion.value };
+      const { value: version, expiresAt } = getVersion;
+      return expiresAt === undefined
+        ? { kind: "get", error: getError, key: data.key, value: data.value, version }
+        : { kind: "get", error: getError, key: data.key, value: data.value, version, expiresAt };
     }
     return { kind: "get", error: getError, key: data.key, value: data.value };
   }

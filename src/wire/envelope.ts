@@ -100,12 +100,14 @@ export const TAG_REQ_DATA = 0x0a; // set_request.req = 1
 export const TAG_IF_VERSION = 0x10; // set_request.if_version = 2, varint
 
 export const TAG_IF_ABSENT = 0x18; // set_request.if_absent = 3, varint
+export const TAG_TTL_MS = 0x20; // set_request.ttl_ms = 4, varint
 
 export const TAG_WITH_VERSION = 0x10; // get_request.with_version = 2, varint
 
 export const TAG_SET_VERSION = 0x10; // set_response.version = 2, varint
 
 export const TAG_GET_VERSION = 0x18; // get_response.version = 3, varint
+export const TAG_GET_EXPIRES = 0x20; // get_response.expires_at_ms = 4, varint
 
 export const TAG_FAILURE_CODE = 0x72; // *_response.code = 14
 

@@ -14,6 +14,8 @@ export interface SetLayout {
   readonly valueLength: number;
   readonly dataEnd: number;
   readonly setReqEnd: number;
+  /** A set's `ttl_ms`, when it came before `req`. */
+  readonly ttlMs?: number;
 }
 
 /**
@@ -25,11 +27,16 @@ export interface ValueShape {
   readonly type: number;
   readonly outerTag: number;
   readonly prefix: readonly (readonly [tag: number, value: number])[];
+  /** The tag of a varint field that may come before the data field and is answered as `ttlMs`. */
+  readonly ttlTag?: number;
   readonly dataTag: number;
 }
 
-/** `req_envelope{type: set_request_t, set_req{req{key, value}}}`, as every encoder writes it. */
-export const SET_SHAPE: ValueShape = { type: 1, outerTag: 0x12, prefix: [], dataTag: 0x0a };
+/**
+ * `req_envelope{type: set_request_t, set_req{[ttl_ms], req{key, value}}}`:
+ * as every encoder writes a set, and as kvs-client writes one with a TTL.
+ */
+export const SET_SHAPE: ValueShape = { type: 1, outerTag: 0x12, prefix: [], ttlTag: 0x20, dataTag: 0x0a };
 
 /** `req_envelope{type: get_response_t, get_resp{error: ok, req{key, value}}}`, as the server writes a streamed get. */
 export const GET_OK_SHAPE: ValueShape = { type: 4, outerTag: 0x2a, prefix: [[0x08, 1]], dataTag: 0x12 };
@@ -68,15 +75,15 @@ const SHORT = Symbol("short");
  */
 export function scanValueHead(head: Uint8Array, frameLength: number, shape: ValueShape = SET_SHAPE): SetHead {
   let pos = 0;
-  const varint = (): number => {
+  const varint = (maxBytes = 5): number => {
     let value = 0;
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < maxBytes; i++) {
       if (pos >= head.length) throw SHORT;
       const byte = head[pos++] as number;
       value += (byte & 0x7f) * 2 ** (7 * i);
       if (byte < 0x80) return value;
     }
-    return -1; // longer than a uint32: not the streamed shape
+    return -1; // longer than the field can be: not the streamed shape
   };
   try {
     // req_envelope: type, then the field holding the data (set_req, get_resp).
@@ -87,7 +94,15 @@ export function scanValueHead(head: Uint8Array, frameLength: number, shape: Valu
     if (setReqLength < 0 || setReqEnd > frameLength) return BUFFER;
     // Inside it: the fields that come first (get_response's error), then req.
     for (const [tag, value] of shape.prefix) if (varint() !== tag || varint() !== value) return BUFFER;
-    if (varint() !== shape.dataTag) return BUFFER;
+    let tag = varint();
+    let ttlMs: number | undefined;
+    if (shape.ttlTag !== undefined && tag === shape.ttlTag) {
+      // Seven bytes hold 2^49 ms, beyond any TTL the store takes; longer ones are decoded whole and refused.
+      ttlMs = varint(7);
+      if (ttlMs < 0) return BUFFER;
+      tag = varint();
+    }
+    if (tag !== shape.dataTag) return BUFFER;
     const dataLength = varint();
     const dataEnd = pos + dataLength;
     if (dataLength < 0 || dataEnd > setReqEnd) return BUFFER;
@@ -103,7 +118,8 @@ export function scanValueHead(head: Uint8Array, frameLength: number, shape: Valu
     const valueStart = pos;
     if (valueLength < 0 || valueStart + valueLength > dataEnd) return BUFFER;
     if (frameLength - (valueStart + valueLength) > MAX_SET_TRAILER_BYTES) return BUFFER;
-    return { kind: "stream", key, valueStart, valueLength, dataEnd, setReqEnd };
+    const layout = { kind: "stream", key, valueStart, valueLength, dataEnd, setReqEnd } as const;
+    return ttlMs === undefined ? layout : { ...layout, ttlMs };
   } catch (err) {
     if (err === SHORT) return MORE;
     throw err;
@@ -133,7 +149,8 @@ const REPLY_OF_TYPE: Record<number, ReplyKind> = {
  * undefined when the frame is the set it began as, or why it is not: a
  * field that would replace the key, the value, `req` or `set_req` (protobuf
  * lets the last occurrence win, which a value already taken cannot honour),
- * a write condition (it must be known before the value is written), or a
+ * a write condition or a `ttl_ms` (each must be known before the value is
+ * written: a chunk's encryption binds its expiry), or a
  * later `type` that is no longer a set. Throws `KV_ERR_BAD_ENVELOPE`
  * when the bytes are not protobuf, as decoding a whole frame would.
  */
@@ -162,6 +179,13 @@ export function checkSetTrailer(
         return {
           reply: "set",
           reason: "a streamed set's condition (if_version, if_absent) must come before its value",
+        };
+      }
+      if (setReq.field === 4 && setReq.wire === Wire.varint) {
+        return {
+          reply: "set",
+          reason:
+            "a streamed set's ttl_ms must come before its value (set_req's first field, as kvs-client sends it); nothing was written",
         };
       }
       setReq.skip();
