@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { clientRuntimes } from "./client-runtimes.js";
 import { clusterStress } from "./cluster-stress.js";
+import { expiry } from "./expiry.js";
 import { keyringCost } from "./keyring-cost.js";
 import { httpGateway, listing } from "./kv-api.js";
 import { runMicro } from "./micro.js";
@@ -15,7 +16,8 @@ import { tlsCost } from "./tls-cost.js";
 const USAGE = `Usage: bun run bench [flags]
 
 Scenarios (select with --filter): micro, front-end, slow-readers, client-runtimes (kvs-client's pipelined gets on
-Node and on Bun beside the load generator), concurrency, end-to-end, server-cost,
+Node and on Bun beside the load generator), concurrency, end-to-end, server-cost, expiry (CPU per set and get
+with a TTL, and of expired keys, against plain ones),
 large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve), tls (TLS and mTLS cost
 on the pipelined front end, beside redis with TLS), keyring (KMS calls of random reads over a table written
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
@@ -135,6 +137,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["concurrency", () => concurrency(settings)],
   ["end-to-end", () => endToEnd(settings)],
   ["server-cost", () => serverCost(settings)],
+  ["expiry", () => expiry(settings)],
   ["large-values", () => largeValues(settings)],
   ["listing", () => listing(settings)],
   ["http", () => httpGateway(settings)],

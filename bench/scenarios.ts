@@ -55,7 +55,7 @@ function backendRow(
 }
 
 /** Server flags for a fresh table on the given DynamoDB and KMS endpoints. */
-function onDynamo(tablePrefix: string, dynamodbEndpoint: string, kmsEndpoint: string): string[] {
+export function onDynamo(tablePrefix: string, dynamodbEndpoint: string, kmsEndpoint: string): string[] {
   const table = `${tablePrefix}-${randomBytes(4).toString("hex")}`;
   const endpoints = ["--dynamodb-endpoint", dynamodbEndpoint, "--kms-endpoint", kmsEndpoint];
   return ["--store", "dynamodb", "--table", table, "--kms-key-id", "alias/bench", "--log-level", "error", ...endpoints];

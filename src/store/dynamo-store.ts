@@ -213,7 +213,7 @@ export class DynamoStore implements KvStore {
 
   /** Whether a head that expires at `expiresAt` is expired now; counts it when it is. */
   #expired(expiresAt: number | undefined): boolean {
-    if (!isExpired(expiresAt, this.#clock())) return false;
+    if (expiresAt === undefined || !isExpired(expiresAt, this.#clock())) return false;
     this.#o.counters.add(Counter.expiredReads);
     return true;
   }
@@ -357,7 +357,8 @@ export class DynamoStore implements KvStore {
     });
     if (old === undefined) return false;
     await this.#chunked.deletedHead(old);
-    return !isExpired(unpackFmt(old[Attr.fmt]?.N)?.expiresAt, this.#clock());
+    const expiresAt = unpackFmt(old[Attr.fmt]?.N)?.expiresAt;
+    return expiresAt === undefined || !isExpired(expiresAt, this.#clock());
   }
 }
 
