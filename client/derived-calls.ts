@@ -4,7 +4,7 @@
  */
 import { deferred } from "../src/wire/deferred.js";
 import { asKvError, ErrorCode, type KvError } from "../src/wire/errors.js";
-import type { Bytes, ListOptions, ListPage, RequestOptions, SetOptions } from "./options.js";
+import type { Bytes, ExpiryOptions, ListOptions, ListPage, RequestOptions, SetOptions } from "./options.js";
 
 /** The outcome of one key of a batch call (`mget`, `mset`, `mdelete`): each key settles on its own. */
 export type BatchResult<T> =
@@ -52,10 +52,13 @@ export abstract class DerivedCalls {
     );
   }
 
-  /** Sets every `[key, value]`, pipelined, one result per entry (the version written) in their order. */
+  /**
+   * Sets every `[key, value]`, pipelined, one result per entry (the version
+   * written) in their order; with `ttlMs`, each value expires (see {@link ExpiryOptions}).
+   */
   mset(
     entries: Iterable<readonly [Bytes, Bytes]>,
-    options?: RequestOptions,
+    options?: RequestOptions & ExpiryOptions,
   ): Promise<BatchResult<number | undefined>[]> {
     return settleEach(
       [...entries],

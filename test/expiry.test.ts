@@ -45,6 +45,14 @@ for (const [name, config] of Object.entries(STORES)) {
       await using c = await KvClient.connect({ port: server.port });
       await c.set("session", "alive", { ttlMs: 1000 });
       await c.set("config", "forever");
+      const batch = await c.mset(
+        [
+          ["batch-1", "x"],
+          ["batch-2", "y"],
+        ],
+        { ttlMs: 500 },
+      );
+      expect(batch.every((r) => r.ok)).toBe(true);
       at(999);
       expect(await c.getString("session")).toBe("alive");
       expect(await c.getVersioned("session")).toMatchObject({ expiresAt: T0 + 1000 });
