@@ -540,7 +540,7 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
 
   readonly #onFrame = (frame: Uint8Array): void => {
     if (frame.length === 0) {
-      // The server's goodbye (see GOODBYE in src/net/connection.ts): it answered everything it read.
+      // The server's goodbye (see GOODBYE in src/net/frame-handler.ts): it answered everything it read.
       this.fail(
         new KvError(
           ErrorCode.Drained,

@@ -10,7 +10,7 @@ import {
   type ScanPage,
   type UpdateItemJson,
   type WriteRequestJson,
-} from "../src/store/dynamo-data-client.js";
+} from "../src/store/data-plane.js";
 import type { AttributeMap } from "../src/store/dynamo-json.js";
 import { Semaphore } from "../src/store/semaphore.js";
 

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { silentLogger } from "../src/log.js";
 import { Counters } from "../src/metrics.js";
-import { type Answer, Connection, type ConnectionSocket, type FrameHandler } from "../src/net/connection.js";
+import { Connection, type ConnectionSocket } from "../src/net/connection.js";
+import type { Answer, FrameHandler } from "../src/net/frame-handler.js";
 import { SocketWriter, STAGE_BYTES } from "../src/wire/socket-writer.js";
 import { writeVarint } from "../src/wire/varint.js";
 

@@ -2,7 +2,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { KvClient } from "../client/kv-client.js";
 import type { Config } from "../src/config.js";
-import { DynamoCallError } from "../src/store/dynamo-data-client.js";
+import { DynamoCallError } from "../src/store/data-plane.js";
 import { ErrorCode, KvError } from "../src/wire/errors.js";
 import { useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";

@@ -4,7 +4,8 @@ import { Counter, type Counters } from "../metrics.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
 import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 import { KEEPALIVE_IDLE_MS } from "../wire/keepalive.js";
-import { Connection, type ConnectionOptions, type FrameHandler } from "./connection.js";
+import { Connection, type ConnectionOptions } from "./connection.js";
+import type { FrameHandler } from "./frame-handler.js";
 import type { TlsMaterial } from "./tls-material.js";
 
 /**

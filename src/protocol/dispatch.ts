@@ -7,7 +7,7 @@ import {
   type FrameStream,
   StreamedAnswer,
   WRITTEN,
-} from "../net/connection.js";
+} from "../net/frame-handler.js";
 import { type Op, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
 import {

@@ -1,4 +1,4 @@
-import type { Answer, Deferred, FrameStream } from "../net/connection.js";
+import type { Answer, Deferred, FrameStream } from "../net/frame-handler.js";
 import type { Cancel, KvStore, ValueSink } from "../store/kv-store.js";
 import { writeValue } from "../store/kv-store.js";
 import type { ReplyKind } from "../wire/envelope.js";

@@ -3,9 +3,10 @@ import { Counter, type Counters } from "../metrics.js";
 import { ErrorCode, KvError } from "../wire/errors.js";
 import type { DataPlane } from "./data-plane.js";
 import type { AttributeMap } from "./dynamo-json.js";
+import { FlushScheduler } from "./flush-scheduler.js";
 import { Attr } from "./item-format.js";
 import type { Cancel } from "./kv-store.js";
-import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
+import { DEFAULT_RETRY, type RetryPolicy, untilProcessed } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
 
 /** DynamoDB's BatchGetItem key limit. */

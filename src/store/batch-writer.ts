@@ -1,10 +1,10 @@
 import { byteString } from "../bytes.js";
 import { Counter, type Counters } from "../metrics.js";
-import type { DataPlane } from "./data-plane.js";
-import type { WriteRequestJson } from "./dynamo-data-client.js";
+import type { DataPlane, WriteRequestJson } from "./data-plane.js";
 import type { AttributeMap } from "./dynamo-json.js";
+import { FlushScheduler } from "./flush-scheduler.js";
 import { Attr, itemSize } from "./item-format.js";
-import { DEFAULT_RETRY, FlushScheduler, type RetryPolicy, untilProcessed } from "./retry.js";
+import { DEFAULT_RETRY, type RetryPolicy, untilProcessed } from "./retry.js";
 import type { Semaphore } from "./semaphore.js";
 
 /** DynamoDB's BatchWriteItem limits. */

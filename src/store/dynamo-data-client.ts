@@ -2,7 +2,15 @@ import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { HttpRequest, RequestSigner } from "@smithy/types";
 import { discard } from "../bytes.js";
 import { errorMessage } from "../wire/errors.js";
-import type { DataPlane } from "./data-plane.js";
+import {
+  type DataPlane,
+  DynamoCallError,
+  type PutItemJson,
+  type ScanJson,
+  type ScanPage,
+  type UpdateItemJson,
+  type WriteRequestJson,
+} from "./data-plane.js";
 import { type AttributeMap, parseAttributeMap, parseResponse, writeAttributeMap } from "./dynamo-json.js";
 import { JsonBytes } from "./json-bytes.js";
 
@@ -38,32 +46,6 @@ const CLOCK_SKEW = new Set([
   "AuthFailure",
   "RequestInTheFuture",
 ]);
-
-/**
- * A failed data-plane call. `name` is the AWS error code (for example
- * `ProvisionedThroughputExceededException`), or `TimeoutError`,
- * `NetworkError` or `CRC32CheckFailed` for failures before an answer.
- */
-export class DynamoCallError extends Error {
-  /** HTTP status, when an answer arrived. */
-  readonly status: number | undefined;
-  /** Whether repeating the call may succeed: throttling, 5xx, network faults, timeouts, damaged bodies. */
-  readonly retryable: boolean;
-  /** The item as it stood, on a failed condition of a call that asked for it (`oldOnConflict`). */
-  readonly item: AttributeMap | undefined;
-
-  constructor(
-    code: string,
-    message: string,
-    options: { status?: number; retryable: boolean; cause?: unknown; item?: AttributeMap },
-  ) {
-    super(message, { cause: options.cause });
-    this.name = code;
-    this.status = options.status;
-    this.retryable = options.retryable;
-    this.item = options.item;
-  }
-}
 
 /** Settings of the data-plane client. */
 export interface DynamoDataClientOptions {
@@ -412,51 +394,6 @@ export class DynamoDataClient implements DataPlane {
       item: b.Item === undefined ? undefined : parseAttributeMap(b.Item),
     });
   }
-}
-
-/** One entry of a BatchWriteItem: an item to put or a key to delete. */
-export type WriteRequestJson = { put: AttributeMap; delete?: undefined } | { delete: AttributeMap; put?: undefined };
-
-/** A Scan call: one page of one segment. */
-export interface ScanJson {
-  table: string;
-  /** A secondary index to scan instead of the table. */
-  index?: string;
-  segment?: number;
-  totalSegments?: number;
-  /** Items to evaluate, at most. */
-  limit: number;
-  startKey?: AttributeMap;
-  consistentRead?: boolean;
-  returnConsumedCapacity?: boolean;
-}
-
-/** One Scan page: no `lastKey` means the segment is done. */
-export interface ScanPage {
-  items: AttributeMap[];
-  lastKey: AttributeMap | undefined;
-  /** Read capacity the page consumed, when asked for. */
-  capacityUnits: number;
-}
-
-/** A PutItem call. */
-export interface PutItemJson {
-  table: string;
-  item: AttributeMap;
-}
-
-/** An UpdateItem call. Every name and value the expressions use goes in `names` and `values`. */
-export interface UpdateItemJson {
-  table: string;
-  key: AttributeMap;
-  update: string;
-  condition?: string;
-  names: Record<string, string>;
-  values: AttributeMap;
-  /** Resolve the item as it was before the update. */
-  returnOld?: boolean;
-  /** On a failed condition, carry the item as it stands in the error ({@link DynamoCallError.item}). */
-  oldOnConflict?: boolean;
 }
 
 function transportError(op: DataOperation, err: unknown, timedOut: boolean, timeoutMs: number): DynamoCallError {

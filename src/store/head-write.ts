@@ -1,8 +1,7 @@
 import { sameBytes } from "../bytes.js";
 import { Counter, type Counters } from "../metrics.js";
 import { ErrorCode, KvError } from "../wire/errors.js";
-import type { DataPlane } from "./data-plane.js";
-import { DynamoCallError, type UpdateItemJson } from "./dynamo-data-client.js";
+import { type DataPlane, DynamoCallError, type UpdateItemJson } from "./data-plane.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { Attr, HEAD_ATTRS, ItemFormat, packFmt, versionOf } from "./item-format.js";
 import { conflict, type WriteCondition } from "./kv-store.js";
