@@ -27,6 +27,7 @@ import type {
   VersionedValue,
 } from "./options.js";
 import { conditionOf, ttlOf } from "./options.js";
+import { serverFailed } from "./server-failure.js";
 import { parseServerUrl } from "./server-url.js";
 import { connectTransport, type Transport } from "./transport.js";
 
@@ -594,32 +595,4 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
     this.#idle = [];
     for (const fn of idle) fn();
   }
-}
-
-/** Codes a server may put in a failure answer; any other (or none, from older servers) reads as KV_ERR_SERVER_INTERNAL. */
-const SERVER_CODES: ReadonlySet<string> = new Set<string>([
-  ErrorCode.KeyTooLarge,
-  ErrorCode.ValueTooLarge,
-  ErrorCode.BadRequest,
-  ErrorCode.BadCursor,
-  ErrorCode.Storage,
-  ErrorCode.Kms,
-  ErrorCode.Integrity,
-  ErrorCode.Timeout,
-  ErrorCode.Unavailable,
-]);
-
-/**
- * The error of a request the server answered `internal`: the server's own
- * code (`KV_ERR_VALUE_TOO_LARGE`, `KV_ERR_TIMEOUT`, ...) and reason when it
- * gave them, as servers since `code` and `reason` were added do; otherwise
- * `KV_ERR_SERVER_INTERNAL`.
- */
-function serverFailed(op: string, res: Response): KvError {
-  const why = res.failure;
-  const detail =
-    why === undefined ? "" : `: ${why.code ?? "KV_ERR_SERVER_INTERNAL"}: ${why.reason ?? "no reason given"}`;
-  const code =
-    why?.code !== undefined && SERVER_CODES.has(why.code) ? (why.code as ErrorCode) : ErrorCode.ServerInternal;
-  return new KvError(code, `server answered ${op} with internal${detail}`);
 }
