@@ -1,13 +1,6 @@
-import type { AwsCredentialIdentityProvider } from "@smithy/types";
-import { dynamoClient, isAwsEndpoint, kmsClient, maxSocketsFor } from "./aws-clients.js";
-import { type Config, LOCAL_DEFAULTS, StoreKind } from "./config.js";
-import { checkIntervalMs, HierarchicalKeyring, type HierarchyLimits } from "./crypto/hierarchical-keyring.js";
-import { DataKeyCache, type KeyCacheLimits } from "./crypto/key-cache.js";
-import { Keyring, KeyringKind } from "./crypto/keyring.js";
-import { ensureKey } from "./crypto/kms-key.js";
-import { KmsKeyring } from "./crypto/kms-keyring.js";
+import { type BackendOverrides, startBackend } from "./backend.js";
+import type { Config } from "./config.js";
 import { HttpGateway } from "./http/gateway.js";
-import { startLocalServices } from "./local/local-services.js";
 import type { Logger } from "./log.js";
 import { Counter, Counters } from "./metrics.js";
 import { ByteBudget } from "./net/byte-budget.js";
@@ -15,18 +8,12 @@ import { Listener } from "./net/listener.js";
 import { loadTlsMaterial, type TlsMaterial } from "./net/tls-material.js";
 import { AdminServer } from "./ops/admin-server.js";
 import { LatencyReporter } from "./ops/latency-reporter.js";
-import { type MetricSources, Metrics } from "./ops/prometheus.js";
+import { Metrics } from "./ops/prometheus.js";
 import { Dispatcher } from "./protocol/dispatch.js";
-import { DynamoBranchKeyStore } from "./store/branch-key-store.js";
 import { DeadlineStore } from "./store/deadline-store.js";
-import { DynamoDataClient } from "./store/dynamo-data-client.js";
-import { DynamoStore, type StoreFaults } from "./store/dynamo-store.js";
-import { ensureTable } from "./store/dynamo-table.js";
 import { type KvStore, MAX_KEY_BYTES } from "./store/kv-store.js";
-import { MemoryStore } from "./store/memory-store.js";
 import { OrderedStore } from "./store/ordered-store.js";
 import type { SweepResult } from "./store/orphan-sweeper.js";
-import { DEFAULT_RETRY } from "./store/retry.js";
 import { ErrorCode, errorMessage, KvError } from "./wire/errors.js";
 
 /**
@@ -79,25 +66,9 @@ export interface KvServer extends AsyncDisposable {
 }
 
 /** Extra wiring for tests and benchmarks. */
-export interface ServerOverrides {
-  /** Key cache limits (tests shorten them). */
-  keyCache?: Partial<KeyCacheLimits>;
-  /** Branch-key limits (tests shorten them). */
-  branchKeys?: Partial<HierarchyLimits>;
-  /** The branch-key cache's clock (tests move it past the TTL). */
-  keyClock?: () => number;
+export interface ServerOverrides extends BackendOverrides {
   /** Wraps the backend store, e.g. to inject faults. */
   wrapStore?: (store: KvStore) => KvStore;
-  /** Failure injection inside the DynamoDB store. */
-  faults?: StoreFaults;
-  /** Credentials for both AWS clients instead of the default chain (tests hand out short-lived ones). */
-  credentials?: AwsCredentialIdentityProvider;
-  /** Leave a table made without the keys index as it is (no index, no TTL), as a server older than both would (tests). */
-  skipIndex?: boolean;
-  /** How long a DynamoDB answer keeps /readyz ready without a probe (tests set 0). */
-  readyRecentMs?: number;
-  /** The clock values expire by (tests move it past an expiry); default `Date.now`. */
-  clock?: () => number;
 }
 
 /** Starts a server for `config`: local services first if needed, then the listener. */
@@ -118,136 +89,15 @@ export async function startServer(config: Config, log: Logger, overrides: Server
   try {
     // Before anything slow starts: a bad certificate fails in milliseconds, not after DynamoDB Local.
     let tls: TlsMaterial | undefined = config.tls === undefined ? undefined : loadTlsMaterial(config.tls);
-    let store: KvStore;
-    let description: string;
-    let dynamodbEndpoint: string | undefined;
-    let kmsEndpoint: string | undefined;
-    let table: string | undefined;
-    let deadlineMs: number | undefined;
-    let keyCache: Keyring | undefined;
-    let rotateBranchKey = async (): Promise<number> => {
-      throw new KvError(ErrorCode.Config, "the memory store has no branch keys to rotate");
-    };
-    let batchQueues: MetricSources["batchQueues"];
-    let backendReady: () => Promise<boolean> = async () => true;
-    let sweep: (olderThanMs?: number) => Promise<SweepResult> = async () => ({ scanned: 0, deleted: 0 });
-
-    if (config.store === StoreKind.memory) {
-      store = new MemoryStore({ clock: overrides.clock, counters });
-      description = "store=memory (not durable)";
-    } else {
-      table = config.table ?? LOCAL_DEFAULTS.table;
-      const keyId = config.kmsKeyId ?? LOCAL_DEFAULTS.kmsKeyId;
-
-      const local = await startLocalServices(config, log);
-      cleanups.push(() => local.stop());
-      dynamodbEndpoint = local.dynamodbEndpoint;
-      kmsEndpoint = local.kmsEndpoint;
-      const dynamoNote = local.startedDynamo ? " (embedded DynamoDB Local)" : "";
-      const kmsNote = local.startedKms ? " (embedded local KMS)" : "";
-
-      const localDynamo = !isAwsEndpoint(dynamodbEndpoint);
-      const localKms = !isAwsEndpoint(kmsEndpoint);
-      // Local endpoints ignore the region but the SDK insists on one; on AWS the SDK's own chain finds it.
-      const region = config.region ?? (localDynamo && localKms ? LOCAL_DEFAULTS.region : undefined);
-      const timeouts = { callTimeoutMs: config.callTimeoutMs, credentials: overrides.credentials, logger: log };
-      const ddbOptions = { region, endpoint: dynamodbEndpoint, localCredentials: localDynamo, ...timeouts };
-      const ddbClient = dynamoClient(ddbOptions);
-      const kms = kmsClient({ region, endpoint: kmsEndpoint, localCredentials: localKms, ...timeouts });
-      cleanups.push(async () => {
-        ddbClient.destroy();
-        kms.destroy();
-      });
-
-      // On AWS the table and key come from template.yaml, and the task role may not describe them.
-      if (localDynamo) {
-        const old = overrides.skipIndex === true;
-        const outcome = await ensureTable(ddbClient, table, { addIndex: !old, enableTtl: !old });
-        if (outcome === "created") log.info("created table", { table });
-        if (outcome === "indexed") log.info("added the keys index to the table", { table });
-      }
-      const keyRef = localKms ? await ensureKey(kms, keyId, true) : keyId;
-
-      // Restored tables keep serving data encrypted under their original name.
-      const encryptionScope = config.encryptionTable ?? table;
-      const kmsKeys = new KmsKeyring(kms, keyRef, encryptionScope, counters, config.requestTimeoutMs);
-      const legacy = new DataKeyCache(kmsKeys, { maxAgeMs: config.dataKeyMaxAgeMs, ...overrides.keyCache });
-      const branchStore = new DynamoBranchKeyStore(ddbClient, table, counters, config.requestTimeoutMs);
-      const branch = new HierarchicalKeyring(
-        branchStore,
-        kmsKeys,
-        encryptionScope,
-        log,
-        {
-          ttlMs: config.branchKeyTtlMs,
-          rotationMs: config.branchKeyRotationMs,
-          checkMs: checkIntervalMs(config.branchKeyRotationMs),
-          ...overrides.branchKeys,
-        },
-        overrides.keyClock,
-      );
-      cleanups.push(async () => branch.close());
-      const keys = new Keyring(branch, legacy, config.keyring);
-      // Fails fast on a wrong key or missing permission, and warms the cache.
-      if (config.keyring === KeyringKind.hierarchical) await branch.start();
-      else await legacy.encryptionKey(0, 0);
-      rotateBranchKey = () => branch.rotate();
-      const data = await DynamoDataClient.create(ddbClient, {
-        callTimeoutMs: config.callTimeoutMs,
-        onFailure: (op, throttled) => counters.outcome("dynamodb", op, throttled ? "throttle" : "error"),
-      });
-      keyCache = keys;
-      backendReady = readinessProbe(data, table, config.callTimeoutMs, overrides.readyRecentMs ?? READY_RECENT_MS);
-      const dynamo = new DynamoStore({
-        client: ddbClient,
-        data,
-        retry: {
-          ...DEFAULT_RETRY,
-          maxElapsedMs: config.requestTimeoutMs,
-          onRetry: (what) => counters.outcome("dynamodb", what, "retry"),
-        },
-        table,
-        encryptionScope,
-        keys,
-        counters,
-        log,
-        clock: overrides.clock,
-        faults: overrides.faults,
-        maxConcurrency: maxSocketsFor(ddbOptions),
-        maxPending: config.maxPending,
-        writeBatchItems: config.writeBatch,
-        readBatchKeys: config.readBatch,
-        windowMs: config.batchWindowMs,
-      });
-      store = dynamo;
-      batchQueues = () => dynamo.batchQueues;
-      deadlineMs = config.requestTimeoutMs;
-      sweep = (olderThanMs) => dynamo.sweepOrphans(olderThanMs);
-      if (config.sweepIntervalSeconds > 0) {
-        const every = config.sweepIntervalSeconds * 1000;
-        // Jitter spreads the sweeps of many servers over the interval.
-        const timer = setInterval(
-          () => {
-            dynamo.sweepOrphans().then(
-              (r) => log.info("orphan sweep", { scanned: r.scanned, deleted: r.deleted }),
-              (err) => log.warn("orphan sweep failed", { reason: errorMessage(err) }),
-            );
-          },
-          every + Math.floor(Math.random() * every * 0.2),
-        );
-        timer.unref();
-        cleanups.push(async () => clearInterval(timer));
-      }
-      description =
-        `store=dynamodb table=${table} dynamodb=${dynamodbEndpoint ?? `aws:${region ?? "default region"}`}${dynamoNote} ` +
-        `kms=${kmsEndpoint ?? "aws"}${kmsNote} key=${keyId}`;
-    }
-
+    const backend = await startBackend(config, log, overrides, counters, cleanups);
+    const { description, dynamodbEndpoint, kmsEndpoint, table, keys: keyCache } = backend;
+    let store = backend.store;
     if (overrides.wrapStore) store = overrides.wrapStore(store);
     const ordered = store.appliesInOrder ? store : new OrderedStore(store);
     cleanups.push(() => ordered.close());
     // Above the ordering layer, so a request answered at its deadline still holds its key's place in line.
-    const bounded = deadlineMs === undefined ? ordered : new DeadlineStore(ordered, { timeoutMs: deadlineMs });
+    const bounded =
+      backend.deadlineMs === undefined ? ordered : new DeadlineStore(ordered, { timeoutMs: backend.deadlineMs });
 
     const dispatcher = new Dispatcher(bounded, log, {
       maxValueBytes: config.maxValueBytes,
@@ -305,15 +155,15 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           cache === undefined
             ? undefined
             : () => ({ version: cache.branch.activeVersion ?? 0, rotations: cache.branch.rotations }),
-        batchQueues,
+        batchQueues: backend.batchQueues,
         tlsNotAfter: tls === undefined ? undefined : () => (tls as TlsMaterial).notAfter,
         budget: () => budget,
       });
       const started = AdminServer.start(
         { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
         metrics,
-        { draining: () => draining, backendReady },
-        { rotateKey: () => rotateBranchKey() },
+        { draining: () => draining, backendReady: () => backend.ready() },
+        { rotateKey: () => backend.rotateBranchKey() },
       );
       admin = started;
       // Stopped last: readiness answers "draining" for as long as the drain lasts.
@@ -361,8 +211,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           throw err;
         }
       },
-      sweepOrphans: (olderThanMs) => sweep(olderThanMs),
-      rotateBranchKey: () => rotateBranchKey(),
+      sweepOrphans: (olderThanMs) => backend.sweep(olderThanMs),
+      rotateBranchKey: () => backend.rotateBranchKey(),
       stop,
       [Symbol.asyncDispose]: stop,
     };
@@ -370,37 +220,4 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     await cleanup();
     throw err;
   }
-}
-
-/** Recent answers count as ready for this long; after that a probe decides. */
-const READY_RECENT_MS = 10_000;
-/** A probe's verdict is reused this long, so scrapes and health checks cost DynamoDB at most one read per interval. */
-const PROBE_REUSE_MS = 2_000;
-
-/**
- * Readiness of the DynamoDB path: ready if DynamoDB answered any call in the
- * last {@link READY_RECENT_MS}; otherwise one shared probe (a GetItem of an
- * unused key) decides, and its verdict is reused briefly.
- */
-function readinessProbe(
-  data: DynamoDataClient,
-  table: string,
-  timeoutMs: number,
-  recentMs: number,
-): () => Promise<boolean> {
-  let last: { at: number; ok: Promise<boolean> } | undefined;
-  return () => {
-    const now = Date.now();
-    if (now - data.lastAnswerAt < recentMs) return Promise.resolve(true);
-    if (last === undefined || now - last.at > Math.min(PROBE_REUSE_MS, recentMs)) {
-      last = {
-        at: now,
-        ok: data.probe(table, timeoutMs).then(
-          () => true,
-          () => false,
-        ),
-      };
-    }
-    return last.ok;
-  };
 }
