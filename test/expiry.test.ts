@@ -3,13 +3,12 @@ import { randomBytes } from "node:crypto";
 import { DescribeTimeToLiveCommand, GetItemCommand, ScanCommand, UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { KvClient } from "../client/kv-client.js";
-import type { Config } from "../src/config.js";
 import { Counter } from "../src/metrics.js";
 import { startServer } from "../src/server.js";
 import { CHUNK_BYTES, headPk } from "../src/store/item-format.js";
 import { decodeResponse } from "../src/wire/client-codec.js";
 import { ErrorCode } from "../src/wire/errors.js";
-import { onBackends, useBackends } from "./support/backends.js";
+import { onBackends, storeConfigs, useBackends } from "./support/backends.js";
 import { CapturingLog } from "./support/capturing-log.js";
 import { codeOf } from "./support/code-of.js";
 import { RawConnection, startTestServer, testConfig } from "./support/harness.js";
@@ -32,10 +31,7 @@ function testClock(): { clock: () => number; at: (ms: number) => void } {
 
 const table = () => `exp-${randomBytes(6).toString("hex")}`;
 
-const STORES: Record<string, () => Partial<Config>> = {
-  memory: () => ({ store: "memory" }),
-  dynamodb: () => onBackends(backends, table()),
-};
+const STORES = storeConfigs(backends, "exp");
 
 for (const [name, config] of Object.entries(STORES)) {
   describe(`expiry over TCP and HTTP on the ${name} store`, () => {

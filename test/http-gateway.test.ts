@@ -4,7 +4,7 @@ import { KvClient } from "../client/kv-client.js";
 import type { Config } from "../src/config.js";
 import { DynamoCallError } from "../src/store/data-plane.js";
 import { ErrorCode, KvError } from "../src/wire/errors.js";
-import { useBackends } from "./support/backends.js";
+import { type StoreConfigs, storeConfigs, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 import { wrapping } from "./support/stores.js";
 
@@ -13,16 +13,14 @@ setDefaultTimeout(120_000);
 
 const backends = useBackends();
 
-const STORES: Record<string, () => Partial<Config>> = {
-  memory: () => ({ store: "memory", httpPort: 0 }),
-  dynamodb: () => ({
-    store: "dynamodb",
-    httpPort: 0,
-    dynamodbEndpoint: backends.ddb.endpoint,
-    kmsEndpoint: backends.kms.endpoint,
-    table: `http-${randomBytes(6).toString("hex")}`,
-  }),
-};
+const STORES = gatewayOn(storeConfigs(backends, "http"));
+
+/** Each store's settings with the HTTP gateway on a free port. */
+function gatewayOn(stores: StoreConfigs): Record<string, () => Partial<Config>> {
+  return Object.fromEntries(
+    Object.entries(stores).map(([name, config]) => [name, () => ({ ...config(), httpPort: 0 })]),
+  );
+}
 
 /** GET (or `init.method`) on the server's gateway, answering status and body text. */
 async function call(port: number, path: string, init: RequestInit = {}): Promise<{ status: number; body: string }> {

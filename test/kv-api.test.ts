@@ -7,7 +7,7 @@ import type { Config } from "../src/config.js";
 import { startDynamoDbLocal } from "../src/local/dynamodb-local.js";
 import { Counter } from "../src/metrics.js";
 import { KEYS_INDEX } from "../src/store/item-format.js";
-import { useBackends } from "./support/backends.js";
+import { storeConfigs, useBackends } from "./support/backends.js";
 import { startTestServer } from "./support/harness.js";
 
 // Starts DynamoDB Local and servers; tests wait on events, and this bound only turns a hang into a failure.
@@ -21,15 +21,7 @@ function table(): string {
   return `api-${randomBytes(6).toString("hex")}`;
 }
 
-const STORES: Record<string, () => Partial<Config>> = {
-  memory: () => ({ store: "memory" }),
-  dynamodb: () => ({
-    store: "dynamodb",
-    dynamodbEndpoint: backends.ddb.endpoint,
-    kmsEndpoint: backends.kms.endpoint,
-    table: table(),
-  }),
-};
+const STORES = storeConfigs(backends, "api");
 
 async function allKeys(c: KvClient, options: { prefix?: string; pageSize?: number } = {}): Promise<string[]> {
   const keys: string[] = [];

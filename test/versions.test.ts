@@ -3,13 +3,12 @@ import { randomBytes } from "node:crypto";
 import { GetItemCommand, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { KvClient } from "../client/kv-client.js";
-import type { Config } from "../src/config.js";
 import { headPk } from "../src/store/item-format.js";
 import { MemoryStore } from "../src/store/memory-store.js";
 import { VERSION_BASE, VersionClock } from "../src/store/version-clock.js";
 import { decodeResponse, encodeGetRequest } from "../src/wire/client-codec.js";
 import { GetError, SetError } from "../src/wire/envelope.js";
-import { onBackends, useBackends } from "./support/backends.js";
+import { onBackends, storeConfigs, useBackends } from "./support/backends.js";
 import { codeOf } from "./support/code-of.js";
 import { FaultProxy } from "./support/fault-proxy.js";
 import { RawConnection, startTestServer } from "./support/harness.js";
@@ -24,10 +23,7 @@ const dec = new TextDecoder();
 
 const table = () => `ver-${randomBytes(6).toString("hex")}`;
 
-const STORES: Record<string, () => Partial<Config>> = {
-  memory: () => ({ store: "memory" }),
-  dynamodb: () => onBackends(backends, table()),
-};
+const STORES = storeConfigs(backends, "ver");
 
 for (const [name, config] of Object.entries(STORES)) {
   describe(`versions and conditional writes on the ${name} store`, () => {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll } from "bun:test";
+import { randomBytes } from "node:crypto";
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { dynamoClient } from "../../src/aws-clients.js";
 import { type DynamoDbLocal, startDynamoDbLocal } from "../../src/local/dynamodb-local.js";
@@ -49,5 +50,24 @@ export function onBackends(backends: Backends, table?: string): OnBackends & { t
     dynamodbEndpoint: backends.ddb.endpoint,
     kmsEndpoint: backends.kms.endpoint,
     ...(table === undefined ? {} : { table }),
+  };
+}
+
+/** The two stores a feature is tested on, by name. */
+export interface StoreConfigs {
+  readonly memory: () => { store: "memory" };
+  /** The DynamoDB store on the file's shared endpoints, in a fresh table each call. */
+  readonly dynamodb: () => OnBackends & { table: string };
+}
+
+/**
+ * Server settings for each store, for suites that run the same tests on
+ * both: `for (const [name, config] of Object.entries(storeConfigs(backends, "ver")))`.
+ * Tables are named `PREFIX-<random>`.
+ */
+export function storeConfigs(backends: Backends, tablePrefix: string): StoreConfigs {
+  return {
+    memory: () => ({ store: "memory" }),
+    dynamodb: () => onBackends(backends, `${tablePrefix}-${randomBytes(6).toString("hex")}`),
   };
 }
