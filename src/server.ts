@@ -9,6 +9,7 @@ import { loadTlsMaterial, type TlsMaterial } from "./net/tls-material.js";
 import { AdminServer } from "./ops/admin-server.js";
 import { LatencyReporter } from "./ops/latency-reporter.js";
 import { Metrics } from "./ops/prometheus.js";
+import { RequestStats } from "./ops/request-stats.js";
 import { Dispatcher } from "./protocol/dispatch.js";
 import { DeadlineStore } from "./store/deadline-store.js";
 import { type KvStore, MAX_KEY_BYTES } from "./store/kv-store.js";
@@ -103,9 +104,11 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       maxValueBytes: config.maxValueBytes,
       streamFromBytes: config.streamFromBytes,
     });
+    // Counted apart, so metrics can say which front end a request came through.
+    const httpStats = new RequestStats();
     const budget = new ByteBudget(config.maxBufferedBytes, config.budgetHoldMs);
     if (config.latencyLogIntervalSeconds > 0) {
-      const reporter = new LatencyReporter(dispatcher.stats, log, config.latencyLogIntervalSeconds * 1000);
+      const reporter = new LatencyReporter([dispatcher.stats, httpStats], log, config.latencyLogIntervalSeconds * 1000);
       cleanups.push(async () => reporter.stop());
     }
     let draining = false;
@@ -136,7 +139,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           budget,
         },
         bounded,
-        dispatcher.stats,
+        httpStats,
         log,
       );
       gateway = started;
@@ -146,7 +149,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     if (config.adminPort !== undefined) {
       const cache = keyCache;
       const metrics = new Metrics({
-        stats: dispatcher.stats,
+        stats: { tcp: dispatcher.stats, http: httpStats },
         counters,
         connections: () => listener.connectionCount,
         inFlight: () => listener.inFlight,

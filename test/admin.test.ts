@@ -40,10 +40,10 @@ describe("the admin port", () => {
     const metrics = await get(port, "/metrics");
     expect(metrics.status).toBe(200);
     expect(metrics.type).toContain("text/plain");
-    expect(metrics.text).toContain('kvs_requests_total{op="set",result="ok"} 1');
-    expect(metrics.text).toContain('kvs_requests_total{op="get",result="ok"} 1');
-    expect(metrics.text).toContain('kvs_requests_total{op="get",result="not_found"} 1');
-    expect(metrics.text).toContain('kvs_requests_total{op="get",result="refused"} 1');
+    expect(metrics.text).toContain('kvs_requests_total{front_end="tcp",op="set",result="ok"} 1');
+    expect(metrics.text).toContain('kvs_requests_total{front_end="tcp",op="get",result="ok"} 1');
+    expect(metrics.text).toContain('kvs_requests_total{front_end="tcp",op="get",result="not_found"} 1');
+    expect(metrics.text).toContain('kvs_requests_total{front_end="tcp",op="get",result="refused"} 1');
     expect(metrics.text).toContain("kvs_connections 1");
     expect(metrics.text).toMatch(/kvs_bytes_total\{direction="in"\} [1-9]/);
     expect(metrics.text).toContain("kvs_process_resident_memory_bytes");
@@ -51,7 +51,7 @@ describe("the admin port", () => {
     expect((await get(port, "/healthz", "POST")).status).toBe(405);
   });
 
-  test("HTTP requests are in the latency histogram as TCP ones are, so a dashboard sees both front ends", async () => {
+  test("HTTP requests are in the latency histogram and the counts as TCP ones are, each labelled by its front end", async () => {
     // A store that answers asynchronously, as DynamoDB does: the memory store's synchronous answers are not timed.
     await using server = await startServer(testConfig({ adminPort: 0, httpPort: 0 }), silentLogger, {
       wrapStore: (s): KvStore => wrapping(s, { getSync: undefined, setSync: undefined }),
@@ -63,10 +63,13 @@ describe("the admin port", () => {
     await using c = await KvClient.connect({ port: server.port });
     await c.get("a");
     const m = (await get(server.adminPort as number, "/metrics")).text;
-    expect(sample(m, 'kvs_request_duration_seconds_count{op="set"}')).toBe(1);
-    // 25 HTTP gets, the refused one, and one over TCP.
-    expect(sample(m, 'kvs_request_duration_seconds_count{op="get"}')).toBe(27);
-    expect(sample(m, 'kvs_requests_total{op="get",result="ok"}')).toBe(26);
+    expect(sample(m, 'kvs_request_duration_seconds_count{front_end="http",op="set"}')).toBe(1);
+    // 25 HTTP gets and the refused one; one over TCP.
+    expect(sample(m, 'kvs_request_duration_seconds_count{front_end="http",op="get"}')).toBe(26);
+    expect(sample(m, 'kvs_request_duration_seconds_count{front_end="tcp",op="get"}')).toBe(1);
+    expect(sample(m, 'kvs_requests_total{front_end="http",op="get",result="ok"}')).toBe(25);
+    expect(sample(m, 'kvs_requests_total{front_end="http",op="get",result="refused"}')).toBe(1);
+    expect(sample(m, 'kvs_requests_total{front_end="tcp",op="get",result="ok"}')).toBe(1);
   });
 
   test("readiness turns 503 while the server drains; liveness stays 200", async () => {
@@ -126,8 +129,8 @@ describe("the admin port", () => {
     expect(metrics).toMatch(/kvs_backend_calls_total\{service="dynamodb",operation="BatchWriteItem"\} [1-9]/);
     expect(metrics).toMatch(/kvs_backend_calls_total\{service="kms",operation="GenerateDataKey"\} [1-9]/);
     expect(metrics).toMatch(/kvs_data_key_cache_total\{result="hit"\} [1-9]/);
-    expect(metrics).toMatch(/kvs_request_duration_seconds_count\{op="set"\} 1/);
-    expect(metrics).toContain('kvs_request_duration_seconds_bucket{op="get",le="+Inf"} 1');
+    expect(metrics).toMatch(/kvs_request_duration_seconds_count\{front_end="tcp",op="set"\} 1/);
+    expect(metrics).toContain('kvs_request_duration_seconds_bucket{front_end="tcp",op="get",le="+Inf"} 1');
   });
 
   test("on DynamoDB: throttles, failures and retries by operation, sweeps and batcher queues are metrics", async () => {

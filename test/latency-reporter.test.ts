@@ -40,6 +40,23 @@ describe("latency lines for CloudWatch metric filters", () => {
     expect(reporter.report()).toEqual([]);
   });
 
+  test("one line per op covers every front end it reports on, their counts and latencies together", () => {
+    const tcp = new RequestStats();
+    const http = new RequestStats();
+    using reporter = new LatencyReporter([tcp, http], silentLogger, 3_600_000);
+    for (let i = 0; i < 90; i++) {
+      tcp.count("get", "ok");
+      tcp.observe("get", 0.0004);
+    }
+    for (let i = 0; i < 10; i++) {
+      http.count("get", "ok");
+      http.observe("get", 0.2);
+    }
+    http.count("get", "internal");
+    expect(reporter.report()).toEqual([{ op: "get", requests: 101, internal: 1, p50Ms: 0.5, p99Ms: 250 }]);
+    expect(reporter.report()).toEqual([]);
+  });
+
   test("a server with --latency-log-interval-s logs a line per busy op with its count and p99", async () => {
     const capture = new CapturingLog();
     await using server = await startServer(testConfig({ latencyLogIntervalSeconds: 1 }), capture.log, {

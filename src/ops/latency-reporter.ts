@@ -29,24 +29,23 @@ export function bucketQuantileMs(counts: readonly number[], q: number): number |
 }
 
 /**
- * Logs, every interval, one `request latency` line per op that had requests:
- * counts, `internal` answers, and p50/p99 latency from the histogram's
- * change over the interval. CloudWatch metric filters turn these JSON fields
+ * Logs, every interval, one `request latency` line per op that had requests
+ * (through every front end it was given, together): counts, `internal`
+ * answers, and p50/p99 latency from the histograms' change over the interval. CloudWatch metric filters turn these JSON fields
  * into metrics (template.yaml alarms on p99), so latency reaches CloudWatch
  * without a scraper or an agent.
  */
 export class LatencyReporter implements Disposable {
-  readonly #stats: RequestStats;
+  readonly #stats: readonly RequestStats[];
   readonly #log: Logger;
   readonly #timer: Timer;
-  #lastCounts: Float64Array;
-  #lastBuckets = new Map<string, number[]>();
+  /** Per stats, as of the last report: its counts and its buckets by op. */
+  #last: { counts: Float64Array; buckets: Map<string, number[]> }[];
 
-  constructor(stats: RequestStats, log: Logger, intervalMs: number) {
-    this.#stats = stats;
+  constructor(stats: RequestStats | readonly RequestStats[], log: Logger, intervalMs: number) {
+    this.#stats = Array.isArray(stats) ? stats : [stats as RequestStats];
     this.#log = log;
-    this.#lastCounts = stats.counts.slice();
-    for (const [op, h] of stats.latency) this.#lastBuckets.set(op, [...h.buckets]);
+    this.#last = this.#stats.map(snapshot);
     this.#timer = setInterval(() => this.report(), intervalMs);
     this.#timer.unref();
   }
@@ -54,20 +53,22 @@ export class LatencyReporter implements Disposable {
   /** Logs and returns the interval since the last report. */
   report(): IntervalStats[] {
     const out: IntervalStats[] = [];
-    const counts = this.#stats.counts;
     for (const [row, op] of OPS.entries()) {
       let requests = 0;
       let internal = 0;
-      for (const [col, result] of RESULTS.entries()) {
-        const slot = row * RESULTS.length + col;
-        const n = (counts[slot] as number) - (this.#lastCounts[slot] as number);
-        requests += n;
-        if (result === "internal") internal += n;
+      const delta: number[] = new Array(LATENCY_BUCKETS.length + 1).fill(0);
+      for (const [i, stats] of this.#stats.entries()) {
+        const last = this.#last[i] as { counts: Float64Array; buckets: Map<string, number[]> };
+        for (const [col, result] of RESULTS.entries()) {
+          const slot = row * RESULTS.length + col;
+          const n = (stats.counts[slot] as number) - (last.counts[slot] as number);
+          requests += n;
+          if (result === "internal") internal += n;
+        }
+        const h = stats.latency.get(op);
+        const before = last.buckets.get(op);
+        if (h !== undefined) h.buckets.forEach((b, j) => (delta[j] = (delta[j] as number) + b - (before?.[j] ?? 0)));
       }
-      const h = this.#stats.latency.get(op);
-      const before = this.#lastBuckets.get(op);
-      const delta = h === undefined ? [] : h.buckets.map((b, i) => b - (before?.[i] ?? 0));
-      if (h !== undefined) this.#lastBuckets.set(op, [...h.buckets]);
       if (requests === 0) continue;
       const line = {
         op,
@@ -85,7 +86,7 @@ export class LatencyReporter implements Disposable {
         p99_ms: line.p99Ms,
       });
     }
-    this.#lastCounts = counts.slice();
+    this.#last = this.#stats.map(snapshot);
     return out;
   }
 
@@ -97,4 +98,9 @@ export class LatencyReporter implements Disposable {
   [Symbol.dispose](): void {
     this.stop();
   }
+}
+
+/** What `stats` has counted so far, copied. */
+function snapshot(stats: RequestStats): { counts: Float64Array; buckets: Map<string, number[]> } {
+  return { counts: stats.counts.slice(), buckets: new Map([...stats.latency].map(([op, h]) => [op, [...h.buckets]])) };
 }

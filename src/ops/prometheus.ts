@@ -1,10 +1,11 @@
 import { collectDefaultMetrics, Gauge, Counter as PromCounter, Registry } from "prom-client";
 import { Counter, type Counters } from "../metrics.js";
-import { LATENCY_BUCKETS, OPS, RESULTS, type RequestStats } from "./request-stats.js";
+import { FRONT_ENDS, type FrontEnd, LATENCY_BUCKETS, OPS, RESULTS, type RequestStats } from "./request-stats.js";
 
 /** What the metrics are read from, at scrape time. */
 export interface MetricSources {
-  stats: RequestStats;
+  /** Each front end's requests. */
+  stats: Readonly<Record<FrontEnd, RequestStats>>;
   counters: Counters;
   /** Open connections. */
   connections(): number;
@@ -44,15 +45,17 @@ export class Metrics {
     collectDefaultMetrics({ register: this.#registry, prefix: "kvs_" });
     new PromCounter({
       name: "kvs_requests_total",
-      help: "Requests answered, by op and result (ok, not_found, internal, refused, conflict)",
-      labelNames: ["op", "result"],
+      help: "Requests answered, by front end (tcp, http), op and result (ok, not_found, internal, refused, conflict)",
+      labelNames: ["front_end", "op", "result"],
       registers,
       collect() {
         this.reset();
-        for (const op of OPS) {
-          for (const result of RESULTS) {
-            const n = sources.stats.countOf(op, result);
-            if (n > 0) this.inc({ op, result }, n);
+        for (const front_end of FRONT_ENDS) {
+          for (const op of OPS) {
+            for (const result of RESULTS) {
+              const n = sources.stats[front_end].countOf(op, result);
+              if (n > 0) this.inc({ front_end, op, result }, n);
+            }
           }
         }
       },
@@ -300,14 +303,17 @@ export class Metrics {
     const name = "kvs_request_duration_seconds";
     let out = `# HELP ${name} Time from reading a request to its answer, for requests that waited on the store\n`;
     out += `# TYPE ${name} histogram\n`;
-    for (const [op, h] of this.#sources.stats.latency) {
-      let cumulative = 0;
-      LATENCY_BUCKETS.forEach((le, i) => {
-        cumulative += h.buckets[i] as number;
-        out += `${name}_bucket{op="${op}",le="${le}"} ${cumulative}\n`;
-      });
-      out += `${name}_bucket{op="${op}",le="+Inf"} ${h.count}\n`;
-      out += `${name}_sum{op="${op}"} ${h.sum}\n${name}_count{op="${op}"} ${h.count}\n`;
+    for (const frontEnd of FRONT_ENDS) {
+      for (const [op, h] of this.#sources.stats[frontEnd].latency) {
+        const labels = `front_end="${frontEnd}",op="${op}"`;
+        let cumulative = 0;
+        LATENCY_BUCKETS.forEach((le, i) => {
+          cumulative += h.buckets[i] as number;
+          out += `${name}_bucket{${labels},le="${le}"} ${cumulative}\n`;
+        });
+        out += `${name}_bucket{${labels},le="+Inf"} ${h.count}\n`;
+        out += `${name}_sum{${labels}} ${h.sum}\n${name}_count{${labels}} ${h.count}\n`;
+      }
     }
     return out;
   }

@@ -13,6 +13,10 @@ export const RESULTS = [
 /** An op counted by {@link RequestStats}. */
 export type Op = (typeof OPS)[number];
 
+/** The front ends requests come through: each has its own {@link RequestStats}, and metrics label by it. */
+export const FRONT_ENDS = ["tcp", "http"] as const;
+export type FrontEnd = (typeof FRONT_ENDS)[number];
+
 /** Upper bounds of the latency buckets, in seconds (Prometheus histogram `le`). */
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -30,10 +34,6 @@ export class RequestStats {
   readonly counts = new Float64Array(OPS.length * RESULTS.length);
   /** Per op: bucket counts (one more than LATENCY_BUCKETS, for +Inf), sum of seconds, count. */
   readonly latency = new Map<string, { buckets: number[]; sum: number; count: number }>();
-  /** Request and answer bytes through the data ports. */
-  bytesIn = 0;
-  bytesOut = 0;
-
   /** Counts one finished request: an index lookup or two and an increment, no allocation. */
   count(op: Op, result: RequestResult): void {
     const row = op === "get" ? 0 : op === "set" ? 1 : OPS.indexOf(op);
