@@ -39,9 +39,6 @@ const BUDGETED_FRAME_BYTES = 64 * 1024;
 /** Ring slots a connection starts with. */
 const INITIAL_RING = 16;
 
-/** Identifies connections in log lines. */
-let nextConnectionId = 1;
-
 /**
  * One client connection: frames in, answers out, in request order.
  *
@@ -65,8 +62,8 @@ let nextConnectionId = 1;
  *   one that has not started when the socket closes never runs.
  */
 export class Connection {
-  /** A number for log lines. */
-  readonly id = nextConnectionId++;
+  /** A number for log lines, unique within its listener (0 when none was given). */
+  readonly id: number;
   readonly #socket: ConnectionSocket;
   readonly #handler: FrameHandler;
   readonly #log: Logger;
@@ -113,7 +110,9 @@ export class Connection {
     log: Logger,
     counters: Counters,
     options: ConnectionOptions,
+    id = 0,
   ) {
+    this.id = id;
     if (!Number.isInteger(options.maxInFlight) || options.maxInFlight < 1) {
       throw new RangeError(`maxInFlight must be a positive integer, got ${options.maxInFlight}`);
     }

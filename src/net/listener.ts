@@ -86,6 +86,8 @@ export class Listener {
   /** Starts listening. */
   static start(handler: FrameHandler, log: Logger, counters: Counters, options: ListenerOptions): Listener {
     const connections = new Set<Connection>();
+    /** The last connection id given: ids name connections in this listener's log lines. */
+    let connectionIds = 0;
     const repeats = new RepeatLimiter(log);
     const mutual = options.tls?.mutual === true;
     const listenOptions = {
@@ -114,7 +116,7 @@ export class Listener {
           // through the NLB's 350 s idle timeout.
           socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
           if (options.idleTimeoutSeconds > 0) socket.timeout(options.idleTimeoutSeconds);
-          const conn = new Connection(socket, handler, log, counters, options);
+          const conn = new Connection(socket, handler, log, counters, options, ++connectionIds);
           socket.data = conn;
           connections.add(conn);
           counters.add(Counter.connectionsOpened);

@@ -525,6 +525,11 @@ export function writeFrameInto(target: EncodeTarget, frame: Uint8Array): boolean
   return true;
 }
 
+/**
+ * Process-wide on purpose: an answer encoded here is written or copied
+ * before the next is encoded (one thread, and the FrameHandler contract), so
+ * every connection of every server can share one buffer.
+ */
 let scratch = new Uint8Array(INLINE_VALUE_BYTES * 2);
 
 function fromScratch(n: number): Uint8Array {

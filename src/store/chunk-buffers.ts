@@ -7,14 +7,15 @@ export const CHUNK_BUFFER_BYTES = CHUNK_BYTES + TAG_BYTES;
 
 /**
  * Chunk-sized buffers reused from upload to upload, at most 16 kept (about
- * 6 MiB: two uploads' windows).
+ * 6 MiB: two uploads' windows). A deliberate pool, shared by every store in
+ * the process: the memory it bounds is the process's.
  *
  * Why: a chunk's plaintext and ciphertext live as long as its DynamoDB write,
  * hundreds of milliseconds, long enough for JSC's frequent young-generation
  * collections to promote them. Promoted garbage waits for a full collection,
- * so fresh buffers per chunk let a 64 MiB set pile up tens of megabytes
- * (measured: the heap grew by ~60 MiB between two full collections).
- * Reused buffers never become garbage.
+ * so fresh buffers per chunk let a 64 MiB set pile up tens of megabytes of
+ * it (docs/performance.md, *Large values*). Reused buffers never become
+ * garbage.
  *
  * Who gives back: a buffer goes back only when nothing reads or writes it
  * any more; a buffer whose last reader is unknown (a write that failed and
@@ -24,6 +25,7 @@ export const chunkBuffers = new BufferPool(CHUNK_BUFFER_BYTES, 16);
 
 /** Least time between two {@link collectSoon} requests. */
 const COLLECT_EVERY_MS = 20;
+/** Process-wide on purpose: the collector it paces is the process's. */
 let lastCollect = 0;
 
 /**

@@ -178,7 +178,11 @@ const encoder = new TextEncoder();
 const VALUE_LABEL = encoder.encode("kvs/value");
 const CHUNK_LABEL = encoder.encode("kvs/chunk");
 
-/** The UTF-8 bytes of the last table name seen: a server serves one table, so this is always a hit. */
+/**
+ * The UTF-8 bytes of the last table name seen: a server serves one table, so
+ * this is always a hit. A one-entry memo, process-wide on purpose: several
+ * servers in one process (tests) only make it miss.
+ */
 let lastTable = "";
 let lastTableBytes = new Uint8Array(0);
 
