@@ -127,7 +127,8 @@ export function base64FromBytes(text: Uint8Array, from: number, to: number): Uin
  * Why: JSC promotes a buffer that is alive during a young collection, and a
  * promoted buffer's memory waits for a full one. A 64 MiB get decodes ~170
  * chunk ciphertexts of 380 KiB, each alive for a few microtask hops; left
- * to the collector they added ~25 MiB to the server's peak (measured).
+ * to the collector they raise the server's peak (figures in
+ * docs/performance.md, *Large values*).
  */
 export function discard(bytes: Uint8Array): void {
   const buffer = bytes.buffer;

@@ -32,10 +32,9 @@ let lastCollect = 0;
  * Large-value traffic allocates about a megabyte of short-lived buffers per
  * chunk (socket reads, DynamoDB answers, cipher output). This asks JSC for a
  * young-generation collection without waiting for it: `Bun.gc(false)`
- * schedules one and returns (measured: 0.05 ms), where `Bun.gc(true)`, used
- * before, ran a full collection on the request path and paused every
- * connection (7-9 ms per call). Without it a 64 MiB get peaked 15-30 MiB
- * higher. Buffers that live across such a collection (a chunk's plaintext
+ * schedules one and returns, where `Bun.gc(true)` would run a full
+ * collection on the request path and pause every connection. Without it a
+ * large get peaks higher (docs/performance.md, *Large values*). Buffers that live across such a collection (a chunk's plaintext
  * and ciphertext while its write or send is in flight) come from
  * {@link chunkBuffers} instead, since promoted garbage waits for a full
  * collection.

@@ -115,7 +115,7 @@ function skipSpace(bytes: Uint8Array, i: number): number {
  * Why: as text, a 2 MB answer of four chunks became a 2 MB string and four
  * 500 KB base64 strings, alive at once; young-generation collections that
  * fall in that moment promote them, and promoted garbage waits for a full
- * collection (a 64 MiB get peaked ~65 MiB over its window).
+ * collection, so a large get peaked far over its window.
  *
  * Only a `"B"` that is a key (its quotes unescaped) whose value is a string
  * with no escapes is taken; anything else is left to JSON.parse, so an

@@ -142,8 +142,8 @@ export class DynamoStore implements KvStore {
       /**
        * Chunks are read one per GetItem, not batched: a batch of four is a 2 MB
        * answer whose text and values are alive at once, and young-generation
-       * collections falling in that moment promote them (measured: a 64 MiB get
-       * peaked ~20 MiB higher batched). GetItem and BatchGetItem cost the same
+       * collections falling in that moment promote them, raising a large get's
+       * peak (docs/performance.md, *Large values*). GetItem and BatchGetItem cost the same
        * read units per item. Each read's item is its own, so its ciphertext is
        * freed once decrypted.
        */

@@ -24,8 +24,7 @@ const pool = new BufferPool(512, 8, 64 * 1024);
  * Why bytes and not a string: a chunk of a large value is about 500 KB of
  * base64. As strings, each chunk became several such copies (the base64
  * text, the body, the signer's and fetch's UTF-8 copies), and JSC collects
- * large strings lazily, so a 64 MiB transfer peaked tens of megabytes above
- * its window. Here a large binary value is encoded once, into a buffer that
+ * large strings lazily, so a large transfer peaked far above its window. Here a large binary value is encoded once, into a buffer that
  * is reused from call to call.
  *
  * Invariant: a buffer is back in the pool only after {@link release}, which

@@ -34,8 +34,8 @@ const CLEAR_SEGMENTS = 8;
 /**
  * Deletes one clear segment has in flight: two BatchWriteItems, so at most
  * 16 over the clear. Unbounded, a segment's whole 1,000-key page would be
- * queued at once, and on a slow or throttled table the queued calls outlived
- * their retry budget and failed the clear (measured on DynamoDB Local).
+ * queued at once, and on a slow or throttled table the queued calls outlive
+ * their retry budget and fail the clear (as they did on DynamoDB Local).
  */
 const CLEAR_DELETES_IN_FLIGHT = 2 * MAX_BATCH_WRITE_ITEMS;
 
