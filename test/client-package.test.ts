@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -49,7 +50,9 @@ beforeAll(() => {
   writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
   const installed = run(["npm", "install", "--offline", "--no-audit", "--no-fund", tarball], consumer);
   if (installed.code !== 0) throw new Error(`npm install failed: ${installed.stderr}`);
-  copyFileSync(join(root, "test/support/package-check/check.mjs"), join(consumer, "check.mjs"));
+  for (const script of ["check.mjs", "reconnect.mjs"]) {
+    copyFileSync(join(root, "test/support/package-check", script), join(consumer, script));
+  }
 });
 afterAll(() => {
   certs?.[Symbol.dispose]();
@@ -109,6 +112,51 @@ describe("the kvs-client package", () => {
         });
       } finally {
         await tlsServer?.stop();
+      }
+    });
+  }
+
+  for (const runtime of ["node", "bun"] as const) {
+    test(`installed from the tarball, its ReconnectingClient carries on across a graceful drain on ${runtime === "node" ? "Node" : "Bun"}, losing no request`, async () => {
+      const settings = onBackends(backends, `pkg-${randomBytes(4).toString("hex")}`);
+      const first = await startTestServer(settings);
+      const port = first.port;
+      const proc = Bun.spawn([runtime === "node" ? "node" : process.execPath, "reconnect.mjs", String(port)], {
+        cwd: consumer,
+        stdin: "pipe",
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      try {
+        const reader = proc.stdout.getReader();
+        let text = "";
+        while (!text.includes("running\n")) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`reconnect.mjs ended early: ${await new Response(proc.stderr).text()}`);
+          text += new TextDecoder().decode(value);
+        }
+        // Drained while 20 gets are in flight: what it read it answers, the rest go again elsewhere.
+        await first.stop();
+        await using second = await startTestServer({ ...settings, port });
+        proc.stdin.write("go\n");
+        await proc.stdin.end();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += new TextDecoder().decode(value);
+        }
+        expect(await proc.exited).toBe(0);
+        expect(JSON.parse(text.slice(text.indexOf("running\n") + "running\n".length))).toEqual({
+          runtime,
+          reconnected: true,
+          answeredAfter: true,
+          wrong: 0,
+          failures: [],
+        });
+        expect(second.port).toBe(port);
+      } finally {
+        proc.kill();
+        await first.stop();
       }
     });
   }
