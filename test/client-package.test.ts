@@ -80,7 +80,7 @@ describe("the kvs-client package", () => {
   });
 
   for (const runtime of ["node", "bun"] as const) {
-    test(`installed from the tarball, it works on ${runtime === "node" ? "Node" : "Bun"}: pipelining, large values, versions, errors, listing${noOpenssl ? "" : ", mutual TLS"}`, async () => {
+    test(`installed from the tarball, it works on ${runtime === "node" ? "Node" : "Bun"}: pipelining, large values, versions, expiry, batches, aborts, errors, listing${noOpenssl ? "" : ", mutual TLS"}`, async () => {
       await using server = await startTestServer(onBackends(backends));
       const args = [String(server.port)];
       let tlsServer: Awaited<ReturnType<typeof startTestServer>> | undefined;
@@ -103,6 +103,9 @@ describe("the kvs-client package", () => {
           conflict: "KV_ERR_CONFLICT",
           cas: "ok",
           tooLong: "KV_ERR_KEY_TOO_LARGE",
+          expiry: true,
+          batch: true,
+          aborted: "KV_ERR_ABORTED",
           listed: 1111,
           refused: "KV_ERR_CONNECT",
           ...(noOpenssl ? {} : { mtls: "yes", untrusted: "KV_ERR_TLS" }),

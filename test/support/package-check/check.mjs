@@ -54,6 +54,18 @@ const codeOf = (p) =>
 out.conflict = await codeOf(c.set("cas", "two", { ifAbsent: true }));
 out.cas = await codeOf(c.set("cas", "two", { ifVersion: version }));
 out.tooLong = await codeOf(c.get("k".repeat(1025)));
+// Expiry, batch helpers and a request's own AbortSignal.
+const before = Date.now();
+await c.set("session", "s", { ttlMs: 60_000 });
+const expiresAt = (await c.getVersioned("session"))?.expiresAt ?? 0;
+out.expiry = expiresAt >= before + 60_000 && expiresAt <= Date.now() + 60_000;
+const batch = await c.mset([
+  ["m1", "a"],
+  ["m2", "b"],
+]);
+const read = await c.mget(["m1", "m2", "m3"]);
+out.batch = batch.every((r) => r.ok) && read.map((r) => (r.ok && r.value ? dec.decode(r.value) : null)).join() === "a,b,";
+out.aborted = await codeOf(c.get("p1", { signal: AbortSignal.abort() }));
 // Listing as an async iterator.
 let listed = 0;
 for await (const _ of c.keys({ prefix: "p1" })) listed++;
