@@ -3,19 +3,10 @@ import type { Logger } from "../log.js";
 import type { ByteBudget } from "../net/byte-budget.js";
 import { listenError } from "../net/listener.js";
 import type { TlsMaterial } from "../net/tls-material.js";
-import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
-import { RepeatLimiter } from "../repeat-limiter.js";
-import {
-  isValueStream,
-  type KvStore,
-  MAX_LIST_LIMIT,
-  oversizedKey,
-  readValue,
-  refusedKey,
-  refusedTtl,
-  type ValueStream,
-} from "../store/kv-store.js";
-import { asKvError, ErrorCode, errorMessage, failureResult, isKvError, KvError } from "../wire/errors.js";
+import type { Op, RequestStats } from "../ops/request-stats.js";
+import { RequestPolicy } from "../service/request-policy.js";
+import { isValueStream, type KvStore, MAX_LIST_LIMIT, readValue, type ValueStream } from "../store/kv-store.js";
+import { ErrorCode, errorMessage, isKvError, KvError } from "../wire/errors.js";
 import { type WriteCondition, writeCondition } from "../wire/write-condition.js";
 import { isCrossSite } from "./cross-site.js";
 import { errorResponse, jsonError } from "./error-response.js";
@@ -189,7 +180,7 @@ const TTL_SECONDS = /^\d{1,12}(\.\d{1,9})?$/;
  * rounded to the ms), undefined without one; `KV_ERR_BAD_REQUEST` (400)
  * for anything that is not a positive number of seconds within the limit.
  */
-function ttlOf(q: Map<string, Uint8Array>): number | undefined {
+function ttlOf(q: Map<string, Uint8Array>, policy: RequestPolicy): number | undefined {
   const raw = q.get("ttl");
   if (raw === undefined) return undefined;
   const text = new TextDecoder().decode(raw);
@@ -201,7 +192,7 @@ function ttlOf(q: Map<string, Uint8Array>): number | undefined {
     );
   }
   const ttlMs = Math.round(Number(text) * 1000);
-  const refused = refusedTtl(ttlMs, `${given} (${ttlMs} ms)`);
+  const refused = policy.refuseTtl(ttlMs, `${given} (${ttlMs} ms)`);
   if (refused) throw refused;
   return ttlMs;
 }
@@ -241,17 +232,34 @@ export function writeConditionOf(headers: Headers): WriteCondition | undefined {
   return condition;
 }
 
-/** The gateway's request handling, apart from the socket. */
+/** The op of each REST method on `/v1/keys/{key}`. */
+const REST_OPS: Readonly<Record<string, Op>> = { PUT: "set", GET: "get", HEAD: "exists", DELETE: "delete" };
+
+/** The op of each of the brief's single-key and clear endpoints. */
+const BRIEF_OPS: Readonly<Record<string, Op>> = {
+  "/set": "set",
+  "/get": "get",
+  "/rm": "delete",
+  "/is": "exists",
+  "/clear": "clear",
+};
+
+/**
+ * The gateway's request handling, apart from the socket: HTTP in and out,
+ * around the same {@link RequestPolicy} as TCP's dispatcher. Each request's
+ * op is known before anything about it can fail, so every failure is
+ * counted under its op.
+ */
 class Routes {
-  readonly #repeats: RepeatLimiter;
+  readonly #policy: RequestPolicy;
 
   constructor(
     readonly store: KvStore,
     readonly options: GatewayOptions,
-    readonly stats: RequestStats,
+    stats: RequestStats,
     readonly log: Logger,
   ) {
-    this.#repeats = new RepeatLimiter(log);
+    this.#policy = new RequestPolicy(options, stats, log, "HTTP request");
   }
 
   async handle(req: Request, server: Server<undefined>): Promise<Response> {
@@ -264,94 +272,74 @@ class Routes {
     if (changesData(req.method, path) && isCrossSite(req.headers)) return crossSiteRefused();
     let op: Op | undefined;
     const started = performance.now();
+    const rest = path.startsWith("/v1/keys/");
+    if (rest) {
+      op = REST_OPS[req.method];
+      if (op === undefined) return methodNotAllowed("GET, HEAD, PUT, DELETE");
+    } else if (req.method !== "GET" && req.method !== "HEAD") {
+      return path === "/v1/keys" || path in LISTINGS || path in BRIEF_OPS ? methodNotAllowed("GET") : notFound();
+    } else {
+      op = BRIEF_OPS[path] ?? (path === "/v1/keys" || path in LISTINGS ? "list" : undefined);
+      if (op === undefined) return notFound();
+    }
     try {
-      if (path.startsWith("/v1/keys/")) {
+      if (rest) {
         const key = this.#key(percentDecode(path.slice("/v1/keys/".length), false));
-        switch (req.method) {
-          case "PUT":
-            op = "set";
-            return await this.#put(key, req, ttlOf(parseQuery(search)));
-          case "GET":
-          case "HEAD":
-            op = head ? "exists" : "get";
-            return head ? await this.#exists(key, true) : await this.#getVersioned(key);
-          case "DELETE":
-            op = "delete";
-            return await this.#delete(key, 204);
-          default:
-            return methodNotAllowed("GET, HEAD, PUT, DELETE");
-        }
-      }
-      if (req.method !== "GET" && req.method !== "HEAD") {
-        return path === "/v1/keys" || path in LISTINGS || BRIEF.has(path) ? methodNotAllowed("GET") : notFound();
+        if (op === "set") return await this.#put(key, req, ttlOf(parseQuery(search), this.#policy));
+        if (op === "exists") return await this.#exists(key, true);
+        if (op === "get") return await this.#getVersioned(key);
+        return await this.#delete(key, 204);
       }
       const q = parseQuery(search);
       switch (path) {
         case "/set": {
-          op = "set";
           const key = this.#key(q.get("k"));
           const value = q.get("v");
           if (value === undefined) throw new KvError(ErrorCode.BadRequest, "missing v");
-          return await this.#set(key, value, 200, ttlOf(q));
+          return await this.#set(key, value, 200, ttlOf(q, this.#policy));
         }
         case "/get":
-          op = "get";
           return await this.#get(this.#key(q.get("k")));
         case "/rm":
-          op = "delete";
           return await this.#delete(this.#key(q.get("k")), 200);
         case "/is":
-          op = "exists";
           return await this.#exists(this.#key(q.get("k")), head);
         case "/clear": {
-          op = "clear";
           // A clear of a large DynamoDB table outlasts any idle timeout; it is still making progress.
           server.timeout(req, 0);
           const removed = await this.store.clear();
           this.log.info("store cleared", { removed, via: "http" });
-          this.#count(op, "ok");
+          this.#policy.ended("clear", "ok");
           return Response.json({ removed });
         }
         case "/v1/keys":
-          op = "list";
           return await this.#list(q, q.get("values")?.[0] === 0x31 ? "items" : "keys", MAX_LIST_LIMIT);
-        default: {
-          const shape = LISTINGS[path];
-          if (shape === undefined) return notFound();
-          op = "list";
-          return await this.#list(q, shape, undefined);
-        }
+        default:
+          return await this.#list(q, LISTINGS[path] as ListShape, undefined);
       }
     } catch (err) {
-      const kv = asKvError(err, ErrorCode.Storage, "request failed");
-      const result = failureResult(kv);
-      if (op !== undefined) this.#count(op, result);
-      const fields = { code: kv.code, op: op ?? "none", reason: kv.message };
-      if (result !== "internal") this.log.debug("HTTP request refused", fields);
-      else this.#repeats.warn(kv.code, "HTTP request failed", fields);
-      return errorResponse(kv, head);
+      return errorResponse(this.#policy.failed(op, err).error, head);
     } finally {
-      // Latency to the answer's head, as over TCP, so kvs_request_duration_seconds covers both front ends;
-      // like TCP's, answers the memory store gives synchronously are counted, not timed.
-      if (op !== undefined && this.store.getSync === undefined) {
-        this.stats.observe(op, (performance.now() - started) / 1000);
-      }
+      // Latency to the answer's head, as over TCP; like TCP's, answers the memory store gives
+      // synchronously are counted, not timed.
+      if (this.store.getSync === undefined) this.#policy.timed(op, started);
     }
   }
 
   #key(raw: Uint8Array | undefined): Uint8Array {
     if (raw === undefined) throw new KvError(ErrorCode.BadRequest, "missing k (the key)");
-    const refused = refusedKey(raw, this.options.maxKeyBytes);
+    const refused = this.#policy.refuseKey(raw);
     if (refused) throw refused;
     return raw;
   }
 
   async #set(key: Uint8Array, value: Uint8Array, status: 200 | 204, ttlMs: number | undefined): Promise<Response> {
-    if (value.length > this.options.maxValueBytes) throw tooLarge(value.length, this.options.maxValueBytes);
+    const tooLong = this.#policy.refuseValueLength(value.length);
+    if (tooLong) throw tooLong;
     const setSync = this.store.setSync;
     const version =
       setSync !== undefined ? setSync(key, value, ttlMs) : await this.store.set(key, value, undefined, ttlMs);
-    this.#count("set", "ok");
+    this.#policy.ended("set", "ok");
     return new Response(null, { status, headers: { etag: etagOf(version) } });
   }
 
@@ -365,9 +353,9 @@ class Routes {
     const condition = writeConditionOf(req.headers);
     const max = this.options.maxValueBytes;
     const declared = Number(req.headers.get("content-length") ?? Number.NaN);
-    if (declared > max) throw tooLarge(declared, max);
+    if (declared > max) throw this.#policy.refuseValueLength(declared);
     const budget = this.options.budget;
-    const { value, held } = await readBody(req, max, budget);
+    const { value, held } = await readBody(req, (size) => this.#policy.refuseValueLength(size), budget);
     try {
       return await this.#putValue(key, value, condition, ttlMs);
     } finally {
@@ -384,11 +372,11 @@ class Routes {
     if (condition === undefined) return this.#set(key, value, 204, ttlMs);
     try {
       const version = await this.store.setIf(key, value, condition, undefined, ttlMs);
-      this.#count("set", "ok");
+      this.#policy.ended("set", "ok");
       return new Response(null, { status: 204, headers: { etag: etagOf(version) } });
     } catch (err) {
       if (isKvError(err, ErrorCode.Conflict)) {
-        this.#count("set", "conflict");
+        this.#policy.ended("set", "conflict");
         return jsonError(412, "conflict", "the key's version did not match the condition; nothing was written");
       }
       throw err;
@@ -411,10 +399,10 @@ class Routes {
   /** A get's answer: 404, or the value's bytes (streamed when large), with `version` as the ETag when given. */
   #answerGet(value: Uint8Array | ValueStream | undefined, version: number | undefined): Response {
     if (value === undefined) {
-      this.#count("get", "not_found");
+      this.#policy.ended("get", "not_found");
       return jsonError(404, "not_found", "no such key");
     }
-    this.#count("get", "ok");
+    this.#policy.ended("get", "ok");
     const response = isValueStream(value) ? streamedValue(value, this.log) : new Response(value, OCTET_INIT);
     if (version !== undefined) response.headers.set("etag", etagOf(version));
     return response;
@@ -422,13 +410,13 @@ class Routes {
 
   async #delete(key: Uint8Array, status: 200 | 204): Promise<Response> {
     const removed = await this.store.delete(key);
-    this.#count("delete", removed ? "ok" : "not_found");
+    this.#policy.ended("delete", removed ? "ok" : "not_found");
     return removed ? new Response(null, { status }) : jsonError(404, "not_found", "no such key");
   }
 
   async #exists(key: Uint8Array, head: boolean): Promise<Response> {
     const found = await this.store.exists(key);
-    this.#count("exists", found ? "ok" : "not_found");
+    this.#policy.ended("exists", found ? "ok" : "not_found");
     return found ? new Response(null, { status: 200 }) : jsonError(404, "not_found", "no such key", head);
   }
 
@@ -452,7 +440,7 @@ class Routes {
     }
     const cursorText = text("cursor");
     const prefix = q.get("prefix");
-    const prefixError = prefix && oversizedKey(prefix, this.options.maxKeyBytes, "prefix");
+    const prefixError = this.#policy.refusePrefix(prefix);
     if (prefixError) throw prefixError;
     const values = shape !== "keys";
     const response = await listingResponse(
@@ -466,32 +454,21 @@ class Routes {
       },
       this.log,
     );
-    this.#count("list", "ok");
+    this.#policy.ended("list", "ok");
     return response;
   }
-
-  #count(op: Op, result: RequestResult): void {
-    this.stats.count(op, result);
-  }
 }
 
-/** The brief's single-key and clear endpoints, for telling a wrong method from a wrong path. */
-const BRIEF = new Set(["/set", "/get", "/rm", "/is", "/clear"]);
-
-function tooLarge(size: number, max: number): KvError {
-  return new KvError(ErrorCode.ValueTooLarge, `value of ${size} bytes exceeds the maximum of ${max}`);
-}
-
-/** Reads a request body of at most `max` bytes; refuses more without reading it all. */
 /**
- * Reads a request body of at most `max` bytes. Each piece counts in `budget`
+ * Reads a request body, refusing it (without reading the rest) as soon as
+ * its size so far is one `refuse` refuses. Each piece counts in `budget`
  * as it arrives; past the budget's limit the read waits its turn, as a TCP
  * connection reading a large frame does, which holds the client back. The
  * caller gives back `held` once the value is stored (or refused).
  */
 async function readBody(
   req: Request,
-  max: number,
+  refuse: (size: number) => KvError | undefined,
   budget: ByteBudget | undefined,
 ): Promise<{ value: Uint8Array; held: number }> {
   if (req.body === null) return { value: new Uint8Array(0), held: 0 };
@@ -512,7 +489,8 @@ async function readBody(
       if (evicted) throw new KvError(ErrorCode.BadRequest, "the request body came too slowly while others waited");
       if (done) break;
       size += part.length;
-      if (size > max) throw tooLarge(size, max);
+      const tooLong = refuse(size);
+      if (tooLong) throw tooLong;
       if (budget !== undefined) {
         for (;;) {
           const { promise, resolve } = Promise.withResolvers<void>();

@@ -9,21 +9,17 @@ import {
   WRITTEN,
 } from "../net/frame-handler.js";
 import { type Op, RequestStats } from "../ops/request-stats.js";
-import { RepeatLimiter } from "../repeat-limiter.js";
+import { type RequestLimits, RequestPolicy } from "../service/request-policy.js";
 import {
   type Cancel,
   isValueStream,
   type KvStore,
-  MAX_KEY_BYTES,
-  oversizedKey,
   readValue,
-  refusedKey,
-  refusedTtl,
   type ValueStream,
   type WriteCondition,
 } from "../store/kv-store.js";
 import type { ReplyKind } from "../wire/envelope.js";
-import { asKvError, ErrorCode, failureResult, KvError } from "../wire/errors.js";
+import { ErrorCode, KvError } from "../wire/errors.js";
 import {
   ApiFrames,
   decodeRequest,
@@ -43,10 +39,8 @@ import {
 import { errorFrame } from "./error-response.js";
 import { StreamedSet, type StreamedSetHost } from "./streamed-set.js";
 
-/** Limits a dispatcher enforces before touching the store. */
-export interface DispatchLimits {
-  maxKeyBytes: number;
-  maxValueBytes: number;
+/** Limits a dispatcher enforces before touching the store: the request policy's, and when to stream. */
+export interface DispatchLimits extends RequestLimits {
   /** Frames at least this long that span reads are read as they arrive (see {@link StreamedSet}). */
   streamFromBytes: number;
 }
@@ -67,14 +61,14 @@ export const STREAM_SETS_FROM_BYTES = 4 * 1024 * 1024;
  *   sets are answered synchronously: no Promise or closure per request.
  * - A list or clear is answered {@link Deferred}: after every earlier
  *   request on its connection, and before any later one starts.
- * - Backend failures are logged at warn, at most one line per code per second
- *   with a count of the rest; the client's own errors at debug.
+ * - What is refused, and how each request is counted, timed and logged, is
+ *   the {@link RequestPolicy}'s, which the HTTP gateway shares.
  */
 export class Dispatcher implements FrameHandler {
   readonly #store: KvStore;
   readonly #log: Logger;
-  readonly #limits: DispatchLimits;
-  readonly #repeats: RepeatLimiter;
+  readonly #streamFromBytes: number;
+  readonly #policy: RequestPolicy;
   /** Requests by op and result, and store latency, for /metrics. */
   readonly stats: RequestStats;
   /** The dispatcher's side of a streamed set. */
@@ -83,19 +77,14 @@ export class Dispatcher implements FrameHandler {
   constructor(store: KvStore, log: Logger, limits: Partial<DispatchLimits> = {}, stats = new RequestStats()) {
     this.#store = store;
     this.#log = log;
-    this.#limits = {
-      maxKeyBytes: MAX_KEY_BYTES,
-      maxValueBytes: Number.MAX_SAFE_INTEGER,
-      streamFromBytes: STREAM_SETS_FROM_BYTES,
-      ...limits,
-    };
-    this.#repeats = new RepeatLimiter(log);
+    this.#streamFromBytes = limits.streamFromBytes ?? STREAM_SETS_FROM_BYTES;
+    this.#policy = new RequestPolicy(limits, stats, log);
     this.stats = stats;
+    const policy = this.#policy;
     this.#streamHost = {
       store,
       handleWhole: (frame) => this.handle(frame),
-      refuseSet: (key, valueLength, ttlMs) =>
-        this.#checkKey(key) ?? this.#checkValueLength(valueLength) ?? checkTtl(ttlMs),
+      refuseSet: (key, valueLength, ttlMs) => policy.refuseSet(key, valueLength, ttlMs),
       answerSet: (work, started) => this.#answerSet(work, started),
       fail: (reply, err) => this.#fail(reply, err),
     };
@@ -117,7 +106,7 @@ export class Dispatcher implements FrameHandler {
    * called when the stream, having asked to pause, can take more.
    */
   stream(length: number, ready: () => void, cancel?: Cancel): FrameStream | undefined {
-    if (length < this.#limits.streamFromBytes) return undefined;
+    if (length < this.#streamFromBytes) return undefined;
     return new StreamedSet(this.#streamHost, length, ready, cancel);
   }
 
@@ -143,7 +132,7 @@ export class Dispatcher implements FrameHandler {
   }
 
   #keyOp(op: "delete" | "exists", key: Uint8Array, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#checkKey(key);
+    const limitError = this.#policy.refuseKey(key);
     if (limitError) return this.#fail(op, limitError);
     const started = performance.now();
     const work = op === "delete" ? this.#store.delete(key, cancel) : this.#store.exists(key, cancel);
@@ -155,7 +144,7 @@ export class Dispatcher implements FrameHandler {
   }
 
   #list(req: ListRequestFields, cancel?: Cancel): Answer | Promise<Answer> {
-    const prefixError = req.prefix && oversizedKey(req.prefix, this.#limits.maxKeyBytes, "prefix");
+    const prefixError = this.#policy.refusePrefix(req.prefix);
     if (prefixError) return this.#fail("list", prefixError);
     const started = performance.now();
     return this.#settled(
@@ -185,16 +174,16 @@ export class Dispatcher implements FrameHandler {
     cancel: Cancel | undefined,
     ttlMs: number | undefined,
   ): Answer | Promise<Answer> {
-    const limitError = this.#checkKey(key) ?? this.#checkValue(value) ?? checkTtl(ttlMs);
+    const limitError = this.#policy.refuseSet(key, value.length, ttlMs);
     if (limitError) return this.#fail("set", limitError);
     const store = this.#store;
     if (store.setSync !== undefined) {
       try {
         const version = store.setSync(key, value, ttlMs);
-        this.stats.count("set", "ok");
+        this.#policy.ended("set", "ok");
         return sink !== undefined && encodeSetOkInto(sink, version) ? WRITTEN : encodeSetOk(version);
       } catch (err) {
-        return this.#fail("set", asKvError(err, ErrorCode.Storage, "set failed"));
+        return this.#fail("set", err);
       }
     }
     return this.#answerSet(store.set(key, value, cancel, ttlMs), performance.now());
@@ -208,14 +197,14 @@ export class Dispatcher implements FrameHandler {
     cancel: Cancel | undefined,
     ttlMs: number | undefined,
   ): Answer | Promise<Answer> {
-    const limitError = this.#checkKey(key) ?? this.#checkValue(value) ?? checkTtl(ttlMs);
+    const limitError = this.#policy.refuseSet(key, value.length, ttlMs);
     if (limitError) return this.#fail("set", limitError);
     return this.#answerSet(this.#store.setIf(key, value, condition, cancel, ttlMs), performance.now());
   }
 
   /** A get that answers the value's version too. */
   #getVersioned(key: Uint8Array, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#checkKey(key);
+    const limitError = this.#policy.refuseKey(key);
     if (limitError) return this.#fail("get", limitError);
     const started = performance.now();
     return this.#settled("get", started, this.#store.getVersioned(key, cancel), (found) => {
@@ -234,20 +223,20 @@ export class Dispatcher implements FrameHandler {
   }
 
   #get(key: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#checkKey(key);
+    const limitError = this.#policy.refuseKey(key);
     if (limitError) return this.#fail("get", limitError);
     const store = this.#store;
     if (store.getSync !== undefined) {
       try {
         const value = store.getSync(key);
-        this.stats.count("get", value === undefined ? "not_found" : "ok");
+        this.#policy.ended("get", value === undefined ? "not_found" : "ok");
         if (value === undefined) {
           return sink !== undefined && writeFrameInto(sink, Frames.getNotFound) ? WRITTEN : Frames.getNotFound;
         }
         if (sink !== undefined && encodeGetOkInto(sink, key, value)) return WRITTEN;
         return encodeGetOkScratch(key, value);
       } catch (err) {
-        return this.#fail("get", asKvError(err, ErrorCode.Storage, "get failed"));
+        return this.#fail("get", err);
       }
     }
     const started = performance.now();
@@ -258,45 +247,21 @@ export class Dispatcher implements FrameHandler {
     });
   }
 
-  #checkKey(key: Uint8Array): KvError | undefined {
-    return refusedKey(key, this.#limits.maxKeyBytes);
-  }
-
-  #checkValue(value: Uint8Array): KvError | undefined {
-    return this.#checkValueLength(value.length);
-  }
-
-  #checkValueLength(length: number): KvError | undefined {
-    if (length <= this.#limits.maxValueBytes) return undefined;
-    return new KvError(
-      ErrorCode.ValueTooLarge,
-      `value of ${length} bytes exceeds the maximum of ${this.#limits.maxValueBytes}`,
-    );
-  }
-
   /**
    * The answer once `work` settles: `ok`'s, or the failure's answer, timed
-   * from `started` and counted by {@link #fail}. Never rejects.
+   * from `started` and recorded by the policy. Never rejects.
    */
   #settled<T>(op: Op, started: number, work: Promise<T>, ok: (value: T) => Answer): Promise<Answer> {
-    return settle(work, ok, (err) => {
-      this.stats.observe(op, (performance.now() - started) / 1000);
-      return this.#fail(op, asKvError(err, ErrorCode.Storage, `${op} failed`));
-    });
+    return settle(work, ok, (err) => this.#fail(op, err, started));
   }
 
   #timed(op: Op, result: "ok" | "not_found", started: number): void {
-    this.stats.count(op, result);
-    this.stats.observe(op, (performance.now() - started) / 1000);
+    this.#policy.ended(op, result, started);
   }
 
-  #fail(reply: ReplyKind, err: KvError): Uint8Array {
-    const result = failureResult(err);
-    this.stats.count(reply, result);
-    const fields = { code: err.code, op: reply, reason: err.message };
-    if (result !== "internal") this.#log.debug("request refused", fields);
-    else this.#repeats.warn(err.code, "request failed", fields);
-    return errorFrame(reply, err);
+  /** The failure's answer in `reply`'s type, recorded (and timed from `started`, when given) by the policy. */
+  #fail(reply: ReplyKind, err: unknown, started?: number): Uint8Array {
+    return errorFrame(reply, this.#policy.failed(reply, err, started).error);
   }
 }
 
@@ -318,11 +283,6 @@ function getOkAnswer(
     () => value.cancel(),
     (piece) => value.release?.(piece),
   );
-}
-
-/** The refusal of a `ttl_ms` out of range (see kv-store.ts `refusedTtl`); none without one. */
-function checkTtl(ttlMs: number | undefined): KvError | undefined {
-  return ttlMs === undefined ? undefined : refusedTtl(ttlMs, `ttl_ms ${ttlMs}`);
 }
 
 /**
