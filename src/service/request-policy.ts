@@ -57,8 +57,8 @@ export class RequestPolicy {
   }
 
   /** Why a set of a value of `valueLength` bytes under `key`, with `ttlMs`, is refused, or undefined. */
-  refuseSet(key: Uint8Array, valueLength: number, ttlMs: number | undefined, ttlGiven?: string): KvError | undefined {
-    return this.refuseKey(key) ?? this.refuseValueLength(valueLength) ?? this.refuseTtl(ttlMs, ttlGiven);
+  refuseSet(key: Uint8Array, valueLength: number, ttlMs: number | undefined): KvError | undefined {
+    return this.refuseKey(key) ?? this.refuseValueLength(valueLength) ?? this.refuseTtl(ttlMs);
   }
 
   /** Why a value of `length` bytes is refused, or undefined. */
@@ -70,9 +70,13 @@ export class RequestPolicy {
     );
   }
 
-  /** Why a time to live is refused (see kv-store.ts `refusedTtl`); `given` is how the user wrote it. */
-  refuseTtl(ttlMs: number | undefined, given = `ttl_ms ${ttlMs}`): KvError | undefined {
-    return ttlMs === undefined ? undefined : refusedTtl(ttlMs, given);
+  /**
+   * Why a time to live is refused (see kv-store.ts `refusedTtl`); `given`
+   * says how the user wrote it (default: as TCP's `ttl_ms`).
+   */
+  refuseTtl(ttlMs: number | undefined, given?: () => string): KvError | undefined {
+    if (ttlMs === undefined) return undefined;
+    return refusedTtl(ttlMs, given ?? (() => `ttl_ms ${ttlMs}`));
   }
 
   /** Why a listing prefix is refused, or undefined. */
