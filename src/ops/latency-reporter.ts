@@ -67,7 +67,9 @@ export class LatencyReporter implements Disposable {
         }
         const h = stats.latency.get(op);
         const before = last.buckets.get(op);
-        if (h !== undefined) h.buckets.forEach((b, j) => (delta[j] = (delta[j] as number) + b - (before?.[j] ?? 0)));
+        if (h !== undefined) {
+          for (const [j, b] of h.buckets.entries()) delta[j] = (delta[j] as number) + b - (before?.[j] ?? 0);
+        }
       }
       if (requests === 0) continue;
       const line = {

@@ -64,7 +64,8 @@ const batch = await c.mset([
   ["m2", "b"],
 ]);
 const read = await c.mget(["m1", "m2", "m3"]);
-out.batch = batch.every((r) => r.ok) && read.map((r) => (r.ok && r.value ? dec.decode(r.value) : null)).join() === "a,b,";
+out.batch =
+  batch.every((r) => r.ok) && read.map((r) => (r.ok && r.value ? dec.decode(r.value) : null)).join() === "a,b,";
 out.aborted = await codeOf(c.get("p1", { signal: AbortSignal.abort() }));
 // Listing as an async iterator.
 let listed = 0;
