@@ -40,7 +40,7 @@ import { type WriteCondition, writeCondition } from "../wire/write-condition.js"
 /**
  * The server's half of the hand-written codec for proto/kv.proto (the
  * client's is src/wire/client-codec.ts; what both share, src/wire/envelope.ts). It reads and writes
- * exactly what the generated code does (test/codec.test.ts checks both
+ * exactly what the generated code does (test/protocol/codec.test.ts checks both
  * directions against src/gen), but:
  * - keys and values come out as views of the frame, never JS strings, so
  *   non-UTF-8 bytes from C++ or Java proto2 clients round-trip exactly;
