@@ -207,15 +207,15 @@ export function decodeRequest(frame: Uint8Array): Request {
       {
         const condition = conditionOf(conditions);
         if (typeof condition === "string") return invalid("set", condition);
-        const { ttlMs } = conditions;
-        if (condition === undefined) {
-          return ttlMs === undefined
-            ? { kind: "set", key: data.key, value: data.value }
-            : { kind: "set", key: data.key, value: data.value, ttlMs };
-        }
-        return ttlMs === undefined
-          ? { kind: "set", key: data.key, value: data.value, condition }
-          : { kind: "set", key: data.key, value: data.value, condition, ttlMs };
+        const set: { kind: "set"; key: Uint8Array; value: Uint8Array; condition?: WriteCondition; ttlMs?: number } = {
+          kind: "set",
+          key: data.key,
+          value: data.value,
+        };
+        // Only what was sent is present: a plain set keeps the one shape every plain set has.
+        if (condition !== undefined) set.condition = condition;
+        if (conditions.ttlMs !== undefined) set.ttlMs = conditions.ttlMs;
+        return set;
       }
     case MsgType.GetRequest:
       if (!getReqSeen) return invalid("get", "get_request_t without get_req");

@@ -36,7 +36,7 @@ import type {
   Versioned,
   WriteCondition,
 } from "./kv-store.js";
-import { CollectingSink, expiryOf, isExpired } from "./kv-store.js";
+import { CollectingSink, expiryOf, isExpired, versioned } from "./kv-store.js";
 import { type SweepResult, sweepOrphans } from "./orphan-sweeper.js";
 import { DEFAULT_RETRY, type RetryPolicy, retryingCall } from "./retry.js";
 import { Semaphore } from "./semaphore.js";
@@ -190,11 +190,14 @@ export class DynamoStore implements KvStore {
         const dataKey = await this.#o.keys.decryptionKey(head.keyRef);
         if (head.format === ItemFormat.single) {
           const aad = valueAad(this.#o.encryptionScope, key, expiresAt);
-          const value = authenticated(() => open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad));
-          return expiresAt === undefined ? { value, version } : { value, version, expiresAt };
+          return versioned(
+            authenticated(() => open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad)),
+            version,
+            expiresAt,
+          );
         }
         const value = await this.#chunked.read(key, head, dataKey, streamFrom);
-        if (value !== MISSING) return expiresAt === undefined ? { value, version } : { value, version, expiresAt };
+        if (value !== MISSING) return versioned(value, version, expiresAt);
         // A chunk is gone: either the version was replaced (retry) or the data is damaged.
         await this.#checkReplaced(key, head, attempt);
       }
@@ -211,9 +214,14 @@ export class DynamoStore implements KvStore {
       throw new KvError(ErrorCode.Storage, "the value changed under every read attempt");
   }
 
-  /** Whether a head that expires at `expiresAt` is expired now; counts it when it is. */
+  /** Whether a head that expires at `expiresAt` is expired now (the clock is read only for one that expires). */
+  #expiredNow(expiresAt: number | undefined): boolean {
+    return expiresAt !== undefined && isExpired(expiresAt, this.#clock());
+  }
+
+  /** {@link #expiredNow}, for a read: counts one that found its value expired. */
   #expired(expiresAt: number | undefined): boolean {
-    if (expiresAt === undefined || !isExpired(expiresAt, this.#clock())) return false;
+    if (!this.#expiredNow(expiresAt)) return false;
     this.#o.counters.add(Counter.expiredReads);
     return true;
   }
@@ -357,8 +365,7 @@ export class DynamoStore implements KvStore {
     });
     if (old === undefined) return false;
     await this.#chunked.deletedHead(old);
-    const expiresAt = unpackFmt(old[Attr.fmt]?.N)?.expiresAt;
-    return expiresAt === undefined || !isExpired(expiresAt, this.#clock());
+    return !this.#expiredNow(unpackFmt(old[Attr.fmt]?.N)?.expiresAt);
   }
 }
 

@@ -2,7 +2,7 @@ import { sameBytes } from "../bytes.js";
 import { ErrorCode, KvError } from "../wire/errors.js";
 import type { AttributeMap } from "./dynamo-json.js";
 import { Attr, ItemKind, unpackFmt } from "./item-format.js";
-import { MAX_KEY_BYTES } from "./kv-store.js";
+import { isExpired, MAX_KEY_BYTES } from "./kv-store.js";
 
 /**
  * Paging over the keys index (item-format.ts) by parallel scan segments.
@@ -230,7 +230,7 @@ export async function listKeys(scan: ScanIndexPage, position: ListPosition, quer
         const { format, expiresAt } = packed;
         if (
           (prefixed && !startsWith(key, query.prefix as Uint8Array)) ||
-          (query.liveAt !== undefined && expiresAt !== undefined && query.liveAt >= expiresAt)
+          (query.liveAt !== undefined && isExpired(expiresAt, query.liveAt))
         ) {
           run.consumed.push({ indexKey, entry: -1 });
           continue;

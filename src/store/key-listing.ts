@@ -136,13 +136,15 @@ export class KeyListing {
     const segment = async (position: ListPosition | undefined): Promise<void> => {
       while (position !== undefined) {
         const page = await listKeys(this.#scanIndex, position, { prefix: undefined, limit: 1000, maxRounds: 1 });
+        // Counted as the page was read: a key that expires while its delete is in flight still counts.
+        const now = this.#p.clock();
         for (let first = 0; first < page.keys.length; first += CLEAR_DELETES_IN_FLIGHT) {
           const removed = await Promise.all(
             page.keys.slice(first, first + CLEAR_DELETES_IN_FLIGHT).map(async (k) => {
               const pk = k.indexKey[Attr.pk]?.B as Uint8Array;
               if (k.format === ItemFormat.chunked) return this.#p.deleteHead(pk);
               await writer.delete({ [Attr.pk]: { B: pk } });
-              return !isExpired(k.expiresAt, this.#p.clock());
+              return !isExpired(k.expiresAt, now);
             }),
           );
           for (const r of removed) if (r) progress.removed++;

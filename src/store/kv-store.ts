@@ -279,6 +279,11 @@ export function expiryOf(clock: Clock, ttlMs: number | undefined): number | unde
   return ttlMs === undefined ? undefined : clock() + ttlMs;
 }
 
+/** A {@link Versioned}, with `expiresAt` present only when the value has an expiry. */
+export function versioned(value: Uint8Array | ValueStream, version: number, expiresAt: number | undefined): Versioned {
+  return expiresAt === undefined ? { value, version } : { value, version, expiresAt };
+}
+
 /** Whether a value that expires at `expiresAt` (undefined: never) is expired at `now`. */
 export function isExpired(expiresAt: number | undefined, now: number): boolean {
   return expiresAt !== undefined && now >= expiresAt;

@@ -13,6 +13,7 @@ import {
   type ListRequest,
   MAX_PAGE_VALUE_BYTES,
   type Versioned,
+  versioned,
   type WriteCondition,
 } from "./kv-store.js";
 import { versions } from "./version-clock.js";
@@ -116,7 +117,7 @@ export class MemoryStore implements KvStore {
           const entry = this.#map.get(id);
           // A stale id (written again since) is filed under its value's new expiry, if any.
           if (entry !== undefined && isExpired(entry.expiresAt, now)) {
-            this.#remove(id);
+            this.#remove(id, entry);
             freed++;
           }
         }
@@ -132,19 +133,16 @@ export class MemoryStore implements KvStore {
   #live(id: string): Entry | undefined {
     const entry = this.#map.get(id);
     if (entry === undefined || entry.expiresAt === undefined || this.#clock() < entry.expiresAt) return entry;
-    this.#remove(id);
+    this.#remove(id, entry);
     this.#counters?.add(Counter.expiredReads);
     return undefined;
   }
 
-  /** Removes `id`'s entry; whether it had one. */
-  #remove(id: string): boolean {
-    const entry = this.#map.get(id);
-    if (entry === undefined) return false;
+  /** Removes `id`, whose entry is `entry`. */
+  #remove(id: string, entry: Entry): void {
     this.#map.delete(id);
     if (entry.expiresAt !== undefined) this.#expiring--;
     if (++this.#dead > Math.max(1024, this.#map.size)) this.#compact();
-    return true;
   }
 
   /** Stores a copy of `value` under `id` (whose entry is `entry`) at `version`; returns it. */
@@ -171,12 +169,7 @@ export class MemoryStore implements KvStore {
 
   getVersioned(key: Uint8Array): Promise<Versioned | undefined> {
     const entry = this.#live(byteString(key));
-    if (entry === undefined) return Promise.resolve(undefined);
-    const versioned: Versioned =
-      entry.expiresAt === undefined
-        ? { value: entry.value, version: entry.version }
-        : { value: entry.value, version: entry.version, expiresAt: entry.expiresAt };
-    return Promise.resolve(versioned);
+    return Promise.resolve(entry && versioned(entry.value, entry.version, entry.expiresAt));
   }
 
   setIf(
@@ -204,8 +197,9 @@ export class MemoryStore implements KvStore {
 
   delete(key: Uint8Array): Promise<boolean> {
     const id = byteString(key);
-    const live = this.#live(id) !== undefined;
-    return Promise.resolve(live && this.#remove(id));
+    const entry = this.#live(id);
+    if (entry !== undefined) this.#remove(id, entry);
+    return Promise.resolve(entry !== undefined);
   }
 
   exists(key: Uint8Array): Promise<boolean> {
@@ -255,7 +249,7 @@ export class MemoryStore implements KvStore {
       const id = keys[i] as string;
       const entry = this.#map.get(id);
       if (entry === undefined || entry.seq !== seqs[i] || !id.startsWith(prefix)) continue;
-      if (entry.expiresAt !== undefined && now >= entry.expiresAt) continue;
+      if (isExpired(entry.expiresAt, now)) continue;
       const key = fromByteString(id);
       if (request.values) {
         entries.push({ key, value: entry.value });
