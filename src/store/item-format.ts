@@ -218,7 +218,11 @@ function aad(
   view.setUint32(p, key.length);
   p += 4;
   out.set(key, p);
-  if (expiresAt !== undefined) view.setBigUint64(out.length - 8, BigInt(expiresAt));
+  if (expiresAt !== undefined) {
+    // The u64 as two halves: a safe integer needs no BigInt, which would cost an allocation per get.
+    view.setUint32(out.length - 8, Math.floor(expiresAt / 2 ** 32));
+    view.setUint32(out.length - 4, expiresAt >>> 0);
+  }
   return out;
 }
 
