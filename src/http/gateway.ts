@@ -232,8 +232,13 @@ export function writeConditionOf(headers: Headers): WriteCondition | undefined {
   return condition;
 }
 
-/** The op of each REST method on `/v1/keys/{key}`. */
-const REST_OPS: Readonly<Record<string, Op>> = { PUT: "set", GET: "get", HEAD: "exists", DELETE: "delete" };
+/** The op of each REST method on `/v1/keys/{key}` (a Map: a method must never find an Object.prototype member). */
+const REST_OPS: ReadonlyMap<string, Op> = new Map([
+  ["PUT", "set"],
+  ["GET", "get"],
+  ["HEAD", "exists"],
+  ["DELETE", "delete"],
+]);
 
 /** The op of each of the brief's single-key and clear endpoints. */
 const BRIEF_OPS: Readonly<Record<string, Op>> = {
@@ -274,7 +279,7 @@ class Routes {
     const started = performance.now();
     const rest = path.startsWith("/v1/keys/");
     if (rest) {
-      op = REST_OPS[req.method];
+      op = REST_OPS.get(req.method);
       if (op === undefined) return methodNotAllowed("GET, HEAD, PUT, DELETE");
     } else if (req.method !== "GET" && req.method !== "HEAD") {
       return path === "/v1/keys" || path in LISTINGS || path in BRIEF_OPS ? methodNotAllowed("GET") : notFound();
