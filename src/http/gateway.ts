@@ -192,7 +192,7 @@ function ttlOf(q: Map<string, Uint8Array>, policy: RequestPolicy): number | unde
     );
   }
   const ttlMs = Math.round(Number(text) * 1000);
-  const refused = policy.refuseTtl(ttlMs, () => `${given} (${ttlMs} ms)`);
+  const refused = policy.refuseTtl(ttlMs, (ms) => `${given} (${ms} ms)`);
   if (refused) throw refused;
   return ttlMs;
 }

@@ -10,6 +10,9 @@ export interface RequestLimits {
   maxValueBytes: number;
 }
 
+/** A TTL as TCP's `ttl_ms` names it, for a refusal's reason. */
+const asTcpField = (ttlMs: number): string => `ttl_ms ${ttlMs}`;
+
 /** A request that failed, as a front end answers it: the error, and the result it was counted as. */
 export interface Failure {
   readonly error: KvError;
@@ -74,9 +77,8 @@ export class RequestPolicy {
    * Why a time to live is refused (see kv-store.ts `refusedTtl`); `given`
    * says how the user wrote it (default: as TCP's `ttl_ms`).
    */
-  refuseTtl(ttlMs: number | undefined, given?: () => string): KvError | undefined {
-    if (ttlMs === undefined) return undefined;
-    return refusedTtl(ttlMs, given ?? (() => `ttl_ms ${ttlMs}`));
+  refuseTtl(ttlMs: number | undefined, given: (ttlMs: number) => string = asTcpField): KvError | undefined {
+    return ttlMs === undefined ? undefined : refusedTtl(ttlMs, given);
   }
 
   /** Why a listing prefix is refused, or undefined. */

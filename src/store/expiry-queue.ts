@@ -1,10 +1,10 @@
 /**
  * Names (store ids) by the second in which they expire, for a store that
- * frees expired values without waiting for a read. An id is filed once per
- * write with an expiry; an overwrite files it again and leaves the old
- * entry stale, so a caller must check each id it is handed against the
- * value's current expiry. Memory is one array slot per write with an
- * expiry not yet handed out.
+ * frees expired values without waiting for a read. The queue keeps no
+ * state per id: an id filed twice is handed out twice, so the caller
+ * decides which filing is current (the memory store files a value at most
+ * once until that filing comes due, and files it again then if it has not
+ * expired, so overwrites that push an expiry later cost nothing here).
  */
 export class ExpiryQueue {
   /** Ids by expiry second. */
@@ -18,9 +18,9 @@ export class ExpiryQueue {
     return this.#size;
   }
 
-  /** Files `id` to expire at `expiresAt` (ms since the epoch). */
-  add(id: string, expiresAt: number): void {
-    const second = Math.floor(expiresAt / 1000);
+  /** Files `id` to expire at `expiresAt` (ms since the epoch); returns the second it is filed under. */
+  add(id: string, expiresAt: number): number {
+    const second = secondOf(expiresAt);
     let bucket = this.#buckets.get(second);
     if (bucket === undefined) {
       bucket = [];
@@ -29,16 +29,16 @@ export class ExpiryQueue {
     }
     bucket.push(id);
     this.#size++;
+    return second;
   }
 
   /**
-   * Up to `max` ids filed in seconds that ended by `now`, so each one is
-   * expired unless the entry is stale (its value was written again since).
-   * Ids handed out are forgotten.
+   * Up to `max` ids filed in seconds that ended by `now` (before
+   * `secondOf(now)`). Ids handed out are forgotten.
    */
   due(now: number, max: number): string[] {
     const out: string[] = [];
-    const current = Math.floor(now / 1000);
+    const current = secondOf(now);
     while (out.length < max) {
       const second = this.#seconds[0];
       if (second === undefined || second >= current) break;
@@ -89,4 +89,9 @@ export class ExpiryQueue {
     }
     heap[i] = last;
   }
+}
+
+/** The second (since the epoch) a time in ms falls in: what the queue files by. */
+export function secondOf(ms: number): number {
+  return Math.floor(ms / 1000);
 }

@@ -266,11 +266,11 @@ export const MAX_TTL_MS = 3650 * 86_400_000;
  * {@link MAX_TTL_MS}, or undefined for one that is fine. `given` says how
  * the user wrote it, for the reason; it is called only to refuse.
  */
-export function refusedTtl(ttlMs: number, given: () => string = () => `${ttlMs} ms`): KvError | undefined {
+export function refusedTtl(ttlMs: number, given: (ttlMs: number) => string = (ms) => `${ms} ms`): KvError | undefined {
   if (Number.isSafeInteger(ttlMs) && ttlMs >= 1 && ttlMs <= MAX_TTL_MS) return undefined;
   return new KvError(
     ErrorCode.BadRequest,
-    `the time to live ${given()} is not allowed: it must be at least 1 ms and at most ${MAX_TTL_MS / 86_400_000} days; nothing was written`,
+    `the time to live ${given(ttlMs)} is not allowed: it must be at least 1 ms and at most ${MAX_TTL_MS / 86_400_000} days; nothing was written`,
   );
 }
 

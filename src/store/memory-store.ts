@@ -1,7 +1,7 @@
 import { byteString, fromByteString } from "../bytes.js";
 import { Counter, type Counters } from "../metrics.js";
 import { ErrorCode, KvError } from "../wire/errors.js";
-import { ExpiryQueue } from "./expiry-queue.js";
+import { ExpiryQueue, secondOf } from "./expiry-queue.js";
 import {
   type Clock,
   conflict,
@@ -23,6 +23,8 @@ interface Entry {
   version: number;
   /** When the value expires, ms since the epoch; undefined: never. */
   expiresAt: number | undefined;
+  /** The second this entry's id is filed under in the expiry queue, until that filing comes due; undefined: none. */
+  filed: number | undefined;
   /** When the key was inserted: its place in the listing order. */
   readonly seq: number;
 }
@@ -93,6 +95,11 @@ export class MemoryStore implements KvStore {
     }
   }
 
+  /** Ids filed in the expiry queue, stale filings included: at most one live filing per expiring value. */
+  get expiryFilings(): number {
+    return this.#expiries.size;
+  }
+
   readonly getSync = (key: Uint8Array): Uint8Array | undefined => this.#live(byteString(key))?.value;
 
   readonly setSync = (key: Uint8Array, value: Uint8Array, ttlMs?: number): number => {
@@ -112,13 +119,19 @@ export class MemoryStore implements KvStore {
     try {
       for (;;) {
         const now = this.#clock();
+        const current = secondOf(now);
         const ids = this.#expiries.due(now, SWEEP_BATCH);
         for (const id of ids) {
           const entry = this.#map.get(id);
-          // A stale id (written again since) is filed under its value's new expiry, if any.
-          if (entry !== undefined && isExpired(entry.expiresAt, now)) {
+          // A filing that is not the entry's current one (the key was written again since) is stale.
+          if (entry === undefined || entry.filed === undefined || entry.filed >= current) continue;
+          entry.filed = undefined;
+          if (isExpired(entry.expiresAt, now)) {
             this.#remove(id, entry);
             freed++;
+          } else if (entry.expiresAt !== undefined) {
+            // Written again with a later expiry since it was filed: filed now under that one.
+            entry.filed = this.#expiries.add(id, entry.expiresAt);
           }
         }
         if (ids.length < SWEEP_BATCH) return freed;
@@ -150,18 +163,27 @@ export class MemoryStore implements KvStore {
     // The one copy the store keeps (new Uint8Array(view) copies; Buffer#slice would not):
     // the frame's bytes belong to the socket's read buffer.
     const copy = new Uint8Array(value);
-    if (expiresAt !== undefined) this.#expiries.add(id, expiresAt);
     if (entry !== undefined) {
       if (entry.expiresAt !== undefined) this.#expiring--;
-      if (expiresAt !== undefined) this.#expiring++;
+      if (expiresAt !== undefined) {
+        this.#expiring++;
+        // A filing at or before the new expiry stands: when it comes due, the sweep files the value again.
+        if (entry.filed === undefined || entry.filed > secondOf(expiresAt)) {
+          entry.filed = this.#expiries.add(id, expiresAt);
+        }
+      }
       entry.value = copy;
       entry.version = version;
       entry.expiresAt = expiresAt;
       return version;
     }
-    if (expiresAt !== undefined) this.#expiring++;
+    let filed: number | undefined;
+    if (expiresAt !== undefined) {
+      this.#expiring++;
+      filed = this.#expiries.add(id, expiresAt);
+    }
     const seq = this.#nextSeq++;
-    this.#map.set(id, { value: copy, seq, version, expiresAt });
+    this.#map.set(id, { value: copy, seq, version, expiresAt, filed });
     this.#logKeys.push(id);
     this.#logSeqs.push(seq);
     return version;

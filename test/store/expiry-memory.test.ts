@@ -104,6 +104,29 @@ describe("expiry on the memory store", () => {
     expect(await keysOf(s)).toEqual(["k7", "k8"]);
   });
 
+  test("a key overwritten with a TTL again and again is filed once, and the sweep still frees it at its last expiry", async () => {
+    const { s, at } = store();
+    // A session refreshed on every request: each write pushes its expiry later.
+    for (let i = 0; i < 100_000; i++) {
+      at(i / 10);
+      s.setSync(enc.encode("session"), enc.encode(`v${i}`), 1000);
+    }
+    expect(s.expiryFilings).toBe(1);
+    // Its first filing comes due while it is still live: filed again under its last expiry, not freed.
+    at(3000);
+    expect(await s.sweepExpired()).toBe(0);
+    expect(dec.decode(s.getSync(enc.encode("session")))).toBe("v99999");
+    expect(s.expiryFilings).toBe(1);
+    at(20_000);
+    expect(await s.sweepExpired()).toBe(1);
+    expect(s.expiryFilings).toBe(0);
+    // An expiry brought earlier is filed under the earlier second.
+    s.setSync(enc.encode("k"), enc.encode("v"), 60_000);
+    s.setSync(enc.encode("k"), enc.encode("v"), 1000);
+    at(22_000);
+    expect(await s.sweepExpired()).toBe(1);
+  });
+
   test("a million values with a 1-second TTL give their memory back once the sweep has run", async () => {
     const { s, at } = store();
     const heapAfterGc = () => {
