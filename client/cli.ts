@@ -48,6 +48,12 @@ Flags:
   --tls-cert FILE       PEM client certificate, for servers started with --tls-ca (env KV_CLIENT_TLS_CERT)
   --tls-key FILE        PEM key of --tls-cert (env KV_CLIENT_TLS_KEY)
   --tls-server-name N   name the server's certificate must carry, when it is not the host
+  --token TOKEN   authenticate with a bearer token of the server's --tokens-file (env KV_TOKEN; the
+                  variable keeps it out of the process list)
+  --iam SERVER_ID authenticate as your AWS identity (the default credential chain) to a server started
+                  with --iam-server-id SERVER_ID (env KV_IAM); signs for --region (env AWS_REGION, default
+                  us-east-1)
+  --region R      the STS region --iam signs for
   --admin-port N  the server's admin port, for health, ready and admin (default 7071, env KV_ADMIN_PORT)
   --prefix P      keys: only keys starting with P
   --values        keys: print values too
@@ -190,6 +196,9 @@ async function main(argv: string[]): Promise<number> {
         version: { type: "boolean" };
         "timeout-ms": { type: "string" };
         ttl: { type: "string" };
+        token: { type: "string" };
+        iam: { type: "string" };
+        region: { type: "string" };
         help: { type: "boolean"; short: "h" };
       };
       allowPositionals: true;
@@ -219,6 +228,9 @@ async function main(argv: string[]): Promise<number> {
         version: { type: "boolean" },
         "timeout-ms": { type: "string" },
         ttl: { type: "string" },
+        token: { type: "string" },
+        iam: { type: "string" },
+        region: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       allowPositionals: true,
@@ -245,6 +257,16 @@ async function main(argv: string[]): Promise<number> {
   }
   const host = target.host ?? "127.0.0.1";
   const [command, ...args] = positionals;
+  const token = values.token ?? process.env.KV_TOKEN;
+  const iamServerId = values.iam ?? process.env.KV_IAM;
+  if (token !== undefined && iamServerId !== undefined) return usageLine("give --token or --iam, not both");
+  if (values.region !== undefined && iamServerId === undefined) return usageLine("--region goes with --iam");
+  if (token !== undefined) target = { ...target, auth: { token } };
+  if (iamServerId !== undefined) {
+    const { iamAuth } = await import("./iam.js");
+    const region = values.region ?? process.env.AWS_REGION ?? "us-east-1";
+    target = { ...target, auth: iamAuth({ serverId: iamServerId, region }) };
+  }
 
   const usageError = usageLine;
   const timeoutText = values["timeout-ms"] ?? process.env.KV_TIMEOUT_MS;
@@ -396,8 +418,12 @@ async function main(argv: string[]): Promise<number> {
       }
       const path = command === "health" ? "/healthz" : command === "ready" ? "/readyz" : "/admin/rotate-key";
       // A rotation makes one KMS call and a few DynamoDB writes; the server's own deadline bounds them.
+      const auth = target.auth;
+      const credential =
+        command !== "admin" || auth === undefined ? undefined : "token" in auth ? auth.token : await auth.credential();
       const res = await fetch(`http://${host}:${adminText}${path}`, {
         method: command === "admin" ? "POST" : "GET",
+        ...(credential === undefined ? {} : { headers: { authorization: `Bearer ${credential}` } }),
         signal: AbortSignal.timeout(command === "admin" ? 30_000 : 4_000),
       });
       const text = (await res.text()).trim();
@@ -427,6 +453,9 @@ try {
   // A server's failure already names its code in the message: once is enough.
   const text = isKvError(err) && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : errorMessage(err);
   console.error(`error: ${text}`);
+  if (isKvError(err, ErrorCode.Unauthenticated)) {
+    console.error("(the server requires authentication: give --token TOKEN, or --iam SERVER_ID for AWS IAM)");
+  }
   process.exitCode = 1;
 }
 

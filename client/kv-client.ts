@@ -1,5 +1,6 @@
 import {
   decodeResponse,
+  encodeAuthRequest,
   encodeClearRequest,
   encodeGetRequest,
   encodeKeyRequest,
@@ -9,15 +10,25 @@ import {
   type Response,
 } from "../src/wire/client-codec.js";
 import { deferred } from "../src/wire/deferred.js";
-import { ClearError, GetError, KeyError, ListError, type ReplyKind, SetError } from "../src/wire/envelope.js";
+import {
+  AuthError,
+  ClearError,
+  GetError,
+  KeyError,
+  ListError,
+  type ReplyKind,
+  SetError,
+} from "../src/wire/envelope.js";
 import { ErrorCode, errorMessage, KvError } from "../src/wire/errors.js";
 import { Fifo } from "../src/wire/fifo.js";
 import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-decoder.js";
+import { IAM_CREDENTIAL_PREFIX } from "../src/wire/iam-credential.js";
 import { SocketWriter } from "../src/wire/socket-writer.js";
 import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import { DerivedCalls } from "./derived-calls.js";
 import type {
   Bytes,
+  ClientAuth,
   ExpiryOptions,
   KvClientOptions,
   ListOptions,
@@ -33,6 +44,7 @@ import { connectTransport, type Transport } from "./transport.js";
 
 export type {
   Bytes,
+  ClientAuth,
   ClientTlsOptions,
   ExpiryOptions,
   KvClientOptions,
@@ -117,6 +129,7 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
   #inbound: InboundGet | null = null;
   readonly #consumer: FrameConsumer;
   readonly #requestTimeoutMs: number | undefined;
+  #identity: string | undefined;
 
   private constructor(socket: Transport, maxFrameBytes: number, requestTimeoutMs: number | undefined) {
     super();
@@ -154,7 +167,41 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
       },
     );
     client = new KvClient(socket, maxFrameBytes, options.requestTimeoutMs);
+    if (options.auth !== undefined) {
+      try {
+        await client.authenticate(options.auth);
+      } catch (err) {
+        client.#socket.end();
+        throw err;
+      }
+    }
     return client;
+  }
+
+  /** The identity the server gave this connection when it authenticated (`token:NAME`, `arn:...`, `cert:NAME`). */
+  get identity(): string | undefined {
+    return this.#identity;
+  }
+
+  /**
+   * Authenticates the connection (as `connect` does with `auth`) and
+   * resolves the identity the server gave it. Rejects with
+   * `KV_ERR_UNAUTHENTICATED` and the server's reason if refused (the
+   * connection keeps the identity it had), or `KV_ERR_UNAVAILABLE` when the
+   * server could not check the credential now.
+   */
+  async authenticate(auth: ClientAuth, options?: RequestOptions): Promise<string> {
+    const credential = "token" in auth ? auth.token : await auth.credential();
+    const frame = encodeAuthRequest(
+      credential.startsWith(IAM_CREDENTIAL_PREFIX) ? { iam: credential } : { token: credential },
+    );
+    const res = await this.#send("auth", [frame], undefined, options);
+    if (res.kind !== "auth") throw unreachable();
+    if (res.error === AuthError.Ok && res.identity !== undefined) {
+      this.#identity = res.identity;
+      return res.identity;
+    }
+    throw serverFailed("auth", res);
   }
 
   /** The connection's local port: what a load balancer sees as its source. */

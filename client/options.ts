@@ -22,8 +22,18 @@ export interface ClientTlsOptions {
   serverName?: string;
 }
 
+/**
+ * How a connection authenticates to a server that requires it: a bearer
+ * token (one of the server's `--tokens-file`), or a credential made afresh
+ * for each connection, such as `iamAuth(...)` of `kvs-client/iam` makes.
+ * With mutual TLS the client certificate may be the identity instead.
+ */
+export type ClientAuth = { token: string } | { credential: () => string | Promise<string> };
+
 /** Connection settings. */
 export interface KvClientOptions {
+  /** Authenticate each connection, first thing; `connect` rejects with `KV_ERR_UNAUTHENTICATED` if refused. */
+  auth?: ClientAuth;
   host?: string;
   port: number;
   /** Speak TLS: `true` with the system's CAs, or with these settings. */

@@ -193,8 +193,9 @@ export class ReconnectingClient extends DerivedCalls implements AsyncDisposable 
         });
         return client;
       } catch (err) {
-        // A certificate that does not verify will not verify on the next try either.
-        if (err instanceof KvError && err.code === ErrorCode.Tls) throw err;
+        // A certificate that does not verify, or a credential the server refused, fails the next try too.
+        // (A server that could not check a credential now answers KV_ERR_UNAVAILABLE, which is retried.)
+        if (err instanceof KvError && (err.code === ErrorCode.Tls || err.code === ErrorCode.Unauthenticated)) throw err;
         const delay = backoffDelay(backoff, attempt);
         if (this.#closed || Date.now() + delay >= deadline) {
           throw new KvError(

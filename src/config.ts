@@ -1,5 +1,6 @@
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
+import type { AuthSettings } from "./auth/authenticator.js";
 import { KeyringKind } from "./crypto/keyring.js";
 import { LogFormat, type LogLevel } from "./log.js";
 import type { TlsFiles } from "./net/tls-material.js";
@@ -82,6 +83,8 @@ export interface Config {
   latencyLogIntervalSeconds: number;
   /** TLS for the TCP listener and the HTTP gateway; undefined: plaintext. */
   tls: TlsFiles | undefined;
+  /** Who may connect and what they may do (docs/security.md); every method off by default. */
+  auth: AuthSettings;
 }
 
 /** Frame bytes allowed beyond --max-value-bytes: room for a 1 KiB key and the envelope. */
@@ -315,6 +318,41 @@ const FLAGS = {
     placeholder: "FILE",
     help: "PEM CA bundle: require client certificates signed by it (mutual TLS)",
   },
+  "access-policy": {
+    env: "KV_ACCESS_POLICY",
+    type: "string",
+    placeholder: "FILE",
+    help: "JSON rules: which identity may read, write or administer which keys (SIGHUP re-reads; docs/security.md)",
+  },
+  "tokens-file": {
+    env: "KV_TOKENS_FILE",
+    type: "string",
+    placeholder: "FILE",
+    help: "bearer tokens, one NAME=SECRET (or NAME=sha256:HEX) per line; KV_TOKENS takes them comma-separated (SIGHUP re-reads)",
+  },
+  "iam-server-id": {
+    env: "KV_IAM_SERVER_ID",
+    type: "string",
+    placeholder: "ID",
+    help: "accept AWS IAM credentials (signed sts:GetCallerIdentity) that sign this server id in",
+  },
+  "iam-regions": {
+    env: "KV_IAM_REGIONS",
+    type: "string",
+    placeholder: "R1,R2",
+    help: "regions whose STS endpoints IAM credentials may name (default: --region)",
+  },
+  "iam-sts-endpoint": {
+    env: "KV_IAM_STS_ENDPOINT",
+    type: "string",
+    placeholder: "URL",
+    help: "another STS endpoint IAM credentials may name (a VPC endpoint)",
+  },
+  "insecure-no-auth": {
+    env: "KV_INSECURE_NO_AUTH",
+    type: "boolean",
+    help: "serve clients beyond loopback with no authentication (otherwise refused: protected mode)",
+  },
   "log-format": {
     env: "KV_LOG_FORMAT",
     type: "string",
@@ -427,6 +465,19 @@ function parseFlags(
     return spec.default;
   };
 
+  /** A boolean flag, or its env twin set to 1 or true. */
+  const flag = (name: keyof typeof FLAGS): boolean => {
+    if (values[name] === true) return true;
+    const spec: FlagSpec = FLAGS[name];
+    const raw = spec.env ? env[spec.env] : undefined;
+    if (raw === undefined || raw === "" || raw === "0" || raw === "false") return false;
+    if (raw === "1" || raw === "true") {
+      fromEnv.set(name, `${spec.env}=${raw}`);
+      return true;
+    }
+    throw new KvError(ErrorCode.Config, `${spec.env} must be 1 or 0, got ${JSON.stringify(raw)}`);
+  };
+
   const store = get("store");
   if (store !== StoreKind.dynamodb && store !== StoreKind.memory) {
     throw new KvError(ErrorCode.Config, `--store must be dynamodb or memory, got ${JSON.stringify(store)}`);
@@ -530,9 +581,46 @@ function parseFlags(
       tlsCert === undefined || tlsKey === undefined
         ? undefined
         : { cert: tlsCert, key: tlsKey, ...(tlsCa === undefined ? {} : { ca: tlsCa }) },
+    auth: authSettings(get, flag, env, get("region") || undefined),
   };
   distinctPorts(config);
   return config;
+}
+
+/** The authentication flags, checked (the files are read when the server starts). */
+function authSettings(
+  get: (name: keyof typeof FLAGS) => string | undefined,
+  flag: (name: keyof typeof FLAGS) => boolean,
+  env: Record<string, string | undefined>,
+  region: string | undefined,
+): AuthSettings {
+  const settings: AuthSettings = {};
+  const policyFile = get("access-policy") || undefined;
+  if (policyFile !== undefined) settings.policyFile = policyFile;
+  const tokensFile = get("tokens-file") || undefined;
+  if (tokensFile !== undefined) settings.tokensFile = tokensFile;
+  if (env.KV_TOKENS !== undefined && env.KV_TOKENS !== "") settings.tokensText = env.KV_TOKENS;
+  const serverId = get("iam-server-id") || undefined;
+  const regionsRaw = get("iam-regions") || undefined;
+  const endpoint = url("iam-sts-endpoint", get("iam-sts-endpoint"));
+  if (serverId !== undefined) {
+    if (!/^[\x21-\x7e]{1,128}$/.test(serverId)) {
+      throw new KvError(ErrorCode.Config, "--iam-server-id must be 1-128 printable characters without spaces");
+    }
+    settings.iamServerId = serverId;
+    const regions = (regionsRaw ?? region ?? LOCAL_DEFAULTS.region).split(",").map((r) => r.trim());
+    for (const r of regions) {
+      if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(r)) {
+        throw new KvError(ErrorCode.Config, `--iam-regions: ${JSON.stringify(r)} is not an AWS region`);
+      }
+    }
+    settings.iamRegions = regions;
+    if (endpoint !== undefined) settings.iamStsEndpoints = [endpoint];
+  } else if (regionsRaw !== undefined || endpoint !== undefined) {
+    throw new KvError(ErrorCode.Config, "--iam-regions and --iam-sts-endpoint need --iam-server-id");
+  }
+  if (flag("insecure-no-auth")) settings.insecureNoAuth = true;
+  return settings;
 }
 
 /**

@@ -73,10 +73,19 @@ async function start(config: Config, argv: readonly string[], log: Logger): Prom
   return {
     line: `kvs listening on ${server.host}:${server.port}${server.tls === undefined ? "" : ` ${server.tls}`}${server.httpPort === undefined ? "" : ` http=${server.host}:${server.httpPort}`}${server.adminPort === undefined ? "" : ` admin=${config.adminHost}:${server.adminPort}`} ${server.description}`,
     reload: () => {
+      if (config.tls !== undefined) {
+        try {
+          server.reloadTls();
+        } catch (err) {
+          log.error("TLS reload failed; still serving the previous certificate", { reason: errorMessage(err) });
+        }
+      }
       try {
-        server.reloadTls();
+        server.reloadAuth();
       } catch (err) {
-        log.error("TLS reload failed; still serving the previous certificate", { reason: errorMessage(err) });
+        log.error("access policy or token reload failed; still applying the previous ones", {
+          reason: errorMessage(err),
+        });
       }
     },
     stop: () => {
@@ -125,6 +134,11 @@ function onStopRequest(log: Logger, target: Running): void {
   }
 }
 
+/** Whether SIGHUP has authentication files to re-read. */
+function reloadsAuth(config: Config): boolean {
+  return config.auth.policyFile !== undefined || config.auth.tokensFile !== undefined;
+}
+
 /** Entry point of `bun run server`. */
 async function main(): Promise<number> {
   const argv = Bun.argv.slice(2);
@@ -155,7 +169,7 @@ async function main(): Promise<number> {
   onStopRequest(log, running);
   // SIGHUP re-reads the certificate (certbot and cert-manager rotate files in place). Without TLS it keeps
   // its default meaning: a closed terminal stops the server.
-  if (config.tls !== undefined) process.on("SIGHUP", () => running.reload());
+  if (config.tls !== undefined || reloadsAuth(config)) process.on("SIGHUP", () => running.reload());
   console.log(running.line);
   const code = await running.exited;
   log.info("stopped");

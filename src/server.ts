@@ -1,3 +1,4 @@
+import { Authenticator } from "./auth/authenticator.js";
 import { type BackendOverrides, startBackend } from "./backend.js";
 import type { Config } from "./config.js";
 import { HttpGateway } from "./http/gateway.js";
@@ -5,12 +6,15 @@ import type { Logger } from "./log.js";
 import { Counter, Counters } from "./metrics.js";
 import { ByteBudget } from "./net/byte-budget.js";
 import { Listener } from "./net/listener.js";
+import type { Peer } from "./net/peer.js";
 import { loadTlsMaterial, type TlsMaterial } from "./net/tls-material.js";
 import { AdminServer } from "./ops/admin-server.js";
 import { LatencyReporter } from "./ops/latency-reporter.js";
 import { Metrics } from "./ops/prometheus.js";
 import { RequestStats } from "./ops/request-stats.js";
 import { Dispatcher } from "./protocol/dispatch.js";
+import { Session } from "./protocol/session.js";
+import { RepeatLimiter } from "./repeat-limiter.js";
 import { DeadlineStore } from "./store/deadline-store.js";
 import { type KvStore, MAX_KEY_BYTES } from "./store/kv-store.js";
 import { OrderedStore } from "./store/ordered-store.js";
@@ -55,6 +59,14 @@ export interface KvServer extends AsyncDisposable {
    * certificate, if the files are bad or TLS is off.
    */
   reloadTls(): void;
+  /** How clients authenticate, for the startup line (`none (protected mode: …)`, `2 tokens; 3 policy rules`). */
+  readonly auth: string;
+  /**
+   * Re-reads the access policy and token files; requests from then on are
+   * held to them. Throws `KV_ERR_CONFIG`, keeping what is in force, if they
+   * are bad. Does nothing without authentication.
+   */
+  reloadAuth(): void;
   /** Runs one orphan-chunk sweep now (DynamoDB store only). */
   sweepOrphans(olderThanMs?: number): Promise<SweepResult>;
   /**
@@ -70,6 +82,17 @@ export interface KvServer extends AsyncDisposable {
 export interface ServerOverrides extends BackendOverrides {
   /** Wraps the backend store, e.g. to inject faults. */
   wrapStore?: (store: KvStore) => KvStore;
+}
+
+/** Resolves when `header` names a principal with admin on every key (what rotate-key needs); rejects why not. */
+async function authorizeAdmin(auth: Authenticator, header: string | null): Promise<void> {
+  const principal = await auth.authenticateHeader(header);
+  if (principal === undefined) {
+    throw new KvError(ErrorCode.Unauthenticated, "send Authorization: Bearer TOKEN (or an IAM credential)");
+  }
+  if (!auth.grantOf(principal).allowsAll("admin")) {
+    throw new KvError(ErrorCode.Forbidden, `${principal.identity} lacks admin permission on every key (*)`);
+  }
 }
 
 /** Starts a server for `config`: local services first if needed, then the listener. */
@@ -90,6 +113,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
   try {
     // Before anything slow starts: a bad certificate fails in milliseconds, not after DynamoDB Local.
     let tls: TlsMaterial | undefined = config.tls === undefined ? undefined : loadTlsMaterial(config.tls);
+    const auth = Authenticator.start(config.auth, tls?.mutual === true);
     const backend = await startBackend(config, log, overrides, counters, cleanups);
     const { description, dynamodbEndpoint, kmsEndpoint, table, keys: keyCache } = backend;
     let store = backend.store;
@@ -112,7 +136,17 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       cleanups.push(async () => reporter.stop());
     }
     let draining = false;
-    const listener = Listener.start(dispatcher, log, counters, {
+    const refusals = new RepeatLimiter(log, 10_000);
+    /** Each connection's handler: the dispatcher itself, unless it must authenticate or is refused (protected mode). */
+    const handlerFor = (peer: Peer) => {
+      const refusal = auth.refusal(peer.remoteAddress);
+      if (refusal !== undefined) {
+        refusals.warn("protected", "refusing a client beyond loopback: protected mode", { remote: peer.remoteAddress });
+        return new Session(dispatcher, auth, peer, log, new KvError(ErrorCode.Unauthenticated, refusal));
+      }
+      return auth.required ? new Session(dispatcher, auth, peer, log) : dispatcher;
+    };
+    const listener = Listener.start(handlerFor, log, counters, {
       host: config.host,
       port: config.port,
       maxFrameBytes: config.maxFrameBytes,
@@ -141,6 +175,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         bounded,
         httpStats,
         log,
+        auth,
       );
       gateway = started;
       cleanups.push(() => started.stop());
@@ -166,7 +201,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
         metrics,
         { draining: () => draining, backendReady: () => backend.ready() },
-        { rotateKey: () => backend.rotateBranchKey() },
+        {
+          rotateKey: () => backend.rotateBranchKey(),
+          ...(auth.required ? { authorize: (header: string | null) => authorizeAdmin(auth, header) } : {}),
+        },
       );
       admin = started;
       // Stopped last: readiness answers "draining" for as long as the drain lasts.
@@ -213,6 +251,11 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           counters.add(Counter.tlsReloadFailures);
           throw err;
         }
+      },
+      auth: auth.describe(),
+      reloadAuth() {
+        auth.reload();
+        if (auth.required) log.info("access policy and tokens reloaded", { auth: auth.describe() });
       },
       sweepOrphans: (olderThanMs) => backend.sweep(olderThanMs),
       rotateBranchKey: () => backend.rotateBranchKey(),

@@ -25,6 +25,10 @@ export function httpError(err: KvError): HttpError {
       return { status: 400, error: "bad_cursor" };
     case ErrorCode.Conflict:
       return { status: 412, error: "conflict" };
+    case ErrorCode.Unauthenticated:
+      return { status: 401, error: "unauthenticated" };
+    case ErrorCode.Forbidden:
+      return { status: 403, error: "forbidden" };
     case ErrorCode.Timeout:
       return { status: 503, error: "timeout" };
     case ErrorCode.Unavailable:
@@ -43,7 +47,10 @@ export function httpError(err: KvError): HttpError {
 /** The JSON error answer for `err`. */
 export function errorResponse(err: KvError, head = false): Response {
   const { status, error } = httpError(err);
-  return jsonError(status, error, err.message, head);
+  const res = jsonError(status, error, err.message, head);
+  // RFC 9110: a 401 names the scheme that would be accepted.
+  if (status === 401) res.headers.set("www-authenticate", 'Bearer realm="kvs"');
+  return res;
 }
 
 /** A JSON error answer built from its parts. */

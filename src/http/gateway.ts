@@ -1,4 +1,6 @@
 import type { Server } from "bun";
+import { Grant } from "../auth/access-policy.js";
+import type { Authenticator } from "../auth/authenticator.js";
 import type { Logger } from "../log.js";
 import type { ByteBudget } from "../net/byte-budget.js";
 import { listenError } from "../net/listener.js";
@@ -74,8 +76,14 @@ export class HttpGateway {
   }
 
   /** Starts listening; throws a KV_ERR_CONFIG naming the port if it cannot. */
-  static start(options: GatewayOptions, store: KvStore, stats: RequestStats, log: Logger): HttpGateway {
-    const routes = new Routes(store, options, stats, log);
+  static start(
+    options: GatewayOptions,
+    store: KvStore,
+    stats: RequestStats,
+    log: Logger,
+    auth?: Authenticator,
+  ): HttpGateway {
+    const routes = new Routes(store, options, stats, log, auth);
     const serve = (tls: TlsMaterial | undefined, port: number) => {
       try {
         return Bun.serve({
@@ -257,14 +265,44 @@ const BRIEF_OPS: Readonly<Record<string, Op>> = {
  */
 class Routes {
   readonly #policy: RequestPolicy;
+  readonly #auth: Authenticator | undefined;
+  readonly #everyone = Grant.everything("anonymous");
 
   constructor(
     readonly store: KvStore,
     readonly options: GatewayOptions,
     stats: RequestStats,
     readonly log: Logger,
+    auth: Authenticator | undefined,
   ) {
     this.#policy = new RequestPolicy(options, stats, log, "HTTP request");
+    this.#auth = auth;
+  }
+
+  /**
+   * What the request may do: everything on a server without authentication
+   * (unless protected mode refuses the client), else what its
+   * `Authorization` header's principal is granted. Throws the refusal.
+   */
+  #grantOf(req: Request, server: Server<undefined>): Grant | Promise<Grant> {
+    const auth = this.#auth;
+    if (auth === undefined) return this.#everyone;
+    if (!auth.required) {
+      const refusal = auth.refusal(server.requestIP(req)?.address);
+      if (refusal !== undefined) throw new KvError(ErrorCode.Unauthenticated, refusal);
+      return this.#everyone;
+    }
+    const principal = auth.authenticateHeader(req.headers.get("authorization"));
+    if (principal === undefined) {
+      throw new KvError(
+        ErrorCode.Unauthenticated,
+        "this server requires authentication: send Authorization: Bearer TOKEN, or Bearer kvs-iam-v1.… (an IAM credential)" +
+          (auth.certificates
+            ? "; client certificates identify TCP connections only (Bun's HTTP server cannot read them)"
+            : ""),
+      );
+    }
+    return principal instanceof Promise ? principal.then((p) => auth.grantOf(p)) : auth.grantOf(principal);
   }
 
   async handle(req: Request, server: Server<undefined>): Promise<Response> {
@@ -288,8 +326,11 @@ class Routes {
       if (op === undefined) return notFound();
     }
     try {
+      const granted = this.#grantOf(req, server);
+      const grant = granted instanceof Promise ? await granted : granted;
+      const write = op === "set" || op === "delete";
       if (rest) {
-        const key = this.#key(percentDecode(path.slice("/v1/keys/".length), false));
+        const key = this.#key(percentDecode(path.slice("/v1/keys/".length), false), grant, write);
         if (op === "set") return await this.#put(key, req, ttlOf(parseQuery(search), this.#policy));
         if (op === "exists") return await this.#exists(key, true);
         if (op === "get") return await this.#getVersioned(key);
@@ -298,18 +339,20 @@ class Routes {
       const q = parseQuery(search);
       switch (path) {
         case "/set": {
-          const key = this.#key(q.get("k"));
+          const key = this.#key(q.get("k"), grant, true);
           const value = q.get("v");
           if (value === undefined) throw new KvError(ErrorCode.BadRequest, "missing v");
           return await this.#set(key, value, 200, ttlOf(q, this.#policy));
         }
         case "/get":
-          return await this.#get(this.#key(q.get("k")));
+          return await this.#get(this.#key(q.get("k"), grant, false));
         case "/rm":
-          return await this.#delete(this.#key(q.get("k")), 200);
+          return await this.#delete(this.#key(q.get("k"), grant, true), 200);
         case "/is":
-          return await this.#exists(this.#key(q.get("k")), head);
+          return await this.#exists(this.#key(q.get("k"), grant, false), head);
         case "/clear": {
+          const refused = this.#policy.refuseWhole(grant, "admin");
+          if (refused) throw refused;
           // A clear of a large DynamoDB table outlasts any idle timeout; it is still making progress.
           server.timeout(req, 0);
           const removed = await this.store.clear();
@@ -318,9 +361,9 @@ class Routes {
           return Response.json({ removed });
         }
         case "/v1/keys":
-          return await this.#list(q, q.get("values")?.[0] === 0x31 ? "items" : "keys", MAX_LIST_LIMIT);
+          return await this.#list(q, q.get("values")?.[0] === 0x31 ? "items" : "keys", MAX_LIST_LIMIT, grant);
         default:
-          return await this.#list(q, LISTINGS[path] as ListShape, undefined);
+          return await this.#list(q, LISTINGS[path] as ListShape, undefined, grant);
       }
     } catch (err) {
       return errorResponse(this.#policy.failed(op, err).error, head);
@@ -331,9 +374,10 @@ class Routes {
     }
   }
 
-  #key(raw: Uint8Array | undefined): Uint8Array {
+  /** The request's key, checked: its length, and that `grant` may read it (or write it, with `write`). */
+  #key(raw: Uint8Array | undefined, grant: Grant, write: boolean): Uint8Array {
     if (raw === undefined) throw new KvError(ErrorCode.BadRequest, "missing k (the key)");
-    const refused = this.#policy.refuseKey(raw);
+    const refused = this.#policy.refuseKey(raw) ?? this.#policy.refuseAccess(grant, write ? "write" : "read", raw);
     if (refused) throw refused;
     return raw;
   }
@@ -425,7 +469,12 @@ class Routes {
     return found ? new Response(null, { status: 200 }) : jsonError(404, "not_found", "no such key", head);
   }
 
-  async #list(q: Map<string, Uint8Array>, shape: ListShape, maxLimit: number | undefined): Promise<Response> {
+  async #list(
+    q: Map<string, Uint8Array>,
+    shape: ListShape,
+    maxLimit: number | undefined,
+    grant: Grant,
+  ): Promise<Response> {
     const text = (name: string) => {
       const raw = q.get(name);
       return raw === undefined ? undefined : new TextDecoder().decode(raw);
@@ -447,9 +496,15 @@ class Routes {
     const prefix = q.get("prefix");
     const prefixError = this.#policy.refusePrefix(prefix);
     if (prefixError) throw prefixError;
+    const scope = this.#policy.listingScope(grant, prefix);
+    if (scope instanceof KvError) throw scope;
+    const { filter } = scope;
     const values = shape !== "keys";
     const response = await listingResponse(
-      (cursor, pageLimit) => this.store.list({ prefix, limit: pageLimit, cursor, values }),
+      async (cursor, pageLimit) => {
+        const page = await this.store.list({ prefix: scope.prefix, limit: pageLimit, cursor, values });
+        return filter === undefined ? page : { ...page, entries: page.entries.filter((e) => filter(e.key)) };
+      },
       {
         shape,
         encoding: encoding as Encoding,

@@ -6,6 +6,7 @@ import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 import { KEEPALIVE_IDLE_MS } from "../wire/keepalive.js";
 import { Connection, type ConnectionOptions } from "./connection.js";
 import type { FrameHandler } from "./frame-handler.js";
+import { certificateNames, type Peer } from "./peer.js";
 import type { TlsMaterial } from "./tls-material.js";
 
 /**
@@ -83,8 +84,17 @@ export class Listener {
     this.#options = options;
   }
 
-  /** Starts listening. */
-  static start(handler: FrameHandler, log: Logger, counters: Counters, options: ListenerOptions): Listener {
+  /**
+   * Starts listening. `handler` answers every connection's frames, or makes
+   * each connection a handler of its own when it opens (a session that
+   * authenticates).
+   */
+  static start(
+    handler: FrameHandler | ((peer: Peer) => FrameHandler),
+    log: Logger,
+    counters: Counters,
+    options: ListenerOptions,
+  ): Listener {
     const connections = new Set<Connection>();
     /** The last connection id given: ids name connections in this listener's log lines. */
     let connectionIds = 0;
@@ -116,7 +126,16 @@ export class Listener {
           // through the NLB's 350 s idle timeout.
           socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
           if (options.idleTimeoutSeconds > 0) socket.timeout(options.idleTimeoutSeconds);
-          const conn = new Connection(socket, handler, log, counters, options, ++connectionIds);
+          const id = ++connectionIds;
+          const own =
+            typeof handler === "function"
+              ? handler({
+                  id,
+                  remoteAddress: socket.remoteAddress,
+                  certificateNames: () => (mutual ? certificateNames(socket.getPeerCertificate()) : []),
+                })
+              : handler;
+          const conn = new Connection(socket, own, log, counters, options, id);
           socket.data = conn;
           connections.add(conn);
           counters.add(Counter.connectionsOpened);

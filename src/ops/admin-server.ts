@@ -1,6 +1,6 @@
 import type { Server } from "bun";
 import { listenError } from "../net/listener.js";
-import { errorMessage } from "../wire/errors.js";
+import { ErrorCode, errorMessage, isKvError } from "../wire/errors.js";
 import type { Metrics } from "./prometheus.js";
 
 /** What readiness depends on. */
@@ -15,6 +15,12 @@ export interface Readiness {
 export interface AdminActions {
   /** Makes a new branch-key version active; resolves its number. */
   rotateKey(): Promise<number>;
+  /**
+   * Whether a request with this `Authorization` header may run an admin
+   * action: rejects with `KV_ERR_UNAUTHENTICATED` or `KV_ERR_FORBIDDEN` and
+   * the reason when not. Absent: anyone who reaches the port may.
+   */
+  authorize?(authorization: string | null): Promise<void>;
 }
 
 /** Admin listener settings. */
@@ -36,8 +42,10 @@ export interface AdminOptions {
  * - `GET /metrics`: Prometheus text format.
  * - `POST /admin/rotate-key`: makes a new branch-key version active and
  *   answers `{"version":N}` (what `bun run client admin rotate-key` calls);
- *   500 with the reason if DynamoDB or KMS refuse. Like metrics, this port
- *   must not be reachable from outside the service's network.
+ *   500 with the reason if DynamoDB or KMS refuse. When the server
+ *   authenticates clients, it needs `Authorization: Bearer …` of an
+ *   identity with admin on every key (401 or 403 otherwise). Like metrics,
+ *   this port must not be reachable from outside the service's network.
  */
 export class AdminServer {
   readonly #server: Server<undefined>;
@@ -56,6 +64,12 @@ export class AdminServer {
           const { pathname } = new URL(req.url);
           if (pathname === "/admin/rotate-key") {
             if (req.method !== "POST") return new Response("method not allowed: POST\n", { status: 405 });
+            try {
+              await actions.authorize?.(req.headers.get("authorization"));
+            } catch (err) {
+              const status = isKvError(err, ErrorCode.Forbidden) ? 403 : 401;
+              return new Response(`refused: ${errorMessage(err)}\n`, { status });
+            }
             try {
               return Response.json({ version: await actions.rotateKey() });
             } catch (err) {

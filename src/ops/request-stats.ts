@@ -1,14 +1,15 @@
 /** How a request ended, as counted by {@link RequestStats}. */
-export type RequestResult = "ok" | "not_found" | "internal" | "refused" | "conflict";
+export type RequestResult = "ok" | "not_found" | "internal" | "refused" | "conflict" | "forbidden";
 
 /** The ops and results counted, in slot order. */
-export const OPS = ["get", "set", "delete", "exists", "list", "clear"] as const;
+export const OPS = ["get", "set", "delete", "exists", "list", "clear", "auth"] as const;
 export const RESULTS = [
   "ok",
   "not_found",
   "internal",
   "refused",
   "conflict",
+  "forbidden",
 ] as const satisfies readonly RequestResult[];
 /** An op counted by {@link RequestStats}. */
 export type Op = (typeof OPS)[number];

@@ -1,4 +1,5 @@
 import {
+  AuthError,
   ClearError,
   type DataFields,
   encodeDataHead,
@@ -13,6 +14,7 @@ import {
   type ReplyKind,
   readData,
   SetError,
+  TAG_AUTH_RESP,
   TAG_CLEAR_RESP,
   TAG_DELETE_RESP,
   TAG_ERROR,
@@ -73,6 +75,8 @@ export type Request =
   | { readonly kind: "exists"; readonly key: Uint8Array }
   | ({ readonly kind: "list" } & ListRequestFields)
   | { readonly kind: "clear" }
+  /** An auth_request: exactly one of `token` and `iam` is checked by the session, not here. */
+  | { readonly kind: "auth"; readonly token?: string; readonly iam?: string }
   /** A well-formed envelope that is not a usable request; answered with `internal`. */
   | { readonly kind: "invalid"; readonly reply: ReplyKind; readonly reason: string };
 
@@ -147,6 +151,7 @@ export function decodeRequest(frame: Uint8Array): Request {
   let existsReqSeen = false;
   let list: ListFields | undefined;
   let clearReqSeen = false;
+  let auth: { token?: string; iam?: string } | undefined;
   const data: DataFields = {};
   const getKey: DataFields = {};
   const getFlags: { withVersion?: boolean } = {};
@@ -179,6 +184,9 @@ export function decodeRequest(frame: Uint8Array): Request {
       } else if (r.field === 12) {
         clearReqSeen = true;
         r.message();
+      } else if (r.field === 14) {
+        auth ??= {};
+        readAuthRequest(r.message(), auth);
       } else {
         r.skip();
       }
@@ -238,12 +246,21 @@ export function decodeRequest(frame: Uint8Array): Request {
     }
     case MsgType.ClearRequest:
       return { kind: "clear" };
+    case MsgType.AuthRequest: {
+      if (auth === undefined) return invalid("auth", "auth_request_t without auth_req");
+      const { token, iam } = auth;
+      if ((token === undefined) === (iam === undefined)) {
+        return invalid("auth", "auth_req takes exactly one of token and iam");
+      }
+      return token !== undefined ? { kind: "auth", token } : { kind: "auth", iam: iam as string };
+    }
     case MsgType.SetResponse:
     case MsgType.GetResponse:
     case MsgType.DeleteResponse:
     case MsgType.ExistsResponse:
     case MsgType.ListResponse:
     case MsgType.ClearResponse:
+    case MsgType.AuthResponse:
       return invalid(RESPONSE_KIND[type] as ReplyKind, `msg_type ${type} is a response, not a request`);
     case undefined:
       return invalid(seen, "req_envelope without its required field type");
@@ -260,6 +277,7 @@ const RESPONSE_KIND: Record<number, ReplyKind> = {
   [MsgType.ExistsResponse]: "exists",
   [MsgType.ListResponse]: "list",
   [MsgType.ClearResponse]: "clear",
+  [MsgType.AuthResponse]: "auth",
 };
 
 interface ListFields {
@@ -278,6 +296,26 @@ function readListRequest(r: WireReader, into: ListFields): void {
     else if (r.field === 3 && r.wire === Wire.bytes) into.cursor = r.bytes();
     else if (r.field === 4 && r.wire === Wire.varint) into.values = r.varint() !== 0;
     else r.skip();
+  }
+}
+
+/** Credentials are text: bytes that are not UTF-8 are no credential (a fatal decoder says so, not U+FFFD). */
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Reads an auth_request: `1: string token`, `2: string iam`. */
+function readAuthRequest(r: WireReader, into: { token?: string; iam?: string }): void {
+  while (r.more()) {
+    r.tag();
+    if (r.wire === Wire.bytes && (r.field === 1 || r.field === 2)) {
+      let text: string;
+      try {
+        text = strictUtf8.decode(r.bytes());
+      } catch {
+        text = "\ufffd";
+      }
+      if (r.field === 1) into.token = text;
+      else into.iam = text;
+    } else r.skip();
   }
 }
 
@@ -362,7 +400,22 @@ const RESPONSE_OF: Record<ReplyKind, { type: number; tag: number }> = {
   exists: { type: MsgType.ExistsResponse, tag: TAG_EXISTS_RESP },
   list: { type: MsgType.ListResponse, tag: TAG_LIST_RESP },
   clear: { type: MsgType.ClearResponse, tag: TAG_CLEAR_RESP },
+  auth: { type: MsgType.AuthResponse, tag: TAG_AUTH_RESP },
 };
+
+/** Encodes a framed `auth_response{ok, identity}`. */
+export function encodeAuthOk(identity: string): Uint8Array {
+  return encodeSmallFrame([
+    { field: 1, varint: MsgType.AuthResponse },
+    {
+      field: 15,
+      message: [
+        { field: 1, varint: AuthError.Ok },
+        { field: 2, bytes: utf8.encode(identity) },
+      ],
+    },
+  ]);
+}
 
 const utf8 = new TextEncoder();
 

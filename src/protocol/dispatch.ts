@@ -1,3 +1,4 @@
+import { Grant } from "../auth/access-policy.js";
 import type { Logger } from "../log.js";
 import {
   type Answer,
@@ -64,7 +65,18 @@ export const STREAM_SETS_FROM_BYTES = 4 * 1024 * 1024;
  * - What is refused, and how each request is counted, timed and logged, is
  *   the {@link RequestPolicy}'s, which the HTTP gateway shares.
  */
-export class Dispatcher implements FrameHandler {
+/**
+ * Who a frame is answered for: what it may do, and how its whole frames are
+ * answered (a large frame that is not a streamable set is kept whole and
+ * handed back). The dispatcher is the caller of every connection served
+ * without authentication; a connection's session (session.ts) is its own.
+ */
+export interface Caller {
+  readonly grant: Grant;
+  handle(frame: Uint8Array): Answer | Promise<Answer> | Deferred;
+}
+
+export class Dispatcher implements FrameHandler, Caller {
   readonly #store: KvStore;
   readonly #log: Logger;
   readonly #streamFromBytes: number;
@@ -73,6 +85,8 @@ export class Dispatcher implements FrameHandler {
   readonly stats: RequestStats;
   /** The dispatcher's side of a streamed set. */
   readonly #streamHost: StreamedSetHost;
+  /** The grant of a connection served without authentication: everything. */
+  readonly #everyone = Grant.everything("anonymous");
 
   constructor(store: KvStore, log: Logger, limits: Partial<DispatchLimits> = {}, stats = new RequestStats()) {
     this.#store = store;
@@ -83,8 +97,8 @@ export class Dispatcher implements FrameHandler {
     const policy = this.#policy;
     this.#streamHost = {
       store,
-      handleWhole: (frame) => this.handle(frame),
-      refuseSet: (key, valueLength, ttlMs) => policy.refuseSet(key, valueLength, ttlMs),
+      refuseSet: (key, valueLength, ttlMs, grant) =>
+        policy.refuseSet(key, valueLength, ttlMs) ?? policy.refuseAccess(grant, "write", key),
       answerSet: (work, started) => this.#answerSet(work, started),
       fail: (reply, err) => this.#fail(reply, err),
     };
@@ -97,7 +111,7 @@ export class Dispatcher implements FrameHandler {
   handle(frame: Uint8Array, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> | Deferred {
     // decodeRequest throws KV_ERR_BAD_ENVELOPE for the peer's bytes, or, for a bug, whatever the bug
     // threw; either closes the connection, which logs each for what it is (warn, or error).
-    return this.dispatch(decodeRequest(frame), sink, cancel);
+    return this.dispatch(decodeRequest(frame), sink, cancel, this.#everyone);
   }
 
   /**
@@ -105,34 +119,57 @@ export class Dispatcher implements FrameHandler {
    * goes to the store as it comes, any other frame is kept whole. `ready` is
    * called when the stream, having asked to pause, can take more.
    */
-  stream(length: number, ready: () => void, cancel?: Cancel): FrameStream | undefined {
+  stream(length: number, ready: () => void, cancel?: Cancel, caller: Caller = this): FrameStream | undefined {
     if (length < this.#streamFromBytes) return undefined;
-    return new StreamedSet(this.#streamHost, length, ready, cancel);
+    return new StreamedSet(this.#streamHost, caller, length, ready, cancel);
   }
 
-  /** Answers a decoded request. */
-  dispatch(req: Request, sink?: AnswerSink, cancel?: Cancel): Answer | Promise<Answer> | Deferred {
+  /** The dispatcher as a {@link Caller}: a connection served without authentication may do everything. */
+  get grant(): Grant {
+    return this.#everyone;
+  }
+
+  /**
+   * Answers a decoded request made under `grant` (what its connection may
+   * do). An auth_request is answered by a connection's session
+   * (session.ts); one that reaches here has no authentication to answer it.
+   */
+  dispatch(
+    req: Request,
+    sink?: AnswerSink,
+    cancel?: Cancel,
+    grant: Grant = this.#everyone,
+  ): Answer | Promise<Answer> | Deferred {
     switch (req.kind) {
       case "set":
-        if (req.condition !== undefined) return this.#setIf(req.key, req.value, req.condition, cancel, req.ttlMs);
-        return this.#set(req.key, req.value, sink, cancel, req.ttlMs);
+        if (req.condition !== undefined) {
+          return this.#setIf(req.key, req.value, req.condition, cancel, req.ttlMs, grant);
+        }
+        return this.#set(req.key, req.value, sink, cancel, req.ttlMs, grant);
       case "get":
-        if (req.withVersion) return this.#getVersioned(req.key, cancel);
-        return this.#get(req.key, sink, cancel);
+        if (req.withVersion) return this.#getVersioned(req.key, cancel, grant);
+        return this.#get(req.key, sink, cancel, grant);
       case "delete":
+        return this.#keyOp("delete", req.key, cancel, grant);
       case "exists":
-        return this.#keyOp(req.kind, req.key, cancel);
+        return this.#keyOp("exists", req.key, cancel, grant);
       case "list":
-        return new Deferred(() => this.#list(req, cancel));
+        return new Deferred(() => this.#list(req, cancel, grant));
       case "clear":
-        return new Deferred(() => this.#clear());
+        return new Deferred(() => this.#clear(grant));
+      case "auth":
+        return this.fail(
+          "auth",
+          new KvError(ErrorCode.Unauthenticated, "this server has no authentication configured; send no auth_request"),
+        );
       case "invalid":
         return this.#fail(req.reply, new KvError(ErrorCode.BadRequest, req.reason));
     }
   }
 
-  #keyOp(op: "delete" | "exists", key: Uint8Array, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#policy.refuseKey(key);
+  #keyOp(op: "delete" | "exists", key: Uint8Array, cancel: Cancel | undefined, grant: Grant): Answer | Promise<Answer> {
+    const limitError =
+      this.#policy.refuseKey(key) ?? this.#policy.refuseAccess(grant, op === "delete" ? "write" : "read", key);
     if (limitError) return this.#fail(op, limitError);
     const started = performance.now();
     const work = op === "delete" ? this.#store.delete(key, cancel) : this.#store.exists(key, cancel);
@@ -143,22 +180,28 @@ export class Dispatcher implements FrameHandler {
     });
   }
 
-  #list(req: ListRequestFields, cancel?: Cancel): Answer | Promise<Answer> {
+  #list(req: ListRequestFields, cancel: Cancel | undefined, grant: Grant): Answer | Promise<Answer> {
     const prefixError = this.#policy.refusePrefix(req.prefix);
     if (prefixError) return this.#fail("list", prefixError);
+    const scope = this.#policy.listingScope(grant, req.prefix);
+    if (scope instanceof KvError) return this.#fail("list", scope);
     const started = performance.now();
+    const { prefix, filter } = scope;
     return this.#settled(
       "list",
       started,
-      this.#store.list({ prefix: req.prefix, limit: req.limit, cursor: req.cursor, values: req.values }, cancel),
+      this.#store.list({ prefix, limit: req.limit, cursor: req.cursor, values: req.values }, cancel),
       (page) => {
         this.#timed("list", "ok", started);
-        return encodeListOk(page.entries, req.values, page.cursor);
+        const entries = filter === undefined ? page.entries : page.entries.filter((e) => filter(e.key));
+        return encodeListOk(entries, req.values, page.cursor);
       },
     );
   }
 
-  #clear(): Promise<Answer> {
+  #clear(grant: Grant): Answer | Promise<Answer> {
+    const refused = this.#policy.refuseWhole(grant, "admin");
+    if (refused) return this.#fail("clear", refused);
     const started = performance.now();
     return this.#settled("clear", started, this.#store.clear(), (removed) => {
       this.#timed("clear", "ok", started);
@@ -173,8 +216,10 @@ export class Dispatcher implements FrameHandler {
     sink: AnswerSink | undefined,
     cancel: Cancel | undefined,
     ttlMs: number | undefined,
+    grant: Grant,
   ): Answer | Promise<Answer> {
-    const limitError = this.#policy.refuseSet(key, value.length, ttlMs);
+    const limitError =
+      this.#policy.refuseSet(key, value.length, ttlMs) ?? this.#policy.refuseAccess(grant, "write", key);
     if (limitError) return this.#fail("set", limitError);
     const store = this.#store;
     if (store.setSync !== undefined) {
@@ -196,15 +241,17 @@ export class Dispatcher implements FrameHandler {
     condition: WriteCondition,
     cancel: Cancel | undefined,
     ttlMs: number | undefined,
+    grant: Grant,
   ): Answer | Promise<Answer> {
-    const limitError = this.#policy.refuseSet(key, value.length, ttlMs);
+    const limitError =
+      this.#policy.refuseSet(key, value.length, ttlMs) ?? this.#policy.refuseAccess(grant, "write", key);
     if (limitError) return this.#fail("set", limitError);
     return this.#answerSet(this.#store.setIf(key, value, condition, cancel, ttlMs), performance.now());
   }
 
   /** A get that answers the value's version too. */
-  #getVersioned(key: Uint8Array, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#policy.refuseKey(key);
+  #getVersioned(key: Uint8Array, cancel: Cancel | undefined, grant: Grant): Answer | Promise<Answer> {
+    const limitError = this.#policy.refuseKey(key) ?? this.#policy.refuseAccess(grant, "read", key);
     if (limitError) return this.#fail("get", limitError);
     const started = performance.now();
     return this.#settled("get", started, this.#store.getVersioned(key, cancel), (found) => {
@@ -222,8 +269,13 @@ export class Dispatcher implements FrameHandler {
     });
   }
 
-  #get(key: Uint8Array, sink: AnswerSink | undefined, cancel?: Cancel): Answer | Promise<Answer> {
-    const limitError = this.#policy.refuseKey(key);
+  #get(
+    key: Uint8Array,
+    sink: AnswerSink | undefined,
+    cancel: Cancel | undefined,
+    grant: Grant,
+  ): Answer | Promise<Answer> {
+    const limitError = this.#policy.refuseKey(key) ?? this.#policy.refuseAccess(grant, "read", key);
     if (limitError) return this.#fail("get", limitError);
     const store = this.#store;
     if (store.getSync !== undefined) {
@@ -262,6 +314,16 @@ export class Dispatcher implements FrameHandler {
   /** The failure's answer in `reply`'s type, recorded (and timed from `started`, when given) by the policy. */
   #fail(reply: ReplyKind, err: unknown, started?: number): Uint8Array {
     return errorFrame(reply, this.#policy.failed(reply, err, started).error);
+  }
+
+  /** {@link #fail} for a connection's session: the answer to a request that failed with `err`. */
+  fail(reply: ReplyKind, err: unknown, started?: number): Uint8Array {
+    return this.#fail(reply, err, started);
+  }
+
+  /** Records a request of `op` that ended well (a session's authentication). */
+  ended(op: Op, started: number): void {
+    this.#policy.ended(op, "ok", started);
   }
 }
 

@@ -1,4 +1,13 @@
-import { ClearError, GetError, KeyError, ListError, type ReplyKind, SetError } from "../wire/envelope.js";
+import {
+  AuthError,
+  ClearError,
+  FORBIDDEN,
+  GetError,
+  KeyError,
+  ListError,
+  type ReplyKind,
+  SetError,
+} from "../wire/envelope.js";
 import { ErrorCode, type KvError } from "../wire/errors.js";
 import { encodeFailure } from "./codec.js";
 
@@ -20,11 +29,13 @@ import { encodeFailure } from "./codec.js";
  */
 export function errorFrame(reply: ReplyKind, err: KvError): Uint8Array {
   const status =
-    reply === "list" && err.code === ErrorCode.BadCursor
-      ? ListError.BadCursor
-      : reply === "set" && err.code === ErrorCode.Conflict
-        ? SetError.Conflict
-        : INTERNAL_STATUS[reply];
+    err.code === ErrorCode.Forbidden || err.code === ErrorCode.Unauthenticated
+      ? FORBIDDEN
+      : reply === "list" && err.code === ErrorCode.BadCursor
+        ? ListError.BadCursor
+        : reply === "set" && err.code === ErrorCode.Conflict
+          ? SetError.Conflict
+          : INTERNAL_STATUS[reply];
   return encodeFailure(reply, status, err.code, err.message);
 }
 
@@ -36,4 +47,5 @@ const INTERNAL_STATUS: Record<ReplyKind, number> = {
   exists: KeyError.Internal,
   list: ListError.Internal,
   clear: ClearError.Internal,
+  auth: AuthError.Internal,
 };

@@ -1,3 +1,4 @@
+import type { Grant } from "../auth/access-policy.js";
 import type { Answer, Deferred, FrameStream } from "../net/frame-handler.js";
 import type { Cancel, KvStore, ValueSink } from "../store/kv-store.js";
 import { writeValue } from "../store/kv-store.js";
@@ -8,14 +9,19 @@ import { checkSetTrailer, type SetLayout, scanValueHead } from "../wire/value-he
 /** What a {@link StreamedSet} needs from its dispatcher. */
 export interface StreamedSetHost {
   readonly store: KvStore;
-  /** Answers a whole frame, as a small one is answered (a large frame that is not a streamable set). */
-  handleWhole(frame: Uint8Array): Answer | Promise<Answer> | Deferred;
-  /** Why a set of this key and value size is refused, or undefined. */
-  refuseSet(key: Uint8Array, valueLength: number, ttlMs: number | undefined): KvError | undefined;
+  /** Why a set of this key and value size, by a caller holding `grant`, is refused, or undefined. */
+  refuseSet(key: Uint8Array, valueLength: number, ttlMs: number | undefined, grant: Grant): KvError | undefined;
   /** The answer to a set once `work` settles (counted and timed from `started`). */
   answerSet(work: Promise<number>, started: number): Promise<Answer>;
   /** The error answer for `reply`, logged and counted. */
   fail(reply: ReplyKind, err: KvError): Uint8Array;
+}
+
+/** The connection's side of a streamed set (dispatch.ts's `Caller`). */
+export interface StreamedSetCaller {
+  readonly grant: Grant;
+  /** Answers a whole frame, as a small one is answered (a large frame that is not a streamable set). */
+  handle(frame: Uint8Array): Answer | Promise<Answer> | Deferred;
 }
 
 /** Bytes of a large frame looked at before giving up on finding its value and buffering it whole. */
@@ -38,6 +44,8 @@ const INITIAL_BUFFER_BYTES = 64 * 1024;
  */
 export class StreamedSet implements FrameStream {
   readonly #host: StreamedSetHost;
+  /** Whom the frame is answered for: what it may do, and how a frame kept whole is answered. */
+  readonly #caller: StreamedSetCaller;
   readonly #length: number;
   readonly #ready: () => void;
   readonly #cancel: Cancel | undefined;
@@ -52,8 +60,9 @@ export class StreamedSet implements FrameStream {
   #refusal: KvError | undefined;
   #started = 0;
 
-  constructor(host: StreamedSetHost, length: number, ready: () => void, cancel?: Cancel) {
+  constructor(host: StreamedSetHost, caller: StreamedSetCaller, length: number, ready: () => void, cancel?: Cancel) {
     this.#host = host;
+    this.#caller = caller;
     this.#length = length;
     this.#ready = ready;
     this.#cancel = cancel;
@@ -87,7 +96,7 @@ export class StreamedSet implements FrameStream {
         // Too short to show a value (or not a set): the whole frame, as a small one.
         const frame = this.#buffer as Uint8Array;
         this.#buffer = null;
-        return this.#host.handleWhole(frame);
+        return this.#caller.handle(frame);
       }
       case "drop":
         return this.#host.fail("set", this.#refusal as KvError);
@@ -116,7 +125,7 @@ export class StreamedSet implements FrameStream {
     }
     this.#layout = head;
     this.#buffer = null;
-    const refusal = this.#host.refuseSet(head.key, head.valueLength, head.ttlMs);
+    const refusal = this.#host.refuseSet(head.key, head.valueLength, head.ttlMs, this.#caller.grant);
     if (refusal !== undefined) {
       this.#refusal = refusal;
       this.#state = "drop";

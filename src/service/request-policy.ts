@@ -1,3 +1,4 @@
+import type { Grant, ListingScope, Permission } from "../auth/access-policy.js";
 import type { Logger } from "../log.js";
 import type { Op, RequestResult, RequestStats } from "../ops/request-stats.js";
 import { RepeatLimiter } from "../repeat-limiter.js";
@@ -12,6 +13,14 @@ export interface RequestLimits {
 
 /** A TTL as TCP's `ttl_ms` names it, for a refusal's reason. */
 const asTcpField = (ttlMs: number): string => `ttl_ms ${ttlMs}`;
+
+/** The refusal of a request `grant` lacks `permission` for, on `what`. */
+function denied(grant: Grant, permission: Permission, what: string): KvError {
+  return new KvError(
+    ErrorCode.Forbidden,
+    `${grant.identity} lacks ${permission} permission on ${what}; it holds ${grant.describe(permission)}`,
+  );
+}
 
 /** A request that failed, as a front end answers it: the error, and the result it was counted as. */
 export interface Failure {
@@ -86,6 +95,27 @@ export class RequestPolicy {
     return prefix === undefined ? undefined : oversizedKey(prefix, this.limits.maxKeyBytes, "prefix");
   }
 
+  /**
+   * Why `grant` may not use `permission` on `key`, or undefined. The reason
+   * names the permission missing and what the caller holds; never whether
+   * the key exists.
+   */
+  refuseAccess(grant: Grant, permission: Permission, key: Uint8Array): KvError | undefined {
+    if (grant.allows(permission, key)) return undefined;
+    return grant.refusal ?? denied(grant, permission, "this key");
+  }
+
+  /** How a listing under `prefix` runs under `grant` (see Grant.listing), or why it is refused. */
+  listingScope(grant: Grant, prefix: Uint8Array | undefined): ListingScope | KvError {
+    return grant.listing(prefix) ?? grant.refusal ?? denied(grant, "read", "any key under this prefix");
+  }
+
+  /** Why `grant` may not use `permission` on every key (a clear needs admin on all of them), or undefined. */
+  refuseWhole(grant: Grant, permission: Permission): KvError | undefined {
+    if (grant.allowsAll(permission)) return undefined;
+    return grant.refusal ?? denied(grant, permission, "every key (*), which clear needs");
+  }
+
   /** Records a request of `op` that ended in `result`; timed from `started` when it waited on the store. */
   ended(op: Op, result: "ok" | "not_found" | "conflict", started?: number): void {
     this.stats.count(op, result);
@@ -107,7 +137,9 @@ export class RequestPolicy {
     this.stats.count(op, result);
     if (started !== undefined) this.timed(op, started);
     const fields = { code: error.code, op, reason: error.message };
-    if (result !== "internal") this.#log.debug(`${this.#what} refused`, fields);
+    // Denials are rare and matter to an operator (a misconfigured client, or a probe): warned, rate-limited.
+    if (result === "forbidden") this.#repeats.warn(error.code, `${this.#what} denied`, fields);
+    else if (result !== "internal") this.#log.debug(`${this.#what} refused`, fields);
     else this.#repeats.warn(error.code, `${this.#what} failed`, fields);
     return { error, result };
   }

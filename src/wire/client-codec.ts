@@ -1,4 +1,5 @@
 import {
+  AuthError,
   ClearError,
   type DataFields,
   encodeDataHead,
@@ -55,7 +56,17 @@ export type Response = { readonly failure?: Failure } & (
       readonly cursor: Uint8Array | undefined;
     }
   | { readonly kind: "clear"; readonly error: ClearError; readonly removed: number }
+  | { readonly kind: "auth"; readonly error: AuthError; readonly identity?: string }
 );
+
+/** Encodes a framed auth request: a bearer token, or an IAM credential (see iam-credential.ts). */
+export function encodeAuthRequest(credential: { token: string } | { iam: string }): Uint8Array {
+  const text = "token" in credential ? credential.token : credential.iam;
+  return encodeSmallFrame([
+    { field: 1, varint: MsgType.AuthRequest },
+    { field: 14, message: [{ field: "token" in credential ? 1 : 2, bytes: new TextEncoder().encode(text) }] },
+  ]);
+}
 
 /** Encodes a framed delete or exists request. */
 export function encodeKeyRequest(kind: "delete" | "exists", key: Uint8Array): Uint8Array {
@@ -235,6 +246,7 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
   let deleteError: number | undefined;
   let existsError: number | undefined;
   let clear: { error?: number; removed?: number } | undefined;
+  let auth: { error?: number; identity?: string } | undefined;
   let list: ListResponseFields | undefined;
   const data: DataFields = {};
   let dataSeen = false;
@@ -258,6 +270,9 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
       } else if (r.field === 13 && r.wire === Wire.bytes) {
         clear ??= {};
         readClearResponse(r.message(), clear, failure);
+      } else if (r.field === 15 && r.wire === Wire.bytes) {
+        auth ??= {};
+        readAuthResponse(r.message(), auth, failure);
       } else r.skip();
     }
   } catch (err) {
@@ -265,14 +280,24 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
   }
   if (type === MsgType.DeleteResponse || type === MsgType.ExistsResponse) {
     const error = type === MsgType.DeleteResponse ? deleteError : existsError;
-    if (error !== KeyError.Ok && error !== KeyError.NotFound && error !== KeyError.Internal) {
+    if (
+      error !== KeyError.Ok &&
+      error !== KeyError.NotFound &&
+      error !== KeyError.Internal &&
+      error !== KeyError.Forbidden
+    ) {
       throw protocolError(`msg_type ${type} with error ${error}`);
     }
     return { kind: type === MsgType.DeleteResponse ? "delete" : "exists", error };
   }
   if (type === MsgType.ListResponse) {
     const error = list?.error;
-    if (error !== ListError.Ok && error !== ListError.Internal && error !== ListError.BadCursor) {
+    if (
+      error !== ListError.Ok &&
+      error !== ListError.Internal &&
+      error !== ListError.BadCursor &&
+      error !== ListError.Forbidden
+    ) {
       throw protocolError(`list_response with error ${error}`);
     }
     const l = list as ListResponseFields;
@@ -280,14 +305,19 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
   }
   if (type === MsgType.ClearResponse) {
     const error = clear?.error;
-    if (error !== ClearError.Ok && error !== ClearError.Internal)
+    if (error !== ClearError.Ok && error !== ClearError.Internal && error !== ClearError.Forbidden)
       throw protocolError(`clear_response with error ${error}`);
     if (error === ClearError.Ok && clear?.removed === undefined)
       throw protocolError("clear_response ok without removed");
     return { kind: "clear", error, removed: clear?.removed ?? 0 };
   }
   if (type === MsgType.SetResponse) {
-    if (setError !== SetError.Ok && setError !== SetError.Internal && setError !== SetError.Conflict) {
+    if (
+      setError !== SetError.Ok &&
+      setError !== SetError.Internal &&
+      setError !== SetError.Conflict &&
+      setError !== SetError.Forbidden
+    ) {
       throw protocolError(`set_response with error ${setError}`);
     }
     return setVersion.value === undefined
@@ -295,7 +325,12 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
       : { kind: "set", error: setError, version: setVersion.value };
   }
   if (type === MsgType.GetResponse) {
-    if (getError !== GetError.Ok && getError !== GetError.NotFound && getError !== GetError.Internal) {
+    if (
+      getError !== GetError.Ok &&
+      getError !== GetError.NotFound &&
+      getError !== GetError.Internal &&
+      getError !== GetError.Forbidden
+    ) {
       throw protocolError(`get_response with error ${getError}`);
     }
     if (getError !== GetError.Ok) return { kind: "get", error: getError };
@@ -310,5 +345,24 @@ function decodeEnvelope(frame: Uint8Array, failure: Failure): Response {
     }
     return { kind: "get", error: getError, key: data.key, value: data.value };
   }
+  if (type === MsgType.AuthResponse) {
+    const error = auth?.error;
+    if (error !== AuthError.Ok && error !== AuthError.Internal && error !== AuthError.Forbidden) {
+      throw protocolError(`auth_response with error ${error}`);
+    }
+    if (error === AuthError.Ok && auth?.identity === undefined)
+      throw protocolError("auth_response ok without identity");
+    return auth?.identity === undefined ? { kind: "auth", error } : { kind: "auth", error, identity: auth.identity };
+  }
   throw protocolError(`unexpected msg_type ${type}`);
+}
+
+function readAuthResponse(r: WireReader, into: { error?: number; identity?: string }, failure: Failure): void {
+  while (r.more()) {
+    r.tag();
+    if (readFailure(r, failure)) continue;
+    if (r.field === 1 && r.wire === Wire.varint) into.error = r.int32();
+    else if (r.field === 2 && r.wire === Wire.bytes) into.identity = utf8Text.decode(r.bytes());
+    else r.skip();
+  }
 }

@@ -22,37 +22,47 @@ export const MsgType = {
   ListResponse: 10,
   ClearRequest: 11,
   ClearResponse: 12,
+  AuthRequest: 13,
+  AuthResponse: 14,
 } as const;
 
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 
 /** `set_response.error_t` values. */
-export const SetError = { Ok: 1, Internal: 2, Conflict: 3 } as const;
+export const SetError = { Ok: 1, Internal: 2, Conflict: 3, Forbidden: 10 } as const;
 
 export type SetError = (typeof SetError)[keyof typeof SetError];
 
 /** `get_response.error_t` values. */
-export const GetError = { Ok: 1, NotFound: 2, Internal: 3 } as const;
+export const GetError = { Ok: 1, NotFound: 2, Internal: 3, Forbidden: 10 } as const;
 
 export type GetError = (typeof GetError)[keyof typeof GetError];
 
 /** `delete_response.error_t` and `exists_response.error_t` values. */
-export const KeyError = { Ok: 1, NotFound: 2, Internal: 3 } as const;
+export const KeyError = { Ok: 1, NotFound: 2, Internal: 3, Forbidden: 10 } as const;
 
 export type KeyError = (typeof KeyError)[keyof typeof KeyError];
 
 /** `list_response.error_t` values. */
-export const ListError = { Ok: 1, Internal: 2, BadCursor: 3 } as const;
+export const ListError = { Ok: 1, Internal: 2, BadCursor: 3, Forbidden: 10 } as const;
 
 export type ListError = (typeof ListError)[keyof typeof ListError];
 
 /** `clear_response.error_t` values. */
-export const ClearError = { Ok: 1, Internal: 2 } as const;
+export const ClearError = { Ok: 1, Internal: 2, Forbidden: 10 } as const;
 
 export type ClearError = (typeof ClearError)[keyof typeof ClearError];
 
+/** `auth_response.error_t` values. */
+export const AuthError = { Ok: 1, Internal: 2, Forbidden: 10 } as const;
+
+export type AuthError = (typeof AuthError)[keyof typeof AuthError];
+
+/** The `forbidden` status, the same number in every response's enum. */
+export const FORBIDDEN = 10;
+
 /** Which response a request is answered with. */
-export type ReplyKind = "set" | "get" | "delete" | "exists" | "list" | "clear";
+export type ReplyKind = "set" | "get" | "delete" | "exists" | "list" | "clear" | "auth";
 
 /** Entries per list page when the request names none, and the most it may name. */
 export const LIST_PAGE_ENTRIES = 1000;
@@ -86,6 +96,10 @@ export const TAG_EXISTS_RESP = 0x4a; // req_envelope.exists_resp = 9
 export const TAG_LIST_RESP = 0x5a; // req_envelope.list_resp = 11
 
 export const TAG_CLEAR_RESP = 0x6a; // req_envelope.clear_resp = 13
+
+export const TAG_AUTH_REQ = 0x72; // req_envelope.auth_req = 14
+
+export const TAG_AUTH_RESP = 0x7a; // req_envelope.auth_resp = 15
 
 export const TAG_ERROR = 0x08; // *_response.error = 1
 

@@ -55,6 +55,14 @@ export const ErrorCode = {
   Tls: "KV_ERR_TLS",
   /** The peer sent bytes that break the protocol (client side). */
   Protocol: "KV_ERR_PROTOCOL",
+  /**
+   * The connection (or HTTP request) has not authenticated, or its
+   * credential was refused, while the server requires authentication; or
+   * the server is in protected mode and the client is not on loopback.
+   */
+  Unauthenticated: "KV_ERR_UNAUTHENTICATED",
+  /** The caller's identity lacks the permission the request needs on its key or prefix. Nothing was read or changed. */
+  Forbidden: "KV_ERR_FORBIDDEN",
   /** Bad flags or environment. */
   Config: "KV_ERR_CONFIG",
 } as const;
@@ -93,11 +101,13 @@ const CLIENT_FAULTS: ReadonlySet<string> = new Set([
 
 /**
  * How a failed request is counted and logged, the same on every front end:
- * a failed condition is `conflict`, the client's own mistake `refused`, and
- * anything else `internal`.
+ * a failed condition is `conflict`, the client's own mistake `refused`, a
+ * denial by authentication or the access policy `forbidden`, and anything
+ * else `internal`.
  */
-export function failureResult(err: KvError): "conflict" | "refused" | "internal" {
+export function failureResult(err: KvError): "conflict" | "refused" | "forbidden" | "internal" {
   if (err.code === ErrorCode.Conflict) return "conflict";
+  if (err.code === ErrorCode.Forbidden || err.code === ErrorCode.Unauthenticated) return "forbidden";
   return CLIENT_FAULTS.has(err.code) ? "refused" : "internal";
 }
 

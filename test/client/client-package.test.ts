@@ -50,7 +50,7 @@ beforeAll(() => {
   writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
   const installed = run(["npm", "install", "--offline", "--no-audit", "--no-fund", tarball], consumer);
   if (installed.code !== 0) throw new Error(`npm install failed: ${installed.stderr}`);
-  for (const script of ["check.mjs", "reconnect.mjs"]) {
+  for (const script of ["check.mjs", "reconnect.mjs", "auth.mjs"]) {
     copyFileSync(join(root, "test/support/package-check", script), join(consumer, script));
   }
 });
@@ -161,6 +161,41 @@ describe("the kvs-client package", () => {
         proc.kill();
         await first.stop();
       }
+    });
+  }
+
+  for (const runtime of ["node", "bun"] as const) {
+    test(`installed from the tarball, it authenticates with tokens on ${runtime === "node" ? "Node" : "Bun"}, and kvs-client/iam signs with no AWS package installed`, async () => {
+      const ops = randomBytes(32).toString("hex");
+      const reader = randomBytes(32).toString("hex");
+      const policyFile = join(work, `policy-${runtime}.json`);
+      writeFileSync(
+        policyFile,
+        JSON.stringify({
+          rules: [
+            { identity: "token:ops", read: ["*"], write: ["*"] },
+            { identity: "token:reader", read: ["public/*"] },
+          ],
+        }),
+      );
+      await using server = await startTestServer({
+        ...onBackends(backends),
+        auth: { policyFile, tokensText: `ops=${ops},reader=${reader}` },
+      });
+      const bin = runtime === "node" ? "node" : process.execPath;
+      const out = await runAsync([bin, "auth.mjs", String(server.port), ops, reader], consumer);
+      expect(out.stderr).toBe("");
+      expect(JSON.parse(out.stdout)).toEqual({
+        runtime,
+        identity: "token:ops",
+        denied: "KV_ERR_FORBIDDEN",
+        wrongToken: "KV_ERR_UNAUTHENTICATED",
+        unauthenticated: "KV_ERR_UNAUTHENTICATED",
+        reconnecting: "1",
+        refusedOnce: "KV_ERR_UNAUTHENTICATED",
+        iamSigned: true,
+        iamWithoutSdk: "KV_ERR_CONFIG",
+      });
     });
   }
 

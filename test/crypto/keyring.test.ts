@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type AttributeValue, GetItemCommand, PutItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import type { KMSClient } from "@aws-sdk/client-kms";
 import { KvClient } from "../../client/kv-client.js";
@@ -326,6 +329,42 @@ describe("rotating on demand and on schedule", () => {
       const bad = await runCli([...args, "--admin-port", String(server.adminPort)]);
       expect(bad.code).toBe(2);
       expect(bad.stderr).toContain("admin takes one action, rotate-key");
+    }
+  });
+
+  test("with authentication on, rotate-key needs an identity with admin on every key", async () => {
+    const table = freshTable("admin-auth");
+    const admin = randomBytes(32).toString("hex");
+    const writer = randomBytes(32).toString("hex");
+    const policyFile = join(tmpdir(), `kvs-policy-${randomBytes(4).toString("hex")}.json`);
+    writeFileSync(
+      policyFile,
+      JSON.stringify({
+        rules: [
+          { identity: "token:admin", admin: ["*"] },
+          { identity: "token:writer", read: ["*"], write: ["*"], admin: ["team/*"] },
+        ],
+      }),
+    );
+    try {
+      await using server = await startTestServer({
+        ...onBackends(backends, table),
+        adminPort: 0,
+        auth: { policyFile, tokensText: `admin=${admin},writer=${writer}` },
+      });
+      const url = `http://127.0.0.1:${server.adminPort}/admin/rotate-key`;
+      const anonymous = await fetch(url, { method: "POST" });
+      expect(anonymous.status).toBe(401);
+      const partial = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${writer}` } });
+      expect(partial.status).toBe(403);
+      expect(await partial.text()).toContain("token:writer lacks admin permission on every key");
+      // Health and metrics stay open to the load balancer's probes.
+      expect((await fetch(`http://127.0.0.1:${server.adminPort}/healthz`)).status).toBe(200);
+      const cli = await runCli(["admin", "rotate-key", "--admin-port", String(server.adminPort), "--token", admin]);
+      expect(new TextDecoder().decode(cli.stdout)).toBe("branch key version 2 is active\n");
+      expect(await branchVersions(table)).toEqual([1, 2]);
+    } finally {
+      rmSync(policyFile, { force: true });
     }
   });
 

@@ -1,5 +1,7 @@
 import { expect } from "bun:test";
+import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { req_envelopeSchema } from "../../src/gen/kv_pb.js";
 import { type ErrorCode, KvError } from "../../src/wire/errors.js";
 
 /** A field of a hand-built message: varint for numbers, length-delimited for bytes. */
@@ -49,4 +51,34 @@ export async function expectInternal(p: Promise<unknown>, code: ErrorCode): Prom
   // The server answered `internal`, and said why with a specific code.
   expect((caught as KvError).message).toStartWith("server answered");
   expect((caught as KvError).code).toBe(code);
+}
+
+/** A response as the generated code reads it: its type, status, and failure fields, whatever the response. */
+export interface AnyResponse {
+  type: number;
+  status: number | undefined;
+  code: string | undefined;
+  reason: string | undefined;
+  identity?: string;
+}
+
+/**
+ * Decodes a response frame body with the generated code (an implementation
+ * apart from the client's codec) into the fields every response shares.
+ */
+export function decodeAny(frame: Uint8Array | null): AnyResponse {
+  if (frame === null) throw new Error("the connection closed before a response");
+  const env = fromBinary(req_envelopeSchema, frame);
+  const inner =
+    env.setResp ?? env.getResp ?? env.deleteResp ?? env.existsResp ?? env.listResp ?? env.clearResp ?? env.authResp;
+  const out: AnyResponse = { type: env.type, status: inner?.error, code: inner?.code, reason: inner?.reason };
+  if (env.authResp?.identity !== undefined) out.identity = env.authResp.identity;
+  return out;
+}
+
+/** A message body framed with its varint length prefix. */
+export function frame(message: Uint8Array): Uint8Array {
+  const w = new BinaryWriter();
+  w.bytes(message);
+  return w.finish();
 }

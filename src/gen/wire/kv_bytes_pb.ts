@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file wire/kv_bytes.proto.
  */
 export const file_wire_kv_bytes: GenFile = /*@__PURE__*/
-  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMImYKC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YRISCgppZl92ZXJzaW9uGAIgASgEEhEKCWlmX2Fic2VudBgDIAEoCBIOCgZ0dGxfbXMYBCABKAQioAEKDHNldF9yZXNwb25zZRIyCgVlcnJvchgBIAIoDjIjLmt2LnByb3RvLndpcmUuc2V0X3Jlc3BvbnNlLmVycm9yX3QSDwoHdmVyc2lvbhgCIAEoBBIMCgRjb2RlGA4gASgMEg4KBnJlYXNvbhgPIAEoDCItCgdlcnJvcl90EgYKAm9rEAESDAoIaW50ZXJuYWwQAhIMCghjb25mbGljdBADIjAKC2dldF9yZXF1ZXN0EgsKA2tleRgBIAIoDBIUCgx3aXRoX3ZlcnNpb24YAiABKAgi2gEKDGdldF9yZXNwb25zZRIyCgVlcnJvchgBIAIoDjIjLmt2LnByb3RvLndpcmUuZ2V0X3Jlc3BvbnNlLmVycm9yX3QSIAoDcmVxGAIgASgLMhMua3YucHJvdG8ud2lyZS5kYXRhEg8KB3ZlcnNpb24YAyABKAQSFQoNZXhwaXJlc19hdF9tcxgEIAEoBBIMCgRjb2RlGA4gASgMEg4KBnJlYXNvbhgPIAEoDCIuCgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAyIdCg5kZWxldGVfcmVxdWVzdBILCgNrZXkYASACKAwilgEKD2RlbGV0ZV9yZXNwb25zZRI1CgVlcnJvchgBIAIoDjImLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlLmVycm9yX3QSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiLgoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMiHQoOZXhpc3RzX3JlcXVlc3QSCwoDa2V5GAEgAigMIpYBCg9leGlzdHNfcmVzcG9uc2USNQoFZXJyb3IYASACKA4yJi5rdi5wcm90by53aXJlLmV4aXN0c19yZXNwb25zZS5lcnJvcl90EgwKBGNvZGUYDiABKAwSDgoGcmVhc29uGA8gASgMIi4KB2Vycm9yX3QSBgoCb2sQARINCglub3RfZm91bmQQAhIMCghpbnRlcm5hbBADIk0KDGxpc3RfcmVxdWVzdBIOCgZwcmVmaXgYASABKAwSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgMEg4KBnZhbHVlcxgEIAEoCCLXAQoNbGlzdF9yZXNwb25zZRIzCgVlcnJvchgBIAIoDjIkLmt2LnByb3RvLndpcmUubGlzdF9yZXNwb25zZS5lcnJvcl90EiQKB2VudHJpZXMYAiADKAsyEy5rdi5wcm90by53aXJlLmRhdGESDAoEa2V5cxgDIAMoDBIOCgZjdXJzb3IYBCABKAwSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiLwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAISDgoKYmFkX2N1cnNvchADIg8KDWNsZWFyX3JlcXVlc3QilgEKDmNsZWFyX3Jlc3BvbnNlEjQKBWVycm9yGAEgAigOMiUua3YucHJvdG8ud2lyZS5jbGVhcl9yZXNwb25zZS5lcnJvcl90Eg8KB3JlbW92ZWQYAiABKAQSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiHwoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAIilwcKDHJlcV9lbnZlbG9wZRIyCgR0eXBlGAEgAigOMiQua3YucHJvdG8ud2lyZS5yZXFfZW52ZWxvcGUubXNnX3R5cGUSKwoHc2V0X3JlcRgCIAEoCzIaLmt2LnByb3RvLndpcmUuc2V0X3JlcXVlc3QSLQoIc2V0X3Jlc3AYAyABKAsyGy5rdi5wcm90by53aXJlLnNldF9yZXNwb25zZRIrCgdnZXRfcmVxGAQgASgLMhoua3YucHJvdG8ud2lyZS5nZXRfcmVxdWVzdBItCghnZXRfcmVzcBgFIAEoCzIbLmt2LnByb3RvLndpcmUuZ2V0X3Jlc3BvbnNlEjEKCmRlbGV0ZV9yZXEYBiABKAsyHS5rdi5wcm90by53aXJlLmRlbGV0ZV9yZXF1ZXN0EjMKC2RlbGV0ZV9yZXNwGAcgASgLMh4ua3YucHJvdG8ud2lyZS5kZWxldGVfcmVzcG9uc2USMQoKZXhpc3RzX3JlcRgIIAEoCzIdLmt2LnByb3RvLndpcmUuZXhpc3RzX3JlcXVlc3QSMwoLZXhpc3RzX3Jlc3AYCSABKAsyHi5rdi5wcm90by53aXJlLmV4aXN0c19yZXNwb25zZRItCghsaXN0X3JlcRgKIAEoCzIbLmt2LnByb3RvLndpcmUubGlzdF9yZXF1ZXN0Ei8KCWxpc3RfcmVzcBgLIAEoCzIcLmt2LnByb3RvLndpcmUubGlzdF9yZXNwb25zZRIvCgljbGVhcl9yZXEYDCABKAsyHC5rdi5wcm90by53aXJlLmNsZWFyX3JlcXVlc3QSMQoKY2xlYXJfcmVzcBgNIAEoCzIdLmt2LnByb3RvLndpcmUuY2xlYXJfcmVzcG9uc2UihgIKCG1zZ190eXBlEhEKDXNldF9yZXF1ZXN0X3QQARISCg5zZXRfcmVzcG9uc2VfdBACEhEKDWdldF9yZXF1ZXN0X3QQAxISCg5nZXRfcmVzcG9uc2VfdBAEEhQKEGRlbGV0ZV9yZXF1ZXN0X3QQBRIVChFkZWxldGVfcmVzcG9uc2VfdBAGEhQKEGV4aXN0c19yZXF1ZXN0X3QQBxIVChFleGlzdHNfcmVzcG9uc2VfdBAIEhIKDmxpc3RfcmVxdWVzdF90EAkSEwoPbGlzdF9yZXNwb25zZV90EAoSEwoPY2xlYXJfcmVxdWVzdF90EAsSFAoQY2xlYXJfcmVzcG9uc2VfdBAM");
+  fileDesc("ChN3aXJlL2t2X2J5dGVzLnByb3RvEg1rdi5wcm90by53aXJlIiIKBGRhdGESCwoDa2V5GAEgAigMEg0KBXZhbHVlGAIgAigMImYKC3NldF9yZXF1ZXN0EiAKA3JlcRgBIAIoCzITLmt2LnByb3RvLndpcmUuZGF0YRISCgppZl92ZXJzaW9uGAIgASgEEhEKCWlmX2Fic2VudBgDIAEoCBIOCgZ0dGxfbXMYBCABKAQirwEKDHNldF9yZXNwb25zZRIyCgVlcnJvchgBIAIoDjIjLmt2LnByb3RvLndpcmUuc2V0X3Jlc3BvbnNlLmVycm9yX3QSDwoHdmVyc2lvbhgCIAEoBBIMCgRjb2RlGA4gASgMEg4KBnJlYXNvbhgPIAEoDCI8CgdlcnJvcl90EgYKAm9rEAESDAoIaW50ZXJuYWwQAhIMCghjb25mbGljdBADEg0KCWZvcmJpZGRlbhAKIjAKC2dldF9yZXF1ZXN0EgsKA2tleRgBIAIoDBIUCgx3aXRoX3ZlcnNpb24YAiABKAgi6QEKDGdldF9yZXNwb25zZRIyCgVlcnJvchgBIAIoDjIjLmt2LnByb3RvLndpcmUuZ2V0X3Jlc3BvbnNlLmVycm9yX3QSIAoDcmVxGAIgASgLMhMua3YucHJvdG8ud2lyZS5kYXRhEg8KB3ZlcnNpb24YAyABKAQSFQoNZXhwaXJlc19hdF9tcxgEIAEoBBIMCgRjb2RlGA4gASgMEg4KBnJlYXNvbhgPIAEoDCI9CgdlcnJvcl90EgYKAm9rEAESDQoJbm90X2ZvdW5kEAISDAoIaW50ZXJuYWwQAxINCglmb3JiaWRkZW4QCiIdCg5kZWxldGVfcmVxdWVzdBILCgNrZXkYASACKAwipQEKD2RlbGV0ZV9yZXNwb25zZRI1CgVlcnJvchgBIAIoDjImLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlLmVycm9yX3QSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiPQoHZXJyb3JfdBIGCgJvaxABEg0KCW5vdF9mb3VuZBACEgwKCGludGVybmFsEAMSDQoJZm9yYmlkZGVuEAoiHQoOZXhpc3RzX3JlcXVlc3QSCwoDa2V5GAEgAigMIqUBCg9leGlzdHNfcmVzcG9uc2USNQoFZXJyb3IYASACKA4yJi5rdi5wcm90by53aXJlLmV4aXN0c19yZXNwb25zZS5lcnJvcl90EgwKBGNvZGUYDiABKAwSDgoGcmVhc29uGA8gASgMIj0KB2Vycm9yX3QSBgoCb2sQARINCglub3RfZm91bmQQAhIMCghpbnRlcm5hbBADEg0KCWZvcmJpZGRlbhAKIk0KDGxpc3RfcmVxdWVzdBIOCgZwcmVmaXgYASABKAwSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgMEg4KBnZhbHVlcxgEIAEoCCLmAQoNbGlzdF9yZXNwb25zZRIzCgVlcnJvchgBIAIoDjIkLmt2LnByb3RvLndpcmUubGlzdF9yZXNwb25zZS5lcnJvcl90EiQKB2VudHJpZXMYAiADKAsyEy5rdi5wcm90by53aXJlLmRhdGESDAoEa2V5cxgDIAMoDBIOCgZjdXJzb3IYBCABKAwSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiPgoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAISDgoKYmFkX2N1cnNvchADEg0KCWZvcmJpZGRlbhAKIg8KDWNsZWFyX3JlcXVlc3QipQEKDmNsZWFyX3Jlc3BvbnNlEjQKBWVycm9yGAEgAigOMiUua3YucHJvdG8ud2lyZS5jbGVhcl9yZXNwb25zZS5lcnJvcl90Eg8KB3JlbW92ZWQYAiABKAQSDAoEY29kZRgOIAEoDBIOCgZyZWFzb24YDyABKAwiLgoHZXJyb3JfdBIGCgJvaxABEgwKCGludGVybmFsEAISDQoJZm9yYmlkZGVuEAoiKgoMYXV0aF9yZXF1ZXN0Eg0KBXRva2VuGAEgASgMEgsKA2lhbRgCIAEoDCKkAQoNYXV0aF9yZXNwb25zZRIzCgVlcnJvchgBIAIoDjIkLmt2LnByb3RvLndpcmUuYXV0aF9yZXNwb25zZS5lcnJvcl90EhAKCGlkZW50aXR5GAIgASgMEgwKBGNvZGUYDiABKAwSDgoGcmVhc29uGA8gASgMIi4KB2Vycm9yX3QSBgoCb2sQARIMCghpbnRlcm5hbBACEg0KCWZvcmJpZGRlbhAKIqAICgxyZXFfZW52ZWxvcGUSMgoEdHlwZRgBIAIoDjIkLmt2LnByb3RvLndpcmUucmVxX2VudmVsb3BlLm1zZ190eXBlEisKB3NldF9yZXEYAiABKAsyGi5rdi5wcm90by53aXJlLnNldF9yZXF1ZXN0Ei0KCHNldF9yZXNwGAMgASgLMhsua3YucHJvdG8ud2lyZS5zZXRfcmVzcG9uc2USKwoHZ2V0X3JlcRgEIAEoCzIaLmt2LnByb3RvLndpcmUuZ2V0X3JlcXVlc3QSLQoIZ2V0X3Jlc3AYBSABKAsyGy5rdi5wcm90by53aXJlLmdldF9yZXNwb25zZRIxCgpkZWxldGVfcmVxGAYgASgLMh0ua3YucHJvdG8ud2lyZS5kZWxldGVfcmVxdWVzdBIzCgtkZWxldGVfcmVzcBgHIAEoCzIeLmt2LnByb3RvLndpcmUuZGVsZXRlX3Jlc3BvbnNlEjEKCmV4aXN0c19yZXEYCCABKAsyHS5rdi5wcm90by53aXJlLmV4aXN0c19yZXF1ZXN0EjMKC2V4aXN0c19yZXNwGAkgASgLMh4ua3YucHJvdG8ud2lyZS5leGlzdHNfcmVzcG9uc2USLQoIbGlzdF9yZXEYCiABKAsyGy5rdi5wcm90by53aXJlLmxpc3RfcmVxdWVzdBIvCglsaXN0X3Jlc3AYCyABKAsyHC5rdi5wcm90by53aXJlLmxpc3RfcmVzcG9uc2USLwoJY2xlYXJfcmVxGAwgASgLMhwua3YucHJvdG8ud2lyZS5jbGVhcl9yZXF1ZXN0EjEKCmNsZWFyX3Jlc3AYDSABKAsyHS5rdi5wcm90by53aXJlLmNsZWFyX3Jlc3BvbnNlEi0KCGF1dGhfcmVxGA4gASgLMhsua3YucHJvdG8ud2lyZS5hdXRoX3JlcXVlc3QSLwoJYXV0aF9yZXNwGA8gASgLMhwua3YucHJvdG8ud2lyZS5hdXRoX3Jlc3BvbnNlIq8CCghtc2dfdHlwZRIRCg1zZXRfcmVxdWVzdF90EAESEgoOc2V0X3Jlc3BvbnNlX3QQAhIRCg1nZXRfcmVxdWVzdF90EAMSEgoOZ2V0X3Jlc3BvbnNlX3QQBBIUChBkZWxldGVfcmVxdWVzdF90EAUSFQoRZGVsZXRlX3Jlc3BvbnNlX3QQBhIUChBleGlzdHNfcmVxdWVzdF90EAcSFQoRZXhpc3RzX3Jlc3BvbnNlX3QQCBISCg5saXN0X3JlcXVlc3RfdBAJEhMKD2xpc3RfcmVzcG9uc2VfdBAKEhMKD2NsZWFyX3JlcXVlc3RfdBALEhQKEGNsZWFyX3Jlc3BvbnNlX3QQDBISCg5hdXRoX3JlcXVlc3RfdBANEhMKD2F1dGhfcmVzcG9uc2VfdBAO");
 
 /**
  * @generated from message kv.proto.wire.data
@@ -144,6 +144,15 @@ export enum set_response_error_t {
    * @generated from enum value: conflict = 3;
    */
   conflict = 3,
+
+  /**
+   * Refused by the access policy, or the connection has not authenticated
+   * (`code` says which, `reason` which permission was missing); nothing was
+   * read or changed.
+   *
+   * @generated from enum value: forbidden = 10;
+   */
+  forbidden = 10,
 }
 
 /**
@@ -245,6 +254,15 @@ export enum get_response_error_t {
    * @generated from enum value: internal = 3;
    */
   internal = 3,
+
+  /**
+   * Refused by the access policy, or the connection has not authenticated
+   * (`code` says which, `reason` which permission was missing); nothing was
+   * read or changed.
+   *
+   * @generated from enum value: forbidden = 10;
+   */
+  forbidden = 10,
 }
 
 /**
@@ -320,6 +338,15 @@ export enum delete_response_error_t {
    * @generated from enum value: internal = 3;
    */
   internal = 3,
+
+  /**
+   * Refused by the access policy, or the connection has not authenticated
+   * (`code` says which, `reason` which permission was missing); nothing was
+   * read or changed.
+   *
+   * @generated from enum value: forbidden = 10;
+   */
+  forbidden = 10,
 }
 
 /**
@@ -395,6 +422,15 @@ export enum exists_response_error_t {
    * @generated from enum value: internal = 3;
    */
   internal = 3,
+
+  /**
+   * Refused by the access policy, or the connection has not authenticated
+   * (`code` says which, `reason` which permission was missing); nothing was
+   * read or changed.
+   *
+   * @generated from enum value: forbidden = 10;
+   */
+  forbidden = 10,
 }
 
 /**
@@ -510,6 +546,15 @@ export enum list_response_error_t {
    * @generated from enum value: bad_cursor = 3;
    */
   bad_cursor = 3,
+
+  /**
+   * Refused by the access policy, or the connection has not authenticated
+   * (`code` says which, `reason` which permission was missing); nothing was
+   * read or changed.
+   *
+   * @generated from enum value: forbidden = 10;
+   */
+  forbidden = 10,
 }
 
 /**
@@ -583,6 +628,15 @@ export enum clear_response_error_t {
    * @generated from enum value: internal = 2;
    */
   internal = 2,
+
+  /**
+   * Refused by the access policy, or the connection has not authenticated
+   * (`code` says which, `reason` which permission was missing); nothing was
+   * read or changed.
+   *
+   * @generated from enum value: forbidden = 10;
+   */
+  forbidden = 10,
 }
 
 /**
@@ -590,6 +644,104 @@ export enum clear_response_error_t {
  */
 export const clear_response_error_tSchema: GenEnum<clear_response_error_t> = /*@__PURE__*/
   enumDesc(file_wire_kv_bytes, 12, 0);
+
+/**
+ * Authenticates the connection: the first request on it when the server
+ * requires authentication (until then every other request is answered
+ * `forbidden`). Exactly one of the fields. A later auth_request replaces the
+ * connection's identity if it succeeds and leaves it as it was if it fails.
+ *
+ * @generated from message kv.proto.wire.auth_request
+ */
+export type auth_request = Message<"kv.proto.wire.auth_request"> & {
+  /**
+   * A bearer token the server was configured with (--tokens-file).
+   *
+   * @generated from field: optional bytes token = 1;
+   */
+  token: Uint8Array;
+
+  /**
+   * AWS IAM: an sts:GetCallerIdentity request presigned with the caller's
+   * credentials (a URL with X-Amz-* query parameters) that signs the header
+   * x-kvs-server-id with the server's id in it. The server sends it to STS,
+   * which answers with the caller's ARN; no secret reaches the server.
+   *
+   * @generated from field: optional bytes iam = 2;
+   */
+  iam: Uint8Array;
+};
+
+/**
+ * Describes the message kv.proto.wire.auth_request.
+ * Use `create(auth_requestSchema)` to create a new message.
+ */
+export const auth_requestSchema: GenMessage<auth_request> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 13);
+
+/**
+ * @generated from message kv.proto.wire.auth_response
+ */
+export type auth_response = Message<"kv.proto.wire.auth_response"> & {
+  /**
+   * @generated from field: required kv.proto.wire.auth_response.error_t error = 1;
+   */
+  error: auth_response_error_t;
+
+  /**
+   * On ok: the identity the connection now has (arn:..., token:NAME, cert:NAME).
+   *
+   * @generated from field: optional bytes identity = 2;
+   */
+  identity: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes code = 14;
+   */
+  code: Uint8Array;
+
+  /**
+   * @generated from field: optional bytes reason = 15;
+   */
+  reason: Uint8Array;
+};
+
+/**
+ * Describes the message kv.proto.wire.auth_response.
+ * Use `create(auth_responseSchema)` to create a new message.
+ */
+export const auth_responseSchema: GenMessage<auth_response> = /*@__PURE__*/
+  messageDesc(file_wire_kv_bytes, 14);
+
+/**
+ * @generated from enum kv.proto.wire.auth_response.error_t
+ */
+export enum auth_response_error_t {
+  /**
+   * @generated from enum value: ok = 1;
+   */
+  ok = 1,
+
+  /**
+   * The credential could not be checked now (STS unreachable or busy); try again.
+   *
+   * @generated from enum value: internal = 2;
+   */
+  internal = 2,
+
+  /**
+   * The credential was refused; `reason` says why.
+   *
+   * @generated from enum value: forbidden = 10;
+   */
+  forbidden = 10,
+}
+
+/**
+ * Describes the enum kv.proto.wire.auth_response.error_t.
+ */
+export const auth_response_error_tSchema: GenEnum<auth_response_error_t> = /*@__PURE__*/
+  enumDesc(file_wire_kv_bytes, 14, 0);
 
 /**
  * @generated from message kv.proto.wire.req_envelope
@@ -659,6 +811,16 @@ export type req_envelope = Message<"kv.proto.wire.req_envelope"> & {
    * @generated from field: optional kv.proto.wire.clear_response clear_resp = 13;
    */
   clearResp?: clear_response | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.auth_request auth_req = 14;
+   */
+  authReq?: auth_request | undefined;
+
+  /**
+   * @generated from field: optional kv.proto.wire.auth_response auth_resp = 15;
+   */
+  authResp?: auth_response | undefined;
 };
 
 /**
@@ -666,7 +828,7 @@ export type req_envelope = Message<"kv.proto.wire.req_envelope"> & {
  * Use `create(req_envelopeSchema)` to create a new message.
  */
 export const req_envelopeSchema: GenMessage<req_envelope> = /*@__PURE__*/
-  messageDesc(file_wire_kv_bytes, 13);
+  messageDesc(file_wire_kv_bytes, 15);
 
 /**
  * @generated from enum kv.proto.wire.req_envelope.msg_type
@@ -731,11 +893,21 @@ export enum req_envelope_msg_type {
    * @generated from enum value: clear_response_t = 12;
    */
   clear_response_t = 12,
+
+  /**
+   * @generated from enum value: auth_request_t = 13;
+   */
+  auth_request_t = 13,
+
+  /**
+   * @generated from enum value: auth_response_t = 14;
+   */
+  auth_response_t = 14,
 }
 
 /**
  * Describes the enum kv.proto.wire.req_envelope.msg_type.
  */
 export const req_envelope_msg_typeSchema: GenEnum<req_envelope_msg_type> = /*@__PURE__*/
-  enumDesc(file_wire_kv_bytes, 13, 0);
+  enumDesc(file_wire_kv_bytes, 15, 0);
 
