@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { authCost } from "./auth-cost.js";
 import { clientRuntimes } from "./client-runtimes.js";
 import { clusterStress } from "./cluster-stress.js";
 import { expiry } from "./expiry.js";
@@ -19,7 +20,8 @@ Scenarios (select with --filter): micro, front-end, slow-readers, client-runtime
 Node and on Bun beside the load generator), concurrency, end-to-end, server-cost, expiry (CPU per set and get
 with a TTL, and of expired keys, against plain ones),
 large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve), tls (TLS and mTLS cost
-on the pipelined front end, beside redis with TLS), keyring (KMS calls of random reads over a table written
+on the pipelined front end, beside redis with TLS), auth (CPU per request with a token and a 20-rule access policy
+against none, at server-cost's shape and on the pipelined front end), keyring (KMS calls of random reads over a table written
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
 added and killed, with a linearizability check; exits 1 on a violation).
 
@@ -142,6 +144,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["listing", () => listing(settings)],
   ["http", () => httpGateway(settings)],
   ["tls", () => tlsCost(settings)],
+  ["auth", () => authCost(settings)],
   [
     "keyring",
     () =>

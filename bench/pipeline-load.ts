@@ -14,9 +14,11 @@
  *
  * With `KV_LOAD_TLS_CA` (a PEM file) it speaks TLS, verifying the server as
  * `localhost`; `KV_LOAD_TLS_CERT` and `KV_LOAD_TLS_KEY` add a client
- * certificate. Sending starts once every handshake is done.
+ * certificate. With `KV_LOAD_TOKEN` each kvs connection authenticates with
+ * that bearer token first. Sending starts once every handshake (and
+ * authentication) is done.
  */
-import { encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
+import { encodeAuthRequest, encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
 
 type Protocol = "kvs" | "echo" | "redis";
 const [protocolArg, portArg, connsArg, depthArg, opArg, msArg, valueArg, keyspaceArg] = Bun.argv.slice(2);
@@ -160,6 +162,8 @@ interface State {
   batch: number;
   /** Bytes of the current batch the kernel has not taken yet. */
   unsent: Uint8Array | null;
+  /** Waiting for the answer to its auth_request (KV_LOAD_TOKEN). */
+  authenticating: boolean;
 }
 
 function send(socket: { write(b: Uint8Array): number; end(): void }, s: State): void {
@@ -193,6 +197,12 @@ const tls =
 let handshakes = tls === undefined ? conns : 0;
 const allShaken = Promise.withResolvers<void>();
 if (handshakes === conns) allShaken.resolve();
+const token = process.env.KV_LOAD_TOKEN;
+const authFrame = token === undefined ? undefined : encodeAuthRequest({ token });
+/** Settles when every connection has authenticated (at once without KV_LOAD_TOKEN). */
+let authenticated = authFrame === undefined ? conns : 0;
+const allAuthenticated = Promise.withResolvers<void>();
+if (authenticated === conns) allAuthenticated.resolve();
 
 const sockets = await Promise.all(
   Array.from({ length: conns }, () =>
@@ -217,11 +227,22 @@ const sockets = await Promise.all(
             sentAt: 0,
             batch: Math.floor(Math.random() * BATCHES),
             unsent: null,
+            authenticating: false,
           };
           open++;
         },
         data(socket, chunk) {
           const s = socket.data;
+          if (s.authenticating) {
+            // auth_response{ok}: the envelope's type 14, then field 15 holding error 1.
+            if (chunk[1] !== 0x08 || chunk[2] !== 14 || chunk[3] !== 0x7a || chunk[5] !== 0x08 || chunk[6] !== 1) {
+              console.error("KV_LOAD_TOKEN was refused by the server");
+              process.exit(1);
+            }
+            s.authenticating = false;
+            if (++authenticated === conns) allAuthenticated.resolve();
+            return;
+          }
           const n = s.counter.count(chunk);
           s.awaiting -= n;
           if (!stopping) ops += n;
@@ -252,6 +273,13 @@ const sockets = await Promise.all(
 );
 
 await allShaken.promise;
+if (authFrame !== undefined) {
+  for (const socket of sockets) {
+    socket.data.authenticating = true;
+    socket.write(authFrame);
+  }
+}
+await allAuthenticated.promise;
 const started = performance.now();
 for (const socket of sockets) send(socket, socket.data);
 await Bun.sleep(durationMs);

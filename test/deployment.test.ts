@@ -328,6 +328,9 @@ function evaluateRule(expr: Json, params: Record<string, string>): Json {
 }
 
 /** The AssertDescriptions a deployment with `overrides` (over the defaults) would be refused with. */
+const POLICY_ARN = "arn:aws:ssm:eu-west-1:123456789012:parameter/kvs/access-policy";
+const SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kvs-tokens-AbCdEf";
+
 function ruleViolations(overrides: Record<string, string>): string[] {
   const params: Record<string, string> = {
     VpcId: "vpc-0123",
@@ -339,6 +342,8 @@ function ruleViolations(overrides: Record<string, string>): string[] {
     const def = (spec as Obj).Default;
     if (def !== undefined) params[name] = String(def);
   }
+  // As the README's deployment gives it: the default AuthMode, iam, needs a policy.
+  params.AccessPolicyParameterArn = POLICY_ARN;
   Object.assign(params, overrides);
   const refused: string[] = [];
   for (const rule of Object.values(template.Rules as Obj) as Obj[]) {
@@ -380,6 +385,63 @@ describe("template.yaml's HTTP gateway listener", () => {
   });
 });
 
+describe("template.yaml's access settings", () => {
+  const container = () => (props("TaskDefinition").ContainerDefinitions as Obj[])[0] as Obj;
+  const named = (list: Json[], name: string) =>
+    list
+      .map((e) => ((e as Obj)["Fn::If"] as [string, Obj] | undefined) ?? ["always", e as Obj])
+      .filter(([, v]) => (v as Obj).Name === name)
+      .map(([condition, v]) => [condition, (v as Obj).Value ?? (v as Obj).ValueFrom]);
+
+  test("AuthMode iam is the default, and each mode configures the server as docs/security.md says", () => {
+    expect(parameters.AuthMode).toMatchObject({ Default: "iam", AllowedValues: ["iam", "token", "mtls", "none"] });
+    const env = container().Environment as Json[];
+    expect(named(env, "KV_IAM_SERVER_ID")).toEqual([["IsIamAuth", { Ref: "AWS::StackName" }]]);
+    expect(named(env, "KV_INSECURE_NO_AUTH")).toEqual([["IsNoAuth", "1"]]);
+    const secrets = container().Secrets as Json[];
+    expect(named(secrets, "KV_ACCESS_POLICY")).toEqual([["HasAccessPolicy", { Ref: "AccessPolicyParameterArn" }]]);
+    expect(named(secrets, "KV_TOKENS")).toEqual([["IsTokenAuth", { Ref: "TokensArn" }]]);
+    for (const [name, key] of [
+      ["KV_TLS_CERT", "cert"],
+      ["KV_TLS_KEY", "key"],
+      ["KV_TLS_CA", "ca"],
+    ] as const) {
+      expect(named(secrets, name)).toEqual([["IsMtlsAuth", { "Fn::Sub": `\${MtlsMaterialArn}:${key}::` }]]);
+    }
+    // Every variable the container is given is one the server reads.
+    const config = readFileSync(join(root, "src/config.ts"), "utf8");
+    for (const e of [...env, ...secrets]) {
+      const entry = ((e as Obj)["Fn::If"] as [string, Obj] | undefined)?.[1] ?? (e as Obj);
+      if (entry.Name === "AWS_REGION") continue;
+      expect(config + readFileSync(join(root, "src/auth/authenticator.ts"), "utf8")).toContain(`${entry.Name}`);
+    }
+  });
+
+  test("the execution role may read exactly the policy parameter and the secret the mode names", () => {
+    const policies = props("ExecutionRole").Policies as Json[];
+    const [condition, policy] = (policies[0] as Obj)["Fn::If"] as [string, Obj];
+    expect(condition).toBe("HasAccessPolicy");
+    const [ssm, secret] = ((policy.PolicyDocument as Obj).Statement as Obj[]) ?? [];
+    expect(ssm).toEqual({
+      Effect: "Allow",
+      Action: "ssm:GetParameters",
+      Resource: { Ref: "AccessPolicyParameterArn" },
+    });
+    const [tokenCondition, tokens, rest] = (secret as Obj)["Fn::If"] as [string, Obj, Obj];
+    expect(tokenCondition).toBe("IsTokenAuth");
+    expect(tokens).toEqual({
+      Effect: "Allow",
+      Action: "secretsmanager:GetSecretValue",
+      Resource: { Ref: "TokensArn" },
+    });
+    expect((rest["Fn::If"] as Json[])[1]).toEqual({
+      Effect: "Allow",
+      Action: "secretsmanager:GetSecretValue",
+      Resource: { Ref: "MtlsMaterialArn" },
+    });
+  });
+});
+
 describe("template.yaml Rules", () => {
   const arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123";
 
@@ -393,6 +455,20 @@ describe("template.yaml Rules", () => {
     expect(ruleViolations({ HttpListener: "tcp" })).toEqual([]);
     expect(ruleViolations({ HttpListener: "tls", CertificateArn: arn })).toEqual([]);
     expect(ruleViolations({ HttpPort: "7070" })).toEqual([]);
+    // Each AuthMode with what it needs; none needs nothing.
+    expect(ruleViolations({ AuthMode: "token", TokensArn: SECRET_ARN })).toEqual([]);
+    expect(ruleViolations({ AuthMode: "mtls", MtlsMaterialArn: SECRET_ARN, HttpListener: "tcp" })).toEqual([]);
+    expect(ruleViolations({ AuthMode: "none", AccessPolicyParameterArn: "none" })).toEqual([]);
+  });
+
+  test("mutual TLS refuses an HTTPS listener on the load balancer, which would end the client's TLS there", () => {
+    const refused = ruleViolations({
+      AuthMode: "mtls",
+      MtlsMaterialArn: SECRET_ARN,
+      HttpListener: "tls",
+      CertificateArn: arn,
+    });
+    expect(refused.some((r) => r.includes("AuthMode mtls needs HttpListener none or tcp"))).toBe(true);
   });
 
   test.each([
@@ -406,6 +482,10 @@ describe("template.yaml Rules", () => {
     [{ HttpListener: "tcp", HttpPort: "7070" }, "HttpPort must differ from ServicePort and AdminPort."],
     [{ HttpListener: "tcp", HttpPort: "7071" }, "HttpPort must differ from ServicePort and AdminPort."],
     [{ HttpListener: "tls", CertificateArn: arn, HttpPort: "7443" }, "HttpPort and TlsPort"],
+    [{ AccessPolicyParameterArn: "none" }, "AuthMode iam, token and mtls need AccessPolicyParameterArn"],
+    [{ AuthMode: "token" }, "AuthMode token needs TokensArn."],
+    [{ AuthMode: "mtls" }, "AuthMode mtls needs MtlsMaterialArn."],
+    [{ AuthMode: "mtls", MtlsMaterialArn: SECRET_ARN, CertificateArn: arn }, "CertificateArn must be none"],
   ])("a deliberately bad parameter set %p is refused", (overrides, message) => {
     const refused = ruleViolations(overrides);
     expect(refused).toHaveLength(1);

@@ -7,7 +7,11 @@ import { TokenStore } from "./token-store.js";
 
 /** How clients authenticate and what they may do; every method is off unless configured. */
 export interface AuthSettings {
-  /** The access policy file (see access-policy.ts); required once any method is on. */
+  /**
+   * The access policy file (see access-policy.ts), or the policy's JSON
+   * itself (it starts with `{`: a policy a platform injects as an
+   * environment variable); required once any method is on.
+   */
   policyFile?: string;
   /** Bearer tokens, one `NAME=SECRET` per line (see token-store.ts). */
   tokensFile?: string;
@@ -55,8 +59,9 @@ export function isLoopback(address: string | undefined): boolean {
  * - `required` is true exactly when a method (tokens, IAM, client
  *   certificates under a policy) is configured; then a principal holds only
  *   what the policy grants, and nothing before it authenticates.
- * - With no method and no `insecureNoAuth`, only loopback clients are served
- *   (protected mode); with `insecureNoAuth`, every client may do everything.
+ * - With no method, no mutual TLS and no `insecureNoAuth`, only loopback
+ *   clients are served (protected mode); with `insecureNoAuth`, or mutual
+ *   TLS without a policy, every client may do everything.
  * - {@link reload} either applies a whole new policy and token list or
  *   keeps the old ones and throws; `generation` rises on each applied
  *   reload, and a principal whose token was dropped is no longer valid.
@@ -66,6 +71,8 @@ export class Authenticator {
   readonly #settings: AuthSettings;
   /** Client certificates are identities (mutual TLS under a policy). */
   readonly certificates: boolean;
+  /** Every TCP and HTTP client presents a verified certificate: an authentication, if without identities. */
+  readonly #mutualTls: boolean;
   #policy: AccessPolicy | undefined;
   #tokens: TokenStore | undefined;
   readonly #iam: IamVerifier | undefined;
@@ -78,6 +85,7 @@ export class Authenticator {
     this.#policy = loaded.policy;
     this.#tokens = loaded.tokens;
     this.certificates = mutualTls && loaded.policy !== undefined;
+    this.#mutualTls = mutualTls;
     this.#iam =
       settings.iamServerId === undefined
         ? undefined
@@ -118,10 +126,12 @@ export class Authenticator {
         throw new KvError(ErrorCode.Config, `cannot read ${what} ${path}: ${errorMessage(err)}`, { cause: err });
       }
     };
+    const file = settings.policyFile;
+    const inline = file?.trimStart().startsWith("{") === true;
     const policy =
-      settings.policyFile === undefined
+      file === undefined
         ? undefined
-        : AccessPolicy.parse(read(settings.policyFile, "--access-policy"), settings.policyFile);
+        : AccessPolicy.parse(inline ? file : read(file, "--access-policy"), inline ? "(inline JSON)" : file);
     let text = "";
     if (settings.tokensFile !== undefined) text = read(settings.tokensFile, "--tokens-file");
     let tokens: TokenStore | undefined;
@@ -159,7 +169,7 @@ export class Authenticator {
    * mode), or undefined when it may go on.
    */
   refusal(remote: string | undefined): string | undefined {
-    if (this.required || this.#settings.insecureNoAuth || isLoopback(remote)) return undefined;
+    if (this.required || this.#mutualTls || this.#settings.insecureNoAuth || isLoopback(remote)) return undefined;
     return (
       "the server is in protected mode: no authentication is configured, so it serves only clients on loopback. " +
       "Configure --tokens-file, --iam-server-id or --tls-ca with an --access-policy, or start it with --insecure-no-auth"

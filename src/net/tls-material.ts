@@ -3,7 +3,11 @@ import { readFileSync } from "node:fs";
 import type { TLSOptions } from "bun";
 import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 
-/** Where a listener's TLS material lives on disk. */
+/**
+ * Where a listener's TLS material lives on disk. Each may instead be the PEM
+ * text itself (it starts with `-----BEGIN`), for material a platform injects
+ * as environment variables (ECS secrets); a reload then re-reads the same text.
+ */
 export interface TlsFiles {
   /** PEM certificate chain: the server's certificate first, then intermediates. */
   cert: string;
@@ -25,7 +29,18 @@ export interface TlsMaterial {
   readonly notAfter: Date;
 }
 
+/** Whether a TLS setting is PEM text rather than a path. */
+function isPem(value: string): boolean {
+  return value.trimStart().startsWith("-----BEGIN");
+}
+
+/** How messages name a setting: its path, never PEM text (a key's would be a secret). */
+function shown(value: string): string {
+  return isPem(value) ? "(PEM text)" : value;
+}
+
 function read(what: string, path: string): string {
+  if (isPem(path)) return path;
   try {
     return readFileSync(path, "utf8");
   } catch (err) {
@@ -49,31 +64,46 @@ export function loadTlsMaterial(files: TlsFiles, now = new Date()): TlsMaterial 
     // Parses the first certificate of the chain: the one the key must match.
     cert = new X509Certificate(certPem);
   } catch (err) {
-    throw new KvError(ErrorCode.Config, `--tls-cert ${files.cert} is not a PEM certificate: ${errorMessage(err)}`, {
-      cause: err,
-    });
+    throw new KvError(
+      ErrorCode.Config,
+      `--tls-cert ${shown(files.cert)} is not a PEM certificate: ${errorMessage(err)}`,
+      {
+        cause: err,
+      },
+    );
   }
   let key: ReturnType<typeof createPrivateKey>;
   try {
     key = createPrivateKey(keyPem);
   } catch (err) {
-    throw new KvError(ErrorCode.Config, `--tls-key ${files.key} is not a PEM private key: ${errorMessage(err)}`, {
-      cause: err,
-    });
+    throw new KvError(
+      ErrorCode.Config,
+      `--tls-key ${shown(files.key)} is not a PEM private key: ${errorMessage(err)}`,
+      {
+        cause: err,
+      },
+    );
   }
   if (!cert.checkPrivateKey(key)) {
-    throw new KvError(ErrorCode.Config, `--tls-key ${files.key} does not belong to the certificate in ${files.cert}`);
+    throw new KvError(
+      ErrorCode.Config,
+      `--tls-key ${shown(files.key)} does not belong to the certificate in ${shown(files.cert)}`,
+    );
   }
   if (cert.validToDate.getTime() <= now.getTime()) {
-    throw new KvError(ErrorCode.Config, `--tls-cert ${files.cert} expired on ${cert.validToDate.toISOString()}`);
+    throw new KvError(ErrorCode.Config, `--tls-cert ${shown(files.cert)} expired on ${cert.validToDate.toISOString()}`);
   }
   if (caPem !== undefined) {
     try {
       new X509Certificate(caPem);
     } catch (err) {
-      throw new KvError(ErrorCode.Config, `--tls-ca ${files.ca} is not a PEM certificate: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw new KvError(
+        ErrorCode.Config,
+        `--tls-ca ${shown(files.ca as string)} is not a PEM certificate: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
   const options: TLSOptions =

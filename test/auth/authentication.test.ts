@@ -115,6 +115,23 @@ describe("tokens and the policy over HTTP", () => {
     expect(client.identity).toBe("token:ops");
   });
 
+  test("a policy given as its JSON (as ECS injects a parameter into the environment) works as its file does", async () => {
+    await using server = await startTestServer({
+      auth: { policyFile: JSON.stringify(POLICY), tokensText: `reader=${READER}` },
+    });
+    await using client = await KvClient.connect({ port: server.port, auth: { token: READER } });
+    expect((await rejection(client.set("public/x", "1"))).code).toBe(ErrorCode.Forbidden);
+    let caught: unknown;
+    try {
+      await using _bad = await startTestServer({
+        auth: { policyFile: '{"rules": 1}', tokensText: `reader=${READER}` },
+      });
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as KvError).message).toContain("access policy (inline JSON)");
+  });
+
   test("tokens from KV_TOKENS work as the file's do", async () => {
     await using server = await startTestServer({
       auth: { policyFile: file(JSON.stringify(POLICY)), tokensText: `ops=${OPS},reader=${READER}` },
@@ -314,6 +331,26 @@ describe.skipIf(noOpenssl)("client certificates as identities", () => {
     // A token replaces the certificate's identity.
     expect(await client.authenticate({ token: OPS })).toBe("token:ops");
     expect(await client.get("public/a")).toBeUndefined();
+  });
+
+  test("TLS settings given as PEM text (as ECS injects secrets) serve as their files do, and errors never print a key", async () => {
+    const pem = async (path: string) => await Bun.file(path).text();
+    await using server = await startTestServer({
+      tls: { cert: await pem(certs.server.cert), key: await pem(certs.server.key), ca: await pem(certs.ca) },
+      auth: settings(),
+    });
+    const tls = { ca: await pem(certs.ca), cert: await pem(certs.client), key: await pem(certs.clientKey) };
+    await using client = await KvClient.connect({ port: server.port, tls });
+    await client.set("certs/pem", "1");
+    const key = await pem(certs.clientKey);
+    let caught: unknown;
+    try {
+      await using _bad = await startTestServer({ tls: { cert: await pem(certs.server.cert), key } });
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as KvError).message).toContain("--tls-key (PEM text) does not belong to the certificate");
+    expect((caught as KvError).message).not.toContain("PRIVATE KEY");
   });
 });
 
