@@ -24,8 +24,8 @@ import { Fifo } from "../src/wire/fifo.js";
 import { type FrameConsumer, FrameDecoder, FrameMode } from "../src/wire/frame-decoder.js";
 import { IAM_CREDENTIAL_PREFIX } from "../src/wire/iam-credential.js";
 import { SocketWriter } from "../src/wire/socket-writer.js";
-import { GET_OK_SHAPE, type SetLayout, scanValueHead } from "../src/wire/value-head.js";
 import { DerivedCalls } from "./derived-calls.js";
+import { InboundValue } from "./inbound-value.js";
 import type {
   Bytes,
   ClientAuth,
@@ -72,18 +72,6 @@ const UPLOAD_HIGH_WATER_BYTES = 1024 * 1024;
 /** Answers at least this long to a {@link KvClient.getTo} are taken as they arrive. */
 const STREAM_ANSWERS_FROM_BYTES = 64 * 1024;
 
-/** An answer to `getTo` being read as it arrives. */
-interface InboundGet {
-  readonly length: number;
-  readonly sink: (piece: Uint8Array) => void | Promise<void>;
-  /** The answer's bytes until its value is found, or all of them if it has an unexpected shape. */
-  head: Uint8Array;
-  received: number;
-  layout: SetLayout | undefined;
-  whole: boolean;
-  failure: unknown;
-}
-
 const encoder = new TextEncoder();
 
 function aborted(signal: AbortSignal): KvError {
@@ -126,7 +114,7 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
   #held: Uint8Array[] | null = null;
   /** Called when the socket has taken more (an upload waiting for room). */
   #drained: (() => void)[] = [];
-  #inbound: InboundGet | null = null;
+  #inbound: InboundValue | null = null;
   readonly #consumer: FrameConsumer;
   readonly #requestTimeoutMs: number | undefined;
   #identity: string | undefined;
@@ -469,45 +457,18 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
   readonly #begin = (length: number): FrameMode => {
     const sink = this.#waiters.peek()?.sink;
     if (sink === undefined || length < STREAM_ANSWERS_FROM_BYTES) return FrameMode.buffer;
-    this.#inbound = {
-      length,
-      sink,
-      head: new Uint8Array(Math.min(length, 4096)),
-      received: 0,
-      layout: undefined,
-      whole: false,
-      failure: undefined,
-    };
+    this.#inbound = new InboundValue(length, sink);
     return FrameMode.stream;
   };
 
   /** A piece of a streamed answer; returns true to stop reading until the sink has taken it. */
   readonly #piece = (bytes: Uint8Array, last: boolean): boolean => {
-    const inbound = this.#inbound as InboundGet;
-    const at = inbound.received;
-    inbound.received += bytes.length;
-    let pending: void | Promise<void> | undefined;
-    if (inbound.layout === undefined) {
-      if (at + bytes.length > inbound.head.length) {
-        const grown = new Uint8Array(Math.min(inbound.length, Math.max(at + bytes.length, inbound.head.length * 2)));
-        grown.set(inbound.head.subarray(0, at));
-        inbound.head = grown;
-      }
-      inbound.head.set(bytes, at);
-      if (!inbound.whole) {
-        const head = scanValueHead(inbound.head.subarray(0, inbound.received), inbound.length, GET_OK_SHAPE);
-        if (head.kind === "buffer") inbound.whole = true;
-        else if (head.kind === "stream") {
-          inbound.layout = head;
-          pending = this.#toSink(inbound, inbound.head.subarray(head.valueStart, inbound.received), head.valueStart);
-          inbound.head = new Uint8Array(0);
-        }
-      }
-    } else pending = this.#toSink(inbound, bytes, at);
+    const inbound = this.#inbound as InboundValue;
+    const pending = inbound.take(bytes);
     if (last) {
       this.#inbound = null;
       const settle = () => {
-        if (inbound.layout === undefined) return this.#onFrame(inbound.head);
+        if (!inbound.streamed) return this.#onFrame(inbound.whole);
         const waiter = this.#waiters.shift() as Waiter;
         if (this.#waiters.length === 0) this.#notifyIdle();
         if (inbound.failure !== undefined) {
@@ -534,23 +495,6 @@ export class KvClient extends DerivedCalls implements AsyncDisposable {
     }
     return pending instanceof Promise ? this.#pauseFor(pending) : false;
   };
-
-  /** Hands the value's part of `bytes` (at answer offset `at`) to the sink; a sink that failed gets no more. */
-  #toSink(inbound: InboundGet, bytes: Uint8Array, at: number): void | Promise<void> {
-    const layout = inbound.layout as SetLayout;
-    const take = Math.min(bytes.length, layout.valueStart + layout.valueLength - at);
-    if (take <= 0 || inbound.failure !== undefined) return;
-    try {
-      const done = inbound.sink(bytes.subarray(0, take));
-      if (done instanceof Promise) {
-        return done.catch((err: unknown) => {
-          inbound.failure ??= err;
-        });
-      }
-    } catch (err) {
-      inbound.failure ??= err;
-    }
-  }
 
   /** Stops reading until `work` settles, then goes on with what the decoder holds. */
   #pauseFor(work: Promise<unknown>): true {

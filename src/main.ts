@@ -1,5 +1,6 @@
 import pkg from "../package.json" with { type: "json" };
-import { type Config, helpText, isAwsMode, parseConfig } from "./config.js";
+import { type Config, isAwsMode, parseConfig } from "./config.js";
+import { helpText } from "./flags.js";
 import { portFree } from "./local/free-port.js";
 import { createLogger, type Logger } from "./log.js";
 import { ensurePortFree } from "./net/listener.js";

@@ -1,4 +1,4 @@
-import { Authenticator } from "./auth/authenticator.js";
+import { Authenticator, isLoopback } from "./auth/authenticator.js";
 import { type BackendOverrides, startBackend } from "./backend.js";
 import type { Config } from "./config.js";
 import { HttpGateway } from "./http/gateway.js";
@@ -114,6 +114,12 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     // Before anything slow starts: a bad certificate fails in milliseconds, not after DynamoDB Local.
     let tls: TlsMaterial | undefined = config.tls === undefined ? undefined : loadTlsMaterial(config.tls);
     const auth = Authenticator.start(config.auth, tls?.mutual === true);
+    if (auth.refusal(undefined) !== undefined && !isLoopback(config.host)) {
+      log.warn(
+        `protected mode: no authentication is configured, so clients beyond loopback are refused on ${config.host}; ` +
+          "configure --tokens-file, --iam-server-id or --tls-ca with an --access-policy, or pass --insecure-no-auth",
+      );
+    } else log.info("authentication", { auth: auth.describe() });
     const backend = await startBackend(config, log, overrides, counters, cleanups);
     const { description, dynamodbEndpoint, kmsEndpoint, table, keys: keyCache } = backend;
     let store = backend.store;

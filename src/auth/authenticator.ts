@@ -48,7 +48,7 @@ const ANONYMOUS: Principal = { identity: "anonymous", method: "none" };
 export function isLoopback(address: string | undefined): boolean {
   if (address === undefined) return false;
   const a = address.startsWith("::ffff:") ? address.slice(7) : address;
-  return a === "::1" || a.startsWith("127.");
+  return a === "::1" || a === "localhost" || a.startsWith("127.");
 }
 
 /**

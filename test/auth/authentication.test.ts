@@ -5,9 +5,11 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../../client/kv-client.js";
 import type { AuthSettings } from "../../src/auth/authenticator.js";
+import { startServer } from "../../src/server.js";
 import { ErrorCode, KvError } from "../../src/wire/errors.js";
+import { CapturingLog } from "../support/capturing-log.js";
 import { makeCerts, type TestCerts } from "../support/certs.js";
-import { startTestServer } from "../support/harness.js";
+import { startTestServer, testConfig } from "../support/harness.js";
 import { runCli, spawnServer, untilLine } from "../support/process.js";
 import { lacking } from "../support/system-tools.js";
 
@@ -287,6 +289,17 @@ describe("protected mode", () => {
     await using near = await KvClient.connect({ port: server.port });
     await near.set("k", "v");
     expect(await near.get("k")).toEqual(new TextEncoder().encode("v"));
+  });
+
+  test("a server on a non-loopback address with no authentication says at startup that it is in protected mode", async () => {
+    const log = new CapturingLog("debug");
+    await using _server = await startServer(testConfig({ host: "0.0.0.0" }), log.log);
+    await log.next(
+      /protected mode: no authentication is configured, so clients beyond loopback are refused on 0\.0\.0\.0/,
+    );
+    const quiet = new CapturingLog("debug");
+    await using _local = await startServer(testConfig(), quiet.log);
+    await quiet.next(/authentication auth="none \(protected mode: loopback clients only\)"/);
   });
 
   test("--insecure-no-auth serves a client beyond loopback", async () => {
