@@ -12,6 +12,7 @@ import { makeCerts, type TestCerts } from "../support/certs.js";
 import { startTestServer, testConfig } from "../support/harness.js";
 import { runCli, spawnServer, untilLine } from "../support/process.js";
 import { lacking } from "../support/system-tools.js";
+import { rejection } from "../support/wire.js";
 
 // Starts servers and processes; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(60_000);
@@ -50,16 +51,6 @@ function settings(policy: object = POLICY): AuthSettings & { policyFile: string;
     policyFile: file(JSON.stringify(policy)),
     tokensFile: file(`# operators\n${tokens({ ops: OPS, reader: READER })}`),
   };
-}
-
-async function rejection(work: Promise<unknown>): Promise<KvError> {
-  try {
-    await work;
-  } catch (err) {
-    if (err instanceof KvError) return err;
-    throw err;
-  }
-  throw new Error("expected the call to reject");
 }
 
 /** The first non-loopback IPv4 address of this host: a client connecting from it is not on loopback. */

@@ -10,7 +10,7 @@ import { FORBIDDEN, MsgType } from "../../src/wire/envelope.js";
 import { ErrorCode, KvError } from "../../src/wire/errors.js";
 import { storeConfigs, useBackends } from "../support/backends.js";
 import { RawConnection, startTestServer } from "../support/harness.js";
-import { decodeAny, frame, msg } from "../support/wire.js";
+import { decodeAny, frame, msg, rejection } from "../support/wire.js";
 
 // Starts DynamoDB Local and servers; tests wait on events, and this bound only turns a hang into a failure.
 setDefaultTimeout(120_000);
@@ -54,17 +54,6 @@ function authFiles(
       .join("\n")}\n`,
   );
   return { auth: { policyFile, tokensFile }, policyFile, tokensFile };
-}
-
-/** The error a call rejects with. */
-async function rejection(work: Promise<unknown>): Promise<KvError> {
-  try {
-    await work;
-  } catch (err) {
-    if (err instanceof KvError) return err;
-    throw err;
-  }
-  throw new Error("expected the call to reject");
 }
 
 const text = (b: Uint8Array | undefined) => (b === undefined ? undefined : new TextDecoder().decode(b));

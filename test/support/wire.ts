@@ -82,3 +82,14 @@ export function frame(message: Uint8Array): Uint8Array {
   w.bytes(message);
   return w.finish();
 }
+
+/** The KvError `work` rejects with; fails the test if it resolves or rejects with anything else. */
+export async function rejection(work: Promise<unknown>): Promise<KvError> {
+  try {
+    await work;
+  } catch (err) {
+    if (err instanceof KvError) return err;
+    throw err;
+  }
+  throw new Error("expected the call to reject");
+}
