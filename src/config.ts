@@ -287,6 +287,9 @@ function parseFlags(
   return config;
 }
 
+/** Bearer tokens given in the environment (no flag: a secret in argv is visible to every user of the host). */
+const TOKENS_ENV = "KV_TOKENS";
+
 /** The authentication flags, checked (the files are read when the server starts). */
 function authSettings(
   get: (name: FlagName) => string | undefined,
@@ -299,7 +302,8 @@ function authSettings(
   if (policyFile !== undefined) settings.policyFile = policyFile;
   const tokensFile = get("tokens-file") || undefined;
   if (tokensFile !== undefined) settings.tokensFile = tokensFile;
-  if (env.KV_TOKENS !== undefined && env.KV_TOKENS !== "") settings.tokensText = env.KV_TOKENS;
+  const tokensText = env[TOKENS_ENV];
+  if (tokensText !== undefined && tokensText !== "") settings.tokensText = tokensText;
   const serverId = get("iam-server-id") || undefined;
   const regionsRaw = get("iam-regions") || undefined;
   const endpoint = url("iam-sts-endpoint", get("iam-sts-endpoint"));
