@@ -1,3 +1,4 @@
+import { Database } from "bun:sqlite";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
@@ -109,6 +110,31 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
   throw lastError;
 }
 
+/** The SQLite file DynamoDB Local keeps its tables in under `-dbPath` with `-sharedDb`. */
+export const SHARED_DB_FILE = "shared-local-instance.db";
+
+/**
+ * Puts DynamoDB Local's database in SQLite's write-ahead-log mode, creating
+ * it empty if it is not there yet (DynamoDB Local fills in its schema). The
+ * mode is a property of the file, so DynamoDB Local's own connections then
+ * commit by appending to the log instead of writing, syncing and deleting a
+ * rollback journal per transaction; commits stay as durable (see
+ * docs/performance.md for what it changes). Called only while no DynamoDB
+ * Local has the file open. A file SQLite cannot open is left to DynamoDB
+ * Local, which reports it.
+ */
+function useWriteAheadLog(file: string): void {
+  let db: Database | undefined;
+  try {
+    db = new Database(file, { create: true });
+    db.run("PRAGMA journal_mode=WAL");
+  } catch {
+    // DynamoDB Local's own error on the same file says more than SQLite's here.
+  } finally {
+    db?.close();
+  }
+}
+
 async function startOnce(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
   const dir = jarDir();
   const port = options.port ?? (await freePort());
@@ -117,6 +143,7 @@ async function startOnce(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> 
   if (options.dataDir !== undefined) {
     const dbPath = resolve(options.dataDir, "dynamodb");
     mkdirSync(dbPath, { recursive: true });
+    useWriteAheadLog(join(dbPath, SHARED_DB_FILE));
     args.push("-dbPath", dbPath);
   } else {
     args.push("-inMemory");
