@@ -7,7 +7,7 @@ import { KvClient } from "../../client/kv-client.js";
 import type { Config } from "../../src/config.js";
 import { encodeAuthRequest, encodeGetRequest, encodeSetRequest } from "../../src/wire/client-codec.js";
 import { FORBIDDEN, MsgType } from "../../src/wire/envelope.js";
-import { ErrorCode, KvError } from "../../src/wire/errors.js";
+import { ErrorCode } from "../../src/wire/errors.js";
 import { storeConfigs, useBackends } from "../support/backends.js";
 import { RawConnection, startTestServer } from "../support/harness.js";
 import { decodeAny, frame, msg, rejection } from "../support/wire.js";
