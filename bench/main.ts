@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { type DynamoDbLocal, startDynamoDbLocal } from "../src/local/dynamodb-local.js";
 import { authCost } from "./auth-cost.js";
 import { clientRuntimes } from "./client-runtimes.js";
 import { clusterStress } from "./cluster-stress.js";
@@ -25,7 +26,7 @@ against none, at server-cost's shape and on the pipelined front end), keyring (K
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
 added and killed, with a linearizability check; exits 1 on a violation).
 
-  --quick              every scenario briefly (about a minute on 2 cores: 60-72 s measured)
+  --quick              every scenario briefly (75-79 s measured on 2 cores; the target is 60)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
   --duration MS        measuring time per load step (default 2000; quick 250)  [KV_BENCH_DURATION_MS]
   --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000; quick 100)  [KV_BENCH_CONNECTIONS]
@@ -83,6 +84,8 @@ function list(flag: string | undefined, env: string, fallback: number[]): number
 }
 
 const quick = values.quick === true;
+/** A quick run's one DynamoDB Local (see BenchSettings.sharedDynamoDbLocal), stopped at the end. */
+let sharedDdb: Promise<DynamoDbLocal> | undefined;
 const durationMs = Number(values.duration ?? process.env.KV_BENCH_DURATION_MS ?? (quick ? 250 : 2000));
 if (!Number.isFinite(durationMs) || durationMs <= 0) {
   console.error(`--duration must be a positive number of milliseconds\n\n${USAGE}`);
@@ -98,6 +101,7 @@ const settings: BenchSettings = {
   valueBytes: list(values["value-bytes"], "KV_BENCH_VALUE_BYTES", [24])[0] as number,
   largeValueMiB: list(values.large, "KV_BENCH_LARGE_MIB", quick ? [1] : [1, 8, 32]),
   log: (line) => console.error(`[${((performance.now() - start) / 1000).toFixed(1)}s] ${line}`),
+  ...(quick ? { sharedDynamoDbLocal: () => (sharedDdb ??= startDynamoDbLocal()) } : {}),
 };
 const filter = new RegExp(values.filter ?? process.env.KV_BENCH_FILTER ?? ".", "i");
 const start = performance.now();
@@ -168,6 +172,7 @@ for (const [name, run] of scenarios) {
   console.log(`\n${name}`);
   console.table(results[name]);
 }
+if (sharedDdb !== undefined) await (await sharedDdb).stop();
 if (Object.keys(results).length === 0) {
   console.error(`no scenario matches ${filter}`);
   process.exit(2);

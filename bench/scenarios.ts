@@ -22,6 +22,19 @@ export interface BenchSettings {
   /** Value sizes, in MiB, for the large-value scenario. */
   largeValueMiB: number[];
   log: (line: string) => void;
+  /**
+   * The run's one in-memory DynamoDB Local, started on first use, for
+   * scenarios that need a fresh table, not a fresh instance (a quick run:
+   * one JVM start instead of one per scenario); absent: each starts its own.
+   */
+  sharedDynamoDbLocal?: () => Promise<{ endpoint: string }>;
+}
+
+/** DynamoDB Local for one scenario: the run's shared one when there is one (left running), else one of its own. */
+async function dynamoDbLocalFor(s: BenchSettings): Promise<{ endpoint: string } & AsyncDisposable> {
+  if (s.sharedDynamoDbLocal === undefined) return startDynamoDbLocal();
+  const { endpoint } = await s.sharedDynamoDbLocal();
+  return { endpoint, async [Symbol.asyncDispose]() {} };
 }
 
 /** One row of a result table. */
@@ -284,7 +297,7 @@ export async function concurrency(s: BenchSettings): Promise<Row[]> {
 /** Scenario 3: end to end on DynamoDB Local and the local KMS, batched and cached against the naive configuration. */
 export async function endToEnd(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
-  await using ddb = await startDynamoDbLocal();
+  await using ddb = await dynamoDbLocalFor(s);
   await using kms = LocalKms.start();
   const proxy = new CountingProxy(ddb.endpoint);
   const configs: [string, string[]][] = [
@@ -405,7 +418,7 @@ export async function serverCost(s: BenchSettings): Promise<Row[]> {
 /** Scenario 4: large values on DynamoDB Local: MB/s for set then get, and the server's peak memory. */
 export async function largeValues(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
-  await using ddb = await startDynamoDbLocal();
+  await using ddb = await dynamoDbLocalFor(s);
   await using kms = LocalKms.start();
   for (const mib of s.largeValueMiB) {
     // At least 32 MiB each way: three rounds of 1 MiB took ~100 ms, too short to tell a change from noise.

@@ -36,8 +36,17 @@ export async function slowReaders(s: BenchSettings): Promise<Row[]> {
       // A fresh server per run: its peak RSS is then this run's alone.
       const dir = mkdtempSync(join(tmpdir(), "kvs-bench-slow-"));
       try {
-        await using target = await startKvs(`kvs ${store}`, [...args, "--data-dir", dir, "--log-level", "error"]);
-        rows.push(await run(s, target, store, op));
+        const target = await startKvs(`kvs ${store}`, [...args, "--data-dir", dir, "--log-level", "error"]);
+        try {
+          const row = await run(s, target, store, op);
+          // A graceful stop answers what it read: slow when closed connections' requests were not dropped.
+          const stopping = performance.now();
+          await target.stop();
+          row["server stop s"] = round((performance.now() - stopping) / 1000, 2);
+          rows.push(row);
+        } finally {
+          await target.stop();
+        }
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
