@@ -193,17 +193,25 @@ export class Connection {
   }
 
   /**
-   * Graceful close: take no new bytes from the socket, answer every request
-   * already read (including any held unparsed under backpressure), flush,
-   * then end the socket. Settles when the socket has closed. With `goodbye`
-   * (a server draining), {@link GOODBYE} follows the last answer, so the
-   * client knows that what is unanswered was not read.
+   * Graceful close: take no new requests, answer every request already read
+   * (including any held unparsed under backpressure), flush, then end the
+   * socket. Settles when the socket has closed. With `goodbye` (a server
+   * draining), {@link GOODBYE} follows the last answer, so the client knows
+   * that what is unanswered was not read.
+   *
+   * The socket goes on reading, and what arrives is dropped: a paused
+   * socket does not report a peer's reset until it is resumed, so a peer
+   * gone mid-drain would otherwise have every request it had queued run
+   * against the store for nobody, and hold up the drain meanwhile.
    */
   shutdown(goodbye = false): Promise<void> {
     if (!this.#closing) {
       this.#closing = true;
       this.#graceful = goodbye;
-      this.#socket.pause();
+      if (this.#paused) {
+        this.#paused = false;
+        this.#socket.resume();
+      }
       this.#afterProgress();
     }
     return this.#done.promise;

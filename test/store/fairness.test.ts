@@ -6,6 +6,7 @@ import { encodeGetRequest } from "../../src/wire/client-codec.js";
 import { onBackends, useBackends } from "../support/backends.js";
 import { FaultProxy } from "../support/fault-proxy.js";
 import { RawConnection, startTestServer } from "../support/harness.js";
+import { spawnServer } from "../support/process.js";
 import { wrapping } from "../support/stores.js";
 
 // Starts DynamoDB Local and servers; tests wait on events, and this bound only turns a hang into a failure.
@@ -47,6 +48,8 @@ function watchGets() {
     settled: (name: string) => of(`settled ${name}`).promise,
   };
 }
+
+const HOT = new TextEncoder().encode("hot");
 
 /** `n` framed gets of distinct keys, as one write. */
 function gets(prefix: string, n: number): Uint8Array {
@@ -114,6 +117,66 @@ describe("fair admission on the DynamoDB store", () => {
     await fetch(proxy.endpoint, { method: "POST", headers: { "x-amz-target": "DynamoDB_20120810.Probe" } });
     // The greedy connection's first get (twice if the hung call was retried) and the modest one.
     expect(new Set(proxy.batchKeys)).toEqual(new Set(["g0", "mine"]));
+  });
+
+  test("connections reset just before the server drains have their queued gets dropped, not run for nobody", async () => {
+    // A server process of its own: its event loop is not the clients', as in production.
+    await using proxy = new FaultProxy(backends.ddb.endpoint);
+    const settings = onBackends(backends, table());
+    await using proc = await spawnServer([
+      "--store",
+      "dynamodb",
+      "--port",
+      "0",
+      "--table",
+      settings.table,
+      "--kms-key-id",
+      "alias/kvs-test",
+      "--region",
+      "us-east-1",
+      "--dynamodb-endpoint",
+      proxy.endpoint,
+      "--kms-endpoint",
+      settings.kmsEndpoint,
+      "--log-level",
+      "info",
+    ]);
+    {
+      await using seed = await KvClient.connect({ port: proc.port });
+      await seed.set("hot", new Uint8Array(1024).fill(1));
+    }
+    // Clients that pipeline gets of one key and never read: the server's answers back up, it stops reading
+    // them, and each holds as many gets in flight as a connection may. Gets of one key share a read, so they
+    // are answered slowly, and a connection stays held back, not reading, for seconds.
+    const burst = new Uint8Array(Buffer.concat(Array.from({ length: 4096 }, () => encodeGetRequest(HOT))));
+    const greedy = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        Bun.connect({
+          hostname: "127.0.0.1",
+          port: proc.port,
+          socket: {
+            open(s) {
+              s.pause();
+              s.write(burst);
+            },
+            drain(s) {
+              s.write(burst);
+            },
+            data() {},
+          },
+        }),
+      ),
+    );
+    // Until their shared reads are under way.
+    while (proxy.count("BatchGetItem") < 30) await Bun.sleep(20);
+    // Gone while the server is not reading them; the drain begins before it would read them again.
+    for (const s of greedy) s.terminate();
+    const atReset = proxy.count("BatchGetItem");
+    proc.proc.kill("SIGTERM");
+    expect(await proc.proc.exited).toBe(0);
+    // What was with DynamoDB finishes and what waited is dropped: a few more reads at most. Before, the drain
+    // ran every queued get of theirs, one shared read after another (hundreds of reads, seconds).
+    expect(proxy.count("BatchGetItem") - atReset).toBeLessThan(50);
   });
 
   test("a closed connection's gets waiting in the read batcher are dropped, not sent", async () => {
