@@ -26,7 +26,7 @@ against none, at server-cost's shape and on the pipelined front end), keyring (K
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
 added and killed, with a linearizability check; exits 1 on a violation).
 
-  --quick              every scenario briefly (75-79 s measured on 2 cores; the target is 60)
+  --quick              every scenario briefly (about 66 s measured on 2 cores; the target is 60)
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
   --duration MS        measuring time per load step (default 2000; quick 250)  [KV_BENCH_DURATION_MS]
   --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000; quick 100)  [KV_BENCH_CONNECTIONS]
