@@ -222,11 +222,14 @@ describe("the kvs-client package", () => {
     expect(usage.stderr).toContain("(kvs-client --help lists the commands and flags)");
   });
 
-  test("its type declarations serve a strict TypeScript consumer", () => {
+  test("its type declarations serve a strict TypeScript consumer, kvs-client/iam and the auth option included", () => {
     writeFileSync(
       join(consumer, "consumer.ts"),
       `import { KvClient, type KvClientOptions, KvError } from "kvs-client";
+import { iamAuth } from "kvs-client/iam";
 const options: KvClientOptions = { port: 7070 };
+export const withToken: KvClientOptions = { port: 7070, auth: { token: "t" } };
+export const withIam: KvClientOptions = { port: 7070, auth: iamAuth({ serverId: "kvs", region: "eu-west-1" }) };
 export async function run(): Promise<string | undefined> {
   const c: KvClient = await KvClient.connect(options);
   try {
