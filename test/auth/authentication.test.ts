@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../../client/kv-client.js";
+import { ReconnectingClient } from "../../client/reconnecting-client.js";
 import type { AuthSettings } from "../../src/auth/authenticator.js";
 import { startServer } from "../../src/server.js";
 import { ErrorCode, KvError } from "../../src/wire/errors.js";
@@ -355,6 +356,37 @@ describe.skipIf(noOpenssl)("client certificates as identities", () => {
     }
     expect((caught as KvError).message).toContain("--tls-key (PEM text) does not belong to the certificate");
     expect((caught as KvError).message).not.toContain("PRIVATE KEY");
+  });
+});
+
+describe("reconnecting", () => {
+  test("a ReconnectingClient authenticates each connection it opens: what a drain left unread is served after it, under its identity", async () => {
+    const writer = randomBytes(32).toString("hex");
+    const auth = {
+      policyFile: file(JSON.stringify({ rules: [{ identity: "token:writer", read: ["w/*"], write: ["w/*"] }] })),
+      tokensFile: file(tokens({ writer })),
+    };
+    const first = await startTestServer({ auth });
+    const port = first.port;
+    const identities: string[] = [];
+    await using c = await ReconnectingClient.connect({
+      port,
+      auth: { token: writer },
+      onConnect: () => identities.push("connected"),
+    });
+    // 2 MB of writes of one key in flight, more than the server reads at once: a drain leaves most unread,
+    // and they go again on a connection that must authenticate first.
+    const inFlight = Array.from({ length: 2000 }, (_, i) => c.set("w/k", `v${i}`.padEnd(1024)));
+    await inFlight[0];
+    await first.stop();
+    await using _second = await startTestServer({ port, auth });
+    expect((await Promise.allSettled(inFlight)).filter((r) => r.status === "rejected")).toEqual([]);
+    expect((await c.getString("w/k"))?.trimEnd()).toBe("v1999");
+    expect(c.reconnects).toBe(1);
+    expect(c.resent).toBeGreaterThan(0);
+    expect(identities).toEqual(["connected", "connected"]);
+    // The new connection holds the writer's grant, not more.
+    expect((await rejection(c.set("public/a", "2"))).code).toBe(ErrorCode.Forbidden);
   });
 });
 
