@@ -17,6 +17,8 @@ export interface StressSettings {
   readonly dir: string;
   /** Extra flags for every node (a test gives each node a store of its own, to see the check fail). */
   readonly nodeArgs?: readonly string[];
+  /** A DynamoDB Local to share (a quick run's); absent: the cluster starts its own. */
+  readonly dynamodb?: { readonly endpoint: string };
   readonly log: (line: string) => void;
 }
 
@@ -50,7 +52,13 @@ export interface StressResult {
  * linearizability checker.
  */
 export async function clusterStress(s: StressSettings): Promise<StressResult> {
-  await using cluster = await Cluster.start({ nodes: s.nodes, dir: s.dir, nodeArgs: s.nodeArgs, log: silentLogger });
+  await using cluster = await Cluster.start({
+    nodes: s.nodes,
+    dir: s.dir,
+    nodeArgs: s.nodeArgs,
+    log: silentLogger,
+    ...(s.dynamodb === undefined ? {} : { dynamodb: s.dynamodb }),
+  });
   const history: Op[] = [];
   const latencies: { at: number; ms: number }[] = [];
   const events: { t: number; what: string }[] = [];

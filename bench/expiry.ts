@@ -5,7 +5,7 @@ import { KvClient } from "../client/kv-client.js";
 import { LocalKms } from "../src/local/kms-endpoint.js";
 import type { Driver } from "./drivers.js";
 import { connectMany, runLoad } from "./load.js";
-import { type BenchSettings, onDynamo, type Row } from "./scenarios.js";
+import { type BenchSettings, localModeArgs, onDynamo, type Row } from "./scenarios.js";
 import { startKvs, startNullDynamo } from "./targets.js";
 
 /** The service's client, every set carrying `ttlMs`. */
@@ -51,7 +51,7 @@ export async function expiry(s: BenchSettings): Promise<Row[]> {
       store === "memory"
         ? ["--store", "memory", "--log-level", "error"]
         : store === "dynamodb-local"
-          ? ["--store", "dynamodb", "--data-dir", dir, "--log-level", "error"]
+          ? [...(await localModeArgs(s, "expiry", dir)), "--log-level", "error"]
           : onDynamo("expiry", ddb.endpoint, kms.endpoint);
     // Removed after the server stops (disposal runs in reverse order).
     await using _dir = { [Symbol.asyncDispose]: async () => rmSync(dir, { recursive: true, force: true }) };

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../client/kv-client.js";
-import type { BenchSettings, Row } from "./scenarios.js";
+import { type BenchSettings, localModeArgs, type Row } from "./scenarios.js";
 import { httpPortOf, startBareHttp, startKvs, type Target } from "./targets.js";
 
 const MiB = 1024 * 1024;
@@ -61,12 +61,13 @@ export async function listing(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
   const stores: [string, string[], number, number][] = [
     ["memory", ["--store", "memory"], s.quick ? 20_000 : 1_000_000, 500],
-    ["dynamodb-local", ["--store", "dynamodb"], s.quick ? 1_000 : 100_000, 100],
+    ["dynamodb-local", [], s.quick ? 1_000 : 100_000, 100],
   ];
-  for (const [store, args, n, window] of stores) {
+  for (const [store, storeArgs, n, window] of stores) {
     const dir = mkdtempSync(join(tmpdir(), "kvs-bench-list-"));
     try {
-      await using target = await startKvs(`kvs ${store}`, [...args, "--data-dir", dir, "--http-port", "0"]);
+      const args = store === "memory" ? [...storeArgs, "--data-dir", dir] : await localModeArgs(s, "listing", dir);
+      await using target = await startKvs(`kvs ${store}`, [...args, "--http-port", "0"]);
       await using c = await KvClient.connect({ port: target.port });
       s.log(`listing: filling ${n} keys on ${store}`);
       let retries = 0;

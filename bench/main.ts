@@ -3,6 +3,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type DynamoDbLocal, startDynamoDbLocal } from "../src/local/dynamodb-local.js";
+import { LocalKms } from "../src/local/kms-endpoint.js";
 import { authCost } from "./auth-cost.js";
 import { clientRuntimes } from "./client-runtimes.js";
 import { clusterStress } from "./cluster-stress.js";
@@ -26,7 +27,8 @@ against none, at server-cost's shape and on the pipelined front end), keyring (K
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
 added and killed, with a linearizability check; exits 1 on a violation).
 
-  --quick              every scenario briefly (about 66 s measured on 2 cores; the target is 60)
+  --quick              every scenario briefly (58.7-59.5 s measured on 2 cores); it shares one DynamoDB Local
+                       in memory and one on disk (as local mode runs it) between scenarios
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
   --duration MS        measuring time per load step (default 2000; quick 250)  [KV_BENCH_DURATION_MS]
   --connections LIST   front-end connection counts (default 1,10,50,100,1000,10000; quick 100)  [KV_BENCH_CONNECTIONS]
@@ -86,6 +88,30 @@ function list(flag: string | undefined, env: string, fallback: number[]): number
 const quick = values.quick === true;
 /** A quick run's one DynamoDB Local (see BenchSettings.sharedDynamoDbLocal), stopped at the end. */
 let sharedDdb: Promise<DynamoDbLocal> | undefined;
+
+/** A quick run's local-mode services (see BenchSettings.sharedLocalMode): DynamoDB Local on disk, the local KMS. */
+interface LocalMode {
+  endpoint: string;
+  kmsEndpoint: string;
+  stop(): Promise<void>;
+}
+let sharedLocal: Promise<LocalMode> | undefined;
+
+/** DynamoDB Local on disk, as local mode starts it (WAL included), and a local KMS endpoint. */
+async function startLocalMode(): Promise<LocalMode> {
+  const dataDir = mkdtempSync(join(tmpdir(), "kvs-bench-local-"));
+  const ddb = await startDynamoDbLocal({ dataDir });
+  const kms = LocalKms.start();
+  return {
+    endpoint: ddb.endpoint,
+    kmsEndpoint: kms.endpoint,
+    async stop() {
+      await kms.stop();
+      await ddb.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
 const durationMs = Number(values.duration ?? process.env.KV_BENCH_DURATION_MS ?? (quick ? 250 : 2000));
 if (!Number.isFinite(durationMs) || durationMs <= 0) {
   console.error(`--duration must be a positive number of milliseconds\n\n${USAGE}`);
@@ -101,7 +127,15 @@ const settings: BenchSettings = {
   valueBytes: list(values["value-bytes"], "KV_BENCH_VALUE_BYTES", [24])[0] as number,
   largeValueMiB: list(values.large, "KV_BENCH_LARGE_MIB", quick ? [1] : [1, 8, 32]),
   log: (line) => console.error(`[${((performance.now() - start) / 1000).toFixed(1)}s] ${line}`),
-  ...(quick ? { sharedDynamoDbLocal: () => (sharedDdb ??= startDynamoDbLocal()) } : {}),
+  ...(quick
+    ? {
+        sharedDynamoDbLocal: () => (sharedDdb ??= startDynamoDbLocal()),
+        // Both DynamoDB Locals start together, before the first scenario that needs one measures anything:
+        // their JVMs start in about the time of one, and none starts while a load runs.
+        sharedLocalMode: () =>
+          (sharedLocal ??= Promise.all([startLocalMode(), (sharedDdb ??= startDynamoDbLocal())]).then(([l]) => l)),
+      }
+    : {}),
 };
 const filter = new RegExp(values.filter ?? process.env.KV_BENCH_FILTER ?? ".", "i");
 const start = performance.now();
@@ -115,7 +149,16 @@ const results: Record<string, Row[]> = {};
 async function clusterScenario(ops: number): Promise<Row[]> {
   const dir = mkdtempSync(join(tmpdir(), "kvs-stress-"));
   try {
-    const r = await clusterStress({ ops, clients: 32, keys: 200, nodes: 3, dir, log: settings.log });
+    const dynamodb = settings.sharedDynamoDbLocal === undefined ? undefined : await settings.sharedDynamoDbLocal();
+    const r = await clusterStress({
+      ops,
+      clients: 32,
+      keys: 200,
+      nodes: 3,
+      dir,
+      log: settings.log,
+      ...(dynamodb === undefined ? {} : { dynamodb }),
+    });
     const summary: Row = {
       t_s: "total",
       "ops/s": Math.round(r.ops / r.seconds),
@@ -173,6 +216,7 @@ for (const [name, run] of scenarios) {
   console.table(results[name]);
 }
 if (sharedDdb !== undefined) await (await sharedDdb).stop();
+if (sharedLocal !== undefined) await (await sharedLocal).stop();
 if (Object.keys(results).length === 0) {
   console.error(`no scenario matches ${filter}`);
   process.exit(2);

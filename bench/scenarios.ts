@@ -28,6 +28,23 @@ export interface BenchSettings {
    * one JVM start instead of one per scenario); absent: each starts its own.
    */
   sharedDynamoDbLocal?: () => Promise<{ endpoint: string }>;
+  /**
+   * The run's one disk-backed DynamoDB Local and KMS endpoint, as local mode
+   * runs them, started on first use, for the scenarios that measure local
+   * mode (a quick run); absent: each server starts its own, in local mode.
+   */
+  sharedLocalMode?: () => Promise<{ endpoint: string; kmsEndpoint: string }>;
+}
+
+/**
+ * Server flags for local mode's store: DynamoDB Local on disk and the local
+ * KMS. In a quick run, the run's shared ones, in a fresh table; otherwise
+ * local mode itself, in `dataDir`.
+ */
+export async function localModeArgs(s: BenchSettings, tablePrefix: string, dataDir: string): Promise<string[]> {
+  if (s.sharedLocalMode === undefined) return ["--store", "dynamodb", "--data-dir", dataDir];
+  const { endpoint, kmsEndpoint } = await s.sharedLocalMode();
+  return onDynamo(tablePrefix, endpoint, kmsEndpoint);
 }
 
 /** DynamoDB Local for one scenario: the run's shared one when there is one (left running), else one of its own. */

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Socket } from "bun";
 import { KvClient } from "../client/kv-client.js";
 import { encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
-import type { BenchSettings, Row } from "./scenarios.js";
+import { type BenchSettings, localModeArgs, type Row } from "./scenarios.js";
 import { startKvs, type Target } from "./targets.js";
 
 const round = (n: number, d = 0) => Number(n.toFixed(d));
@@ -27,16 +27,14 @@ const HEALTHY_EVERY_MS = 50;
  */
 export async function slowReaders(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
-  const stores: [string, string[]][] = [
-    ["memory", ["--store", "memory"]],
-    ["dynamodb-local", ["--store", "dynamodb"]],
-  ];
-  for (const [store, args] of stores) {
+  for (const store of ["memory", "dynamodb-local"] as const) {
     for (const op of s.quick ? (["get"] as const) : (["get", "set"] as const)) {
       // A fresh server per run: its peak RSS is then this run's alone.
       const dir = mkdtempSync(join(tmpdir(), "kvs-bench-slow-"));
       try {
-        const target = await startKvs(`kvs ${store}`, [...args, "--data-dir", dir, "--log-level", "error"]);
+        const args =
+          store === "memory" ? ["--store", "memory", "--data-dir", dir] : await localModeArgs(s, "slow", dir);
+        const target = await startKvs(`kvs ${store}`, [...args, "--log-level", "error"]);
         try {
           const row = await run(s, target, store, op);
           // A graceful stop answers what it read: slow when closed connections' requests were not dropped.

@@ -22,6 +22,11 @@ export interface ClusterOptions {
   readonly httpPort?: number;
   /** Extra flags for every node (`bun src/main.ts ...`). */
   readonly nodeArgs?: readonly string[];
+  /**
+   * A DynamoDB Local to share (its endpoint), left running when the cluster
+   * stops; absent: the cluster starts one of its own and stops it.
+   */
+  readonly dynamodb?: { readonly endpoint: string };
   readonly log: Logger;
 }
 
@@ -52,14 +57,14 @@ const KEY = "alias/kvs-cluster";
  */
 export class Cluster implements AsyncDisposable {
   readonly #options: ClusterOptions;
-  readonly #ddb: DynamoDbLocal;
+  readonly #ddb: Pick<DynamoDbLocal, "endpoint" | "stop">;
   readonly #kms: LocalKms;
   #haproxy: Haproxy | undefined;
   readonly #nodes = new Map<string, RunningNode>();
   #nextId = 1;
   #stopping: Promise<void> | undefined;
 
-  private constructor(options: ClusterOptions, ddb: DynamoDbLocal, kms: LocalKms) {
+  private constructor(options: ClusterOptions, ddb: Pick<DynamoDbLocal, "endpoint" | "stop">, kms: LocalKms) {
     this.#options = options;
     this.#ddb = ddb;
     this.#kms = kms;
@@ -81,7 +86,8 @@ export class Cluster implements AsyncDisposable {
       }
     }
     mkdirSync(options.dir, { recursive: true });
-    const ddb = await startDynamoDbLocal();
+    const shared = options.dynamodb;
+    const ddb = shared === undefined ? await startDynamoDbLocal() : { endpoint: shared.endpoint, stop: async () => {} };
     const cluster = new Cluster(options, ddb, LocalKms.start());
     try {
       // Nodes one after another: the first creates the table and the key, the rest find them.
