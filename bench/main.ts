@@ -89,6 +89,12 @@ const quick = values.quick === true;
 /** A quick run's one DynamoDB Local (see BenchSettings.sharedDynamoDbLocal), stopped at the end. */
 let sharedDdb: Promise<DynamoDbLocal> | undefined;
 
+/** The quick run's in-memory DynamoDB Local, started on first use. */
+function sharedDynamoDbLocal(): Promise<DynamoDbLocal> {
+  sharedDdb ??= startDynamoDbLocal();
+  return sharedDdb;
+}
+
 /** A quick run's local-mode services (see BenchSettings.sharedLocalMode): DynamoDB Local on disk, the local KMS. */
 interface LocalMode {
   endpoint: string;
@@ -129,11 +135,13 @@ const settings: BenchSettings = {
   log: (line) => console.error(`[${((performance.now() - start) / 1000).toFixed(1)}s] ${line}`),
   ...(quick
     ? {
-        sharedDynamoDbLocal: () => (sharedDdb ??= startDynamoDbLocal()),
+        sharedDynamoDbLocal,
         // Both DynamoDB Locals start together, before the first scenario that needs one measures anything:
         // their JVMs start in about the time of one, and none starts while a load runs.
-        sharedLocalMode: () =>
-          (sharedLocal ??= Promise.all([startLocalMode(), (sharedDdb ??= startDynamoDbLocal())]).then(([l]) => l)),
+        sharedLocalMode: () => {
+          sharedLocal ??= Promise.all([startLocalMode(), sharedDynamoDbLocal()]).then(([local]) => local);
+          return sharedLocal;
+        },
       }
     : {}),
 };
