@@ -28,8 +28,11 @@ const round = (n: number, d = 0) => Number(n.toFixed(d));
 export async function authCost(s: BenchSettings): Promise<Row[]> {
   const dir = mkdtempSync(join(tmpdir(), "kvs-auth-bench-"));
   const token = randomBytes(32).toString("hex");
-  const rules = Array.from({ length: 19 }, (_, i) => ({ identity: `token:other${i}`, read: [`team${i}/*`] }));
-  rules.push({ identity: "token:bench", read: ["tenant/*", "key:*"], write: ["tenant/*", "key:*"] } as never);
+  const rules: { identity: string; read: string[]; write?: string[] }[] = Array.from({ length: 19 }, (_, i) => ({
+    identity: `token:other${i}`,
+    read: [`team${i}/*`],
+  }));
+  rules.push({ identity: "token:bench", read: ["tenant/*", "key:*"], write: ["tenant/*", "key:*"] });
   const policyFile = join(dir, "policy.json");
   writeFileSync(policyFile, JSON.stringify({ rules }));
   const tokensFile = join(dir, "tokens");

@@ -132,17 +132,16 @@ export class Authenticator {
       file === undefined
         ? undefined
         : AccessPolicy.parse(inline ? file : read(file, "--access-policy"), inline ? "(inline JSON)" : file);
-    let text = "";
-    if (settings.tokensFile !== undefined) text = read(settings.tokensFile, "--tokens-file");
-    let tokens: TokenStore | undefined;
-    if (settings.tokensFile !== undefined) tokens = TokenStore.parse(text, settings.tokensFile);
-    if (settings.tokensText !== undefined) {
-      const fromEnv = TokenStore.parse(settings.tokensText, "KV_TOKENS", true);
-      if (tokens !== undefined) {
-        throw new KvError(ErrorCode.Config, "give tokens in --tokens-file or in KV_TOKENS, not both");
-      }
-      tokens = fromEnv;
+    const { tokensFile, tokensText } = settings;
+    if (tokensFile !== undefined && tokensText !== undefined) {
+      throw new KvError(ErrorCode.Config, "give tokens in --tokens-file or in KV_TOKENS, not both");
     }
+    const tokens =
+      tokensFile !== undefined
+        ? TokenStore.parse(read(tokensFile, "--tokens-file"), tokensFile)
+        : tokensText !== undefined
+          ? TokenStore.parse(tokensText, "KV_TOKENS", true)
+          : undefined;
     return { ...(policy === undefined ? {} : { policy }), ...(tokens === undefined ? {} : { tokens }) };
   }
 

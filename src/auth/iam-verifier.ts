@@ -74,6 +74,8 @@ export function normaliseArn(arn: string): string {
 export class IamVerifier {
   readonly #options: IamVerifierOptions;
   readonly #origins: ReadonlySet<string>;
+  /** The origins of `endpoints`: any region may be signed for at those. */
+  readonly #endpointOrigins: ReadonlySet<string>;
   readonly #slots: Semaphore;
   #waiting = 0;
   readonly #maxWaiting: number;
@@ -90,7 +92,8 @@ export class IamVerifier {
       origins.add(`https://sts.${region}.amazonaws.com`);
       if (region === "us-east-1") origins.add("https://sts.amazonaws.com");
     }
-    for (const e of options.endpoints ?? []) origins.add(new URL(e).origin);
+    this.#endpointOrigins = new Set((options.endpoints ?? []).map((e) => new URL(e).origin));
+    for (const o of this.#endpointOrigins) origins.add(o);
     this.#origins = origins;
     this.#slots = new Semaphore(options.maxConcurrent ?? 16);
     this.#maxWaiting = options.maxWaiting ?? 1024;
@@ -197,7 +200,7 @@ export class IamVerifier {
     const endpointRegion = /^sts\.([a-z0-9-]+)\.amazonaws\.com$/.exec(url.hostname)?.[1];
     const allowedRegion =
       this.#options.regions.includes(region) && (endpointRegion === undefined || endpointRegion === region);
-    if (!allowedRegion && !(this.#options.endpoints ?? []).some((e) => new URL(e).origin === url.origin)) {
+    if (!allowedRegion && !this.#endpointOrigins.has(url.origin)) {
       throw refused(`it is signed for region ${region}, which this server does not accept`);
     }
     const date = AMZ_DATE.exec(h["x-amz-date"] ?? "");

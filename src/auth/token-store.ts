@@ -28,11 +28,6 @@ export class TokenStore {
     return this.#names.size;
   }
 
-  /** The names, for the startup line. */
-  get names(): string[] {
-    return [...this.#names.values()];
-  }
-
   /**
    * Parses entries from `text` (a file's, or the variable's with `commas`).
    * Throws `KV_ERR_CONFIG` naming `source` and the line for a malformed

@@ -377,7 +377,7 @@ class Routes {
   /** The request's key, checked: its length, and that `grant` may read it (or write it, with `write`). */
   #key(raw: Uint8Array | undefined, grant: Grant, write: boolean): Uint8Array {
     if (raw === undefined) throw new KvError(ErrorCode.BadRequest, "missing k (the key)");
-    const refused = this.#policy.refuseKey(raw) ?? this.#policy.refuseAccess(grant, write ? "write" : "read", raw);
+    const refused = this.#policy.refuseKeyFor(grant, write ? "write" : "read", raw);
     if (refused) throw refused;
     return raw;
   }

@@ -97,8 +97,7 @@ export class Dispatcher implements FrameHandler, Caller {
     const policy = this.#policy;
     this.#streamHost = {
       store,
-      refuseSet: (key, valueLength, ttlMs, grant) =>
-        policy.refuseSet(key, valueLength, ttlMs) ?? policy.refuseAccess(grant, "write", key),
+      refuseSet: (key, valueLength, ttlMs, grant) => policy.refuseSet(grant, key, valueLength, ttlMs),
       answerSet: (work, started) => this.#answerSet(work, started),
       fail: (reply, err) => this.#fail(reply, err),
     };
@@ -168,8 +167,7 @@ export class Dispatcher implements FrameHandler, Caller {
   }
 
   #keyOp(op: "delete" | "exists", key: Uint8Array, cancel: Cancel | undefined, grant: Grant): Answer | Promise<Answer> {
-    const limitError =
-      this.#policy.refuseKey(key) ?? this.#policy.refuseAccess(grant, op === "delete" ? "write" : "read", key);
+    const limitError = this.#policy.refuseKeyFor(grant, op === "delete" ? "write" : "read", key);
     if (limitError) return this.#fail(op, limitError);
     const started = performance.now();
     const work = op === "delete" ? this.#store.delete(key, cancel) : this.#store.exists(key, cancel);
@@ -218,8 +216,7 @@ export class Dispatcher implements FrameHandler, Caller {
     ttlMs: number | undefined,
     grant: Grant,
   ): Answer | Promise<Answer> {
-    const limitError =
-      this.#policy.refuseSet(key, value.length, ttlMs) ?? this.#policy.refuseAccess(grant, "write", key);
+    const limitError = this.#policy.refuseSet(grant, key, value.length, ttlMs);
     if (limitError) return this.#fail("set", limitError);
     const store = this.#store;
     if (store.setSync !== undefined) {
@@ -243,15 +240,14 @@ export class Dispatcher implements FrameHandler, Caller {
     ttlMs: number | undefined,
     grant: Grant,
   ): Answer | Promise<Answer> {
-    const limitError =
-      this.#policy.refuseSet(key, value.length, ttlMs) ?? this.#policy.refuseAccess(grant, "write", key);
+    const limitError = this.#policy.refuseSet(grant, key, value.length, ttlMs);
     if (limitError) return this.#fail("set", limitError);
     return this.#answerSet(this.#store.setIf(key, value, condition, cancel, ttlMs), performance.now());
   }
 
   /** A get that answers the value's version too. */
   #getVersioned(key: Uint8Array, cancel: Cancel | undefined, grant: Grant): Answer | Promise<Answer> {
-    const limitError = this.#policy.refuseKey(key) ?? this.#policy.refuseAccess(grant, "read", key);
+    const limitError = this.#policy.refuseKeyFor(grant, "read", key);
     if (limitError) return this.#fail("get", limitError);
     const started = performance.now();
     return this.#settled("get", started, this.#store.getVersioned(key, cancel), (found) => {
@@ -275,7 +271,7 @@ export class Dispatcher implements FrameHandler, Caller {
     cancel: Cancel | undefined,
     grant: Grant,
   ): Answer | Promise<Answer> {
-    const limitError = this.#policy.refuseKey(key) ?? this.#policy.refuseAccess(grant, "read", key);
+    const limitError = this.#policy.refuseKeyFor(grant, "read", key);
     if (limitError) return this.#fail("get", limitError);
     const store = this.#store;
     if (store.getSync !== undefined) {

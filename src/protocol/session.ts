@@ -41,8 +41,8 @@ export class Session implements FrameHandler, Caller {
   #grant: Grant;
   /** The authenticator's generation the grant was made under. */
   #generation: number;
-  /** Whether the client certificate has been looked at (it is known only after the handshake). */
-  #certificateSeen = false;
+  /** The client certificate's names, once looked at (they are known only after the handshake). */
+  #certificateNames: string[] | undefined;
   /** Protected mode's grant for a client it refuses outright: no credential lifts it. */
   readonly #refused: Grant | undefined;
 
@@ -61,7 +61,7 @@ export class Session implements FrameHandler, Caller {
   /** What the connection may do now. */
   get grant(): Grant {
     if (this.#refused !== undefined) return this.#refused;
-    if (this.#generation !== this.#auth.generation || !this.#certificateSeen) this.#refresh();
+    if (this.#generation !== this.#auth.generation || this.#certificateNames === undefined) this.#refresh();
     return this.#grant;
   }
 
@@ -82,7 +82,7 @@ export class Session implements FrameHandler, Caller {
       this.#principal = principal;
       this.#grant = this.#grantOf(principal);
       this.#generation = this.#auth.generation;
-      this.#certificateSeen = true;
+      this.#certificateNames ??= [];
       this.#dispatcher.ended("auth", started);
       this.#log.info("connection authenticated", {
         conn: this.#peer.id,
@@ -103,9 +103,9 @@ export class Session implements FrameHandler, Caller {
 
   /** The grant after a reload, or once the handshake has shown the client's certificate. */
   #refresh(): void {
-    if (!this.#certificateSeen) {
-      this.#certificateSeen = true;
+    if (this.#certificateNames === undefined) {
       const names = this.#peer.certificateNames();
+      this.#certificateNames = names;
       const fromCertificate = this.#auth.fromCertificate(names);
       if (fromCertificate !== undefined && this.#principal === undefined) {
         this.#principal = fromCertificate;
@@ -128,6 +128,6 @@ export class Session implements FrameHandler, Caller {
 
   #grantOf(principal: Principal | undefined): Grant {
     if (principal === undefined) return NOT_AUTHENTICATED;
-    return this.#auth.grantOf(principal, principal.method === "cert" ? this.#peer.certificateNames() : []);
+    return this.#auth.grantOf(principal, principal.method === "cert" ? (this.#certificateNames ?? []) : []);
   }
 }

@@ -68,9 +68,22 @@ export class RequestPolicy {
     return refusedKey(key, this.limits.maxKeyBytes);
   }
 
-  /** Why a set of a value of `valueLength` bytes under `key`, with `ttlMs`, is refused, or undefined. */
-  refuseSet(key: Uint8Array, valueLength: number, ttlMs: number | undefined): KvError | undefined {
-    return this.refuseKey(key) ?? this.refuseValueLength(valueLength) ?? this.refuseTtl(ttlMs);
+  /** Why a request for `permission` on `key` by a caller holding `grant` is refused (the key's limits, then access), or undefined. */
+  refuseKeyFor(grant: Grant, permission: Permission, key: Uint8Array): KvError | undefined {
+    return this.refuseKey(key) ?? this.refuseAccess(grant, permission, key);
+  }
+
+  /**
+   * Why a set of a value of `valueLength` bytes under `key`, with `ttlMs`,
+   * by a caller holding `grant`, is refused, or undefined.
+   */
+  refuseSet(grant: Grant, key: Uint8Array, valueLength: number, ttlMs: number | undefined): KvError | undefined {
+    return (
+      this.refuseKey(key) ??
+      this.refuseValueLength(valueLength) ??
+      this.refuseTtl(ttlMs) ??
+      this.refuseAccess(grant, "write", key)
+    );
   }
 
   /** Why a value of `length` bytes is refused, or undefined. */
