@@ -261,6 +261,7 @@ async function main(argv: string[]): Promise<number> {
   const iamServerId = values.iam ?? process.env.KV_IAM;
   if (token !== undefined && iamServerId !== undefined) return usageLine("give --token or --iam, not both");
   if (values.region !== undefined && iamServerId === undefined) return usageLine("--region goes with --iam");
+  credentialGiven = token !== undefined || iamServerId !== undefined;
   if (token !== undefined) target = { ...target, auth: { token } };
   if (iamServerId !== undefined) {
     const { iamAuth } = await import("./iam.js");
@@ -447,13 +448,17 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Whether the command line (or KV_TOKEN, KV_IAM) gave a credential. */
+let credentialGiven = false;
+
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (err) {
   // A server's failure already names its code in the message: once is enough.
   const text = isKvError(err) && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : errorMessage(err);
   console.error(`error: ${text}`);
-  if (isKvError(err, ErrorCode.Unauthenticated)) {
+  // Without a credential the hint says how to give one; with one, the server's reason says what was wrong with it.
+  if (isKvError(err, ErrorCode.Unauthenticated) && !credentialGiven) {
     console.error("(the server requires authentication: give --token TOKEN, or --iam SERVER_ID for AWS IAM)");
   }
   process.exitCode = 1;

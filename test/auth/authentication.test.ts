@@ -404,5 +404,10 @@ describe("the CLI", () => {
     expect(denied.code).not.toBe(0);
     expect(denied.stderr).toContain("KV_ERR_UNAUTHENTICATED");
     expect(denied.stderr).toContain("--token");
+    // A wrong token gets the server's reason, not advice to give a token.
+    const wrong = await runCli(["--port", port, "--token", `${READER}0`, "get", "public/cli"]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain("the token is not one this server holds");
+    expect(wrong.stderr).not.toContain("give --token TOKEN");
   });
 });
