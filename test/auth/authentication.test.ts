@@ -408,6 +408,6 @@ describe("the CLI", () => {
     const wrong = await runCli(["--port", port, "--token", `${READER}0`, "get", "public/cli"]);
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain("the token is not one this server holds");
-    expect(wrong.stderr).not.toContain("give --token TOKEN");
+    expect(wrong.stderr).not.toContain("give --token TOKEN or --iam");
   });
 });
