@@ -460,7 +460,9 @@ try {
   // Without a credential the hint says how to give one; with one, the server's reason says what was wrong with it.
   if (isKvError(err, ErrorCode.Unauthenticated) && !credentialGiven) {
     // Protected mode refuses with the same code, and no credential helps there: the server's reason says which it is.
-    console.error("(to authenticate, give --token TOKEN or --iam SERVER_ID; the reason above says if the server needs more)");
+    console.error(
+      "(to authenticate, give --token TOKEN or --iam SERVER_ID; the reason above says if the server needs more)",
+    );
   }
   process.exitCode = 1;
 }
