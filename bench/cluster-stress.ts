@@ -1,5 +1,4 @@
 import { KvClient } from "../client/kv-client.js";
-import { ReconnectingClient } from "../client/reconnecting-client.js";
 import { Cluster } from "../src/cluster/cluster.js";
 import { silentLogger } from "../src/log.js";
 import { ErrorCode, KvError } from "../src/wire/errors.js";
@@ -69,14 +68,14 @@ export async function clusterStress(s: StressSettings): Promise<StressResult> {
   const t0 = performance.now();
   const clients = await Promise.all(
     Array.from({ length: s.clients }, () =>
-      ReconnectingClient.connect({ port: cluster.port, requestTimeoutMs: 20_000, reconnectTimeoutMs: 20_000 }),
+      KvClient.connect({ reconnect: true, port: cluster.port, requestTimeoutMs: 20_000, reconnectTimeoutMs: 20_000 }),
     ),
   );
   const key = () => `k${Math.floor(Math.random() * s.keys)}`;
 
   /** Runs one request, recording it; resolves what the op observed, or undefined if it failed. */
   const timed = async <T>(
-    client: ReconnectingClient,
+    client: KvClient,
     record: (call: number, ret: number, result: T | undefined, failed: unknown) => void,
     work: () => Promise<T>,
   ): Promise<T | undefined> => {
@@ -92,7 +91,7 @@ export async function clusterStress(s: StressSettings): Promise<StressResult> {
       if (code === ErrorCode.Conflict) {
         conflicts++;
       } else {
-        failures.push({ port: client.lastPort, at: performance.now() - t0, code, message: (err as Error).message });
+        failures.push({ port: client.localPort, at: performance.now() - t0, code, message: (err as Error).message });
       }
       record(call, Number.POSITIVE_INFINITY, undefined, err);
       return undefined;
@@ -108,7 +107,7 @@ export async function clusterStress(s: StressSettings): Promise<StressResult> {
     history.push({ key, kind: "set", value, call, ret: failed === undefined ? ret : Number.POSITIVE_INFINITY });
   };
 
-  const worker = async (client: ReconnectingClient, id: number) => {
+  const worker = async (client: KvClient, id: number) => {
     while (issued < s.ops) {
       issued++;
       const k = key();

@@ -1,6 +1,6 @@
 /**
  * kvs-client: the client of the kvs key-value service, for Node ≥ 20 and Bun.
- * One connection per {@link KvClient}, pipelined; {@link ReconnectingClient}
+ * One connection per {@link KvClient}, pipelined; with `reconnect: true` it
  * reconnects after a server's drain or crash.
  */
 
@@ -21,4 +21,3 @@ export {
   type SetOptions,
   type VersionedValue,
 } from "./kv-client.js";
-export { ReconnectingClient, type ReconnectOptions } from "./reconnecting-client.js";

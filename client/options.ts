@@ -44,6 +44,35 @@ export interface KvClientOptions {
   requestTimeoutMs?: number;
   /** Deadline of connecting (and the TLS handshake), in ms; default 10,000. Past it, `KV_ERR_CONNECT`. */
   connectTimeoutMs?: number;
+  /**
+   * Survive the connection: when it closes (a server draining, a crash, a
+   * network fault), the next call opens a new one, with full-jitter
+   * exponential backoff. Default false: a closed connection fails every
+   * later call. See {@link KvClient} for what is resent.
+   */
+  reconnect?: boolean;
+  /** With `reconnect`: first wait between connection attempts, in ms (default 50); it doubles per failure, with full jitter. */
+  baseDelayMs?: number;
+  /** With `reconnect`: longest wait between attempts, in ms (default 2,000). */
+  maxDelayMs?: number;
+  /**
+   * With `reconnect`: how long a call waits for a connection before it
+   * rejects with `KV_ERR_CONNECTION_CLOSED`, in ms (default 10,000). The
+   * next call tries again.
+   */
+  reconnectTimeoutMs?: number;
+  /** A connection opened: the first, or (with `reconnect`) a new one. */
+  onConnect?: (info: { localPort: number; reconnect: boolean }) => void;
+  /** The connection closed, and why (a graceful drain's goodbye, a crash, a network fault); not called for {@link KvClient.close}. */
+  onDisconnect?: (reason: KvError) => void;
+  /** With `reconnect`: an attempt to connect failed; the next comes after `delayMs`. */
+  onReconnecting?: (info: { attempt: number; delayMs: number; error: KvError }) => void;
+  /**
+   * With `reconnect`: reconnecting gave up, with the error the waiting calls
+   * reject with (the `reconnectTimeoutMs` passed, or the server refused the
+   * certificate or credential). The next call tries again.
+   */
+  onError?: (error: KvError) => void;
 }
 
 /**

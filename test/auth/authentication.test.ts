@@ -4,7 +4,6 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvClient } from "../../client/kv-client.js";
-import { ReconnectingClient } from "../../client/reconnecting-client.js";
 import type { AuthSettings } from "../../src/auth/authenticator.js";
 import { startServer } from "../../src/server.js";
 import { ErrorCode, KvError } from "../../src/wire/errors.js";
@@ -360,7 +359,7 @@ describe.skipIf(noOpenssl)("client certificates as identities", () => {
 });
 
 describe("reconnecting", () => {
-  test("a ReconnectingClient authenticates each connection it opens: what a drain left unread is served after it, under its identity", async () => {
+  test("a reconnecting KvClient authenticates each connection it opens: what a drain left unread is served after it, under its identity", async () => {
     const writer = randomBytes(32).toString("hex");
     const auth = {
       policyFile: file(JSON.stringify({ rules: [{ identity: "token:writer", read: ["w/*"], write: ["w/*"] }] })),
@@ -369,7 +368,8 @@ describe("reconnecting", () => {
     const first = await startTestServer({ auth });
     const port = first.port;
     const identities: string[] = [];
-    await using c = await ReconnectingClient.connect({
+    await using c = await KvClient.connect({
+      reconnect: true,
       port,
       auth: { token: writer },
       onConnect: () => identities.push("connected"),
@@ -387,6 +387,27 @@ describe("reconnecting", () => {
     expect(identities).toEqual(["connected", "connected"]);
     // The new connection holds the writer's grant, not more.
     expect((await rejection(c.set("public/a", "2"))).code).toBe(ErrorCode.Forbidden);
+  });
+
+  test("a credential given to authenticate() is the one the client's later connections present", async () => {
+    const writer = randomBytes(32).toString("hex");
+    const auth = {
+      policyFile: file(JSON.stringify({ rules: [{ identity: "token:writer", read: ["w/*"], write: ["w/*"] }] })),
+      tokensFile: file(tokens({ writer })),
+    };
+    const first = await startTestServer({ auth });
+    const port = first.port;
+    await using c = await KvClient.connect({ reconnect: true, port });
+    expect((await rejection(c.get("w/k"))).code).toBe(ErrorCode.Unauthenticated);
+    expect(await c.authenticate({ token: writer })).toBe("token:writer");
+    await c.set("w/k", "1");
+    await first.stop();
+    await using _second = await startTestServer({ port, auth });
+    // A fresh store: the write goes through only if the new connection presented the token.
+    await c.set("w/k", "2");
+    expect(await c.getString("w/k")).toBe("2");
+    expect(c.identity).toBe("token:writer");
+    expect(c.reconnects).toBe(1);
   });
 });
 

@@ -120,7 +120,7 @@ describe("the kvs-client package", () => {
   }
 
   for (const runtime of ["node", "bun"] as const) {
-    test(`installed from the tarball, its ReconnectingClient carries on across a graceful drain on ${runtime === "node" ? "Node" : "Bun"}, losing no request`, async () => {
+    test(`installed from the tarball, its KvClient with reconnect carries on across a graceful drain on ${runtime === "node" ? "Node" : "Bun"}, losing no request`, async () => {
       const settings = onBackends(backends, `pkg-${randomBytes(4).toString("hex")}`);
       const first = await startTestServer(settings);
       const port = first.port;

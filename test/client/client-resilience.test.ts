@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { KvClient } from "../../client/kv-client.js";
-import { ReconnectingClient } from "../../client/reconnecting-client.js";
 import type { MemoryStore } from "../../src/store/memory-store.js";
+import type { KvError } from "../../src/wire/errors.js";
 import { codeOf } from "../support/code-of.js";
 import { startTestServer } from "../support/harness.js";
 import { wrapping } from "../support/stores.js";
@@ -73,11 +73,11 @@ describe("per-request deadlines and AbortSignal", () => {
   });
 });
 
-describe("ReconnectingClient", () => {
+describe("KvClient with reconnect", () => {
   test("a graceful stop loses no request: what it read is answered, what it did not is sent again, in order, after reconnecting", async () => {
     const first = await startTestServer();
     const port = first.port;
-    await using c = await ReconnectingClient.connect({ port });
+    await using c = await KvClient.connect({ reconnect: true, port });
     // Many writes of one key in flight: if any were resent out of order, the last value would not be the last write.
     // 2 MB of them, more than the server reads at once: when the first is answered, most are unread.
     const inFlight = Array.from({ length: 2000 }, (_, i) => c.set("k", `v${i}`.padEnd(1024)));
@@ -91,12 +91,36 @@ describe("ReconnectingClient", () => {
     expect(c.resent).toBeLessThan(2000);
   });
 
+  test("a call made while it reconnects, even from onConnect, is sent after the calls a drain left unread", async () => {
+    const first = await startTestServer();
+    const port = first.port;
+    let late: Promise<unknown> | undefined;
+    let connects = 0;
+    await using c = await KvClient.connect({
+      reconnect: true,
+      port,
+      onConnect: () => {
+        // On the new connection, before the resent calls go out: it must still queue behind them.
+        if (++connects === 2) late = c.set("k", "late");
+      },
+    });
+    const inFlight = Array.from({ length: 2000 }, (_, i) => c.set("k", `v${i}`.padEnd(1024)));
+    await inFlight[0];
+    await first.stop();
+    await using _second = await startTestServer({ port });
+    expect((await Promise.allSettled(inFlight)).filter((r) => r.status === "rejected")).toEqual([]);
+    await late;
+    expect(c.resent).toBeGreaterThan(0);
+    expect(await c.getString("k")).toBe("late");
+  });
+
   test("it lists, streams and batches as KvClient does, and reports connect, disconnect and reconnecting across a restart", async () => {
     const first = await startTestServer();
     const port = first.port;
     const events: string[] = [];
     const retrying = Promise.withResolvers<void>();
-    await using c = await ReconnectingClient.connect({
+    await using c = await KvClient.connect({
+      reconnect: true,
       port,
       baseDelayMs: 5,
       maxDelayMs: 20,
@@ -155,7 +179,7 @@ describe("ReconnectingClient", () => {
       },
     });
     try {
-      await using c = await ReconnectingClient.connect({ port: crashing.port, reconnectTimeoutMs: 300 });
+      await using c = await KvClient.connect({ reconnect: true, port: crashing.port, reconnectTimeoutMs: 300 });
       let message = "";
       try {
         await c.set("k", "v");
@@ -177,7 +201,14 @@ describe("ReconnectingClient", () => {
   test("when no server comes back, a call rejects after the reconnect timeout, naming the address", async () => {
     const gone = await startTestServer();
     const port = gone.port;
-    await using c = await ReconnectingClient.connect({ port, reconnectTimeoutMs: 200, baseDelayMs: 10 });
+    const reported: KvError[] = [];
+    await using c = await KvClient.connect({
+      reconnect: true,
+      port,
+      reconnectTimeoutMs: 200,
+      baseDelayMs: 10,
+      onError: (error) => reported.push(error),
+    });
     await gone.stop();
     const started = performance.now();
     let err: unknown;
@@ -190,5 +221,30 @@ describe("ReconnectingClient", () => {
     expect((err as Error).message).toContain(`127.0.0.1:${port}`);
     // It gives up once the next wait would pass the timeout, not long after it.
     expect(performance.now() - started).toBeLessThan(1_000);
+    // onError reports the giving up, with the error the call rejected with; the next call tries again.
+    expect(reported).toEqual([err as KvError]);
+    expect(await codeOf(c.get("k"))).toBe("KV_ERR_CONNECTION_CLOSED");
+    expect(reported.length).toBe(2);
+    expect(c.closed).toBe(false);
+  });
+});
+
+describe("KvClient without reconnect", () => {
+  test("a drain rejects the calls it did not read with KV_ERR_DRAINED, and every later call too", async () => {
+    const server = await startTestServer();
+    const disconnects: string[] = [];
+    await using c = await KvClient.connect({ port: server.port, onDisconnect: (r) => disconnects.push(r.code) });
+    const inFlight = Array.from({ length: 2000 }, (_, i) => c.set("k", `v${i}`.padEnd(1024)));
+    await inFlight[0];
+    await server.stop();
+    const codes = new Set(
+      (await Promise.allSettled(inFlight)).map((r) => (r.status === "fulfilled" ? "ok" : (r.reason as KvError).code)),
+    );
+    expect(codes).toEqual(new Set(["ok", "KV_ERR_DRAINED"]));
+    expect(c.closed).toBe(true);
+    expect((await c.whenClosed()).code).toBe("KV_ERR_DRAINED");
+    expect(await codeOf(c.get("k"))).toBe("KV_ERR_DRAINED");
+    expect(disconnects).toEqual(["KV_ERR_DRAINED"]);
+    expect(c.reconnects).toBe(0);
   });
 });

@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { clusterStress } from "../../bench/cluster-stress.js";
-import { ReconnectingClient } from "../../client/reconnecting-client.js";
+import { KvClient } from "../../client/kv-client.js";
 import { Cluster } from "../../src/cluster/cluster.js";
 import { silentLogger } from "../../src/log.js";
 import { root, untilLine } from "../support/process.js";
@@ -44,11 +44,11 @@ describe.skipIf(noHaproxy)("the local cluster", () => {
       const cluster = await Cluster.start({ nodes: 2, dir, log: silentLogger });
       const pids = cluster.nodes.map((n) => n.pid);
       await untilServers(cluster, ["node1", "node2"]);
-      await using c = await ReconnectingClient.connect({ port: cluster.port });
+      await using c = await KvClient.connect({ reconnect: true, port: cluster.port });
       await c.set("shared", "one value");
       // Through each node directly: the state is in DynamoDB, not in a node.
       for (const node of cluster.nodes) {
-        await using direct = await ReconnectingClient.connect({ port: node.port });
+        await using direct = await KvClient.connect({ reconnect: true, port: node.port });
         expect(await direct.getString("shared")).toBe("one value");
       }
       // And over HTTP through the load balancer.
@@ -71,7 +71,7 @@ describe.skipIf(noHaproxy)("the local cluster", () => {
 
       // Eight clients writing and reading through the load balancer while node1 leaves.
       const clients = await Promise.all(
-        Array.from({ length: 8 }, () => ReconnectingClient.connect({ port: cluster.port })),
+        Array.from({ length: 8 }, () => KvClient.connect({ reconnect: true, port: cluster.port })),
       );
       let running = true;
       let done = 0;

@@ -2,7 +2,7 @@
 //   node auth.mjs PORT OPS_TOKEN READER_TOKEN
 // The server at PORT requires tokens: OPS_TOKEN may do everything, READER_TOKEN read "public/*" only.
 // Prints one JSON line of what worked; the test compares it whole.
-import { KvClient, KvError, ReconnectingClient } from "kvs-client";
+import { KvClient, KvError } from "kvs-client";
 import { iamAuth } from "kvs-client/iam";
 
 const [port, ops, reader] = process.argv.slice(2);
@@ -25,10 +25,12 @@ const anonymous = await KvClient.connect({ port: Number(port) });
 out.unauthenticated = await codeOf(anonymous.get("public/a"));
 await anonymous.close();
 // The reconnecting client authenticates each connection it opens, and does not retry a refused credential.
-const rc = await ReconnectingClient.connect({ port: Number(port), auth: { token: reader } });
+const rc = await KvClient.connect({ reconnect: true, port: Number(port), auth: { token: reader } });
 out.reconnecting = new TextDecoder().decode(await rc.get("public/a"));
 await rc.close();
-out.refusedOnce = await codeOf(ReconnectingClient.connect({ port: Number(port), auth: { token: `${reader}x` } }));
+out.refusedOnce = await codeOf(
+  KvClient.connect({ reconnect: true, port: Number(port), auth: { token: `${reader}x` } }),
+);
 // kvs-client/iam signs with node:crypto alone; without credentials it needs the optional AWS peer dependency.
 const credential = await iamAuth({
   serverId: "s",

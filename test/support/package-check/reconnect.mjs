@@ -1,15 +1,16 @@
 // Run from a directory where the packed kvs-client is installed, under Node or Bun:
 //   node reconnect.mjs PORT
-// Keeps 20 gets of one key in flight through a ReconnectingClient; prints "running" once they flow,
+// Keeps 20 gets of one key in flight through a KvClient with reconnect; prints "running" once they flow,
 // then, when a line comes on stdin (the test has drained the server and started another on PORT),
 // reads on through the new server and prints one JSON line of what happened.
 import { createInterface } from "node:readline";
-import { ReconnectingClient } from "kvs-client";
+import { KvClient } from "kvs-client";
 
 const [port] = process.argv.slice(2);
 const dec = new TextDecoder();
 const events = { connects: 0, disconnects: 0 };
-const rc = await ReconnectingClient.connect({
+const rc = await KvClient.connect({
+  reconnect: true,
   port: Number(port),
   requestTimeoutMs: 20_000,
   reconnectTimeoutMs: 20_000,
