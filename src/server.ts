@@ -122,8 +122,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     } else log.info("authentication", { auth: auth.describe() });
     const backend = await startBackend(config, log, overrides, counters, cleanups);
     const { description, dynamodbEndpoint, kmsEndpoint, table, keys: keyCache } = backend;
-    let store = backend.store;
-    if (overrides.wrapStore) store = overrides.wrapStore(store);
+    const store = overrides.wrapStore === undefined ? backend.store : overrides.wrapStore(backend.store);
     const ordered = store.appliesInOrder ? store : new OrderedStore(store);
     cleanups.push(() => ordered.close());
     // Above the ordering layer, so a request answered at its deadline still holds its key's place in line.
@@ -166,28 +165,26 @@ export async function startServer(config: Config, log: Logger, overrides: Server
     });
 
     cleanups.push(async () => listener.stop());
-    let gateway: HttpGateway | undefined;
-    if (config.httpPort !== undefined) {
-      const started = HttpGateway.start(
-        {
-          host: config.host,
-          port: config.httpPort,
-          reusePort: config.reusePort,
-          maxKeyBytes: MAX_KEY_BYTES,
-          maxValueBytes: config.maxValueBytes,
-          tls,
-          budget,
-        },
-        bounded,
-        httpStats,
-        log,
-        auth,
-      );
-      gateway = started;
-      cleanups.push(() => started.stop());
-    }
-    let admin: AdminServer | undefined;
-    if (config.adminPort !== undefined) {
+    const gateway =
+      config.httpPort === undefined
+        ? undefined
+        : HttpGateway.start(
+            {
+              host: config.host,
+              port: config.httpPort,
+              reusePort: config.reusePort,
+              maxKeyBytes: MAX_KEY_BYTES,
+              maxValueBytes: config.maxValueBytes,
+              tls,
+              budget,
+            },
+            bounded,
+            httpStats,
+            log,
+            auth,
+          );
+    if (gateway !== undefined) cleanups.push(() => gateway.stop());
+    const startAdmin = (adminPort: number) => {
       const cache = keyCache;
       const metrics = new Metrics({
         stats: { tcp: dispatcher.stats, http: httpStats },
@@ -203,8 +200,8 @@ export async function startServer(config: Config, log: Logger, overrides: Server
         tlsNotAfter: tls === undefined ? undefined : () => (tls as TlsMaterial).notAfter,
         budget: () => budget,
       });
-      const started = AdminServer.start(
-        { host: config.adminHost, port: config.adminPort, reusePort: config.reusePort },
+      return AdminServer.start(
+        { host: config.adminHost, port: adminPort, reusePort: config.reusePort },
         metrics,
         { draining: () => draining, backendReady: () => backend.ready() },
         {
@@ -212,10 +209,10 @@ export async function startServer(config: Config, log: Logger, overrides: Server
           ...(auth.required ? { authorize: (header: string | null) => authorizeAdmin(auth, header) } : {}),
         },
       );
-      admin = started;
-      // Stopped last: readiness answers "draining" for as long as the drain lasts.
-      cleanups.unshift(() => started.stop());
-    }
+    };
+    const admin = config.adminPort === undefined ? undefined : startAdmin(config.adminPort);
+    // Stopped last: readiness answers "draining" for as long as the drain lasts.
+    if (admin !== undefined) cleanups.unshift(() => admin.stop());
 
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
