@@ -358,15 +358,20 @@ describe.skipIf(noOpenssl)("client certificates as identities", () => {
   });
 });
 
+/** A server whose one token, `writer`, may read and write `w/*`; `auth` starts another like it. */
+async function writerServer() {
+  const writer = randomBytes(32).toString("hex");
+  const auth = {
+    policyFile: file(JSON.stringify({ rules: [{ identity: "token:writer", read: ["w/*"], write: ["w/*"] }] })),
+    tokensFile: file(tokens({ writer })),
+  };
+  const first = await startTestServer({ auth });
+  return { writer, auth, first, port: first.port };
+}
+
 describe("reconnecting", () => {
   test("a reconnecting KvClient authenticates each connection it opens: what a drain left unread is served after it, under its identity", async () => {
-    const writer = randomBytes(32).toString("hex");
-    const auth = {
-      policyFile: file(JSON.stringify({ rules: [{ identity: "token:writer", read: ["w/*"], write: ["w/*"] }] })),
-      tokensFile: file(tokens({ writer })),
-    };
-    const first = await startTestServer({ auth });
-    const port = first.port;
+    const { writer, auth, first, port } = await writerServer();
     const identities: string[] = [];
     await using c = await KvClient.connect({
       reconnect: true,
@@ -390,13 +395,7 @@ describe("reconnecting", () => {
   });
 
   test("a credential given to authenticate() is the one the client's later connections present", async () => {
-    const writer = randomBytes(32).toString("hex");
-    const auth = {
-      policyFile: file(JSON.stringify({ rules: [{ identity: "token:writer", read: ["w/*"], write: ["w/*"] }] })),
-      tokensFile: file(tokens({ writer })),
-    };
-    const first = await startTestServer({ auth });
-    const port = first.port;
+    const { writer, auth, first, port } = await writerServer();
     await using c = await KvClient.connect({ reconnect: true, port });
     expect((await rejection(c.get("w/k"))).code).toBe(ErrorCode.Unauthenticated);
     expect(await c.authenticate({ token: writer })).toBe("token:writer");
