@@ -1,4 +1,5 @@
 import { ErrorCode, KvError } from "../wire/errors.js";
+import { DeadlineQueue } from "./deadline-queue.js";
 import {
   type Cancel,
   forwardingSink,
@@ -43,11 +44,16 @@ export const DEADLINE_STEP_BYTES = 16 * 1024 * 1024;
 export class DeadlineStore implements KvStore {
   readonly #inner: KvStore;
   readonly #timeoutMs: number;
+  /** Deadlines of `timeoutMs`: nearly every operation's. */
+  readonly #deadlines: DeadlineQueue;
+  /** Deadlines of other lengths (large sets), by length. */
+  readonly #longer = new Map<number, DeadlineQueue>();
 
   constructor(inner: KvStore, options: DeadlineOptions) {
     if (!(options.timeoutMs > 0)) throw new RangeError(`timeoutMs must be > 0, got ${options.timeoutMs}`);
     this.#inner = inner;
     this.#timeoutMs = options.timeoutMs;
+    this.#deadlines = new DeadlineQueue(options.timeoutMs);
   }
 
   get appliesInOrder(): boolean | undefined {
@@ -145,19 +151,30 @@ export class DeadlineStore implements KvStore {
 
   #bounded<T>(op: string, ms: number, work: Promise<T>): Promise<T> {
     const { promise, resolve, reject } = Promise.withResolvers<T>();
-    const timer = setTimeout(() => {
-      reject(new KvError(ErrorCode.Timeout, `${op}: no answer from DynamoDB or KMS within ${ms} ms`));
-    }, ms);
+    const queue = ms === this.#timeoutMs ? this.#deadlines : this.#queueFor(ms);
+    const deadline = queue.add(() =>
+      reject(new KvError(ErrorCode.Timeout, `${op}: no answer from DynamoDB or KMS within ${ms} ms`)),
+    );
     work.then(
       (v) => {
-        clearTimeout(timer);
+        queue.settle(deadline);
         resolve(v);
       },
       (err: unknown) => {
-        clearTimeout(timer);
+        queue.settle(deadline);
         reject(err);
       },
     );
     return promise;
+  }
+
+  /** The queue of deadlines `ms` long: the longer ones of large sets are rare, and each length keeps its queue. */
+  #queueFor(ms: number): DeadlineQueue {
+    let queue = this.#longer.get(ms);
+    if (queue === undefined) {
+      queue = new DeadlineQueue(ms);
+      this.#longer.set(ms, queue);
+    }
+    return queue;
   }
 }
