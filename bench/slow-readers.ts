@@ -82,20 +82,29 @@ async function run(s: BenchSettings, target: Target, store: string, op: "get" | 
       : new Uint8Array(Buffer.concat(encodeSetRequest(key, new Uint8Array(1024).fill(3))));
   const burst = new Uint8Array(Buffer.concat(Array.from({ length: 4096 }, () => request)));
   let written = 0;
-  const greedy: Socket[] = await Promise.all(
+  /** Writes the burst over and over, from where the kernel stopped taking it, so frames stay whole. */
+  const pump = (socket: Socket<{ at: number }>) => {
+    for (;;) {
+      const n = socket.write(burst, socket.data.at, burst.length - socket.data.at);
+      if (n <= 0) return;
+      written += n;
+      socket.data.at = (socket.data.at + n) % burst.length;
+      if (socket.data.at !== 0) return;
+    }
+  };
+  const greedy: Socket<{ at: number }>[] = await Promise.all(
     Array.from({ length: READERS }, () =>
       Bun.connect({
         hostname: "127.0.0.1",
         port: target.port,
+        data: { at: 0 },
         socket: {
           open(socket) {
             // Never read: the answers pile up in the kernel, then in the server if it lets them.
             socket.pause();
-            written += Math.max(0, socket.write(burst));
+            pump(socket);
           },
-          drain(socket) {
-            written += Math.max(0, socket.write(burst));
-          },
+          drain: pump,
           data() {},
         },
       }),

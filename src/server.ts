@@ -5,6 +5,7 @@ import { HttpGateway } from "./http/gateway.js";
 import type { Logger } from "./log.js";
 import { Counter, Counters } from "./metrics.js";
 import { ByteBudget } from "./net/byte-budget.js";
+import { InFlightShare } from "./net/in-flight-share.js";
 import { Listener } from "./net/listener.js";
 import type { Peer } from "./net/peer.js";
 import { loadTlsMaterial, type TlsMaterial } from "./net/tls-material.js";
@@ -29,6 +30,14 @@ import { ErrorCode, errorMessage, KvError } from "./wire/errors.js";
 const MAX_IN_FLIGHT = 128;
 /** Unsent response bytes per connection before reading pauses. */
 const HIGH_WATER_BYTES = 1024 * 1024;
+/**
+ * Requests in flight across all connections past which a connection that
+ * holds {@link MIN_SHARE} takes no more (see net/in-flight-share.ts): the
+ * work the event loop does between two reads of a quiet connection.
+ */
+const IN_FLIGHT_POOL = 1024;
+/** Requests in flight a connection may always have, however busy the others. */
+const MIN_SHARE = 16;
 
 /** A running server. */
 export interface KvServer extends AsyncDisposable {
@@ -158,6 +167,7 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       maxInFlight: MAX_IN_FLIGHT,
       highWaterBytes: HIGH_WATER_BYTES,
       budget,
+      share: new InFlightShare(IN_FLIGHT_POOL, MIN_SHARE),
       maxConnections: config.maxConnections,
       idleTimeoutSeconds: config.idleTimeoutSeconds,
       reusePort: config.reusePort,

@@ -12,6 +12,7 @@ import {
   GOODBYE,
   StreamedAnswer,
 } from "./frame-handler.js";
+import type { InFlightShare } from "./in-flight-share.js";
 
 /** The part of a Bun socket a connection drives. */
 export interface ConnectionSocket {
@@ -31,6 +32,8 @@ export interface ConnectionOptions {
   highWaterBytes: number;
   /** Shared by every connection of a server: bytes held across them all. */
   budget?: ByteBudget;
+  /** Shared by every connection of a listener: requests in flight across them all. */
+  share?: InFlightShare;
 }
 
 /** Frames at least this long are counted against the byte budget until answered. */
@@ -49,7 +52,9 @@ const INITIAL_RING = 16;
  *   unanswered or `highWaterBytes` of answers are unsent, the decoder stops
  *   after that frame (the rest of the read is held, not parsed) and the socket
  *   is paused; both resume below half of each limit. So requests in flight
- *   never exceed `maxInFlight`, whatever the size of a read.
+ *   never exceed `maxInFlight`, whatever the size of a read. With a shared
+ *   {@link InFlightShare}, a connection past its `minShare` also stops while
+ *   the listener's total is at its pool (see in-flight-share.ts).
  * - Answers that are not ready wait in a ring indexed by request sequence
  *   number (at most `maxInFlight` live entries): no object per request. An answer ready at once
  *   with nothing ahead of it is written directly.
@@ -98,6 +103,8 @@ export class Connection {
   readonly #largeFrames = new Map<number, number>();
   #largeFrameBytes = 0;
   #paused = false;
+  /** What this connection has counted into the listener's {@link InFlightShare}. */
+  #shared = 0;
   #closing = false;
   /** Closing by {@link shutdown}: the last bytes sent are {@link GOODBYE}. */
   #graceful = false;
@@ -183,6 +190,8 @@ export class Connection {
     this.#inbound = null;
     this.#largeFrames.clear();
     this.#largeFrameBytes = 0;
+    this.#options.share?.add(-this.#shared);
+    this.#shared = 0;
     const budget = this.#options.budget;
     if (budget !== undefined) {
       budget.release(this);
@@ -233,6 +242,7 @@ export class Connection {
       answer = this.#handler.handle(frame, seq === this.#head ? this.#writer : undefined, this);
     } catch (err) {
       this.#tail--;
+      this.#share(-1);
       throw err;
     }
     if (frame.length >= BUDGETED_FRAME_BYTES) this.#holdLarge(seq, frame.length);
@@ -275,6 +285,7 @@ export class Connection {
       answer = stream.end();
     } catch (err) {
       this.#tail--;
+      this.#share(-1);
       throw err;
     }
     if (held > 0) this.#holdLarge(seq, held);
@@ -285,6 +296,7 @@ export class Connection {
   #nextSeq(): number {
     this.#counters.add(Counter.requests);
     if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
+    this.#share(1);
     return this.#tail++;
   }
 
@@ -330,6 +342,15 @@ export class Connection {
       }
     }
     this.#head++;
+    this.#share(-1);
+  }
+
+  /** Counts requests in or out of the listener's shared total, while the connection is open. */
+  #share(n: number): void {
+    const share = this.#options.share;
+    if (share === undefined || this.#closed) return;
+    share.add(n);
+    this.#shared += n;
   }
 
   /** Doubles the ring, moving each pending or ready answer to its slot under the new mask. */
@@ -466,6 +487,7 @@ export class Connection {
     if (
       this.#deferred === null &&
       this.inFlight < this.#options.maxInFlight &&
+      (this.#options.share?.mayTake(this.inFlight) ?? true) &&
       this.#writer.pendingBytes < this.#options.highWaterBytes
     ) {
       return false;
@@ -529,6 +551,7 @@ export class Connection {
       !this.#inboundBlocked &&
       !this.#budgetBlocked &&
       this.inFlight <= maxInFlight / 2 &&
+      (this.#options.share?.mayResume(this.inFlight) ?? true) &&
       this.#writer.pendingBytes <= highWaterBytes / 2
     ) {
       let pausedAgain = false;

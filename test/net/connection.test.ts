@@ -3,6 +3,7 @@ import { silentLogger } from "../../src/log.js";
 import { Counters } from "../../src/metrics.js";
 import { Connection, type ConnectionSocket } from "../../src/net/connection.js";
 import type { Answer, FrameHandler } from "../../src/net/frame-handler.js";
+import { InFlightShare } from "../../src/net/in-flight-share.js";
 import { SocketWriter, STAGE_BYTES } from "../../src/wire/socket-writer.js";
 import { writeVarint } from "../../src/wire/varint.js";
 
@@ -228,6 +229,60 @@ describe("Connection backpressure, per frame", () => {
     expect(socket.bytes()).toEqual(Uint8Array.of(1, 2));
     expect(socket.ended).toBe(true);
     expect(conn.inFlight).toBe(0);
+  });
+});
+
+describe("InFlightShare: many pipelining connections against one quiet one", () => {
+  const connect = (share: InFlightShare) => {
+    const socket = new FakeSocket();
+    const handler = new HeldHandler();
+    const conn = new Connection(socket, handler, silentLogger, new Counters(), { ...options, maxInFlight: 100, share });
+    return { socket, handler, conn };
+  };
+
+  test("once the listener's total reaches its pool, a connection past its minimum share takes no more, and one under it still does", async () => {
+    const share = new InFlightShare(20, 4);
+    const greedy = connect(share);
+    greedy.conn.onData(frames(50));
+    // Alone it may take up to the pool, not its own limit of 100.
+    expect(greedy.handler.calls).toBe(20);
+    expect(greedy.socket.pauses).toBe(1);
+    const other = connect(share);
+    other.conn.onData(frames(10));
+    // Under its minimum share it is read, however full the pool.
+    expect(other.handler.calls).toBe(4);
+    expect(share.total).toBe(24);
+    // Answering the quiet one lets it in again, while the greedy one still holds its 20.
+    for (const p of other.handler.pending.splice(0)) p.answer(Uint8Array.of(1));
+    await settle();
+    expect(other.handler.calls).toBe(8);
+    expect(greedy.handler.calls).toBe(20);
+    // The greedy one goes on once the total falls below half the pool.
+    for (const p of greedy.handler.pending.splice(0, 15)) p.answer(Uint8Array.of(1));
+    await settle();
+    expect(greedy.handler.calls).toBeGreaterThan(20);
+    expect(share.total).toBe(greedy.conn.inFlight + other.conn.inFlight);
+  });
+
+  test("a closed connection takes what it held out of the total, and answers after its close count nothing", async () => {
+    const share = new InFlightShare(20, 4);
+    const gone = connect(share);
+    gone.conn.onData(frames(30));
+    const other = connect(share);
+    other.conn.onData(frames(10));
+    expect(share.total).toBe(24);
+    gone.conn.onClose();
+    expect(share.total).toBe(4);
+    for (const p of gone.handler.pending.splice(0)) p.answer(Uint8Array.of(1));
+    await settle();
+    expect(share.total).toBe(4);
+    // With the pool free again, the other connection takes all it has.
+    for (const p of other.handler.pending.splice(0)) p.answer(Uint8Array.of(1));
+    await settle();
+    expect(other.handler.calls).toBe(10);
+    for (const p of other.handler.pending.splice(0)) p.answer(Uint8Array.of(1));
+    await settle();
+    expect(share.total).toBe(0);
   });
 });
 
