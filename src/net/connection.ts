@@ -3,7 +3,13 @@ import { Counter, type Counters } from "../metrics.js";
 import { ErrorCode, errorMessage, isKvError } from "../wire/errors.js";
 import { type FrameConsumer, FrameDecoder, FrameMode } from "../wire/frame-decoder.js";
 import { SocketWriter } from "../wire/socket-writer.js";
-import type { ByteBudget } from "./byte-budget.js";
+import { AnswerStream } from "./answer-stream.js";
+import {
+  BUDGETED_FRAME_BYTES,
+  type ConnectionOptions,
+  type ConnectionSocket,
+  FRAMES_PER_TURN,
+} from "./connection-limits.js";
 import {
   type Answer,
   Deferred,
@@ -12,32 +18,9 @@ import {
   GOODBYE,
   StreamedAnswer,
 } from "./frame-handler.js";
-import type { InFlightShare } from "./in-flight-share.js";
 
-/** The part of a Bun socket a connection drives. */
-export interface ConnectionSocket {
-  write(data: Uint8Array): number;
-  pause(): void;
-  resume(): void;
-  end(): void;
-  readonly remoteAddress: string;
-}
-
-/** Per-connection limits. */
-export interface ConnectionOptions {
-  maxFrameBytes: number;
-  /** Requests read but not yet answered; at this many, no further frame is taken. */
-  maxInFlight: number;
-  /** Unsent response bytes; past this no further frame is taken until `drain`. */
-  highWaterBytes: number;
-  /** Shared by every connection of a server: bytes held across them all. */
-  budget?: ByteBudget;
-  /** Shared by every connection of a listener: requests in flight across them all. */
-  share?: InFlightShare;
-}
-
-/** Frames at least this long are counted against the byte budget until answered. */
-const BUDGETED_FRAME_BYTES = 64 * 1024;
+export type { ConnectionOptions, ConnectionSocket } from "./connection-limits.js";
+export { FRAMES_PER_TURN } from "./connection-limits.js";
 
 /** Ring slots a connection starts with. */
 const INITIAL_RING = 16;
@@ -54,7 +37,9 @@ const INITIAL_RING = 16;
  *   is paused; both resume below half of each limit. So requests in flight
  *   never exceed `maxInFlight`, whatever the size of a read. With a shared
  *   {@link InFlightShare}, a connection past its `minShare` also stops while
- *   the listener's total is at its pool (see in-flight-share.ts).
+ *   the listener's total is at its pool (see in-flight-share.ts). After
+ *   {@link FRAMES_PER_TURN} frames from one read it pauses until the event
+ *   loop's next turn (setImmediate), so other sockets are served between.
  * - Answers that are not ready wait in a ring indexed by request sequence
  *   number (at most `maxInFlight` live entries): no object per request. An answer ready at once
  *   with nothing ahead of it is written directly.
@@ -88,7 +73,7 @@ export class Connection {
   /** Sequence number the next request gets. */
   #tail = 0;
   /** The streamed answer being written: no later answer is written until it ends. */
-  #streaming: { readonly answer: StreamedAnswer; remaining: number; pulling: boolean } | null = null;
+  #streaming: AnswerStream | null = null;
   /** The Deferred answer waiting for earlier ones, or running; the decoder is stopped after it. */
   #deferred: { readonly seq: number; readonly answer: Deferred; started: boolean } | null = null;
   /** The large frame being taken as it arrives, if any. */
@@ -103,6 +88,10 @@ export class Connection {
   readonly #largeFrames = new Map<number, number>();
   #largeFrameBytes = 0;
   #paused = false;
+  /** Frames taken since the last data event or turn; at {@link FRAMES_PER_TURN}, the connection yields. */
+  #turnFrames = 0;
+  /** Yielded: reading waits for the event loop's next turn. */
+  #yielded = false;
   /** What this connection has counted into the listener's {@link InFlightShare}. */
   #shared = 0;
   #closing = false;
@@ -162,6 +151,7 @@ export class Connection {
   onData(chunk: Uint8Array): void {
     this.#counters.add(Counter.bytesIn, chunk.length);
     if (this.#closing) return;
+    if (!this.#yielded) this.#turnFrames = 0;
     try {
       this.#decoder.push(chunk, this.#consumer);
     } catch (err) {
@@ -296,6 +286,7 @@ export class Connection {
   #nextSeq(): number {
     this.#counters.add(Counter.requests);
     if (this.#tail - this.#head >= this.#ring.length) this.#growRing();
+    this.#turnFrames++;
     this.#share(1);
     return this.#tail++;
   }
@@ -417,45 +408,17 @@ export class Connection {
 
   /** Writes a streamed answer's head and starts pulling its pieces; the head of the ring stays on it until it ends. */
   #startStreaming(answer: StreamedAnswer): void {
-    this.#writer.write(answer.head);
-    this.#streaming = { answer, remaining: answer.length, pulling: false };
-    this.#pull();
-  }
-
-  /** Pulls the streamed answer's next piece if nothing is pulled yet and the output is below the high-water mark. */
-  #pull(): void {
-    const stream = this.#streaming;
-    if (stream === null || stream.pulling || this.#closed) return;
-    if (this.#writer.pendingBytes >= this.#options.highWaterBytes) return; // resumed by #afterProgress on idle
-    stream.pulling = true;
-    stream.answer.next().then(
-      (piece) => {
-        stream.pulling = false;
-        if (this.#streaming !== stream) return;
-        if (piece === undefined) {
-          if (stream.remaining !== 0) {
-            this.#streamBroken(new Error(`a streamed answer ended ${stream.remaining} bytes short`));
-            return;
-          }
-          this.#streaming = null;
-          if (this.#deferred?.seq === this.#head) this.#deferred = null;
-          this.#advance();
-          this.#release();
-          return;
-        }
-        if (piece.length > stream.remaining) {
-          this.#streamBroken(new Error("a streamed answer overran its length"));
-          return;
-        }
-        stream.remaining -= piece.length;
-        this.#writer.write(piece, () => stream.answer.release(piece));
-        this.#pull();
+    const stream = new AnswerStream(answer, this.#writer, this.#options.highWaterBytes, {
+      ended: () => {
+        this.#streaming = null;
+        if (this.#deferred?.seq === this.#head) this.#deferred = null;
+        this.#advance();
+        this.#release();
       },
-      (err: unknown) => {
-        stream.pulling = false;
-        if (this.#streaming === stream) this.#streamBroken(err);
-      },
-    );
+      broken: (err) => this.#streamBroken(err),
+    });
+    this.#streaming = stream;
+    stream.start();
   }
 
   /**
@@ -473,31 +436,36 @@ export class Connection {
   }
 
   #stopStreaming(): void {
-    const stream = this.#streaming;
-    if (stream === null) return;
+    this.#streaming?.stop();
     this.#streaming = null;
-    try {
-      stream.answer.cancel();
-    } catch {
-      // A cancel that throws has nothing left to cancel.
-    }
   }
 
   #mustPause(): boolean {
-    if (
-      this.#deferred === null &&
-      this.inFlight < this.#options.maxInFlight &&
-      (this.#options.share?.mayTake(this.inFlight) ?? true) &&
-      this.#writer.pendingBytes < this.#options.highWaterBytes
-    ) {
-      return false;
+    if (this.#turnFrames >= FRAMES_PER_TURN && !this.#closing) {
+      if (!this.#yielded) {
+        this.#yielded = true;
+        setImmediate(this.#endTurn);
+      }
+      this.#pauseSocket();
+      return true;
     }
+    if (this.#deferred === null && this.#belowLimits()) return false;
     this.#pauseSocket();
     return true;
   }
 
+  /** Whether another frame may be taken: requests in flight, the listener's share and unsent bytes all allow it. */
+  #belowLimits(): boolean {
+    return (
+      this.inFlight < this.#options.maxInFlight &&
+      (this.#options.share?.mayTake(this.inFlight) ?? true) &&
+      this.#writer.pendingBytes < this.#options.highWaterBytes
+    );
+  }
+
+  /** Stops reading the socket; never while closing, when what arrives is dropped and a reset must be seen (see {@link shutdown}). */
   #pauseSocket(): void {
-    if (!this.#paused) {
+    if (!this.#paused && !this.#closing) {
       this.#paused = true;
       this.#socket.pause();
     }
@@ -537,22 +505,36 @@ export class Connection {
     this.destroy();
   };
 
+  /** The event loop came round: read on, with a fresh count. */
+  readonly #endTurn = (): void => {
+    this.#yielded = false;
+    this.#turnFrames = 0;
+    this.#afterProgress(true);
+  };
+
   readonly #budgetWake = (): void => {
     this.#budgetBlocked = false;
     this.#afterProgress();
   };
 
-  #afterProgress(): void {
+  /**
+   * Reads on if the limits allow: below half of each after a limit stopped
+   * reading, or (`turnEnded`, the connection only yielded) below each.
+   */
+  #afterProgress(turnEnded = false): void {
     if (this.#closed) return;
-    if (this.#streaming !== null) this.#pull();
+    this.#streaming?.pull();
     const { maxInFlight, highWaterBytes } = this.#options;
     if (
       this.#deferred === null &&
       !this.#inboundBlocked &&
       !this.#budgetBlocked &&
-      this.inFlight <= maxInFlight / 2 &&
-      (this.#options.share?.mayResume(this.inFlight) ?? true) &&
-      this.#writer.pendingBytes <= highWaterBytes / 2
+      !this.#yielded &&
+      (turnEnded
+        ? this.#belowLimits()
+        : this.inFlight <= maxInFlight / 2 &&
+          (this.#options.share?.mayResume(this.inFlight) ?? true) &&
+          this.#writer.pendingBytes <= highWaterBytes / 2)
     ) {
       let pausedAgain = false;
       if (this.#decoder.heldBytes > 0) {

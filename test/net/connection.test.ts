@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { silentLogger } from "../../src/log.js";
 import { Counters } from "../../src/metrics.js";
-import { Connection, type ConnectionSocket } from "../../src/net/connection.js";
+import { Connection, type ConnectionSocket, FRAMES_PER_TURN } from "../../src/net/connection.js";
 import type { Answer, FrameHandler } from "../../src/net/frame-handler.js";
 import { InFlightShare } from "../../src/net/in-flight-share.js";
 import { SocketWriter, STAGE_BYTES } from "../../src/wire/socket-writer.js";
@@ -129,6 +129,8 @@ describe("Connection backpressure, per frame", () => {
     const handler = new HeldHandler();
     const conn = new Connection(socket, handler, silentLogger, new Counters(), { ...options, maxInFlight: 300 });
     conn.onData(frames(300));
+    // Taken FRAMES_PER_TURN at a time, a turn of the event loop apart.
+    while (conn.inFlight < 300) await settle();
     expect(conn.inFlight).toBe(300);
     // Complete them back to front: nothing may be written until the first is done.
     const pending = handler.pending.splice(0);
@@ -228,6 +230,35 @@ describe("Connection backpressure, per frame", () => {
     expect(n).toBe(3);
     expect(socket.bytes()).toEqual(Uint8Array.of(1, 2));
     expect(socket.ended).toBe(true);
+    expect(conn.inFlight).toBe(0);
+  });
+});
+
+describe("Turns: one read of many frames against the other sockets", () => {
+  test("a read of thousands of frames answered at once is taken FRAMES_PER_TURN at a time, yielding to the event loop between", async () => {
+    const socket = new FakeSocket();
+    let calls = 0;
+    const handler: FrameHandler = {
+      handle: () => {
+        calls++;
+        return Uint8Array.of(1);
+      },
+    };
+    const conn = new Connection(socket, handler, silentLogger, new Counters(), { ...options, maxInFlight: 8 });
+    conn.onData(frames(3000));
+    expect(calls).toBe(FRAMES_PER_TURN);
+    expect(socket.pauses).toBe(1);
+    let turns = 1;
+    while (calls < 3000) {
+      await settle();
+      turns++;
+      expect(calls).toBeLessThanOrEqual(turns * FRAMES_PER_TURN);
+    }
+    expect(turns).toBe(Math.ceil(3000 / FRAMES_PER_TURN));
+    // Every answer written, in order, and reading resumed once the read was used up.
+    await settle();
+    expect(socket.bytes().length).toBe(3000);
+    expect(socket.resumes).toBe(1);
     expect(conn.inFlight).toBe(0);
   });
 });
