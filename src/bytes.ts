@@ -2,8 +2,8 @@
  * Byte helpers on the hot path. They use the ES2026 Uint8Array base64 and
  * hex methods, which Bun implements natively, rather than Buffer views:
  * reading a typed array's `.buffer` makes JSC give it a separate ArrayBuffer
- * object, which cost about 0.3 µs per call and showed as 5% of the DynamoDB
- * path's CPU profile.
+ * object per call, a cost the DynamoDB path pays several times per item
+ * (docs/performance.md, "The data path: cost and deadlines").
  */
 interface Es2026Bytes {
   toHex(): string;

@@ -67,8 +67,9 @@ const PROBE_PK = Uint8Array.of(0x02, ...new TextEncoder().encode("kvs-readiness-
  * provider, and sends it with Bun's `fetch`.
  *
  * Why: the SDK's middleware stack, schema serde and Bun's `node:http`
- * emulation cost about 100 µs of CPU per item; this path costs a fraction of
- * that (docs/performance.md, "The data path: cost and deadlines"). What is reused rather than rewritten:
+ * emulation cost many times what the item's own work does; this path costs a
+ * fraction of that (figures in docs/performance.md, "The data path: cost and
+ * deadlines"). What is reused rather than rewritten:
  * - credentials: the SDK client's memoized provider chain, which refreshes
  *   ECS task-role and instance credentials before they expire;
  * - signing: the SDK client's `SignatureV4` (`@smithy/signature-v4`), with its
