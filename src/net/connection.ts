@@ -92,8 +92,6 @@ export class Connection {
   #turnFrames = 0;
   /** Yielded: reading waits for the event loop's next turn. */
   #yielded = false;
-  /** What this connection has counted into the listener's {@link InFlightShare}. */
-  #shared = 0;
   #closing = false;
   /** Closing by {@link shutdown}: the last bytes sent are {@link GOODBYE}. */
   #graceful = false;
@@ -180,8 +178,8 @@ export class Connection {
     this.#inbound = null;
     this.#largeFrames.clear();
     this.#largeFrameBytes = 0;
-    this.#options.share?.add(-this.#shared);
-    this.#shared = 0;
+    // Its requests in flight are all it counted into the share (see #share), and it counts nothing more.
+    this.#options.share?.add(-this.inFlight);
     const budget = this.#options.budget;
     if (budget !== undefined) {
       budget.release(this);
@@ -336,12 +334,9 @@ export class Connection {
     this.#share(-1);
   }
 
-  /** Counts requests in or out of the listener's shared total, while the connection is open. */
+  /** Counts requests in or out of the listener's shared total, beside every change to {@link inFlight}, while open. */
   #share(n: number): void {
-    const share = this.#options.share;
-    if (share === undefined || this.#closed) return;
-    share.add(n);
-    this.#shared += n;
+    if (!this.#closed) this.#options.share?.add(n);
   }
 
   /** Doubles the ring, moving each pending or ready answer to its slot under the new mask. */
