@@ -33,7 +33,10 @@ export { DEFAULT_PORT, DEFAULT_TLS_PORT, parseServerUrl } from "./server-url.js"
 const decoder = new TextDecoder();
 
 function closedClient(): KvError {
-  return new KvError(ErrorCode.ConnectionClosed, "the client is closed");
+  return new KvError(
+    ErrorCode.ConnectionClosed,
+    "the client is closed: close() was called; connect a new one to go on",
+  );
 }
 
 function drained(err: unknown): boolean {
