@@ -14,6 +14,12 @@ const mib = (n: number) => round(n / 2 ** 20, 1);
 const READERS = 50;
 /** How often the healthy client sets its value, in ms. */
 const HEALTHY_EVERY_MS = 50;
+/** The servers measured, each with its extra flags. */
+const STORES = [
+  { store: "memory", extra: [] },
+  { store: "dynamodb-local", extra: [] },
+  { store: "dynamodb-local", extra: ["--memory-soft-limit-mib", "48"] },
+] as const;
 
 /**
  * Scenario 1b: 50 connections that pipeline requests and never read the
@@ -27,16 +33,18 @@ const HEALTHY_EVERY_MS = 50;
  */
 export async function slowReaders(s: BenchSettings): Promise<Row[]> {
   const rows: Row[] = [];
-  for (const store of ["memory", "dynamodb-local"] as const) {
+  // A full run also measures local mode with the memory governor on (ops/memory-governor.ts).
+  const stores = s.quick ? STORES.slice(0, 2) : STORES;
+  for (const { store, extra } of stores) {
     for (const op of s.quick ? (["get"] as const) : (["get", "set"] as const)) {
       // A fresh server per run: its peak RSS is then this run's alone.
       const dir = mkdtempSync(join(tmpdir(), "kvs-bench-slow-"));
       try {
         const args =
           store === "memory" ? ["--store", "memory", "--data-dir", dir] : await localModeArgs(s, "slow", dir);
-        const target = await startKvs(`kvs ${store}`, [...args, "--log-level", "error"]);
+        const target = await startKvs(`kvs ${store}`, [...args, ...extra, "--log-level", "error"]);
         try {
-          const row = await run(s, target, store, op);
+          const row = await run(s, target, extra.length === 0 ? store : `${store} ${extra.join(" ")}`, op);
           // A graceful stop answers what it read: slow when closed connections' requests were not dropped.
           const stopping = performance.now();
           await target.stop();

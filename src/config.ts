@@ -33,6 +33,8 @@ export interface Config {
   maxBufferedBytes: number;
   /** Frames at least this long are read as they arrive: a set's value goes to the store chunk by chunk. */
   streamFromBytes: number;
+  /** JS heap plus external buffers past which a full collection is forced (ops/memory-governor.ts); 0: off. */
+  memorySoftLimitBytes: number;
   maxConnections: number;
   idleTimeoutSeconds: number;
   /** Items per BatchWriteItem; 1 writes each value alone with PutItem. */
@@ -252,6 +254,8 @@ function parseFlags(
     maxFrameBytes,
     maxBufferedBytes,
     streamFromBytes,
+    memorySoftLimitBytes:
+      int("memory-soft-limit-mib", get("memory-soft-limit-mib") as string, 0, 2 ** 30) * 1024 * 1024,
     maxConnections: int("max-connections", get("max-connections") as string, 1, 10_000_000),
     idleTimeoutSeconds: int("idle-timeout", get("idle-timeout") as string, 0, 86_400),
     writeBatch: int("write-batch", get("write-batch") as string, 1, MAX_BATCH_WRITE_ITEMS),

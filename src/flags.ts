@@ -81,6 +81,13 @@ export const FLAGS = {
     placeholder: "N",
     help: "bytes held for clients across connections (frames being read, chunks in flight, answers unsent); past it, connections reading large frames pause",
   },
+  "memory-soft-limit-mib": {
+    env: "KV_MEMORY_SOFT_LIMIT_MIB",
+    type: "string",
+    default: "0",
+    placeholder: "N",
+    help: "JS heap in use, buffers included, in MiB, past which the server forces a full garbage collection (at most 5% of its time), trading pauses for a lower peak; 0 (default): leave it to the runtime",
+  },
   "stream-from-bytes": {
     env: "KV_STREAM_FROM_BYTES",
     type: "string",

@@ -24,6 +24,8 @@ export const Counter = {
   bytesOut: "bytes.out",
   budgetPauses: "budget.pauses",
   streamedFrames: "frames.streamed",
+  forcedCollections: "gc.forced",
+  forcedCollectionMicros: "gc.forced_us",
 } as const;
 export type Counter = (typeof Counter)[keyof typeof Counter];
 

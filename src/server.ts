@@ -11,6 +11,7 @@ import type { Peer } from "./net/peer.js";
 import { loadTlsMaterial, type TlsMaterial } from "./net/tls-material.js";
 import { AdminServer } from "./ops/admin-server.js";
 import { LatencyReporter } from "./ops/latency-reporter.js";
+import { MemoryGovernor } from "./ops/memory-governor.js";
 import { Metrics } from "./ops/prometheus.js";
 import { RequestStats } from "./ops/request-stats.js";
 import { Dispatcher } from "./protocol/dispatch.js";
@@ -38,6 +39,8 @@ const HIGH_WATER_BYTES = 1024 * 1024;
 const IN_FLIGHT_POOL = 1024;
 /** Requests in flight a connection may always have, however busy the others. */
 const MIN_SHARE = 16;
+/** How often the memory governor looks at the heap: what a fast writer can add between two looks is small. */
+const GOVERNOR_INTERVAL_MS = 50;
 
 /** A running server. */
 export interface KvServer extends AsyncDisposable {
@@ -149,6 +152,12 @@ export async function startServer(config: Config, log: Logger, overrides: Server
       const reporter = new LatencyReporter([dispatcher.stats, httpStats], log, config.latencyLogIntervalSeconds * 1000);
       cleanups.push(async () => reporter.stop());
     }
+    const governor = new MemoryGovernor({ limitBytes: config.memorySoftLimitBytes });
+    governor.start(GOVERNOR_INTERVAL_MS, (ms) => {
+      counters.add(Counter.forcedCollections);
+      counters.add(Counter.forcedCollectionMicros, Math.round(ms * 1000));
+    });
+    cleanups.push(async () => governor.stop());
     let draining = false;
     const refusals = new RepeatLimiter(log, 10_000);
     /** Each connection's handler: the dispatcher itself, unless it must authenticate or is refused (protected mode). */

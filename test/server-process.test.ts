@@ -64,6 +64,12 @@ describe("bun run server flags", () => {
       'KV_MAX_FRAME_BYTES=-5 (from the environment): --max-frame-bytes must be a whole number, got "-5"',
     ],
     ["a bad port from the environment", [], { KV_PORT: "abc" }, "KV_PORT=abc (from the environment): --port"],
+    [
+      "a memory soft limit that is not a number",
+      ["--memory-soft-limit-mib", "lots"],
+      {},
+      '--memory-soft-limit-mib must be a whole number, got "lots"',
+    ],
     ["an endpoint that is not a URL", ["--kms-endpoint", "localhost"], {}, "--kms-endpoint must be a URL"],
     ["--table without --kms-key-id", ["--table", "t"], {}, "--table was given without --kms-key-id"],
     ["--kms-key-id without --table", [], { KV_KMS_KEY_ID: "alias/k" }, "--kms-key-id was given without --table"],

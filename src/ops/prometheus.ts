@@ -185,6 +185,24 @@ export class Metrics {
       },
     });
     new PromCounter({
+      name: "kvs_forced_gc_total",
+      help: "Full garbage collections forced because the JS heap passed --memory-soft-limit-mib",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.counters.get(Counter.forcedCollections));
+      },
+    });
+    new PromCounter({
+      name: "kvs_forced_gc_seconds_total",
+      help: "Time the forced collections took (the server answers nothing meanwhile)",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.counters.get(Counter.forcedCollectionMicros) / 1e6);
+      },
+    });
+    new PromCounter({
       name: "kvs_budget_pauses_total",
       help: "Times a connection stopped reading mid-frame because the byte budget (--max-buffered-bytes) was spent",
       registers,
