@@ -33,7 +33,7 @@ export interface Config {
   maxBufferedBytes: number;
   /** Frames at least this long are read as they arrive: a set's value goes to the store chunk by chunk. */
   streamFromBytes: number;
-  /** JS heap plus external buffers past which a full collection is forced (ops/memory-governor.ts); 0: off. */
+  /** JS heap in use, buffers included, past which a full collection is forced (ops/memory-governor.ts); 0: off. */
   memorySoftLimitBytes: number;
   maxConnections: number;
   idleTimeoutSeconds: number;

@@ -10,9 +10,9 @@ export interface MemoryGovernorOptions {
   limitBytes: number;
   /** Most of the process's time forced collections may take, as a fraction. */
   maxTimeShare?: number;
-  /** Reads the heap; `process.memoryUsage` by default. */
+  /** Reads the heap; `process.memoryUsage()` by default. */
   usage?: () => HeapUsage;
-  /** A synchronous full collection; `bun:jsc`'s `fullGC` by default. */
+  /** A synchronous full collection; `Bun.gc(true)` by default (it also sweeps, so the RSS falls). */
   collect?: () => void;
   /** A monotonic clock in ms; `performance.now` by default. */
   now?: () => number;
@@ -36,7 +36,7 @@ const DEFAULT_MAX_TIME_SHARE = 0.05;
  *
  * Invariants:
  * - A look at the heap is one `memoryUsage()` call (microseconds); it
- *   collects only past the trigger.
+ *   collects only past the limit.
  * - It forces a collection only while what stays live is under the limit:
  *   live is what the last forced collection left, or less if a later look
  *   saw less (the runtime collected). A heap that is large because it holds
@@ -97,7 +97,7 @@ export class MemoryGovernor {
     this.#timer = undefined;
   }
 
-  /** Looks at the heap now; forces a collection if it is past the trigger and the time share allows. Returns whether it did. */
+  /** Looks at the heap now; forces a collection if it is past the limit and the rules above allow. Returns whether it did. */
   check(): boolean {
     if (this.#limit === 0) return false;
     const before = this.#usage();
