@@ -3,7 +3,7 @@ import { Bench } from "tinybench";
 import { open, seal } from "../src/crypto/envelope.js";
 import { DataKeyCache } from "../src/crypto/key-cache.js";
 import { decodeRequest, encodeGetOk } from "../src/protocol/codec.js";
-import { valueAad } from "../src/store/item-format.js";
+import { itemSize, valueAad } from "../src/store/item-format.js";
 import { encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
 import { FrameDecoder } from "../src/wire/frame-decoder.js";
 
@@ -44,6 +44,13 @@ export function microCases(): MicroCase[] {
     unwrap: async () => dataKey,
   });
   const noop = () => {};
+  const item = {
+    pk: { B: key },
+    f: { N: "1" },
+    v: { N: "1764806400000123" },
+    iv: { B: sealed.iv },
+    c: { B: sealed.ciphertext },
+  };
 
   return [
     {
@@ -61,6 +68,8 @@ export function microCases(): MicroCase[] {
     { name: "codec: encode a 100 B get response", fn: () => void encodeGetOk(key, small) },
     { name: "envelope: seal 1 KiB", fn: () => void seal(dataKey, kib, aad) },
     { name: "envelope: open 1 KiB", fn: () => void open(dataKey, sealed, aad) },
+    { name: "item-format: value AAD with an expiry", fn: () => void valueAad("kvs", key, 1_764_806_400_000) },
+    { name: "item-format: size of a 1 KiB item", fn: () => void itemSize(item) },
     { name: "key-cache: encryption key hit", fn: async () => void (await cache.encryptionKey(1, 1024)) },
   ];
 }

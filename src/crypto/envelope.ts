@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv } from "node:crypto";
 import { ErrorCode, KvError } from "../wire/errors.js";
+import { randomBytes } from "./random-bytes.js";
 
 /** AES-256-GCM parameters. */
 export const KEY_BYTES = 32;
@@ -50,10 +51,13 @@ export function open(key: Uint8Array, sealed: Sealed, aad: Uint8Array, into?: Ui
     const decipher = createDecipheriv("aes-256-gcm", key, iv);
     decipher.setAAD(aad);
     decipher.setAuthTag(ciphertext.subarray(bodyLength));
-    const out = into === undefined ? new Uint8Array(bodyLength) : into.subarray(0, bodyLength);
     const body = decipher.update(ciphertext.subarray(0, bodyLength));
+    const final = decipher.final();
+    // GCM's final() yields no bytes: without `into`, the update's output is the plaintext, uncopied.
+    if (into === undefined && final.length === 0) return body;
+    const out = into === undefined ? new Uint8Array(bodyLength) : into.subarray(0, bodyLength);
     out.set(body, 0);
-    out.set(decipher.final(), body.length);
+    out.set(final, body.length);
     return out;
   } catch (err) {
     throw new KvError(ErrorCode.Integrity, "value failed authentication", { cause: err });

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { sameBytes } from "../bytes.js";
 import type { Logger } from "../log.js";
@@ -6,6 +5,7 @@ import { RepeatLimiter } from "../repeat-limiter.js";
 import { ErrorCode, errorMessage, KvError } from "../wire/errors.js";
 import type { BranchKeyKms, BranchKeyRecord, BranchKeyStorage } from "./branch-keys.js";
 import { type ItemKey, type ItemKeyDeriver, itemKeyDeriver, type KeyRef, SALT_BYTES } from "./item-key.js";
+import { randomBytes } from "./random-bytes.js";
 
 /** How long branch keys live, in the cache and as the active version. */
 export interface HierarchyLimits {
@@ -129,7 +129,7 @@ export class HierarchicalKeyring {
   async encryptionKey(): Promise<ItemKey> {
     const active = this.#active ?? (await this.#ensureActive());
     const derive = await this.#material(active.version, active);
-    const salt = new Uint8Array(randomBytes(SALT_BYTES));
+    const salt = randomBytes(SALT_BYTES);
     const plaintext = derive(salt);
     return { plaintext, ref: { kind: "branch", version: active.version, salt } };
   }

@@ -206,24 +206,31 @@ function aad(
   const t = lastTableBytes;
   const expiryBytes = expiresAt === undefined ? 0 : 8;
   const out = new Uint8Array(label.length + 1 + 2 + t.length + 4 + key.length + extra + expiryBytes);
-  const view = new DataView(out.buffer);
+  // Big-endian integers written byte by byte: a DataView would make JSC materialise the array's ArrayBuffer, per item.
   let p = 0;
   out.set(label, p);
   p += label.length;
   out[p++] = format;
-  view.setUint16(p, t.length);
-  p += 2;
+  out[p++] = t.length >>> 8;
+  out[p++] = t.length & 0xff;
   out.set(t, p);
   p += t.length;
-  view.setUint32(p, key.length);
+  writeU32(out, p, key.length);
   p += 4;
   out.set(key, p);
   if (expiresAt !== undefined) {
     // The u64 as two halves: a safe integer needs no BigInt, which would cost an allocation per get.
-    view.setUint32(out.length - 8, Math.floor(expiresAt / 2 ** 32));
-    view.setUint32(out.length - 4, expiresAt >>> 0);
+    writeU32(out, out.length - 8, Math.floor(expiresAt / 2 ** 32));
+    writeU32(out, out.length - 4, expiresAt >>> 0);
   }
   return out;
+}
+
+function writeU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 24;
+  out[at + 1] = (value >>> 16) & 0xff;
+  out[at + 2] = (value >>> 8) & 0xff;
+  out[at + 3] = value & 0xff;
 }
 
 /**
@@ -385,7 +392,9 @@ export function versionOf(item: Record<string, AttributeValue>): number {
 /** Bytes DynamoDB counts for an item: attribute names plus values. */
 export function itemSize(item: Record<string, AttributeValue>): number {
   let size = 0;
-  for (const [name, value] of Object.entries(item)) {
+  for (const name in item) {
+    const value = item[name];
+    if (value === undefined) continue;
     size += name.length;
     if (value.B) size += value.B.length;
     else if (value.S !== undefined) size += Buffer.byteLength(value.S);
