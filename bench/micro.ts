@@ -3,6 +3,7 @@ import { Bench } from "tinybench";
 import { open, seal } from "../src/crypto/envelope.js";
 import { DataKeyCache } from "../src/crypto/key-cache.js";
 import { decodeRequest, encodeGetOk } from "../src/protocol/codec.js";
+import { parseAttributeMap, parseResponse } from "../src/store/dynamo-json.js";
 import { itemSize, valueAad } from "../src/store/item-format.js";
 import { encodeGetRequest, encodeSetRequest } from "../src/wire/client-codec.js";
 import { FrameDecoder } from "../src/wire/frame-decoder.js";
@@ -44,6 +45,23 @@ export function microCases(): MicroCase[] {
     unwrap: async () => dataKey,
   });
   const noop = () => {};
+  const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64");
+  // A BatchGetItem answer as server-cost's gets meet it: 59 items of a 1 KiB value each.
+  const batchAnswer = enc.encode(
+    JSON.stringify({
+      Responses: {
+        kvs: Array.from({ length: 59 }, () => ({
+          pk: { B: b64(randomBytes(37)) },
+          f: { S: "1" },
+          v: { N: "1764806400000123" },
+          iv: { B: b64(sealed.iv) },
+          c: { B: b64(sealed.ciphertext) },
+          s: { B: b64(randomBytes(16)) },
+        })),
+      },
+      UnprocessedKeys: {},
+    }),
+  );
   const item = {
     pk: { B: key },
     f: { N: "1" },
@@ -70,6 +88,13 @@ export function microCases(): MicroCase[] {
     { name: "envelope: open 1 KiB", fn: () => void open(dataKey, sealed, aad) },
     { name: "item-format: value AAD with an expiry", fn: () => void valueAad("kvs", key, 1_764_806_400_000) },
     { name: "item-format: size of a 1 KiB item", fn: () => void itemSize(item) },
+    {
+      name: "dynamo-json: a BatchGetItem answer of 59 1 KiB items, parsed",
+      fn: () => {
+        const answer = parseResponse(batchAnswer) as { Responses: { kvs: unknown[] } };
+        for (const it of answer.Responses.kvs) parseAttributeMap(it);
+      },
+    },
     { name: "key-cache: encryption key hit", fn: async () => void (await cache.encryptionKey(1, 1024)) },
   ];
 }

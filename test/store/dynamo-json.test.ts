@@ -142,6 +142,29 @@ describe("DynamoDB JSON", () => {
     expect(parseAttributeMap((parseResponse(ascii.encode(spaced)) as { Item: unknown }).Item).ct).toEqual({ B: big });
   });
 
+  test("a batch answer of many items decodes each large binary value and parses the rest, in order", () => {
+    const items = Array.from({ length: 60 }, (_, i) => ({
+      pk: { B: random(20) },
+      iv: { B: random(12) },
+      c: { B: random(i % 20 === 0 ? 5000 : 1040) },
+      // A string that reads like a large binary key only through its escaped quotes.
+      s: { S: i === 7 ? `"B":"${"A".repeat(5000)}"` : "x" },
+    }));
+    const json = {
+      Responses: {
+        t: items.map((it) => ({ ...it, pk: { B: b64(it.pk.B) }, iv: { B: b64(it.iv.B) }, c: { B: b64(it.c.B) } })),
+      },
+    };
+    const bytes = new TextEncoder().encode(JSON.stringify(json));
+    expect(bytes.length).toBeGreaterThan(64 * 1024);
+    const parsed = parseResponse(bytes) as { Responses: { t: unknown[] } };
+    expect(parsed.Responses.t.map(parseAttributeMap)).toEqual(items);
+    // A key that ends in `"B"` only through an escaped quote is not a binary value's key.
+    const long = b64(random(70_000));
+    const odd = `{"x":{"\\"B":"${long}"}}`;
+    expect(parseResponse(ascii.encode(odd))).toEqual(JSON.parse(odd));
+  });
+
   test("a large response whose binary value is escaped, or that is not JSON, is never read wrongly", () => {
     const big = b64(random(90_000));
     // JSON may escape "/" as "\/": such a value is left to JSON.parse, which unescapes it.
