@@ -15,11 +15,13 @@ import { htmlReport } from "./report.js";
 import { type BenchSettings, concurrency, endToEnd, frontEnd, largeValues, type Row, serverCost } from "./scenarios.js";
 import { slowReaders } from "./slow-readers.js";
 import { tlsCost } from "./tls-cost.js";
+import { waitingRequests } from "./waiting-requests.js";
 
 const USAGE = `Usage: bun run bench [flags]
 
 Scenarios (select with --filter): micro, front-end, slow-readers, client-runtimes (kvs-client's pipelined gets on
-Node and on Bun beside the load generator), concurrency, end-to-end, server-cost, expiry (CPU per set and get
+Node and on Bun beside the load generator), concurrency, end-to-end, server-cost, waiting-requests (heap per request waiting
+in the store, on the DynamoDB path against a stand-in that never answers), expiry (CPU per set and get
 with a TTL, and of expired keys, against plain ones),
 large-values, listing (list and clear 1M keys in memory, 100k on DynamoDB Local), http (wrk: gateway vs bare Bun.serve), tls (TLS and mTLS cost
 on the pipelined front end, beside redis with TLS), auth (CPU per request with a token and a 20-rule access policy
@@ -194,6 +196,7 @@ const scenarios: [string, () => Promise<Row[]>][] = [
   ["concurrency", () => concurrency(settings)],
   ["end-to-end", () => endToEnd(settings)],
   ["server-cost", () => serverCost(settings)],
+  ["waiting-requests", () => waitingRequests(settings)],
   ["expiry", () => expiry(settings)],
   ["large-values", () => largeValues(settings)],
   ["listing", () => listing(settings)],

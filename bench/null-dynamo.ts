@@ -9,7 +9,9 @@
  * GetItem and DeleteItem, and signs every body with `x-amz-crc32`. It does not
  * check signatures or condition expressions, and never throttles: it is a
  * bench instrument, not a DynamoDB. `x-amz-target: Stats` answers the
- * request counts by operation.
+ * request counts by operation. After `x-amz-target: Hold` it answers the
+ * control plane only and holds every other call until `x-amz-target:
+ * Release`, so requests wait in the server (the waiting-requests scenario).
  *
  * Run: `bun bench/null-dynamo.ts`; prints "null-dynamo listening on PORT".
  */
@@ -99,6 +101,11 @@ const handlers: Record<string, (input: Record<string, unknown>) => unknown> = {
   },
 };
 
+/** Calls answered even while holding; the others wait for `Release`. */
+const CONTROL_PLANE = new Set(["DescribeTable", "CreateTable", "DescribeTimeToLive"]);
+const held: (() => void)[] = [];
+let holding = false;
+
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port: Number(process.env.PORT ?? 0),
@@ -106,7 +113,13 @@ const server = Bun.serve({
     const op = (req.headers.get("x-amz-target") ?? "").replace(/^DynamoDB_\d+\./, "");
     // Not a DynamoDB operation: the bench reads the request counts with it.
     if (op === "Stats") return answer(Object.fromEntries(calls));
+    if (op === "Hold" || op === "Release") {
+      holding = op === "Hold";
+      for (const release of held.splice(0)) release();
+      return answer({});
+    }
     calls.set(op, (calls.get(op) ?? 0) + 1);
+    if (holding && !CONTROL_PLANE.has(op)) await new Promise<void>((resolve) => held.push(resolve));
     const handler = handlers[op];
     if (handler === undefined) {
       return answer({ __type: "com.amazonaws.dynamodb.v20120810#UnknownOperationException", message: op }, 400);

@@ -194,8 +194,13 @@ export async function startRedis(tls?: { cert: string; key: string; ca: string }
   return wrap("redis", proc, port);
 }
 
-/** Starts the in-memory DynamoDB stand-in of bench/null-dynamo.ts. */
-export async function startNullDynamo(): Promise<Target & { endpoint: string; requests(): Promise<number> }> {
+/**
+ * Starts the in-memory DynamoDB stand-in of bench/null-dynamo.ts. After
+ * `hold()` it answers no data-plane call until `release()`.
+ */
+export async function startNullDynamo(): Promise<
+  Target & { endpoint: string; requests(): Promise<number>; hold(): Promise<void>; release(): Promise<void> }
+> {
   const proc = Bun.spawn([process.execPath, "bench/null-dynamo.ts"], {
     cwd: root,
     stdin: "ignore",
@@ -210,5 +215,8 @@ export async function startNullDynamo(): Promise<Target & { endpoint: string; re
     const counts = (await res.json()) as Record<string, number>;
     return Object.values(counts).reduce((a, b) => a + b, 0);
   };
-  return { ...wrap("null-dynamo", proc, port), endpoint, requests };
+  const control = (op: string) => async () => {
+    await fetch(endpoint, { method: "POST", headers: { "x-amz-target": `DynamoDB_20120810.${op}` } });
+  };
+  return { ...wrap("null-dynamo", proc, port), endpoint, requests, hold: control("Hold"), release: control("Release") };
 }
