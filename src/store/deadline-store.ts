@@ -69,10 +69,19 @@ export class DeadlineStore implements KvStore {
    * `timeoutMs` of being asked for: a stream is paced by its reader, so the
    * whole has no deadline, but no piece waits on DynamoDB longer than one.
    */
-  async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
-    const result = await this.#bounded("get", this.#timeoutMs, readValue(this.#inner, key, cancel));
-    return isValueStream(result) ? this.#boundedStream(result) : result;
+  getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    return this.#bounded("get", this.#timeoutMs, readValue(this.#inner, key, cancel), this.#boundValue);
   }
+
+  /** A value as {@link getStream} answers it: a stream's pieces get deadlines of their own. */
+  readonly #boundValue = (result: Uint8Array | ValueStream | undefined) =>
+    isValueStream(result) ? this.#boundedStream(result) : result;
+
+  /** A versioned value as {@link getVersioned} answers it. */
+  readonly #boundVersioned = (result: Versioned | undefined) =>
+    result === undefined || !isValueStream(result.value)
+      ? result
+      : { ...result, value: this.#boundedStream(result.value) };
 
   #boundedStream(stream: ValueStream): ValueStream {
     return {
@@ -112,10 +121,8 @@ export class DeadlineStore implements KvStore {
   }
 
   /** The head and, for a large value, each piece as {@link getStream}. */
-  async getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
-    const result = await this.#bounded("get", this.#timeoutMs, this.#inner.getVersioned(key, cancel));
-    if (result === undefined || !isValueStream(result.value)) return result;
-    return { ...result, value: this.#boundedStream(result.value) };
+  getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
+    return this.#bounded("get", this.#timeoutMs, this.#inner.getVersioned(key, cancel), this.#boundVersioned);
   }
 
   setIf(
@@ -149,7 +156,12 @@ export class DeadlineStore implements KvStore {
     return this.#inner.close();
   }
 
-  #bounded<T>(op: string, ms: number, work: Promise<T>): Promise<T> {
+  /**
+   * `work`, or `KV_ERR_TIMEOUT` once `ms` have passed; `map` (no closure
+   * per call) turns what `work` answered into the answer, so the request
+   * waits on no promise beyond this one.
+   */
+  #bounded<T>(op: string, ms: number, work: Promise<T>, map?: (v: T) => T): Promise<T> {
     const { promise, resolve, reject } = Promise.withResolvers<T>();
     const queue = ms === this.#timeoutMs ? this.#deadlines : this.#queueFor(ms);
     const deadline = queue.add(() =>
@@ -158,7 +170,14 @@ export class DeadlineStore implements KvStore {
     work.then(
       (v) => {
         queue.settle(deadline);
-        resolve(v);
+        if (map === undefined) resolve(v);
+        else {
+          try {
+            resolve(map(v));
+          } catch (err) {
+            reject(err);
+          }
+        }
       },
       (err: unknown) => {
         queue.settle(deadline);

@@ -96,6 +96,9 @@ export const STREAM_FROM_BYTES = 4 * 1024 * 1024;
 /** Times a get re-reads the head after finding the version it was reading replaced. */
 const MAX_VERSION_RETRIES = 5;
 
+/** A read's value alone, for {@link DynamoStore.get}. */
+const valueOnly = (value: Uint8Array | ValueStream): Uint8Array | ValueStream => value;
+
 /**
  * Values in DynamoDB under envelope encryption (see item-format.ts).
  *
@@ -110,6 +113,7 @@ const MAX_VERSION_RETRIES = 5;
  * A blind put that replaces a chunked value cannot see the head it
  * replaces, so that value's chunks are left to the orphan sweep.
  */
+
 export class DynamoStore implements KvStore {
   readonly #o: DynamoStoreOptions;
   readonly #table: TableCalls;
@@ -165,20 +169,30 @@ export class DynamoStore implements KvStore {
     });
   }
 
-  async get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
-    return (await this.#read(key, Number.POSITIVE_INFINITY, cancel))?.value as Uint8Array | undefined;
+  get(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | undefined> {
+    return this.#read(key, Number.POSITIVE_INFINITY, cancel, valueOnly) as Promise<Uint8Array | undefined>;
   }
 
-  async getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
-    return (await this.#read(key, STREAM_FROM_BYTES, cancel))?.value;
+  getStream(key: Uint8Array, cancel?: Cancel): Promise<Uint8Array | ValueStream | undefined> {
+    return this.#read(key, STREAM_FROM_BYTES, cancel, valueOnly);
   }
 
   getVersioned(key: Uint8Array, cancel?: Cancel): Promise<Versioned | undefined> {
-    return this.#read(key, STREAM_FROM_BYTES, cancel);
+    return this.#read(key, STREAM_FROM_BYTES, cancel, versioned);
   }
 
-  /** Reads `key`'s value and version: the value whole, or as a stream when it has at least `streamFrom` bytes. */
-  #read(key: Uint8Array, streamFrom: number, cancel?: Cancel): Promise<Versioned | undefined> {
+  /**
+   * Reads `key`'s value, whole or as a stream when it has at least
+   * `streamFrom` bytes, and answers what `shape` makes of it and its version.
+   * (`shape` rather than a `.then` by the caller: each request waiting in the
+   * store would hold one more promise and reaction.)
+   */
+  #read<T>(
+    key: Uint8Array,
+    streamFrom: number,
+    cancel: Cancel | undefined,
+    shape: (value: Uint8Array | ValueStream, version: number, expiresAt: number | undefined) => T,
+  ): Promise<T | undefined> {
     return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
       notCancelled(cancel);
       for (let attempt = 0; ; attempt++) {
@@ -190,14 +204,14 @@ export class DynamoStore implements KvStore {
         const dataKey = await this.#o.keys.decryptionKey(head.keyRef);
         if (head.format === ItemFormat.single) {
           const aad = valueAad(this.#o.encryptionScope, key, expiresAt);
-          return versioned(
+          return shape(
             authenticated(() => open(dataKey, { iv: head.iv, ciphertext: head.ciphertext }, aad)),
             version,
             expiresAt,
           );
         }
         const value = await this.#chunked.read(key, head, dataKey, streamFrom);
-        if (value !== MISSING) return versioned(value, version, expiresAt);
+        if (value !== MISSING) return shape(value, version, expiresAt);
         // A chunk is gone: either the version was replaced (retry) or the data is damaged.
         await this.#checkReplaced(key, head, attempt);
       }
@@ -227,7 +241,8 @@ export class DynamoStore implements KvStore {
   }
 
   set(key: Uint8Array, value: Uint8Array, cancel?: Cancel, ttlMs?: number): Promise<number> {
-    return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
+    // Not async: admission turns a throw into a rejection, and each waiting set holds one promise fewer.
+    return this.#admission.run(cancel ?? INTERNAL_OWNER, () => {
       notCancelled(cancel);
       return this.#put(key, value, undefined, expiryOf(this.#clock, ttlMs));
     });
@@ -240,7 +255,7 @@ export class DynamoStore implements KvStore {
     cancel?: Cancel,
     ttlMs?: number,
   ): Promise<number> {
-    return this.#admission.run(cancel ?? INTERNAL_OWNER, async () => {
+    return this.#admission.run(cancel ?? INTERNAL_OWNER, () => {
       notCancelled(cancel);
       return this.#put(key, value, condition, expiryOf(this.#clock, ttlMs));
     });

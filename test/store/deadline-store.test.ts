@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { DEADLINE_STEP_BYTES, DeadlineStore } from "../../src/store/deadline-store.js";
-import type { KvStore, ListPage } from "../../src/store/kv-store.js";
+import type { KvStore, ListPage, ValueStream } from "../../src/store/kv-store.js";
 
 /** An inner store whose every call waits until the test settles it: pure logic, no backend. */
 class HeldStore implements KvStore {
@@ -39,6 +39,43 @@ class HeldStore implements KvStore {
 
 const key = new TextEncoder().encode("k");
 
+/** What `p` settles with: its value, or the error it rejects with. */
+function outcome(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    (v) => v,
+    (err: unknown) => err,
+  );
+}
+
+/** A large value's stream whose first piece comes at once and whose second never does. */
+function stallingStream(): ValueStream & { cancelled: boolean } {
+  let pieces = 0;
+  const stream = {
+    size: 2,
+    cancelled: false,
+    next: (): Promise<Uint8Array> => (pieces++ === 0 ? Promise.resolve(Uint8Array.of(1)) : new Promise(() => {})),
+    cancel: () => {
+      stream.cancelled = true;
+    },
+  };
+  return stream;
+}
+
+/** An inner store whose streamed reads answer {@link stallingStream}s. */
+class StreamingStore extends HeldStore {
+  readonly streams: ReturnType<typeof stallingStream>[] = [];
+  getStream(): Promise<ValueStream> {
+    const s = stallingStream();
+    this.streams.push(s);
+    return Promise.resolve(s);
+  }
+  override getVersioned(): Promise<undefined> {
+    const s = stallingStream();
+    this.streams.push(s);
+    return Promise.resolve({ value: s, version: 7 }) as unknown as Promise<undefined>;
+  }
+}
+
 describe("DeadlineStore", () => {
   test("a get the backend never answers rejects with KV_ERR_TIMEOUT, no sooner than the deadline", async () => {
     const store = new DeadlineStore(new HeldStore(), { timeoutMs: 30 });
@@ -58,6 +95,22 @@ describe("DeadlineStore", () => {
     const failure = new Error("backend said no");
     inner.calls[1]?.fail(failure);
     await expect(set).rejects.toBe(failure);
+  });
+
+  test("a streamed get's pieces each get the deadline: a piece the backend never sends rejects with KV_ERR_TIMEOUT", async () => {
+    const store = new DeadlineStore(new StreamingStore(), { timeoutMs: 20 });
+    const stream = (await store.getStream(key)) as ValueStream;
+    expect(await stream.next()).toEqual(Uint8Array.of(1));
+    // Awaited as a settled outcome: bun's `expect(p).rejects` spins without end on a promise that never settles.
+    expect(await outcome(stream.next())).toMatchObject({
+      code: "KV_ERR_TIMEOUT",
+      message: expect.stringContaining("a piece of a large value"),
+    });
+    const versioned = await store.getVersioned(key);
+    expect(versioned?.version).toBe(7);
+    const piecewise = versioned?.value as ValueStream;
+    expect(await piecewise.next()).toEqual(Uint8Array.of(1));
+    expect(await outcome(piecewise.next())).toMatchObject({ code: "KV_ERR_TIMEOUT" });
   });
 
   test("a large set gets one more deadline per 16 MiB", async () => {
