@@ -29,7 +29,7 @@ against none, at server-cost's shape and on the pipelined front end), keyring (K
 under many key periods, KMS data keys vs the hierarchical keyring), cluster (stress through HAProxy while nodes are removed,
 added and killed, with a linearizability check; exits 1 on a violation).
 
-  --quick              every scenario briefly (58.7-59.5 s measured on 2 cores); it shares one DynamoDB Local
+  --quick              every scenario briefly (51.2-59.5 s measured on 2 cores); it shares one DynamoDB Local
                        in memory and one on disk (as local mode runs it) between scenarios
   --filter REGEX       run scenarios (and micro cases) whose name matches  [KV_BENCH_FILTER]
   --duration MS        measuring time per load step (default 2000; quick 250)  [KV_BENCH_DURATION_MS]
