@@ -301,7 +301,7 @@ export class Connection {
     if (answer instanceof Promise) {
       answer.then(
         (a) => this.#complete(seq, a),
-        (err: unknown) => this.#broken(err),
+        this.#onBroken,
       );
     } else if (answer instanceof StreamedAnswer) {
       this.#complete(seq, answer);
@@ -365,7 +365,7 @@ export class Connection {
     if (answer instanceof Promise) {
       answer.then(
         (a) => this.#complete(deferred.seq, a),
-        (err: unknown) => this.#broken(err),
+        this.#onBroken,
       );
     } else this.#complete(deferred.seq, answer);
   }
@@ -578,6 +578,9 @@ export class Connection {
     }
     this.shutdown();
   }
+
+  /** {@link #broken} as one function per connection, not one per request waiting on its answer. */
+  readonly #onBroken = (err: unknown): void => this.#broken(err);
 
   /** A handler promise rejected, which its contract forbids: no answer can be made in order, so close. */
   #broken(err: unknown): void {
