@@ -299,10 +299,7 @@ export class Connection {
       return true;
     }
     if (answer instanceof Promise) {
-      answer.then(
-        (a) => this.#complete(seq, a),
-        this.#onBroken,
-      );
+      answer.then((a) => this.#complete(seq, a), this.#onBroken);
     } else if (answer instanceof StreamedAnswer) {
       this.#complete(seq, answer);
     } else if (seq === this.#head) {
@@ -363,10 +360,7 @@ export class Connection {
       return;
     }
     if (answer instanceof Promise) {
-      answer.then(
-        (a) => this.#complete(deferred.seq, a),
-        this.#onBroken,
-      );
+      answer.then((a) => this.#complete(deferred.seq, a), this.#onBroken);
     } else this.#complete(deferred.seq, answer);
   }
 
