@@ -5,6 +5,7 @@ import { deriveItemKey } from "../../src/crypto/item-key.js";
 import { type DataKey, DataKeyCache, type DataKeyProvider } from "../../src/crypto/key-cache.js";
 import { valueAad } from "../../src/store/item-format.js";
 import { ErrorCode } from "../../src/wire/errors.js";
+import { anError, rejection } from "../support/rejection.js";
 import { expectKvError } from "../support/wire.js";
 
 const enc = new TextEncoder();
@@ -216,11 +217,11 @@ describe("DataKeyCache", () => {
     const p = new FakeProvider();
     p.failNext = true;
     const cache = new DataKeyCache(p);
-    await expect(cache.encryptionKey()).rejects.toThrow("kms down");
+    expect(await rejection(cache.encryptionKey())).toEqual(anError("kms down"));
     await cache.encryptionKey();
     expect(p.generated).toBe(2);
-    await expect(cache.decryptionKey(Uint8Array.of(1, 2))).rejects.toThrow("unknown key");
-    await expect(cache.decryptionKey(Uint8Array.of(1, 2))).rejects.toThrow("unknown key");
+    expect(await rejection(cache.decryptionKey(Uint8Array.of(1, 2)))).toEqual(anError("unknown key"));
+    expect(await rejection(cache.decryptionKey(Uint8Array.of(1, 2)))).toEqual(anError("unknown key"));
     expect(p.unwrapped).toBe(2);
   });
 });

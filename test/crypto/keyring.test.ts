@@ -21,6 +21,7 @@ import { CapturingLog } from "../support/capturing-log.js";
 import { useFaultProxies } from "../support/fault-proxy.js";
 import { startTestServer, testConfig } from "../support/harness.js";
 import { runCli } from "../support/process.js";
+import { rejection } from "../support/rejection.js";
 import { patterned } from "../support/values.js";
 
 // Starts DynamoDB Local; tests wait on events, and this bound only turns a hang into a failure.
@@ -229,7 +230,7 @@ describe("the hierarchical keyring", () => {
     await using reader = await startServer(testConfig(onBackends(backends, table)), log.log);
     await using c = await KvClient.connect({ port: reader.port });
     for (const key of ["under-1", "under-2", "ghost"]) {
-      await expect(c.get(key)).rejects.toMatchObject({ code: ErrorCode.Integrity });
+      expect(await rejection(c.get(key))).toMatchObject({ code: ErrorCode.Integrity });
     }
     expect(await c.getString("under-3")).toBe("three");
     expect(log.count(/KMS refused the stored data key: InvalidCiphertextException/)).toBeGreaterThanOrEqual(2);
@@ -297,8 +298,8 @@ describe("the hierarchical keyring while KMS is down", () => {
     await log.next(/could not be refreshed from KMS; its cached copy serves until its TTL/);
 
     clock.now += 10_001; // past the TTL
-    await expect(c.set("after", "x")).rejects.toMatchObject({ code: ErrorCode.Kms });
-    await expect(c.get("before")).rejects.toMatchObject({ code: ErrorCode.Kms });
+    expect(await rejection(c.set("after", "x"))).toMatchObject({ code: ErrorCode.Kms });
+    expect(await rejection(c.get("before"))).toMatchObject({ code: ErrorCode.Kms });
     await log.next(/expired from the cache \(TTL 60000 ms\) and could not be decrypted again/);
 
     proxies.kms.rule = undefined;

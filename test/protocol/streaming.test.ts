@@ -12,6 +12,7 @@ import { ErrorCode } from "../../src/wire/errors.js";
 import { FrameDecoder } from "../../src/wire/frame-decoder.js";
 import { onBackends, useBackends } from "../support/backends.js";
 import { startTestServer } from "../support/harness.js";
+import { anError, rejection } from "../support/rejection.js";
 import { wrapping } from "../support/stores.js";
 import { patterned, same } from "../support/values.js";
 
@@ -160,7 +161,7 @@ describe("streamed gets", () => {
     ct[10] = (ct[10] as number) ^ 1;
     await backends.client.send(new PutItemCommand({ TableName: settings.table, Item: { ...chunk, ct: { B: ct } } }));
 
-    await expect(c.get("v")).rejects.toMatchObject({ code: ErrorCode.ConnectionClosed });
+    expect(await rejection(c.get("v"))).toMatchObject({ code: ErrorCode.ConnectionClosed });
     await using again = await KvClient.connect({ port: server.port });
     await again.set("fine", "still serving");
     expect(await again.getString("fine")).toBe("still serving");
@@ -233,6 +234,6 @@ describe("streamed gets", () => {
     await backends.client.send(new DeleteItemCommand({ TableName: settings.table, Key: key }));
     const broken = await fetch(`http://127.0.0.1:${server.httpPort}/get?k=big`);
     expect(broken.status).toBe(200);
-    await expect(broken.arrayBuffer()).rejects.toThrow();
+    expect(await rejection(broken.arrayBuffer())).toEqual(anError());
   });
 });

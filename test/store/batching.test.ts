@@ -13,6 +13,7 @@ import {
 } from "../../src/store/data-plane.js";
 import type { AttributeMap } from "../../src/store/dynamo-json.js";
 import { Semaphore } from "../../src/store/semaphore.js";
+import { rejection } from "../support/rejection.js";
 
 /**
  * A scripted stand-in for the data plane, for the batching logic only
@@ -103,7 +104,7 @@ describe("BatchWriter", () => {
   test("items still unprocessed when the retry time is up are failed, not acknowledged", async () => {
     const client = new ScriptedClient((_n, input) => requests(input));
     const w = writer(client);
-    await expect(w.put(pk("stuck"))).rejects.toMatchObject({ code: "KV_ERR_STORAGE" });
+    expect(await rejection(w.put(pk("stuck")))).toMatchObject({ code: "KV_ERR_STORAGE" });
   });
 
   test("throttling errors are retried; other errors fail the batch at once", async () => {
@@ -123,7 +124,7 @@ describe("BatchWriter", () => {
     const broken = new ScriptedClient(() => {
       throw new DynamoCallError("ValidationException", "bad", { status: 400, retryable: false });
     });
-    await expect(writer(broken).put(pk("a"))).rejects.toMatchObject({ code: "KV_ERR_STORAGE" });
+    expect(await rejection(writer(broken).put(pk("a")))).toMatchObject({ code: "KV_ERR_STORAGE" });
     expect(broken.calls.length).toBe(1);
   });
 

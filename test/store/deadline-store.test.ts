@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { DEADLINE_STEP_BYTES, DeadlineStore } from "../../src/store/deadline-store.js";
 import type { KvStore, ListPage, ValueStream } from "../../src/store/kv-store.js";
+import { rejection } from "../support/rejection.js";
 
 /** An inner store whose every call waits until the test settles it: pure logic, no backend. */
 class HeldStore implements KvStore {
@@ -39,14 +40,6 @@ class HeldStore implements KvStore {
 
 const key = new TextEncoder().encode("k");
 
-/** What `p` settles with: its value, or the error it rejects with. */
-function outcome(p: Promise<unknown>): Promise<unknown> {
-  return p.then(
-    (v) => v,
-    (err: unknown) => err,
-  );
-}
-
 /** A large value's stream whose first piece comes at once and whose second never does. */
 function stallingStream(): ValueStream & { cancelled: boolean } {
   let pieces = 0;
@@ -80,7 +73,7 @@ describe("DeadlineStore", () => {
   test("a get the backend never answers rejects with KV_ERR_TIMEOUT, no sooner than the deadline", async () => {
     const store = new DeadlineStore(new HeldStore(), { timeoutMs: 30 });
     const started = performance.now();
-    await expect(store.get(key)).rejects.toMatchObject({ code: "KV_ERR_TIMEOUT" });
+    expect(await rejection(store.get(key))).toMatchObject({ code: "KV_ERR_TIMEOUT" });
     expect(performance.now() - started).toBeGreaterThanOrEqual(25);
   });
 
@@ -94,15 +87,14 @@ describe("DeadlineStore", () => {
     const set = store.set(key, value);
     const failure = new Error("backend said no");
     inner.calls[1]?.fail(failure);
-    await expect(set).rejects.toBe(failure);
+    expect(await rejection(set)).toBe(failure);
   });
 
   test("a streamed get's pieces each get the deadline: a piece the backend never sends rejects with KV_ERR_TIMEOUT", async () => {
     const store = new DeadlineStore(new StreamingStore(), { timeoutMs: 20 });
     const stream = (await store.getStream(key)) as ValueStream;
     expect(await stream.next()).toEqual(Uint8Array.of(1));
-    // Awaited as a settled outcome: bun's `expect(p).rejects` spins without end on a promise that never settles.
-    expect(await outcome(stream.next())).toMatchObject({
+    expect(await rejection(stream.next())).toMatchObject({
       code: "KV_ERR_TIMEOUT",
       message: expect.stringContaining("a piece of a large value"),
     });
@@ -110,7 +102,7 @@ describe("DeadlineStore", () => {
     expect(versioned?.version).toBe(7);
     const piecewise = versioned?.value as ValueStream;
     expect(await piecewise.next()).toEqual(Uint8Array.of(1));
-    expect(await outcome(piecewise.next())).toMatchObject({ code: "KV_ERR_TIMEOUT" });
+    expect(await rejection(piecewise.next())).toMatchObject({ code: "KV_ERR_TIMEOUT" });
   });
 
   test("a large set gets one more deadline per 16 MiB", async () => {
@@ -118,14 +110,14 @@ describe("DeadlineStore", () => {
     const store = new DeadlineStore(inner, { timeoutMs: 20 });
     const started = performance.now();
     const big = store.set(key, new Uint8Array(DEADLINE_STEP_BYTES * 2));
-    await expect(big).rejects.toMatchObject({ code: "KV_ERR_TIMEOUT", message: expect.stringContaining("60 ms") });
+    expect(await rejection(big)).toMatchObject({ code: "KV_ERR_TIMEOUT", message: expect.stringContaining("60 ms") });
     expect(performance.now() - started).toBeGreaterThanOrEqual(55);
   });
 
   test("a timed-out operation is not abandoned: the inner store still sees it through", async () => {
     const inner = new HeldStore();
     const store = new DeadlineStore(inner, { timeoutMs: 5 });
-    await expect(store.set(key, key)).rejects.toMatchObject({ code: "KV_ERR_TIMEOUT" });
+    expect(await rejection(store.set(key, key))).toMatchObject({ code: "KV_ERR_TIMEOUT" });
     expect(inner.calls).toHaveLength(1);
     // Settling it later is harmless: no unhandled rejection, no second answer.
     inner.calls[0]?.fail(new Error("late"));

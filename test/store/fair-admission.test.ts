@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { FairAdmission } from "../../src/store/fair-admission.js";
+import { anError, rejection } from "../support/rejection.js";
 
 /** An operation that runs until the test finishes it; records when it starts. */
 function gated(log: string[], name: string) {
@@ -72,12 +73,14 @@ describe("FairAdmission", () => {
 
   test("an operation that throws or rejects frees its slot", async () => {
     const admission = new FairAdmission(1);
-    await expect(
-      admission.run({}, () => {
-        throw new Error("boom");
-      }),
-    ).rejects.toThrow("boom");
-    await expect(admission.run({}, () => Promise.reject(new Error("no")))).rejects.toThrow("no");
+    expect(
+      await rejection(
+        admission.run({}, () => {
+          throw new Error("boom");
+        }),
+      ),
+    ).toEqual(anError("boom"));
+    expect(await rejection(admission.run({}, () => Promise.reject(new Error("no"))))).toEqual(anError("no"));
     expect(await admission.run({}, () => Promise.resolve(7))).toBe(7);
     expect(admission.active).toBe(0);
   });

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import type { KvStore, ListPage } from "../../src/store/kv-store.js";
 import { OrderedStore } from "../../src/store/ordered-store.js";
+import { anError, rejection } from "../support/rejection.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -219,7 +220,7 @@ describe("OrderedStore", () => {
     const s = store.set(enc.encode("k"), enc.encode("new"));
     const g = store.get(enc.encode("k"));
     inner.writes[0]?.finish(false);
-    await expect(s).rejects.toThrow("write failed");
+    expect(await rejection(s)).toEqual(anError("write failed"));
     expect(dec.decode(await g)).toBe("old");
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Semaphore } from "../../src/store/semaphore.js";
+import { anError, rejection } from "../support/rejection.js";
 
 describe("Semaphore", () => {
   test("never runs more than its limit at once, and runs waiters in FIFO order", async () => {
@@ -30,7 +31,7 @@ describe("Semaphore", () => {
 
   test("a task that throws frees its slot", async () => {
     const sem = new Semaphore(1);
-    await expect(sem.run(() => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
+    expect(await rejection(sem.run(() => Promise.reject(new Error("boom"))))).toEqual(anError("boom"));
     expect(await sem.run(async () => 42)).toBe(42);
     expect(sem.active).toBe(0);
   });
