@@ -329,7 +329,7 @@ export async function endToEnd(s: BenchSettings): Promise<Row[]> {
       // Warm the server's JIT; the first configuration also warms DynamoDB Local's, which runs far slower
       // in its first seconds, so the first configuration would otherwise be measured against a cold backend.
       const warmMs =
-        name === configs[0]?.[0] ? Math.max(s.quick ? 1_000 : 2_000, s.durationMs) : Math.min(500, s.durationMs);
+        name === configs[0]?.[0] ? Math.max(s.quick ? 1_000 : 6_000, s.durationMs) : Math.min(500, s.durationMs);
       for (const op of ["set", "get"] as const) {
         const warm = { driver: kvsDriver, port: target.port, connections: s.e2eClients, depth: 1, op };
         await runLoad({ ...warm, durationMs: warmMs, keyspace: 2_000, valueBytes: 1024 }, pool);
