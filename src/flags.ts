@@ -126,7 +126,7 @@ export const FLAGS = {
   "batch-window-ms": {
     env: "KV_BATCH_WINDOW_MS",
     type: "string",
-    default: "5",
+    default: "10",
     placeholder: "MS",
     help: "how long a partial batch waits while others are in flight (idle: none)",
   },
