@@ -113,7 +113,6 @@ const valueOnly = (value: Uint8Array | ValueStream): Uint8Array | ValueStream =>
  * A blind put that replaces a chunked value cannot see the head it
  * replaces, so that value's chunks are left to the orphan sweep.
  */
-
 export class DynamoStore implements KvStore {
   readonly #o: DynamoStoreOptions;
   readonly #table: TableCalls;
