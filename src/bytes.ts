@@ -143,3 +143,20 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+/**
+ * Writes `value` (0..2^32-1) at `at` as a big-endian u32, byte by byte: a
+ * DataView over the array would make JSC materialise its ArrayBuffer.
+ */
+export function writeUint32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 24;
+  out[at + 1] = (value >>> 16) & 0xff;
+  out[at + 2] = (value >>> 8) & 0xff;
+  out[at + 3] = value & 0xff;
+}
+
+/** Writes a safe integer `value` at `at` as a big-endian u64: two u32 halves, no BigInt. */
+export function writeUint64(out: Uint8Array, at: number, value: number): void {
+  writeUint32(out, at, Math.floor(value / 2 ** 32));
+  writeUint32(out, at + 4, value >>> 0);
+}

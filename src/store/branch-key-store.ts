@@ -5,6 +5,7 @@ import {
   PutItemCommand,
   type PutItemCommandInput,
 } from "@aws-sdk/client-dynamodb";
+import { writeUint32 } from "../bytes.js";
 import { type BranchKeyRecord, type BranchKeyStorage, MAX_BRANCH_VERSION } from "../crypto/branch-keys.js";
 import { Counter, type Counters } from "../metrics.js";
 import { asKvError, ErrorCode, KvError } from "../wire/errors.js";
@@ -17,7 +18,7 @@ const ACTIVE_PK = Uint8Array.of(ItemKind.branchKey);
 export function branchKeyPk(version: number): Uint8Array {
   const pk = new Uint8Array(5);
   pk[0] = ItemKind.branchKey;
-  new DataView(pk.buffer).setUint32(1, version);
+  writeUint32(pk, 1, version);
   return pk;
 }
 

@@ -1,4 +1,5 @@
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
+import { writeUint32, writeUint64 } from "../bytes.js";
 import { MAX_BRANCH_VERSION } from "../crypto/branch-keys.js";
 import { type KeyRef, SALT_BYTES } from "../crypto/item-key.js";
 import { ErrorCode, isKvError, KvError } from "../wire/errors.js";
@@ -165,7 +166,7 @@ export function chunkPk(ver: Uint8Array, index: number): Uint8Array {
   const pk = new Uint8Array(1 + VERSION_BYTES + 4);
   pk[0] = ItemKind.chunk;
   pk.set(ver, 1);
-  new DataView(pk.buffer).setUint32(1 + VERSION_BYTES, index);
+  writeUint32(pk, 1 + VERSION_BYTES, index);
   return pk;
 }
 
@@ -206,7 +207,6 @@ function aad(
   const t = lastTableBytes;
   const expiryBytes = expiresAt === undefined ? 0 : 8;
   const out = new Uint8Array(label.length + 1 + 2 + t.length + 4 + key.length + extra + expiryBytes);
-  // Big-endian integers written byte by byte: a DataView would make JSC materialise the array's ArrayBuffer, per item.
   let p = 0;
   out.set(label, p);
   p += label.length;
@@ -215,22 +215,14 @@ function aad(
   out[p++] = t.length & 0xff;
   out.set(t, p);
   p += t.length;
-  writeU32(out, p, key.length);
+  writeUint32(out, p, key.length);
   p += 4;
   out.set(key, p);
   if (expiresAt !== undefined) {
-    // The u64 as two halves: a safe integer needs no BigInt, which would cost an allocation per get.
-    writeU32(out, out.length - 8, Math.floor(expiresAt / 2 ** 32));
-    writeU32(out, out.length - 4, expiresAt >>> 0);
+    // No BigInt: it would cost an allocation per get.
+    writeUint64(out, out.length - 8, expiresAt);
   }
   return out;
-}
-
-function writeU32(out: Uint8Array, at: number, value: number): void {
-  out[at] = value >>> 24;
-  out[at + 1] = (value >>> 16) & 0xff;
-  out[at + 2] = (value >>> 8) & 0xff;
-  out[at + 3] = value & 0xff;
 }
 
 /**
@@ -252,13 +244,12 @@ export function chunkAad(
   expiresAt?: number,
 ): Uint8Array {
   const out = aad(CHUNK_LABEL, ItemFormat.chunked, table, key, VERSION_BYTES + 4 + 4 + 8, expiresAt);
-  const view = new DataView(out.buffer);
   let p = out.length - (VERSION_BYTES + 16) - (expiresAt === undefined ? 0 : 8);
   out.set(ver, p);
   p += VERSION_BYTES;
-  view.setUint32(p, index);
-  view.setUint32(p + 4, count);
-  view.setBigUint64(p + 8, BigInt(size));
+  writeUint32(out, p, index);
+  writeUint32(out, p + 4, count);
+  writeUint64(out, p + 8, size);
   return out;
 }
 
