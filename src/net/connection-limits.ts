@@ -8,6 +8,8 @@ export interface ConnectionSocket {
   pause(): void;
   resume(): void;
   end(): void;
+  /** Closes at once, sending nothing more. */
+  terminate(): void;
   readonly remoteAddress: string;
 }
 

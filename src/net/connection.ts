@@ -46,7 +46,10 @@ const INITIAL_RING = 16;
  * - A stream-level error logs one line, stops reading, answers what was
  *   already accepted, then closes. Nothing else is affected.
  * - Once the socket has closed, nothing more is handed to the handler, and
- *   frames held unparsed are dropped.
+ *   frames held unparsed are dropped. A write that finds the socket gone
+ *   closes the connection as the `close` event would: Bun may not report a
+ *   paused socket's reset otherwise, and the frames it held would be run
+ *   for nobody.
  * - A {@link Deferred} answer runs once every request before it is
  *   answered, and the decoder takes no frame after it until it is answered;
  *   one that has not started when the socket closes never runs.
@@ -119,6 +122,7 @@ export class Connection {
     this.#writer = new SocketWriter(socket, {
       onIdle: () => this.#afterProgress(),
       onWritten: (bytes) => counters.add(Counter.bytesOut, bytes),
+      onGone: () => this.#gone(),
     });
     this.#consumer = { frame: this.#onFrame, begin: this.#begin, piece: this.#piece };
   }
@@ -156,6 +160,11 @@ export class Connection {
       this.#streamError(err);
       return;
     }
+    // Closed while parsing it (#gone): what the decoder held after the close is dropped too.
+    if (this.#closed) {
+      this.#decoder.discard();
+      return;
+    }
     this.#checkBudget();
   }
 
@@ -187,6 +196,19 @@ export class Connection {
       this.#charged = 0;
     }
     this.#done.resolve();
+  }
+
+  /**
+   * A write found the socket gone before Bun reported its close, as it may
+   * for a paused socket whose peer reset it: closes now, as the `close`
+   * event would, so the requests it holds unparsed and those queued for it
+   * are dropped instead of run for nobody.
+   */
+  #gone(): void {
+    if (this.#closed) return;
+    this.#log.debug("socket gone before its close was reported", { conn: this.id });
+    this.onClose();
+    this.#socket.terminate();
   }
 
   /**
@@ -224,6 +246,8 @@ export class Connection {
 
   /** Handles one frame; returns true to stop the decoder after it. */
   readonly #onFrame = (frame: Uint8Array): boolean => {
+    // Closed from inside this read (see #gone): nothing more is handled.
+    if (this.#closed) return true;
     const seq = this.#nextSeq();
     let answer: Answer | Promise<Answer> | Deferred;
     try {
@@ -255,6 +279,7 @@ export class Connection {
 
   /** A piece of the inbound stream's frame; its last piece makes the frame's answer. */
   readonly #piece = (bytes: Uint8Array, last: boolean): boolean => {
+    if (this.#closed) return true;
     const stream = this.#inbound as FrameStream;
     const full = stream.write(bytes);
     if (!last) {
@@ -531,6 +556,10 @@ export class Connection {
           pausedAgain = this.#decoder.resume(this.#consumer);
         } catch (err) {
           this.#streamError(err);
+          return;
+        }
+        if (this.#closed) {
+          this.#decoder.discard();
           return;
         }
       }

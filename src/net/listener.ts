@@ -139,6 +139,13 @@ export class Listener {
           socket.data = conn;
           connections.add(conn);
           counters.add(Counter.connectionsOpened);
+          // Its close may come from the socket's `close` event or from the connection itself (a write that
+          // found the socket gone), whichever is first.
+          void conn.closed.then(() => {
+            connections.delete(conn);
+            counters.add(Counter.connectionsClosed);
+            log.debug("connection closed", { conn: id });
+          });
         },
         handshake(socket, success, authorizationError) {
           if (success && (authorizationError === null || !mutual)) return;
@@ -183,9 +190,6 @@ export class Listener {
           const conn = socket.data;
           if (conn === undefined) return;
           socket.data = undefined;
-          connections.delete(conn);
-          counters.add(Counter.connectionsClosed);
-          log.debug("connection closed", { conn: conn.id });
           conn.onClose();
         },
       } satisfies SocketHandler<Connection | undefined>,

@@ -53,17 +53,25 @@ export class SocketWriter {
   #closed = false;
   readonly #onIdle: (() => void) | undefined;
   readonly #onWritten: ((bytes: number) => void) | undefined;
+  readonly #onGone: (() => void) | undefined;
 
   /**
    * @param onIdle called whenever the writer has written everything it held:
    *   at once from `drain()`, and in a microtask after a flush that emptied
    *   it; connections use it to resume reading and to finish closing.
    * @param onWritten told how many bytes each write put on the wire (for metrics).
+   * @param onGone told once, after the writer has closed, when a write found
+   *   the socket gone: Bun may tell a paused socket's owner of a peer's reset
+   *   only this way, its `close` event coming late or never.
    */
-  constructor(socket: WritableSocket, options: { onIdle?: () => void; onWritten?: (bytes: number) => void } = {}) {
+  constructor(
+    socket: WritableSocket,
+    options: { onIdle?: () => void; onWritten?: (bytes: number) => void; onGone?: () => void } = {},
+  ) {
     this.#socket = socket;
     this.#onIdle = options.onIdle;
     this.#onWritten = options.onWritten;
+    this.#onGone = options.onGone;
   }
 
   /** Bytes queued and not yet accepted by the kernel. */
@@ -137,6 +145,7 @@ export class SocketWriter {
     const written = this.#socket.write(bytes);
     if (written < 0) {
       this.close();
+      this.#onGone?.();
       return -1;
     }
     this.#sentTotal += written;

@@ -15,7 +15,10 @@ class FakeSocket implements ConnectionSocket {
   pauses = 0;
   resumes = 0;
   ended = false;
+  /** Writes report the socket closed (-1), as Bun's do after a peer's reset it has not reported yet. */
+  gone = false;
   write(data: Uint8Array): number {
+    if (this.gone) return -1;
     const n = Math.min(this.accept, data.length);
     if (n > 0) this.writes.push(data.slice(0, n));
     return n;
@@ -27,6 +30,9 @@ class FakeSocket implements ConnectionSocket {
     this.resumes++;
   }
   end(): void {
+    this.ended = true;
+  }
+  terminate(): void {
     this.ended = true;
   }
   /** Everything written, in order. */
@@ -160,7 +166,6 @@ describe("Connection backpressure, per frame", () => {
     await settle();
     expect(socket.bytes().length).toBe(20 * 1024);
     expect(socket.resumes).toBe(1);
-    expect(conn.busy).toBe(false);
   });
 
   test("a synchronous answer that must wait behind a pending one is copied, not read later from scratch", async () => {
@@ -314,6 +319,37 @@ describe("InFlightShare: many pipelining connections against one quiet one", () 
     for (const p of other.handler.pending.splice(0)) p.answer(Uint8Array.of(1));
     await settle();
     expect(share.total).toBe(0);
+  });
+});
+
+describe("A socket found gone by a write", () => {
+  test("closes the connection: frames it held unparsed are never handled, and its share is given back", async () => {
+    const socket = new FakeSocket();
+    const handler = new HeldHandler();
+    const share = new InFlightShare(1000, 4);
+    const conn = new Connection(socket, handler, silentLogger, new Counters(), { ...options, share });
+    let closed = false;
+    void conn.closed.then(() => {
+      closed = true;
+    });
+    conn.onData(frames(100));
+    expect(handler.calls).toBe(8);
+    expect(share.total).toBe(8);
+    // The peer reset the socket while it was paused; Bun reports it only by failing the next write.
+    socket.gone = true;
+    for (const p of handler.pending.splice(0, 5)) p.answer(Uint8Array.of(1));
+    await settle();
+    expect(closed).toBe(true);
+    expect(conn.aborted).toBe(true);
+    expect(socket.ended).toBe(true);
+    expect(share.total).toBe(0);
+    // Answering made room before the failed write was flushed: at most one more round was taken.
+    const atClose = handler.calls;
+    expect(atClose).toBeLessThanOrEqual(16);
+    // Its other answers come and go nowhere, and nothing more of the 100 is handed to the handler.
+    for (const p of handler.pending.splice(0)) p.answer(Uint8Array.of(1));
+    await settle();
+    expect(handler.calls).toBe(atClose);
   });
 });
 
