@@ -160,11 +160,7 @@ export class Connection {
       this.#streamError(err);
       return;
     }
-    // Closed while parsing it (#gone): what the decoder held after the close is dropped too.
-    if (this.#closed) {
-      this.#decoder.discard();
-      return;
-    }
+    if (this.#droppedAfterClose()) return;
     this.#checkBudget();
   }
 
@@ -196,6 +192,17 @@ export class Connection {
       this.#charged = 0;
     }
     this.#done.resolve();
+  }
+
+  /**
+   * Whether the connection closed during the parse that just returned (see
+   * {@link #gone}): the decoder, stopped by the closed connection, held the
+   * rest of the read again, and it is dropped now.
+   */
+  #droppedAfterClose(): boolean {
+    if (!this.#closed) return false;
+    this.#decoder.discard();
+    return true;
   }
 
   /**
@@ -558,10 +565,7 @@ export class Connection {
           this.#streamError(err);
           return;
         }
-        if (this.#closed) {
-          this.#decoder.discard();
-          return;
-        }
+        if (this.#droppedAfterClose()) return;
       }
       this.#checkBudget();
       if (pausedAgain) return;

@@ -351,6 +351,28 @@ describe("A socket found gone by a write", () => {
     await settle();
     expect(handler.calls).toBe(atClose);
   });
+
+  test("found gone by a write made while a read is parsed, stops handling that read's frames at once", () => {
+    const socket = new FakeSocket();
+    socket.gone = true;
+    let calls = 0;
+    // An answer this large is written at once, inside the call that made it, not at the end of the microtask.
+    const large = new Uint8Array(64 * 1024);
+    const handler: FrameHandler = {
+      handle: () => {
+        calls++;
+        return large;
+      },
+    };
+    const wide = { ...options, maxInFlight: 1000, highWaterBytes: 1 << 30 };
+    const conn = new Connection(socket, handler, silentLogger, new Counters(), wide);
+    conn.onData(frames(100));
+    expect(calls).toBe(1);
+    expect(conn.aborted).toBe(true);
+    expect(socket.ended).toBe(true);
+    // The rest of the read, held again when the closed connection stopped the decoder, is dropped too.
+    expect(conn.busy).toBe(false);
+  });
 });
 
 describe("SocketWriter", () => {
